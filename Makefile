@@ -1,0 +1,53 @@
+# One task runner: CI calls these targets, and so do people.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NODES  ?= 3
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast lint format bench cassandra-fetch cassandra-up cassandra-down cassandra-status clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,cassandra,bench]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/downloads serve
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/pytest -m "not cassandra and not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy src
+
+format: install
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: install
+	$(BIN)/python -m bench
+
+cassandra-fetch: install
+	$(BIN)/python -m eskit.testing.cassandra_cluster fetch
+
+cassandra-up: install
+	$(BIN)/python -m eskit.testing.cassandra_cluster up --nodes $(NODES)
+
+cassandra-down: install
+	$(BIN)/python -m eskit.testing.cassandra_cluster down --nodes $(NODES)
+
+cassandra-status: install
+	$(BIN)/python -m eskit.testing.cassandra_cluster status --nodes $(NODES)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -1,0 +1,81 @@
+"""In-memory stores: the default for tests, thread-safe, gone with the process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from eskit.events import NewEvent, Snapshot, StoredEvent
+from eskit.exceptions import ConcurrencyError
+from eskit.store import EventStore, SnapshotStore
+from eskit.validation import check_append, check_read
+
+__all__ = ["InMemoryEventStore", "InMemorySnapshotStore"]
+
+
+class InMemoryEventStore(EventStore):
+    """Streams kept in a dict of lists, guarded by one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: dict[str, list[StoredEvent]] = {}
+
+    def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
+        check_append(stream_id, events, expected_version)
+        with self._lock:
+            stream = self._streams.setdefault(stream_id, [])
+            if len(stream) != expected_version:
+                raise ConcurrencyError(stream_id, expected_version, len(stream))
+            for offset, event in enumerate(events, start=1):
+                stream.append(
+                    StoredEvent(
+                        stream_id=stream_id,
+                        position=expected_version + offset,
+                        type_name=event.type_name,
+                        schema_version=event.schema_version,
+                        data=event.data,
+                        metadata=event.metadata,
+                        recorded_at=event.recorded_at,
+                        event_id=event.event_id,
+                    )
+                )
+            return len(stream)
+
+    def read(
+        self,
+        stream_id: str,
+        *,
+        gt: int = 0,
+        lte: int | None = None,
+        limit: int | None = None,
+        desc: bool = False,
+    ) -> list[StoredEvent]:
+        check_read(gt, lte, limit)
+        with self._lock:
+            stream = self._streams.get(stream_id, [])
+            upper = len(stream) if lte is None else min(lte, len(stream))
+            selected = stream[gt:upper] if gt < upper else []
+        if desc:
+            selected = selected[::-1]
+        return selected if limit is None else selected[:limit]
+
+    def version(self, stream_id: str) -> int:
+        with self._lock:
+            return len(self._streams.get(stream_id, []))
+
+
+class InMemorySnapshotStore(SnapshotStore):
+    """Snapshots per stream, keyed by version."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshots: dict[str, dict[int, Snapshot]] = {}
+
+    def save(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._snapshots.setdefault(snapshot.stream_id, {})[snapshot.version] = snapshot
+
+    def load(self, stream_id: str, *, lte: int | None = None) -> Snapshot | None:
+        with self._lock:
+            versions = [v for v in self._snapshots.get(stream_id, {}) if lte is None or v <= lte]
+            return self._snapshots[stream_id][max(versions)] if versions else None

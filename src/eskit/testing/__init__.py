@@ -1,0 +1,1 @@
+"""Test helpers for eskit (local infrastructure such as Cassandra clusters)."""

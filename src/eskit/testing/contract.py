@@ -1,0 +1,243 @@
+"""The contract every event store and snapshot store must meet (a TCK).
+
+Each backend's test module subclasses :class:`EventStoreContract` and
+:class:`SnapshotStoreContract` and provides a factory; pytest then runs every
+test here against it. Backends that cannot do something set a capability flag
+rather than deleting a test.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from eskit.events import NewEvent, Snapshot
+from eskit.exceptions import ConcurrencyError, InterfaceError
+from eskit.store import EventStore, SnapshotStore
+
+__all__ = ["EventStoreContract", "SnapshotStoreContract", "new_event"]
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def new_event(n: int = 0, *, payload: bytes | None = None, at: datetime | None = None) -> NewEvent:
+    """A small encoded event for store tests; ``n`` makes its payload recognisable."""
+    return NewEvent(
+        type_name="Tested",
+        schema_version=1,
+        data=payload if payload is not None else b'{"n":%d}' % n,
+        metadata=b'{"request_id":"r-%d"}' % n,
+        recorded_at=at or T0 + timedelta(seconds=n),
+    )
+
+
+def unique_stream() -> str:
+    return f"stream-{uuid.uuid4().hex}"
+
+
+class EventStoreContract:
+    """Behaviour every :class:`EventStore` adapter must show."""
+
+    #: how many threads race in the concurrency test
+    racers: int = 8
+    #: how many appends each racer attempts
+    race_rounds: int = 10
+
+    def make_event_store(self) -> EventStore:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def store(self) -> Iterator[EventStore]:
+        store = self.make_event_store()
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def test_an_unknown_stream_reads_empty_at_version_zero(self, store: EventStore) -> None:
+        stream = unique_stream()
+        assert store.read(stream) == []
+        assert store.version(stream) == 0
+
+    def test_appended_events_read_back_in_order_with_positions(self, store: EventStore) -> None:
+        stream = unique_stream()
+        events = [new_event(i) for i in range(1, 4)]
+        assert store.append(stream, events, expected_version=0) == 3
+        stored = store.read(stream)
+        assert [e.position for e in stored] == [1, 2, 3]
+        assert [e.data for e in stored] == [e.data for e in events]
+        assert [e.event_id for e in stored] == [e.event_id for e in events]
+        assert [e.metadata for e in stored] == [e.metadata for e in events]
+        assert [e.recorded_at for e in stored] == [e.recorded_at for e in events]
+        assert all(e.stream_id == stream and e.type_name == "Tested" for e in stored)
+        assert store.version(stream) == 3
+
+    def test_appends_continue_from_the_expected_version(self, store: EventStore) -> None:
+        stream = unique_stream()
+        store.append(stream, [new_event(1)], expected_version=0)
+        assert store.append(stream, [new_event(2), new_event(3)], expected_version=1) == 3
+        assert [e.data for e in store.read(stream)] == [b'{"n":1}', b'{"n":2}', b'{"n":3}']
+
+    def test_reads_honour_bounds_limit_and_direction(self, store: EventStore) -> None:
+        stream = unique_stream()
+        store.append(stream, [new_event(i) for i in range(1, 11)], expected_version=0)
+        assert [e.position for e in store.read(stream, gt=3)] == list(range(4, 11))
+        assert [e.position for e in store.read(stream, lte=4)] == [1, 2, 3, 4]
+        assert [e.position for e in store.read(stream, gt=2, lte=5)] == [3, 4, 5]
+        assert [e.position for e in store.read(stream, gt=2, limit=3)] == [3, 4, 5]
+        assert [e.position for e in store.read(stream, desc=True, limit=2)] == [10, 9]
+        assert [e.position for e in store.read(stream, gt=5, lte=8, desc=True)] == [8, 7, 6]
+        assert store.read(stream, gt=10) == []
+        assert store.read(stream, limit=0) == []
+
+    def test_a_stale_expected_version_conflicts_and_writes_nothing(self, store: EventStore) -> None:
+        stream = unique_stream()
+        store.append(stream, [new_event(1), new_event(2)], expected_version=0)
+        for stale in (0, 1, 3):
+            with pytest.raises(ConcurrencyError):
+                store.append(stream, [new_event(9), new_event(10)], expected_version=stale)
+        assert [e.position for e in store.read(stream)] == [1, 2]
+        assert store.version(stream) == 2
+
+    def test_a_multi_event_append_is_all_or_nothing(self, store: EventStore) -> None:
+        stream = unique_stream()
+        store.append(stream, [new_event(1)], expected_version=0)
+        batch = [new_event(i) for i in range(2, 12)]
+        with pytest.raises(ConcurrencyError):
+            store.append(stream, batch, expected_version=0)
+        assert store.version(stream) == 1
+        store.append(stream, batch, expected_version=1)
+        assert [e.position for e in store.read(stream)] == list(range(1, 12))
+
+    def test_streams_are_independent(self, store: EventStore) -> None:
+        a, b = unique_stream(), unique_stream()
+        store.append(a, [new_event(1), new_event(2)], expected_version=0)
+        store.append(b, [new_event(3)], expected_version=0)
+        assert [e.data for e in store.read(a)] == [b'{"n":1}', b'{"n":2}']
+        assert [e.data for e in store.read(b)] == [b'{"n":3}']
+
+    def test_bad_arguments_are_refused(self, store: EventStore) -> None:
+        stream = unique_stream()
+        with pytest.raises(InterfaceError):
+            store.append(stream, [], expected_version=0)
+        with pytest.raises(InterfaceError):
+            store.append(stream, [new_event(1)], expected_version=-1)
+        with pytest.raises(InterfaceError):
+            store.read(stream, gt=-1)
+        assert store.version(stream) == 0
+
+    def test_large_and_unicode_payloads_round_trip(self, store: EventStore) -> None:
+        stream = unique_stream()
+        big = b'{"blob":"' + b"x" * 1_000_000 + b'"}'
+        text = '{"name":"Zoë 🎬 東京 \\u0000 ok"}'.encode()
+        store.append(stream, [new_event(1, payload=big), new_event(2, payload=text)], expected_version=0)
+        stored = store.read(stream)
+        assert stored[0].data == big
+        assert stored[1].data == text
+
+    def test_unicode_stream_ids_are_kept_apart(self, store: EventStore) -> None:
+        base = unique_stream()
+        store.append(base + "-é", [new_event(1)], expected_version=0)
+        store.append(base + "-e", [new_event(2)], expected_version=0)
+        assert store.read(base + "-é")[0].data == b'{"n":1}'
+        assert store.read(base + "-e")[0].data == b'{"n":2}'
+
+    def test_version_at_a_time_is_the_last_event_recorded_by_then(self, store: EventStore) -> None:
+        stream = unique_stream()
+        store.append(stream, [new_event(i) for i in range(1, 6)], expected_version=0)
+        assert store.version_at(stream, T0) == 0
+        assert store.version_at(stream, T0 + timedelta(seconds=3)) == 3
+        assert store.version_at(stream, T0 + timedelta(seconds=3, microseconds=999)) == 3
+        assert store.version_at(stream, T0 + timedelta(days=1)) == 5
+
+    def test_concurrent_appenders_get_one_winner_per_version(self, store: EventStore) -> None:
+        stream = unique_stream()
+        wins: list[tuple[int, bytes]] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+        start = threading.Barrier(self.racers)
+
+        def racer(who: int) -> None:
+            try:
+                start.wait()
+                for round_ in range(self.race_rounds):
+                    event = new_event(who * 1000 + round_)
+                    for _ in range(200):
+                        expected = store.version(stream)
+                        try:
+                            store.append(stream, [event], expected_version=expected)
+                        except ConcurrencyError:
+                            continue
+                        with lock:
+                            wins.append((expected + 1, event.data))
+                        break
+            except BaseException as exc:  # reported below, so a failure is not swallowed
+                errors.append(exc)
+
+        threads = [threading.Thread(target=racer, args=(i,)) for i in range(self.racers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert not errors, errors
+        stored = store.read(stream)
+        total = self.racers * self.race_rounds
+        assert [e.position for e in stored] == list(range(1, total + 1))
+        assert len(wins) == total
+        assert sorted(wins) == [(e.position, e.data) for e in stored]
+
+
+class SnapshotStoreContract:
+    """Behaviour every :class:`SnapshotStore` adapter must show."""
+
+    def make_snapshot_store(self) -> SnapshotStore:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def snapshots(self) -> Iterator[SnapshotStore]:
+        store = self.make_snapshot_store()
+        try:
+            yield store
+        finally:
+            store.close()
+
+    @staticmethod
+    def snap(stream: str, version: int, state: bytes = b"{}") -> Snapshot:
+        return Snapshot(stream, version, "State", 1, state, T0 + timedelta(seconds=version))
+
+    def test_no_snapshot_loads_as_none(self, snapshots: SnapshotStore) -> None:
+        assert snapshots.load(unique_stream()) is None
+
+    def test_the_latest_snapshot_at_or_below_a_version_is_loaded(self, snapshots: SnapshotStore) -> None:
+        stream = unique_stream()
+        for version in (10, 30, 20):
+            snapshots.save(self.snap(stream, version, b'{"v":%d}' % version))
+        latest = snapshots.load(stream)
+        assert latest is not None and latest.version == 30 and latest.state == b'{"v":30}'
+        at_25 = snapshots.load(stream, lte=25)
+        assert at_25 is not None and at_25.version == 20
+        at_20 = snapshots.load(stream, lte=20)
+        assert at_20 is not None and at_20.version == 20
+        assert snapshots.load(stream, lte=9) is None
+
+    def test_snapshot_fields_round_trip(self, snapshots: SnapshotStore) -> None:
+        stream = unique_stream()
+        original = Snapshot(stream, 7, "Account", 3, '{"zoë":"🎬"}'.encode(), T0)
+        snapshots.save(original)
+        assert snapshots.load(stream) == original
+
+    def test_saving_a_version_again_replaces_it(self, snapshots: SnapshotStore) -> None:
+        stream = unique_stream()
+        snapshots.save(self.snap(stream, 5, b'{"a":1}'))
+        snapshots.save(self.snap(stream, 5, b'{"a":2}'))
+        loaded = snapshots.load(stream)
+        assert loaded is not None and loaded.state == b'{"a":2}'
+
+    def test_snapshots_of_streams_are_independent(self, snapshots: SnapshotStore) -> None:
+        a, b = unique_stream(), unique_stream()
+        snapshots.save(self.snap(a, 3))
+        assert snapshots.load(b) is None

@@ -1,0 +1,39 @@
+"""The store contract, run against the in-memory and SQLite stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eskit import InMemoryEventStore, InMemorySnapshotStore, SQLiteEventStore, SQLiteSnapshotStore
+from eskit.store import EventStore, SnapshotStore
+from eskit.testing.contract import EventStoreContract, SnapshotStoreContract
+
+
+class TestInMemoryEventStore(EventStoreContract):
+    def make_event_store(self) -> EventStore:
+        return InMemoryEventStore()
+
+
+class TestInMemorySnapshotStore(SnapshotStoreContract):
+    def make_snapshot_store(self) -> SnapshotStore:
+        return InMemorySnapshotStore()
+
+
+class TestSQLiteEventStore(EventStoreContract):
+    @pytest.fixture(autouse=True)
+    def _db(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "events.db"
+
+    def make_event_store(self) -> EventStore:
+        return SQLiteEventStore(self.path)
+
+
+class TestSQLiteSnapshotStore(SnapshotStoreContract):
+    @pytest.fixture(autouse=True)
+    def _db(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "snapshots.db"
+
+    def make_snapshot_store(self) -> SnapshotStore:
+        return SQLiteSnapshotStore(self.path)

@@ -1,0 +1,1 @@
+"""downloads: license accounting for offline downloads, on eskit."""

@@ -1,0 +1,61 @@
+"""The FastAPI application: built by :func:`create_app`, never at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from downloads.api.auth import TokenSigner
+from downloads.api.errors import install_error_handlers
+from downloads.api.metrics import Metrics, TimedEventStore
+from downloads.api.middleware import BodyLimit, RequestMetrics
+from downloads.api.routes import accounts, devices, health, licenses, titles
+from downloads.bootstrap import App, bootstrap
+from downloads.service import Clock, system_clock
+from downloads.settings import Settings
+
+__all__ = ["create_app", "create_app_from_env"]
+
+
+def create_app(settings: Settings, *, clock: Clock = system_clock, context: App | None = None) -> FastAPI:
+    """Wire the service for ``settings`` and return the ASGI app.
+
+    Raises ``ValueError`` when no auth secret is set (``serve`` generates one)
+    and the errors of :func:`~downloads.bootstrap.bootstrap`.
+    """
+    if not settings.auth_secret:
+        raise ValueError("DOWNLOADS_AUTH_SECRET is not set")
+    signer = TokenSigner(settings.auth_secret)
+    metrics = Metrics()
+    ctx = context or bootstrap(settings, clock=clock, observer=metrics,
+                               wrap_events=lambda inner: TimedEventStore(inner, metrics))
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.close()
+
+    api = FastAPI(
+        lifespan=lifespan,
+        title="downloads",
+        version="1",
+        summary="License accounting for offline downloads, on an event-sourced store.",
+    )
+    api.state.service = ctx.service
+    api.state.stores = ctx.stores
+    api.state.signer = signer
+    api.state.metrics = metrics
+    api.state.context = ctx
+    for module in (accounts, devices, licenses, titles, health):
+        api.include_router(module.router)
+    install_error_handlers(api)
+    api.add_middleware(RequestMetrics, observe=metrics.observe_request)
+    api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    return api
+
+
+def create_app_from_env() -> FastAPI:
+    """The factory ``serve`` hands to uvicorn: settings from ``DOWNLOADS_*`` variables."""
+    return create_app(Settings())

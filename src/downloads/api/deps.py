@@ -1,0 +1,54 @@
+"""Dependencies shared by the routers: the service, the caller's role, the request id."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from downloads.api.auth import AuthError, Principal, TokenSigner
+from downloads.api.errors import ApiError
+from downloads.service import DownloadsService
+
+__all__ = ["Admin", "Commander", "IdempotencyKey", "Reader", "Service"]
+
+
+def _service(request: Request) -> DownloadsService:
+    service: DownloadsService = request.app.state.service
+    return service
+
+
+def _principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "UNAUTHENTICATED", "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    signer: TokenSigner = request.app.state.signer
+    try:
+        return signer.verify(token.strip())
+    except AuthError as exc:
+        raise ApiError(401, "UNAUTHENTICATED", str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+
+
+def _role(*allowed: str):  # type: ignore[no-untyped-def]
+    def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        if principal.role not in allowed:
+            raise ApiError(403, "FORBIDDEN", f"role {principal.role!r} may not do this",
+                           {"role": principal.role, "allowed": list(allowed)})
+        return principal
+
+    return check
+
+
+def _idempotency_key(
+    idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
+    x_request_id: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
+) -> str | None:
+    return idempotency_key or x_request_id
+
+
+Service = Annotated[DownloadsService, Depends(_service)]
+Reader = Annotated[Principal, Depends(_role("service", "support", "admin"))]
+Commander = Annotated[Principal, Depends(_role("service", "admin"))]
+Admin = Annotated[Principal, Depends(_role("admin"))]
+IdempotencyKey = Annotated[str | None, Depends(_idempotency_key)]

@@ -1,0 +1,92 @@
+"""Prometheus metrics: requests, latency, command outcomes, store appends, conflicts.
+
+With several server processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``serve`` does)
+so ``/metrics`` aggregates every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from collections.abc import Sequence
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+
+from eskit import EventStore, NewEvent, StoredEvent
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "TimedEventStore"]
+
+
+class Metrics:
+    """The service's metrics in one registry (its own, so tests can build several)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("downloads_http_requests", "HTTP requests by route and status",
+                                ["method", "route", "status"], registry=r)
+        self.latency = Histogram("downloads_http_request_seconds", "HTTP request latency", ["method", "route"],
+                                 registry=r, buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+        self.outcomes = Counter("downloads_command_outcomes", "Command outcomes by command and code",
+                                ["command", "code"], registry=r)
+        self.append_latency = Histogram("downloads_store_append_seconds", "Event store append latency",
+                                        registry=r, buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1))
+        self.conflicts = Counter("downloads_concurrency_conflicts", "Optimistic concurrency conflicts (each is retried)",
+                                 ["command"], registry=r)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def outcome(self, command: str, code: str) -> None:
+        self.outcomes.labels(command, code).inc()
+
+    def conflict(self, command: str, attempt: int) -> None:
+        self.conflicts.labels(command).inc()
+
+    def render(self) -> bytes:
+        """The exposition text: every worker's when multiprocess mode is on, else this process's."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            prom_multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+class TimedEventStore(EventStore):
+    """An event store that times appends into :class:`Metrics` and delegates everything."""
+
+    def __init__(self, inner: EventStore, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
+        started = time.perf_counter()
+        try:
+            return self.inner.append(stream_id, events, expected_version=expected_version)
+        finally:
+            self.metrics.append_latency.observe(time.perf_counter() - started)
+
+    def read(self, stream_id: str, *, gt: int = 0, lte: int | None = None, limit: int | None = None,
+             desc: bool = False) -> list[StoredEvent]:
+        return self.inner.read(stream_id, gt=gt, lte=lte, limit=limit, desc=desc)
+
+    def version(self, stream_id: str) -> int:
+        return self.inner.version(stream_id)
+
+    def version_at(self, stream_id: str, when: datetime) -> int:
+        return self.inner.version_at(stream_id, when)
+
+    def ping(self) -> None:
+        self.inner.ping()
+
+    def close(self) -> None:
+        self.inner.close()

@@ -1,0 +1,32 @@
+"""Liveness, readiness and metrics: no token needed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from downloads.api.metrics import CONTENT_TYPE_LATEST, Metrics
+from downloads.api.routes._reply import json
+from eskit import StoreError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> Response:
+    return json({"status": "ok"})
+
+
+@router.get("/readyz")
+def readyz(request: Request) -> Response:
+    try:
+        request.app.state.stores.events.ping()
+    except StoreError as exc:
+        return json({"status": "unavailable", "store": str(exc)}, 503)
+    return json({"status": "ready"})
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)

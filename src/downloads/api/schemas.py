@@ -1,0 +1,154 @@
+"""Request and response schemas of the HTTP API, separate from the domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ID_PATTERN",
+    "AccountIn",
+    "AccountOut",
+    "DeactivatedOut",
+    "DeviceIn",
+    "DeviceOut",
+    "DownloadsOut",
+    "ErrorOut",
+    "EventOut",
+    "EventsOut",
+    "Id",
+    "LicenseIn",
+    "LicenseOut",
+    "LicensesOut",
+    "PlanIn",
+    "SyncIn",
+    "SyncOut",
+    "TitleIn",
+    "TitleOut",
+]
+
+#: identifiers: 1 to 128 letters, digits and ``._:-``
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+Id = Annotated[str, Path(pattern=ID_PATTERN, max_length=128, description="an identifier: 1 to 128 of A-Z a-z 0-9 . _ : -")]
+IdField = Annotated[str, Field(pattern=ID_PATTERN, max_length=128)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class AccountIn(_In):
+    account_id: IdField
+    plan: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class PlanIn(_In):
+    plan: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class DeviceIn(_In):
+    device_id: IdField
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class SyncIn(_In):
+    license_ids: Annotated[list[IdField], Field(max_length=1000)]
+
+
+class LicenseIn(_In):
+    device_id: IdField
+    title_id: IdField
+
+
+class TitleIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    studio: Annotated[str, Field(min_length=1, max_length=64, strict=True)]
+    downloadable: Annotated[bool, Field(strict=True)] = True
+    available_until: datetime | None = None
+
+
+class DeviceOut(BaseModel):
+    device_id: str
+    model: str
+    status: Literal["active", "deactivated"]
+    active_downloads: int
+
+
+class AccountOut(BaseModel):
+    account_id: str
+    plan: str
+    status: Literal["active", "closed"]
+    device_limit: int
+    devices_with_downloads: int
+    devices: list[DeviceOut]
+    version: int
+
+
+class DeactivatedOut(BaseModel):
+    device: DeviceOut
+    released: list[str]
+
+
+class SyncOut(BaseModel):
+    active: list[str]
+    released: list[str]
+    revoked: list[str]
+
+
+class LicenseOut(BaseModel):
+    license_id: str
+    account_id: str
+    device_id: str
+    title_id: str
+    status: Literal["active", "expired", "released", "revoked"]
+    issued_at: str
+    expires_at: str
+    playback_started_at: str | None
+    renewals: int
+
+
+class LicensesOut(BaseModel):
+    licenses: list[LicenseOut]
+
+
+class DownloadsOut(BaseModel):
+    title_id: str
+    limit: int
+    used: int
+    window_days: float
+    next_available_at: str | None
+
+
+class EventOut(BaseModel):
+    seq: int
+    type: str
+    recorded_at: str
+    data: dict[str, object]
+    metadata: dict[str, object]
+
+
+class EventsOut(BaseModel):
+    events: list[EventOut]
+    next: int | None
+
+
+class TitleOut(BaseModel):
+    title_id: str
+    studio: str
+    downloadable: bool
+    available_until: str | None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, object]
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

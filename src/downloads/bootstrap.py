@@ -1,0 +1,62 @@
+"""The composition root: settings in, a wired service out. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS, Account, Policy, Title
+from downloads.policy_file import load_policy
+from downloads.service import Clock, DownloadsService, ServiceObserver, system_clock
+from downloads.settings import Settings
+from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, Stores, open_stores
+
+__all__ = ["App", "bootstrap", "make_codec"]
+
+
+def make_codec() -> EventCodec:
+    """The codec with every event class of the service (and, later, their upcasters)."""
+    return EventCodec([*ACCOUNT_EVENTS, *TITLE_EVENTS])
+
+
+@dataclass
+class App:
+    """Everything a process needs: the service, its stores and its policy."""
+
+    settings: Settings
+    policy: Policy
+    stores: Stores
+    service: DownloadsService
+
+    def close(self) -> None:
+        self.stores.close()
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    clock: Clock = system_clock,
+    policy: Policy | None = None,
+    observer: ServiceObserver | None = None,
+    wrap_events: Callable[[EventStore], EventStore] | None = None,
+) -> App:
+    """Open the stores, load the policy and wire the service.
+
+    Raises :class:`~downloads.policy_file.PolicyError` for a bad policy file
+    and eskit store errors for a bad or unreachable store.
+    """
+    policy = policy or load_policy(settings.policy)
+    stores = open_stores(settings.store, create_schema=settings.create_schema)
+    events: EventStore = stores.events
+    if wrap_events is not None:
+        events = wrap_events(events)
+    codec = make_codec()
+    snapshots = SnapshotPolicy(every=settings.snapshot_every)
+    accounts = Repository(Account, events, codec, snapshots=stores.snapshots, snapshot_policy=snapshots,
+                          stream_prefix="account-")
+    titles = Repository(Title, events, codec, snapshots=stores.snapshots, snapshot_policy=snapshots,
+                        stream_prefix="title-")
+    service = DownloadsService(accounts=accounts, titles=titles, policy=policy, clock=clock,
+                               keep_requests=timedelta(hours=settings.idempotency_hours), observer=observer)
+    return App(settings=settings, policy=policy, stores=stores, service=service)

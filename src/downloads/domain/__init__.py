@@ -1,0 +1,27 @@
+"""The downloads domain: the Account and Title aggregates, their events, policy and errors."""
+
+from downloads.domain.account import Account
+from downloads.domain.errors import Denied, DomainError, Invalid, NotFound
+from downloads.domain.events import ACCOUNT_EVENTS, TITLE_EVENTS
+from downloads.domain.model import AcceptedRequest, Device, License
+from downloads.domain.policy import CatalogTitle, Plan, Policy, Studio
+from downloads.domain.title import Title, TitleInfo
+
+__all__ = [
+    "ACCOUNT_EVENTS",
+    "TITLE_EVENTS",
+    "AcceptedRequest",
+    "Account",
+    "CatalogTitle",
+    "Denied",
+    "Device",
+    "DomainError",
+    "Invalid",
+    "License",
+    "NotFound",
+    "Plan",
+    "Policy",
+    "Studio",
+    "Title",
+    "TitleInfo",
+]

@@ -1,0 +1,408 @@
+"""The Account aggregate: one member's devices, licenses and per-title downloads.
+
+Every rule of the product is an invariant of one account, so one optimistic
+append per command enforces it. Command methods check rules, then trigger
+events; state changes only in :meth:`Account.apply`. Licenses past their expiry
+are expired lazily: :meth:`Account.expire_due` runs first in every command.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Self
+
+from downloads.domain.errors import Denied, Invalid, NotFound
+from downloads.domain.events import (
+    AccountClosed,
+    AccountOpened,
+    DeviceDeactivated,
+    DeviceRegistered,
+    LicenseExpired,
+    LicenseIssued,
+    LicenseReleased,
+    LicenseRenewed,
+    LicenseRevoked,
+    PlanChanged,
+    PlaybackStarted,
+)
+from downloads.domain.model import (
+    ACTIVE,
+    DEACTIVATED,
+    EXPIRED,
+    RELEASED,
+    REVOKED,
+    AcceptedRequest,
+    Device,
+    License,
+)
+from downloads.domain.policy import Policy
+from downloads.domain.title import TitleInfo
+from eskit import Aggregate, DomainEvent, EventMetadata
+
+__all__ = ["Account", "MAX_REMEMBERED_REQUESTS"]
+
+#: at most this many accepted request ids are kept per account (oldest dropped first)
+MAX_REMEMBERED_REQUESTS = 1000
+
+OPEN = "active"
+CLOSED = "closed"
+
+
+class Account(Aggregate):
+    """One member account (see the module docstring)."""
+
+    snapshot_type = "Account"
+    snapshot_version = 1
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.plan = ""
+        self.status = ""
+        self.opened_at: datetime | None = None
+        self.devices: dict[str, Device] = {}
+        self.licenses: dict[str, License] = {}
+        self.downloads: dict[str, list[datetime]] = {}  # title id -> times counted
+        self.requests: dict[str, AcceptedRequest] = {}
+
+    # -- queries ---------------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.status)
+
+    def device_limit(self, policy: Policy) -> int:
+        plan = policy.plans.get(self.plan)
+        return plan.download_devices if plan else 0
+
+    def active_licenses(self, device_id: str | None = None) -> list[License]:
+        return [
+            lic
+            for lic in self.licenses.values()
+            if lic.status == ACTIVE and (device_id is None or lic.device_id == device_id)
+        ]
+
+    def devices_with_downloads(self) -> set[str]:
+        return {lic.device_id for lic in self.licenses.values() if lic.status == ACTIVE}
+
+    def counted_downloads(self, title_id: str, now: datetime, window: timedelta) -> list[datetime]:
+        """The times this title's downloads were counted within the window ending at ``now``."""
+        start = now - window
+        return sorted(t for t in self.downloads.get(title_id, []) if start < t <= now)
+
+    def device(self, device_id: str) -> Device:
+        found = self.devices.get(device_id)
+        if found is None:
+            raise NotFound("DEVICE_NOT_FOUND", f"device {device_id!r} is not registered to this account",
+                           {"device_id": device_id})
+        return found
+
+    def license(self, license_id: str) -> License:
+        found = self.licenses.get(license_id)
+        if found is None:
+            raise NotFound("LICENSE_NOT_FOUND", f"license {license_id!r} does not exist",
+                           {"license_id": license_id})
+        return found
+
+    # -- rules shared by commands ------------------------------------------------
+
+    def _require_active(self) -> None:
+        if self.status != OPEN:
+            raise Denied("ACCOUNT_NOT_ACTIVE", f"account {self.id!r} is closed", {"status": self.status})
+
+    def expire_due(self, now: datetime) -> None:
+        """Record ``LicenseExpired`` for every active license past its expiry."""
+        for lic in sorted(self.active_licenses(), key=lambda lic: lic.expires_at):
+            if lic.expires_at <= now:
+                self.trigger(LicenseExpired(lic.license_id, lic.expires_at))
+
+    def _prepare(self, now: datetime) -> None:
+        self._require_active()
+        self.expire_due(now)
+
+    def _check_device_limits(self, device_id: str, policy: Policy) -> None:
+        """Acquire rules 4 and 5 for a device about to hold one more license."""
+        held = len(self.active_licenses(device_id))
+        if held == 0:
+            limit = self.device_limit(policy)
+            used = len(self.devices_with_downloads())
+            if used >= limit:
+                raise Denied("DEVICE_LIMIT_REACHED",
+                             f"the plan allows downloads on {limit} device(s), {used} already hold downloads",
+                             {"limit": limit, "used": used, "plan": self.plan})
+        if held >= policy.max_active_downloads:
+            raise Denied("DEVICE_DOWNLOAD_LIMIT_REACHED",
+                         f"device {device_id!r} holds {held} downloads, the limit is {policy.max_active_downloads}",
+                         {"limit": policy.max_active_downloads, "used": held, "device_id": device_id})
+
+    def _check_title_limit(self, title: TitleInfo, policy: Policy, now: datetime) -> None:
+        """Acquire rule 6: the studio's per-title limit in the rolling window."""
+        limit = policy.studio(title.studio).max_downloads_per_title
+        if limit <= 0:
+            return
+        counted = self.counted_downloads(title.title_id, now, policy.window)
+        if len(counted) >= limit:
+            # The (len - limit + 1)-th oldest must leave the window before one more fits.
+            frees_at = counted[len(counted) - limit] + policy.window
+            raise Denied("TITLE_YEARLY_LIMIT_REACHED",
+                         f"title {title.title_id!r} was downloaded {len(counted)} times in the window, "
+                         f"the limit is {limit}",
+                         {"limit": limit, "used": len(counted), "title_id": title.title_id,
+                          "window_days": policy.window / timedelta(days=1),
+                          "next_available_at": frees_at})
+
+    @staticmethod
+    def _check_title(title: TitleInfo | None, title_id: str, now: datetime) -> TitleInfo:
+        if title is None:
+            raise NotFound("TITLE_NOT_FOUND", f"title {title_id!r} is not in the catalog", {"title_id": title_id})
+        if not title.downloadable_at(now):
+            raise Denied("TITLE_NOT_DOWNLOADABLE", f"title {title_id!r} cannot be downloaded now",
+                         {"title_id": title_id, "available_until": title.available_until})
+        return title
+
+    # -- commands ----------------------------------------------------------------
+
+    def open(self, *, plan: str, policy: Policy, now: datetime) -> None:
+        """Open the account (``ACCOUNT_EXISTS`` if it was opened before, ``UNKNOWN_PLAN``)."""
+        if self.exists:
+            raise Denied("ACCOUNT_EXISTS", f"account {self.id!r} already exists", {"account_id": self.id})
+        _check_plan(plan, policy)
+        self.trigger(AccountOpened(self.id, plan, now))
+
+    def change_plan(self, *, plan: str, policy: Policy, now: datetime) -> None:
+        """Change the plan; a downgrade revokes nothing (new devices wait until under the limit)."""
+        self._prepare(now)
+        _check_plan(plan, policy)
+        if plan != self.plan:
+            self.trigger(PlanChanged(plan, now))
+
+    def close(self, *, now: datetime) -> None:
+        """Close the account, revoking every active license."""
+        self._prepare(now)
+        for lic in self.active_licenses():
+            self.trigger(LicenseRevoked(lic.license_id, now, "account_closed"))
+        self.trigger(AccountClosed(now))
+
+    def register_device(self, *, device_id: str, model: str, now: datetime) -> tuple[Device, bool]:
+        """Register a device; returns it and whether it was (re)registered now."""
+        self._prepare(now)
+        existing = self.devices.get(device_id)
+        if existing is not None and existing.status == ACTIVE:
+            return existing, False
+        self.trigger(DeviceRegistered(device_id, model, now))
+        return self.devices[device_id], True
+
+    def deactivate_device(self, *, device_id: str, now: datetime) -> tuple[Device, list[str]]:
+        """Deactivate a device and release its licenses; returns it and the released ids."""
+        self._prepare(now)
+        device = self.device(device_id)
+        released = [lic.license_id for lic in self.active_licenses(device_id)]
+        if device.status == ACTIVE:
+            for license_id in released:
+                self.trigger(LicenseReleased(license_id, now, "device_deactivated"))
+            self.trigger(DeviceDeactivated(device_id, now))
+        return device, released
+
+    def acquire(
+        self,
+        *,
+        device_id: str,
+        title_id: str,
+        title: TitleInfo | None,
+        policy: Policy,
+        now: datetime,
+        license_id: str | None = None,
+    ) -> tuple[License, bool]:
+        """Issue a license, in the product's rule order; returns it and whether it is new."""
+        self._prepare(now)
+        device = self.device(device_id)
+        if device.status != ACTIVE:
+            raise Denied("DEVICE_NOT_ACTIVE", f"device {device_id!r} is deactivated", {"device_id": device_id})
+        info = self._check_title(title, title_id, now)
+        for lic in self.active_licenses(device_id):
+            if lic.title_id == title_id:
+                return lic, False
+        self._check_device_limits(device_id, policy)
+        self._check_title_limit(info, policy, now)
+        studio = policy.studio(info.studio)
+        new_id = license_id or str(uuid.uuid4())
+        self.trigger(LicenseIssued(new_id, device_id, title_id, now, now + studio.license_duration, True))
+        return self.licenses[new_id], True
+
+    def start_playback(self, *, license_id: str, title: TitleInfo | None, policy: Policy, now: datetime) -> License:
+        """The first playback shortens expiry to the studio's playback window."""
+        self._prepare(now)
+        lic = self.license(license_id)
+        if lic.status != ACTIVE:
+            raise _not_active(lic)
+        if lic.playback_started_at is None:
+            studio = policy.studio(title.studio if title else "default")
+            self.trigger(PlaybackStarted(license_id, now, min(lic.expires_at, now + studio.playback_window)))
+        return lic
+
+    def renew(self, *, license_id: str, title: TitleInfo | None, policy: Policy, now: datetime) -> License:
+        """Renew an active or expired license for a new full duration."""
+        self._prepare(now)
+        lic = self.license(license_id)
+        if lic.status not in (ACTIVE, EXPIRED):
+            raise _not_active(lic)
+        info = self._check_title(title, lic.title_id, now)
+        if lic.status == EXPIRED:
+            device = self.device(lic.device_id)
+            if device.status != ACTIVE:
+                raise Denied("DEVICE_NOT_ACTIVE", f"device {lic.device_id!r} is deactivated",
+                             {"device_id": lic.device_id})
+            self._check_device_limits(lic.device_id, policy)
+        studio = policy.studio(info.studio)
+        counted = studio.renewals_count_as_downloads
+        if counted:
+            self._check_title_limit(info, policy, now)
+        self.trigger(LicenseRenewed(license_id, now, now + studio.license_duration, counted))
+        return lic
+
+    def release(self, *, license_id: str, now: datetime) -> License:
+        """The member deleted the download; releasing a released license changes nothing."""
+        self._prepare(now)
+        lic = self.license(license_id)
+        if lic.status == RELEASED:
+            return lic
+        if lic.status == REVOKED:
+            raise _not_active(lic)
+        self.trigger(LicenseReleased(license_id, now, "member"))
+        return lic
+
+    def sync(self, *, device_id: str, held: Iterable[str], now: datetime) -> dict[str, list[str]]:
+        """Reconcile the device's view: release what it lost, revoke what it should not hold."""
+        self._prepare(now)
+        self.device(device_id)
+        held_ids = list(dict.fromkeys(held))
+        server = {lic.license_id for lic in self.active_licenses(device_id)}
+        released = sorted(server - set(held_ids))
+        for license_id in released:
+            self.trigger(LicenseReleased(license_id, now, "sync"))
+        return {
+            "active": [i for i in held_ids if i in server],
+            "released": released,
+            "revoked": [i for i in held_ids if i not in server],
+        }
+
+    # -- idempotency -------------------------------------------------------------
+
+    def accepted(self, request_id: str) -> AcceptedRequest | None:
+        """The remembered answer to an accepted request id, if still kept."""
+        return self.requests.get(request_id)
+
+    def observe(self, event: DomainEvent, metadata: EventMetadata) -> None:
+        reply = metadata.extra.get("reply") if metadata.extra else None
+        if metadata.request_id is None or not isinstance(reply, Mapping):
+            return
+        now = metadata.recorded_at
+        self.requests[metadata.request_id] = AcceptedRequest(
+            request_id=metadata.request_id,
+            fingerprint=str(reply.get("fingerprint", "")),
+            created=bool(reply.get("created", False)),
+            body=dict(reply.get("body") or {}),
+            expires_at=now + timedelta(seconds=float(reply.get("keep_seconds", 86400))),
+        )
+        # Forget answers past their retention, and the oldest beyond the cap.
+        for key in [k for k, r in self.requests.items() if r.expires_at <= now]:
+            del self.requests[key]
+        while len(self.requests) > MAX_REMEMBERED_REQUESTS:
+            del self.requests[next(iter(self.requests))]
+
+    # -- state changes -----------------------------------------------------------
+
+    def apply(self, event: DomainEvent) -> None:  # noqa: C901 - one branch per event type
+        if isinstance(event, AccountOpened):
+            self.plan, self.status, self.opened_at = event.plan, OPEN, event.at
+        elif isinstance(event, PlanChanged):
+            self.plan = event.plan
+        elif isinstance(event, AccountClosed):
+            self.status = CLOSED
+        elif isinstance(event, DeviceRegistered):
+            self.devices[event.device_id] = Device(event.device_id, event.model, ACTIVE, event.at)
+        elif isinstance(event, DeviceDeactivated):
+            self.devices[event.device_id].status = DEACTIVATED
+        elif isinstance(event, LicenseIssued):
+            self.licenses[event.license_id] = License(
+                event.license_id, event.device_id, event.title_id, event.issued_at, event.expires_at
+            )
+            if event.counted:
+                self.downloads.setdefault(event.title_id, []).append(event.issued_at)
+        elif isinstance(event, PlaybackStarted):
+            lic = self.licenses[event.license_id]
+            lic.playback_started_at, lic.expires_at = event.at, event.expires_at
+        elif isinstance(event, LicenseRenewed):
+            lic = self.licenses[event.license_id]
+            lic.status, lic.expires_at, lic.playback_started_at = ACTIVE, event.expires_at, None
+            lic.renewals += 1
+            lic.ended_at = lic.end_reason = None
+            if event.counted:
+                self.downloads.setdefault(lic.title_id, []).append(event.at)
+        elif isinstance(event, LicenseReleased | LicenseRevoked):
+            lic = self.licenses[event.license_id]
+            lic.status = RELEASED if isinstance(event, LicenseReleased) else REVOKED
+            lic.ended_at, lic.end_reason = event.at, event.reason
+        elif isinstance(event, LicenseExpired):
+            lic = self.licenses[event.license_id]
+            lic.status, lic.ended_at, lic.end_reason = EXPIRED, event.at, "expired"
+
+    # -- snapshots ---------------------------------------------------------------
+
+    def to_snapshot(self) -> Mapping[str, Any]:
+        return {
+            "plan": self.plan,
+            "status": self.status,
+            "opened_at": self.opened_at,
+            "devices": [[d.device_id, d.model, d.status, d.registered_at] for d in self.devices.values()],
+            "licenses": [
+                [lic.license_id, lic.device_id, lic.title_id, lic.issued_at, lic.expires_at, lic.status,
+                 lic.playback_started_at, lic.renewals, lic.ended_at, lic.end_reason]
+                for lic in self.licenses.values()
+            ],
+            "downloads": self.downloads,
+            "requests": [
+                [r.request_id, r.fingerprint, r.created, r.body, r.expires_at] for r in self.requests.values()
+            ],
+        }
+
+    @classmethod
+    def from_snapshot(cls, aggregate_id: str, version: int, state: Mapping[str, Any]) -> Self:
+        account = cls(aggregate_id)
+        account.version = version
+        account.plan, account.status = state["plan"], state["status"]
+        account.opened_at = _dt(state["opened_at"])
+        for device_id, model, status, registered_at in state["devices"]:
+            account.devices[device_id] = Device(device_id, model, status, _dt(registered_at))
+        for row in state["licenses"]:
+            lic = License(row[0], row[1], row[2], _req_dt(row[3]), _req_dt(row[4]), row[5], _dt(row[6]),
+                          row[7], _dt(row[8]), row[9])
+            account.licenses[lic.license_id] = lic
+        account.downloads = {k: [_req_dt(t) for t in v] for k, v in state["downloads"].items()}
+        for request_id, fingerprint, created, body, expires_at in state["requests"]:
+            account.requests[request_id] = AcceptedRequest(request_id, fingerprint, created, body,
+                                                           _req_dt(expires_at))
+        return account
+
+
+def _check_plan(plan: str, policy: Policy) -> None:
+    if plan not in policy.plans:
+        raise Invalid("UNKNOWN_PLAN", f"plan {plan!r} is not offered",
+                      {"plan": plan, "plans": sorted(policy.plans)})
+
+
+def _not_active(lic: License) -> Denied:
+    return Denied("LICENSE_NOT_ACTIVE", f"license {lic.license_id!r} is {lic.status}",
+                  {"license_id": lic.license_id, "status": lic.status})
+
+
+def _dt(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _req_dt(value: Any) -> datetime:
+    parsed = _dt(value)
+    if parsed is None:
+        raise ValueError("a required time is missing from the snapshot")
+    return parsed

@@ -1,0 +1,182 @@
+"""The events of the Account and Title aggregates.
+
+Type names are stable and never derived from module paths. Times are aware
+UTC datetimes; they are stored as ISO 8601 strings and parsed back here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from eskit import DomainEvent
+
+__all__ = [
+    "ACCOUNT_EVENTS",
+    "TITLE_EVENTS",
+    "AccountClosed",
+    "AccountEvent",
+    "AccountOpened",
+    "DeviceDeactivated",
+    "DeviceRegistered",
+    "LicenseExpired",
+    "LicenseIssued",
+    "LicenseReleased",
+    "LicenseRenewed",
+    "LicenseRevoked",
+    "PlanChanged",
+    "PlaybackStarted",
+    "TitleEvent",
+    "TitleSet",
+]
+
+
+def _parse_times(cls: type[DomainEvent], data: Mapping[str, Any]) -> dict[str, Any]:
+    names = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    parsed: dict[str, Any] = {}
+    for key, value in data.items():
+        kind = names.get(key)
+        if kind is None:
+            continue  # a field written by newer code: ignored, not fatal
+        if "datetime" in kind and isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        parsed[key] = value
+    return parsed
+
+
+@dataclass(frozen=True)
+class AccountEvent(DomainEvent):
+    """Base of account events: payloads with datetimes parsed back on read."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DomainEvent:
+        return cls(**_parse_times(cls, data))
+
+
+@dataclass(frozen=True)
+class AccountOpened(AccountEvent):
+    type_name = "AccountOpened"
+    account_id: str
+    plan: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class PlanChanged(AccountEvent):
+    type_name = "PlanChanged"
+    plan: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AccountClosed(AccountEvent):
+    type_name = "AccountClosed"
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DeviceRegistered(AccountEvent):
+    type_name = "DeviceRegistered"
+    device_id: str
+    model: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DeviceDeactivated(AccountEvent):
+    type_name = "DeviceDeactivated"
+    device_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class LicenseIssued(AccountEvent):
+    """A license was issued; ``counted`` says whether it counts toward the title's yearly limit."""
+
+    type_name = "LicenseIssued"
+    license_id: str
+    device_id: str
+    title_id: str
+    issued_at: datetime
+    expires_at: datetime
+    counted: bool = True
+
+
+@dataclass(frozen=True)
+class PlaybackStarted(AccountEvent):
+    """The first playback: expiry shortened to ``expires_at``."""
+
+    type_name = "PlaybackStarted"
+    license_id: str
+    at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class LicenseRenewed(AccountEvent):
+    type_name = "LicenseRenewed"
+    license_id: str
+    at: datetime
+    expires_at: datetime
+    counted: bool = True
+
+
+@dataclass(frozen=True)
+class LicenseReleased(AccountEvent):
+    """The slot was freed: ``reason`` is ``member``, ``sync`` or ``device_deactivated``."""
+
+    type_name = "LicenseReleased"
+    license_id: str
+    at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class LicenseRevoked(AccountEvent):
+    type_name = "LicenseRevoked"
+    license_id: str
+    at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class LicenseExpired(AccountEvent):
+    type_name = "LicenseExpired"
+    license_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class TitleEvent(AccountEvent):
+    """Base of title events (same datetime handling)."""
+
+
+@dataclass(frozen=True)
+class TitleSet(TitleEvent):
+    """A title was put in the catalog or changed."""
+
+    type_name = "TitleSet"
+    title_id: str
+    studio: str
+    downloadable: bool
+    available_until: datetime | None
+    at: datetime
+
+
+ACCOUNT_EVENTS: tuple[type[DomainEvent], ...] = (
+    AccountOpened,
+    PlanChanged,
+    AccountClosed,
+    DeviceRegistered,
+    DeviceDeactivated,
+    LicenseIssued,
+    PlaybackStarted,
+    LicenseRenewed,
+    LicenseReleased,
+    LicenseRevoked,
+    LicenseExpired,
+)
+TITLE_EVENTS: tuple[type[DomainEvent], ...] = (TitleSet,)

@@ -1,0 +1,146 @@
+"""Loading the policy from a TOML file, with errors that name the offending key.
+
+Every key is optional: what a file does not set keeps the built-in default
+(see ``docs/policy.md``). A studio inherits each key it does not set from
+``studios.default``; a title's studio must exist.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from downloads.domain.policy import CatalogTitle, Plan, Policy, Studio
+
+__all__ = ["PolicyError", "load_policy", "parse_duration", "parse_policy"]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([dhms])\s*$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+class PolicyError(ValueError):
+    """The policy file is unreadable or has a bad key; the message names the key."""
+
+
+def parse_duration(value: object, key: str) -> timedelta:
+    """Parse ``"30d"``, ``"48h"``, ``"15m"`` or ``"2s"``."""
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise PolicyError(f"{key}: expected a duration such as \"30d\", \"48h\", \"15m\" or \"2s\", got {value!r}")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _int(value: object, key: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PolicyError(f"{key}: expected a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _bool(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise PolicyError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _table(value: object, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PolicyError(f"{key}: expected a table")
+    return value
+
+
+def _only(table: dict[str, Any], key: str, allowed: set[str]) -> None:
+    for name in table:
+        if name not in allowed:
+            raise PolicyError(f"{key}.{name}: unknown key (known: {', '.join(sorted(allowed))})")
+
+
+def _studio(table: dict[str, Any], key: str, base: Studio) -> Studio:
+    _only(table, key, {"license_duration", "playback_window", "max_downloads_per_title",
+                       "renewals_count_as_downloads"})
+    return Studio(
+        license_duration=parse_duration(table["license_duration"], f"{key}.license_duration")
+        if "license_duration" in table else base.license_duration,
+        playback_window=parse_duration(table["playback_window"], f"{key}.playback_window")
+        if "playback_window" in table else base.playback_window,
+        max_downloads_per_title=_int(table["max_downloads_per_title"], f"{key}.max_downloads_per_title", minimum=0)
+        if "max_downloads_per_title" in table else base.max_downloads_per_title,
+        renewals_count_as_downloads=_bool(table["renewals_count_as_downloads"],
+                                          f"{key}.renewals_count_as_downloads")
+        if "renewals_count_as_downloads" in table else base.renewals_count_as_downloads,
+    )
+
+
+def parse_policy(data: dict[str, Any]) -> Policy:
+    """Build a :class:`Policy` from parsed TOML; raise :class:`PolicyError` naming a bad key."""
+    default = Policy()
+    _only(data, "policy", {"plans", "devices", "downloads", "studios", "titles"})
+
+    plans = dict(default.plans)
+    if "plans" in data:
+        plans = {}
+        for name, table in _table(data["plans"], "plans").items():
+            table = _table(table, f"plans.{name}")
+            _only(table, f"plans.{name}", {"download_devices"})
+            if "download_devices" not in table:
+                raise PolicyError(f"plans.{name}.download_devices: required")
+            plans[name] = Plan(_int(table["download_devices"], f"plans.{name}.download_devices", minimum=0))
+        if not plans:
+            raise PolicyError("plans: at least one plan is needed")
+
+    max_active = default.max_active_downloads
+    if "devices" in data:
+        devices = _table(data["devices"], "devices")
+        _only(devices, "devices", {"max_active_downloads"})
+        if "max_active_downloads" in devices:
+            max_active = _int(devices["max_active_downloads"], "devices.max_active_downloads", minimum=1)
+
+    window = default.window
+    if "downloads" in data:
+        downloads = _table(data["downloads"], "downloads")
+        _only(downloads, "downloads", {"window"})
+        if "window" in downloads:
+            window = parse_duration(downloads["window"], "downloads.window")
+            if window <= timedelta(0):
+                raise PolicyError("downloads.window: must be longer than zero")
+
+    studios = dict(default.studios)
+    if "studios" in data:
+        tables = _table(data["studios"], "studios")
+        base = _studio(_table(tables.get("default", {}), "studios.default"), "studios.default", Studio())
+        studios = {"default": base}
+        for name, table in tables.items():
+            if name != "default":
+                studios[name] = _studio(_table(table, f"studios.{name}"), f"studios.{name}", base)
+
+    titles = dict(default.titles)
+    if "titles" in data:
+        titles = {}
+        for title_id, table in _table(data["titles"], "titles").items():
+            table = _table(table, f"titles.{title_id}")
+            _only(table, f"titles.{title_id}", {"studio"})
+            studio = table.get("studio", "default")
+            if not isinstance(studio, str) or studio not in studios:
+                raise PolicyError(f"titles.{title_id}.studio: unknown studio {studio!r}")
+            titles[title_id] = CatalogTitle(studio)
+    for title_id, title in titles.items():
+        if title.studio not in studios:
+            raise PolicyError(f"titles.{title_id}.studio: unknown studio {title.studio!r}")
+
+    return Policy(plans=plans, max_active_downloads=max_active, window=window, studios=studios, titles=titles)
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    """Read a policy file (the built-in default when ``path`` is None)."""
+    if path is None:
+        return Policy()
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {str(path)!r}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy file {str(path)!r} is not valid TOML: {exc}") from exc
+    return parse_policy(data)

@@ -1,0 +1,204 @@
+"""The ``downloads`` command: serve, store init, token, history.
+
+Every option also reads its ``DOWNLOADS_*`` environment variable (see
+:mod:`downloads.settings`). Errors print ``Error: message`` and exit 1, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from downloads.policy_file import PolicyError, parse_duration
+from downloads.settings import Settings
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    """A user-facing error: printed as ``Error: message``."""
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    """Settings from the environment, overridden by the options given on the command line."""
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    given.update(extra)
+    return Settings(**given)
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise CliError(f"not an ISO 8601 time: {text!r}") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from downloads.api.auth import TokenSigner, new_secret
+    from downloads.bootstrap import bootstrap
+
+    settings = _settings(args)
+    # Open the store and read the policy once here, so a bad setting fails before any worker starts.
+    bootstrap(settings).close()
+    secret = settings.auth_secret
+    if not secret:
+        secret = new_secret()
+        signer = TokenSigner(secret)
+        print("No DOWNLOADS_AUTH_SECRET set: generated one for this run. Tokens for local use (valid 24h):",
+              file=sys.stderr)
+        print(f"  service token: {signer.issue('service', ttl_seconds=86400)}", file=sys.stderr)
+        print(f"  admin token:   {signer.issue('admin', ttl_seconds=86400)}", file=sys.stderr)
+    else:
+        TokenSigner(secret)  # refuse a weak secret now, not in each worker
+    env = {
+        "DOWNLOADS_STORE": settings.store,
+        "DOWNLOADS_AUTH_SECRET": secret,
+        "DOWNLOADS_SNAPSHOT_EVERY": str(settings.snapshot_every),
+        "DOWNLOADS_IDEMPOTENCY_HOURS": str(settings.idempotency_hours),
+        "DOWNLOADS_MAX_BODY_BYTES": str(settings.max_body_bytes),
+        "DOWNLOADS_CREATE_SCHEMA": str(settings.create_schema).lower(),
+    }
+    if settings.policy:
+        env["DOWNLOADS_POLICY"] = os.path.abspath(settings.policy)
+    os.environ.update(env)
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers write metrics to files here so /metrics sums every process.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="downloads-metrics-")
+    print(f"downloads: serving on http://{settings.host}:{settings.port} with store {settings.store} "
+          f"({settings.workers} worker{'s' if settings.workers > 1 else ''})", file=sys.stderr)
+    uvicorn.run("downloads.api.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level=args.log_level, access_log=False)
+    return 0
+
+
+def cmd_store_init(args: argparse.Namespace) -> int:
+    from eskit import open_stores
+
+    settings = _settings(args)
+    stores = open_stores(settings.store, create_schema=True)
+    try:
+        stores.events.ping()
+    finally:
+        stores.close()
+    print(f"store ready: {settings.store}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from downloads.api.auth import TokenSigner
+
+    secret = args.secret or os.environ.get("DOWNLOADS_AUTH_SECRET")
+    if not secret:
+        raise CliError("no secret: set DOWNLOADS_AUTH_SECRET (the one the server uses) or pass --secret")
+    ttl = parse_duration(args.ttl, "--ttl")
+    print(TokenSigner(secret).issue(args.role, ttl_seconds=ttl.total_seconds(), subject=args.subject))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from downloads.bootstrap import bootstrap
+
+    settings = _settings(args, create_schema=False)
+    app = bootstrap(settings)
+    try:
+        service = app.service
+        as_of = _parse_time(args.as_of) if args.as_of else None
+        page = service.history(args.account, limit=1000)
+        events = page["events"]
+        while page["next"] is not None:
+            page = service.history(args.account, after=page["next"], limit=1000)
+            events.extend(page["events"])
+        if as_of is not None:
+            cutoff = as_of.astimezone(UTC)
+            events = [e for e in events if _parse_time(e["recorded_at"]) <= cutoff]
+        for event in events:
+            data = " ".join(f"{k}={v}" for k, v in event["data"].items() if k not in ("at", "account_id"))
+            print(f"{event['seq']:>6}  {event['recorded_at']}  {event['type']:<18} {data}")
+        state = service.get_account(args.account, as_of=as_of)
+        label = f"as of {args.as_of}" if as_of else "now"
+        print(f"\naccount {state['account_id']} {label}: plan={state['plan']} status={state['status']} "
+              f"version={state['version']} devices_with_downloads={state['devices_with_downloads']}/"
+              f"{state['device_limit']}")
+        for device in state["devices"]:
+            print(f"  device {device['device_id']} ({device['model']}): {device['status']}, "
+                  f"{device['active_downloads']} active download(s)")
+    finally:
+        app.close()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="downloads", description="Download-license accounting service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def store_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", help="store URL (env DOWNLOADS_STORE; default sqlite:///downloads.db)")
+
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    store_option(serve)
+    serve.add_argument("--policy", help="policy TOML file (env DOWNLOADS_POLICY; default: built in)")
+    serve.add_argument("--host", help="listen address (env DOWNLOADS_HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (env DOWNLOADS_PORT; default 8000)")
+    serve.add_argument("--workers", type=int, help="server processes (env DOWNLOADS_WORKERS; default 1)")
+    serve.add_argument("--log-level", default=os.environ.get("DOWNLOADS_LOG_LEVEL", "info"),
+                       choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(run=cmd_serve)
+
+    store = sub.add_parser("store", help="manage the event store")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    init = store_sub.add_parser("init", help="create the keyspace and tables")
+    store_option(init)
+    init.set_defaults(run=cmd_store_init)
+
+    token = sub.add_parser("token", help="print a signed bearer token")
+    token.add_argument("--role", required=True, choices=["service", "support", "admin"])
+    token.add_argument("--ttl", default="1h", help="validity, e.g. 15m, 1h, 7d (default 1h)")
+    token.add_argument("--subject", default="cli", help="who the token is for (default cli)")
+    token.add_argument("--secret", help="signing secret (env DOWNLOADS_AUTH_SECRET)")
+    token.set_defaults(run=cmd_token)
+
+    history = sub.add_parser("history", help="print an account's timeline")
+    history.add_argument("account", help="account id")
+    history.add_argument("--as-of", help="show the timeline and state up to this ISO 8601 time")
+    store_option(history)
+    history.set_defaults(run=cmd_history)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    from pydantic import ValidationError
+
+    from downloads.domain import DomainError
+    from eskit import EskitError
+
+    args = _parser().parse_args(argv)
+    try:
+        status: int = args.run(args)
+        return status
+    except (CliError, PolicyError, EskitError, ValueError, OSError) as exc:
+        message = str(exc)
+        if isinstance(exc, ValidationError):
+            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"Error: {message}", file=sys.stderr)
+        return 1
+    except DomainError as exc:
+        print(f"Error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""A real server process for end-to-end tests, started and always stopped in bounded time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from downloads.api.auth import TokenSigner
+
+SECRET = "e2e-secret-" + "x" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running ``downloads serve`` process and what a client needs to talk to it."""
+
+    store: str
+    port: int
+    workers: int = 1
+    policy: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def token(self, role: str = "service") -> str:
+        return TokenSigner(SECRET).issue(role, ttl_seconds=3600)
+
+    def client(self, role: str | None = "service", **kwargs: object) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token(role)}"} if role else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def start(self, *, timeout: float = 60) -> None:
+        cmd = [sys.executable, "-m", "downloads.cli", "serve", "--store", self.store, "--port", str(self.port),
+               "--workers", str(self.workers), "--log-level", "warning"]
+        if self.policy is not None:
+            cmd += ["--policy", str(self.policy)]
+        env = {**os.environ, "DOWNLOADS_AUTH_SECRET": SECRET, **self.env}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        if self.log_path is not None:
+            with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+                self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
+        else:
+            self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server not ready within {timeout}s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        if self.log_path and self.log_path.exists():
+            return self.log_path.read_text(errors="replace")[-3000:]
+        return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the server and its workers), no goodbye."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self, *, grace: float = 10) -> None:
+        """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        except ProcessLookupError:
+            pass
+
+
+@contextmanager
+def running_server(tmp_path: Path, *, store: str | None = None, workers: int = 1, policy: Path | None = None,
+                   env: Mapping[str, str] | None = None) -> Iterator[Server]:
+    """Start a server on a fresh SQLite file (unless ``store`` is given); stop it whatever happens."""
+    server = Server(store=store or f"sqlite:///{tmp_path / 'downloads.db'}", port=free_port(), workers=workers,
+                    policy=policy, env=env or {}, log_path=tmp_path / "server.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -56,7 +56,7 @@ class Metrics:
         """The exposition text: every worker's when multiprocess mode is on, else this process's."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
-            prom_multiprocess.MultiProcessCollector(registry)
+            prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
 

@@ -1,0 +1,571 @@
+"""Apache Cassandra stores: linearizable appends with lightweight transactions.
+
+Layout (see ``docs/cassandra.md``)::
+
+    events    PRIMARY KEY ((stream_id, bucket), position)   static column head
+    snapshots PRIMARY KEY (stream_id, version)  newest first
+    eskit_settings                                          bucket_size, recorded once
+
+A stream's events are spread over partitions (*buckets*) of ``bucket_size``
+positions so no partition grows without bound. An append of positions
+``E+1 .. E+k`` (``E`` the expected version) goes, whole, into bucket
+``E // bucket_size`` (so a long append may spill past the bucket's nominal end)
+as one conditional batch on that partition: ``UPDATE ... SET head = E+k IF head
+= E`` (``IF head = null`` for a bucket's first append) plus the event rows. The
+Paxos round makes two appends at the same version exclude each other.
+
+A bucket's first append also checks, at serial consistency, that the previous
+bucket's head is ``E``: once the stream has moved into a new bucket, the old
+one never changes again, so that check cannot go stale.
+
+Unknown outcomes: when a conditional write times out, the same batch (same
+event ids, same condition) is sent again. If it applies, the append happened
+once; if not, the events at ``E+1..`` are read at serial consistency and
+compared by event id, which tells our own earlier write from another writer's.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from eskit.events import NewEvent, Snapshot, StoredEvent
+from eskit.exceptions import (
+    ConcurrencyError,
+    InterfaceError,
+    OperationalError,
+    SchemaError,
+    StoreUnavailable,
+    UnknownOutcome,
+)
+from eskit.store import EventStore, SnapshotStore
+from eskit.timeutil import from_micros, to_micros
+from eskit.validation import check_append, check_read
+
+__all__ = ["CassandraEventStore", "CassandraSettings", "CassandraSnapshotStore", "open_cassandra_stores"]
+
+log = logging.getLogger(__name__)
+
+_CONSISTENCY_NAMES = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE")
+_SERIAL_NAMES = ("SERIAL", "LOCAL_SERIAL")
+
+
+@dataclass(frozen=True)
+class CassandraSettings:
+    """Everything a ``cassandra://`` URL can say, with the defaults.
+
+    ``cassandra://host1,host2[:port]/keyspace?dc=dc1&consistency=LOCAL_QUORUM
+    &serial_consistency=LOCAL_SERIAL&replication=3&bucket_size=10000
+    &create_schema=false&connect_timeout=10&request_timeout=12&retries=5``
+    """
+
+    hosts: tuple[str, ...]
+    keyspace: str
+    port: int = 9042
+    dc: str | None = None  # local data centre; None: the driver picks the first it sees
+    consistency: str = "LOCAL_QUORUM"  # reads and the commit of writes
+    serial_consistency: str = "LOCAL_SERIAL"  # the Paxos phase of conditional writes
+    replication: int = 3  # replication factor per DC, used only when creating the keyspace
+    bucket_size: int = 10_000  # positions per partition; fixed for a keyspace once created
+    create_schema: bool = False  # dev and tests only: create keyspace and tables if missing
+    connect_timeout: float = 10.0
+    request_timeout: float = 12.0
+    retries: int = 5  # bounded retries (with backoff) on timeouts and unavailable replicas
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> CassandraSettings:
+        """Parse a ``cassandra://`` URL; raise :class:`InterfaceError` naming what is wrong."""
+        parts = urlsplit(url)
+        if parts.scheme != "cassandra":
+            raise InterfaceError(f"not a Cassandra URL: {url!r}")
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        port = 9042
+        hosts: list[str] = []
+        for item in netloc.split(","):
+            host, _, host_port = item.partition(":")
+            if host_port:
+                if not host_port.isdigit():
+                    raise InterfaceError(f"bad port {host_port!r} in {url!r}")
+                port = int(host_port)
+            if host:
+                hosts.append(host)
+        keyspace = parts.path.strip("/")
+        if not hosts:
+            raise InterfaceError(f"no hosts in {url!r}: use cassandra://host1,host2[:port]/keyspace")
+        if not keyspace or not keyspace.replace("_", "a").isalnum() or len(keyspace) > 48:
+            raise InterfaceError(f"bad keyspace {keyspace!r} in {url!r}: letters, digits and _ only")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        known = {
+            "dc",
+            "consistency",
+            "serial_consistency",
+            "replication",
+            "bucket_size",
+            "create_schema",
+            "connect_timeout",
+            "request_timeout",
+            "retries",
+        }
+        for key in query:
+            if key not in known:
+                raise InterfaceError(f"unknown option {key!r} in {url!r} (known: {', '.join(sorted(known))})")
+        values: dict[str, Any] = {"hosts": tuple(hosts), "keyspace": keyspace, "port": port}
+        try:
+            if "dc" in query:
+                values["dc"] = query["dc"]
+            for key in ("consistency", "serial_consistency"):
+                if key in query:
+                    values[key] = query[key].upper()
+            for key in ("replication", "bucket_size", "retries"):
+                if key in query:
+                    values[key] = int(query[key])
+            for key in ("connect_timeout", "request_timeout"):
+                if key in query:
+                    values[key] = float(query[key])
+            if "create_schema" in query:
+                values["create_schema"] = query["create_schema"].lower() in ("1", "true", "yes")
+        except ValueError as exc:
+            raise InterfaceError(f"bad option value in {url!r}: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        if settings.consistency not in _CONSISTENCY_NAMES:
+            raise InterfaceError(f"consistency must be one of {', '.join(_CONSISTENCY_NAMES)}")
+        if settings.serial_consistency not in _SERIAL_NAMES:
+            raise InterfaceError("serial_consistency must be SERIAL or LOCAL_SERIAL")
+        if settings.bucket_size < 10:
+            raise InterfaceError("bucket_size must be at least 10")
+        if settings.replication < 1:
+            raise InterfaceError("replication must be at least 1")
+        return settings
+
+
+class _Connection:
+    """One driver cluster and session per process, with prepared statements."""
+
+    def __init__(self, settings: CassandraSettings) -> None:
+        from cassandra import ConsistencyLevel
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+        from cassandra.io.libevreactor import LibevConnection
+        from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+
+        self.settings = settings
+        self.cl = getattr(ConsistencyLevel, settings.consistency)
+        self.serial_cl = getattr(ConsistencyLevel, settings.serial_consistency)
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.dc)),
+            consistency_level=self.cl,
+            serial_consistency_level=self.serial_cl,
+            request_timeout=settings.request_timeout,
+        )
+        self.cluster = Cluster(
+            list(settings.hosts),
+            port=settings.port,
+            protocol_version=5,
+            connection_class=LibevConnection,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            connect_timeout=settings.connect_timeout,
+            control_connection_timeout=settings.connect_timeout,
+        )
+        with _translated(f"cannot connect to Cassandra at {','.join(settings.hosts)}:{settings.port}"):
+            self.session = self.cluster.connect()
+        try:
+            if settings.create_schema:
+                self._create_schema()
+            self._check_schema()
+            self._prepare()
+        except BaseException:
+            self.cluster.shutdown()
+            raise
+
+    def _create_schema(self) -> None:
+        s, ks = self.settings, self.settings.keyspace
+        dc = s.dc or self._first_dc()
+        statements = [
+            f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
+            f"{{'class': 'NetworkTopologyStrategy', '{dc}': {s.replication}}}",
+            f"""CREATE TABLE IF NOT EXISTS {ks}.events (
+                stream_id text, bucket bigint, position bigint, head bigint static,
+                event_id uuid, type_name text, schema_version int, data blob, metadata blob,
+                recorded_at bigint,
+                PRIMARY KEY ((stream_id, bucket), position)
+            ) WITH CLUSTERING ORDER BY (position ASC)""",
+            f"""CREATE TABLE IF NOT EXISTS {ks}.snapshots (
+                stream_id text, version bigint, type_name text, schema_version int, state blob,
+                recorded_at bigint,
+                PRIMARY KEY (stream_id, version)
+            ) WITH CLUSTERING ORDER BY (version DESC)""",
+            f"CREATE TABLE IF NOT EXISTS {ks}.eskit_settings (name text PRIMARY KEY, value text)",
+        ]
+        with _translated("cannot create the Cassandra schema"):
+            for statement in statements:
+                self.session.execute(statement, timeout=60)
+            self.cluster.control_connection.wait_for_schema_agreement(wait_time=60)
+            self.session.execute(
+                f"INSERT INTO {ks}.eskit_settings (name, value) VALUES ('bucket_size', %s) IF NOT EXISTS",
+                (str(s.bucket_size),),
+                timeout=60,
+            )
+
+    def _first_dc(self) -> str:
+        hosts = self.cluster.metadata.all_hosts()
+        dcs = sorted({h.datacenter for h in hosts if h.datacenter})
+        if not dcs:
+            raise SchemaError("cannot tell the cluster's data centre: set ?dc= in the store URL")
+        return str(dcs[0])
+
+    def _check_schema(self) -> None:
+        ks = self.settings.keyspace
+        if ks not in self.cluster.metadata.keyspaces:
+            raise SchemaError(
+                f"keyspace {ks!r} does not exist: run `downloads store init --store <url>` first "
+                "(or add create_schema=true to the URL in development)"
+            )
+        with _translated("cannot read the keyspace settings"):
+            row = self.session.execute(
+                f"SELECT value FROM {ks}.eskit_settings WHERE name = 'bucket_size'", timeout=30
+            ).one()
+        if row is None:
+            raise SchemaError(f"keyspace {ks!r} has no recorded bucket_size: run `downloads store init`")
+        if int(row.value) != self.settings.bucket_size:
+            raise SchemaError(
+                f"keyspace {ks!r} was created with bucket_size={row.value}, the URL asks for "
+                f"{self.settings.bucket_size}: the bucket size of a keyspace can never change"
+            )
+
+    def _prepare(self) -> None:
+        ks = self.settings.keyspace
+        p = self.session.prepare
+        with _translated("cannot prepare statements"):
+            self.insert_event = p(
+                f"INSERT INTO {ks}.events (stream_id, bucket, position, event_id, type_name, schema_version,"
+                " data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            )
+            self.set_head_if = p(f"UPDATE {ks}.events SET head = ? WHERE stream_id = ? AND bucket = ? IF head = ?")
+            self.set_head_if_null = p(
+                f"UPDATE {ks}.events SET head = ? WHERE stream_id = ? AND bucket = ? IF head = null"
+            )
+            self.select_head = p(f"SELECT head FROM {ks}.events WHERE stream_id = ? AND bucket = ? LIMIT 1")
+            columns = "position, event_id, type_name, schema_version, data, metadata, recorded_at"
+            self.select_range = p(
+                f"SELECT {columns} FROM {ks}.events WHERE stream_id = ? AND bucket = ?"
+                " AND position > ? AND position <= ? LIMIT ?"
+            )
+            self.select_range_desc = p(
+                f"SELECT {columns} FROM {ks}.events WHERE stream_id = ? AND bucket = ?"
+                " AND position > ? AND position <= ? ORDER BY position DESC LIMIT ?"
+            )
+            self.insert_snapshot = p(
+                f"INSERT INTO {ks}.snapshots (stream_id, version, type_name, schema_version, state, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+            )
+            self.select_snapshot = p(
+                f"SELECT version, type_name, schema_version, state, recorded_at FROM {ks}.snapshots"
+                " WHERE stream_id = ? AND version <= ? LIMIT 1"
+            )
+
+    def execute(
+        self, statement: Any, params: Sequence[Any] = (), *, serial: bool = False, idempotent: bool = True
+    ) -> Any:
+        """Run a statement with bounded retries (backoff) on timeouts and unavailability.
+
+        Only idempotent statements are retried here; conditional writes handle
+        their own retries (see :meth:`CassandraEventStore.append`).
+        """
+        from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+        from cassandra.cluster import NoHostAvailable
+
+        bound = statement.bind(params) if hasattr(statement, "bind") else statement
+        if serial:
+            bound.consistency_level = self.serial_cl
+        attempts = self.settings.retries + 1 if idempotent else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.session.execute(bound)
+            except (ReadTimeout, WriteTimeout, Unavailable, OperationTimedOut, NoHostAvailable) as exc:
+                if attempt == attempts:
+                    raise _translate(exc, "Cassandra request failed") from exc
+                _backoff(attempt)
+            except Exception as exc:
+                raise _translate(exc, "Cassandra request failed") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        self.cluster.shutdown()
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+
+
+def _translate(exc: Exception, context: str) -> Exception:
+    """Map a driver exception onto the eskit hierarchy."""
+    from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+    from cassandra.cluster import NoHostAvailable
+    from cassandra.protocol import ConfigurationException, InvalidRequest, SyntaxException
+
+    if isinstance(exc, NoHostAvailable):
+        return StoreUnavailable(f"{context}: no Cassandra node could be reached ({exc})")
+    if isinstance(exc, ReadTimeout | WriteTimeout | Unavailable | OperationTimedOut):
+        return OperationalError(f"{context}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, InvalidRequest | ConfigurationException | SyntaxException):
+        return SchemaError(f"{context}: {exc}")
+    return OperationalError(f"{context}: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _translated(context: str) -> Iterator[None]:
+    """Driver exceptions raised inside become eskit exceptions."""
+    from eskit.exceptions import EskitError
+
+    try:
+        yield
+    except EskitError:
+        raise
+    except Exception as exc:
+        raise _translate(exc, context) from exc
+
+
+def _row_to_event(stream_id: str, row: Any) -> StoredEvent:
+    return StoredEvent(
+        stream_id=stream_id,
+        position=row.position,
+        type_name=row.type_name,
+        schema_version=row.schema_version,
+        data=bytes(row.data or b""),
+        metadata=bytes(row.metadata or b""),
+        recorded_at=from_micros(row.recorded_at),
+        event_id=row.event_id,
+    )
+
+
+class CassandraEventStore(EventStore):
+    """Event streams in Cassandra; see the module docstring for the design."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self.db = connection
+        self.bucket_size = connection.settings.bucket_size
+        self._last_bucket: dict[str, int] = {}  # a hint only: buckets never disappear
+
+    # -- buckets ---------------------------------------------------------------
+
+    def _bucket_of_version(self, version: int) -> int:
+        """The bucket an append after ``version`` goes to."""
+        return version // self.bucket_size
+
+    def _head(self, stream_id: str, bucket: int, *, serial: bool = False) -> int | None:
+        row = self.db.execute(self.db.select_head, (stream_id, bucket), serial=serial).one()
+        return None if row is None else row.head
+
+    def version(self, stream_id: str) -> int:
+        bucket = self._last_bucket.get(stream_id, 0)
+        version = 0
+        while True:
+            head = self._head(stream_id, bucket)
+            if head is None:
+                if bucket > 0 and version == 0:
+                    # This read cannot see the hinted bucket: walk from the first one instead.
+                    self._last_bucket.pop(stream_id, None)
+                    return self._version_from_start(stream_id)
+                return version
+            version = head
+            self._last_bucket[stream_id] = bucket
+            following = self._bucket_of_version(head)
+            if following == bucket:
+                return version
+            bucket = following
+
+    def _version_from_start(self, stream_id: str) -> int:
+        version, bucket = 0, 0
+        while (head := self._head(stream_id, bucket)) is not None:
+            version = head
+            following = self._bucket_of_version(head)
+            if following == bucket:
+                break
+            bucket = following
+        return version
+
+    # -- append ----------------------------------------------------------------
+
+    def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
+        from cassandra.query import BatchStatement, BatchType
+
+        check_append(stream_id, events, expected_version)
+        if len(events) > self.bucket_size:
+            raise InterfaceError(f"an append holds at most bucket_size={self.bucket_size} events")
+        bucket = self._bucket_of_version(expected_version)
+        new_version = expected_version + len(events)
+        head = self._head(stream_id, bucket)
+        if head is None and bucket > 0:
+            # The bucket's first append: the previous bucket must end exactly at the expected
+            # version. Once it does, no later append can change it, so this check cannot go stale.
+            previous = self._head(stream_id, bucket - 1, serial=True)
+            if previous != expected_version:
+                raise ConcurrencyError(stream_id, expected_version, previous)
+        elif head is not None and head != expected_version:
+            raise ConcurrencyError(stream_id, expected_version, head)
+        batch = BatchStatement(
+            batch_type=BatchType.UNLOGGED, consistency_level=self.db.cl, serial_consistency_level=self.db.serial_cl
+        )
+        if head is None:
+            batch.add(self.db.set_head_if_null, (new_version, stream_id, bucket))
+        else:
+            batch.add(self.db.set_head_if, (new_version, stream_id, bucket, expected_version))
+        for offset, event in enumerate(events, start=1):
+            batch.add(
+                self.db.insert_event,
+                (
+                    stream_id,
+                    bucket,
+                    expected_version + offset,
+                    event.event_id,
+                    event.type_name,
+                    event.schema_version,
+                    event.data,
+                    event.metadata,
+                    to_micros(event.recorded_at),
+                ),
+            )
+        if not self._conditional(batch, stream_id, bucket, expected_version, events):
+            raise ConcurrencyError(stream_id, expected_version, None)
+        self._last_bucket[stream_id] = bucket
+        return new_version
+
+    def _conditional(
+        self, batch: Any, stream_id: str, bucket: int, expected_version: int, events: Sequence[NewEvent]
+    ) -> bool:
+        """Run the conditional batch; resolve unknown outcomes. True if our events are stored."""
+        from cassandra import OperationTimedOut, Unavailable, WriteTimeout
+        from cassandra.cluster import NoHostAvailable
+
+        attempts = self.db.settings.retries + 1
+        uncertain = False
+        for attempt in range(1, attempts + 1):
+            try:
+                result = self.db.session.execute(batch)
+            except (WriteTimeout, OperationTimedOut) as exc:
+                # The Paxos round may or may not have committed: send the same batch again.
+                uncertain = True
+                log.info("conditional append to %s timed out (%s), resolving", stream_id, type(exc).__name__)
+                if attempt == attempts:
+                    break
+                _backoff(attempt)
+                continue
+            except (Unavailable, NoHostAvailable) as exc:
+                # Unavailable is raised before anything is written, but an earlier attempt may have been.
+                if attempt == attempts:
+                    if uncertain:
+                        break
+                    raise _translate(exc, f"cannot append to {stream_id!r}") from exc
+                _backoff(attempt)
+                continue
+            except Exception as exc:
+                raise _translate(exc, f"cannot append to {stream_id!r}") from exc
+            if result.was_applied:
+                return True
+            if not uncertain:
+                return False
+            return self._ours(stream_id, bucket, expected_version, events)
+        try:
+            return self._ours(stream_id, bucket, expected_version, events)
+        except OperationalError as exc:
+            raise UnknownOutcome(
+                f"append to {stream_id!r} at version {expected_version} timed out and could not be resolved; "
+                "retry the command with the same request id"
+            ) from exc
+
+    def _ours(self, stream_id: str, bucket: int, expected_version: int, events: Sequence[NewEvent]) -> bool:
+        """Read (serially) what stands after ``expected_version``: were those our events?"""
+        rows = self.db.execute(
+            self.db.select_range, (stream_id, bucket, expected_version, expected_version + 1, 1), serial=True
+        )
+        row = rows.one()
+        return row is not None and row.event_id == events[0].event_id
+
+    # -- reads -----------------------------------------------------------------
+
+    def read(
+        self,
+        stream_id: str,
+        *,
+        gt: int = 0,
+        lte: int | None = None,
+        limit: int | None = None,
+        desc: bool = False,
+    ) -> list[StoredEvent]:
+        check_read(gt, lte, limit)
+        if limit == 0:
+            return []
+        upper = lte if lte is not None else self.version(stream_id)
+        if upper <= gt:
+            return []
+        # The event at position p was appended after some version E in [p - bucket_size, p - 1]
+        # and lives in bucket E // bucket_size: (p - 1) // size or the bucket before it.
+        first = max(0, (gt + 1) // self.bucket_size - 1)
+        last = (upper - 1) // self.bucket_size
+        buckets = range(last, first - 1, -1) if desc else range(first, last + 1)
+        statement = self.db.select_range_desc if desc else self.db.select_range
+        # Every position in a bucket is below every position in the next, so buckets read in order
+        # give events in order, and the read can stop as soon as it has ``limit`` of them.
+        found: list[StoredEvent] = []
+        for bucket in buckets:
+            wanted = 2**31 - 1 if limit is None else limit - len(found)
+            rows = self.db.execute(statement, (stream_id, bucket, gt, upper, wanted))
+            found.extend(_row_to_event(stream_id, row) for row in rows)
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def ping(self) -> None:
+        self.db.execute("SELECT release_version FROM system.local")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class CassandraSnapshotStore(SnapshotStore):
+    """Snapshots in Cassandra, newest first in each stream's partition."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self.db = connection
+
+    def save(self, snapshot: Snapshot) -> None:
+        self.db.execute(
+            self.db.insert_snapshot,
+            (
+                snapshot.stream_id,
+                snapshot.version,
+                snapshot.type_name,
+                snapshot.schema_version,
+                snapshot.state,
+                to_micros(snapshot.recorded_at),
+            ),
+        )
+
+    def load(self, stream_id: str, *, lte: int | None = None) -> Snapshot | None:
+        row = self.db.execute(self.db.select_snapshot, (stream_id, lte if lte is not None else 2**62)).one()
+        if row is None:
+            return None
+        return Snapshot(
+            stream_id, row.version, row.type_name, row.schema_version, bytes(row.state), from_micros(row.recorded_at)
+        )
+
+    def close(self) -> None:
+        """The connection is shared with the event store, which closes it."""
+
+
+def open_cassandra_stores(
+    url: str, *, create_schema: bool | None = None, **_: Any
+) -> tuple[CassandraEventStore, CassandraSnapshotStore]:
+    """Connect to the cluster a ``cassandra://`` URL names and return both stores.
+
+    ``create_schema=None`` keeps what the URL says (default: do not create).
+    """
+    settings = CassandraSettings.from_url(url, create_schema=create_schema)
+    connection = _Connection(settings)
+    return CassandraEventStore(connection), CassandraSnapshotStore(connection)

@@ -50,13 +50,17 @@ class EventStoreContract:
     def make_event_store(self) -> EventStore:
         raise NotImplementedError
 
+    def release_event_store(self, store: EventStore) -> None:
+        """Called after each test; backends that share one connection per module override it."""
+        store.close()
+
     @pytest.fixture
     def store(self) -> Iterator[EventStore]:
         store = self.make_event_store()
         try:
             yield store
         finally:
-            store.close()
+            self.release_event_store(store)
 
     def test_an_unknown_stream_reads_empty_at_version_zero(self, store: EventStore) -> None:
         stream = unique_stream()
@@ -197,13 +201,17 @@ class SnapshotStoreContract:
     def make_snapshot_store(self) -> SnapshotStore:
         raise NotImplementedError
 
+    def release_snapshot_store(self, store: SnapshotStore) -> None:
+        """Called after each test; backends that share one connection per module override it."""
+        store.close()
+
     @pytest.fixture
     def snapshots(self) -> Iterator[SnapshotStore]:
         store = self.make_snapshot_store()
         try:
             yield store
         finally:
-            store.close()
+            self.release_snapshot_store(store)
 
     @staticmethod
     def snap(stream: str, version: int, state: bytes = b"{}") -> Snapshot:

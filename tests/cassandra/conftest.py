@@ -1,0 +1,57 @@
+"""Real Cassandra clusters for tests: started by the session, one at a time, always stopped.
+
+All local clusters listen on 127.0.0.x:9042, so one runs at a time: asking for a
+cluster of another size stops the running one first. Test files are ordered so
+the 1-node tests run before the 3-node ones.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from eskit.testing.cassandra_cluster import LocalCassandraCluster
+
+
+class ClusterPool:
+    """Keeps at most one local cluster running and hands it out by size."""
+
+    def __init__(self) -> None:
+        self.current: LocalCassandraCluster | None = None
+
+    def get(self, nodes: int) -> LocalCassandraCluster:
+        if self.current is not None and self.current.nodes == nodes:
+            return self.current
+        self.close()
+        cluster = LocalCassandraCluster(nodes)
+        self.current = cluster
+        cluster.start()
+        return cluster
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.stop(wipe=os.environ.get("ESKIT_KEEP_CLUSTERS") != "1")
+            self.current = None
+
+
+@pytest.fixture(scope="session")
+def cluster_pool() -> Iterator[ClusterPool]:
+    pool = ClusterPool()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def store_url(cluster: LocalCassandraCluster, keyspace: str, **options: str) -> str:
+    """A store URL for a fresh keyspace on ``cluster`` (replication = node count)."""
+    query = {"dc": "dc1", "replication": str(cluster.nodes), "create_schema": "true", **options}
+    hosts = ",".join(cluster.contact_points)
+    return f"cassandra://{hosts}/{keyspace}?" + "&".join(f"{k}={v}" for k, v in query.items())
+
+
+def fresh_keyspace(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"

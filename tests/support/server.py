@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -50,8 +51,20 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
 
     def start(self, *, timeout: float = 60) -> None:
-        cmd = [sys.executable, "-m", "downloads.cli", "serve", "--store", self.store, "--port", str(self.port),
-               "--workers", str(self.workers), "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "downloads.cli",
+            "serve",
+            "--store",
+            self.store,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--log-level",
+            "warning",
+        ]
         if self.policy is not None:
             cmd += ["--policy", str(self.policy)]
         env = {**os.environ, "DOWNLOADS_AUTH_SECRET": SECRET, **self.env}
@@ -60,8 +73,9 @@ class Server:
             with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
                 self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
         else:
-            self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -100,13 +114,76 @@ class Server:
 
 
 @contextmanager
-def running_server(tmp_path: Path, *, store: str | None = None, workers: int = 1, policy: Path | None = None,
-                   env: Mapping[str, str] | None = None) -> Iterator[Server]:
+def running_server(
+    tmp_path: Path,
+    *,
+    store: str | None = None,
+    workers: int = 1,
+    policy: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
     """Start a server on a fresh SQLite file (unless ``store`` is given); stop it whatever happens."""
-    server = Server(store=store or f"sqlite:///{tmp_path / 'downloads.db'}", port=free_port(), workers=workers,
-                    policy=policy, env=env or {}, log_path=tmp_path / "server.log")
+    server = Server(
+        store=store or f"sqlite:///{tmp_path / 'downloads.db'}",
+        port=free_port(),
+        workers=workers,
+        policy=policy,
+        env=env or {},
+        log_path=tmp_path / "server.log",
+    )
     try:
         server.start()
         yield server
     finally:
         server.stop()
+
+
+# -- helpers for end-to-end assertions ----------------------------------------------
+
+#: ISO 8601 in UTC ending with ``Z`` (product spec section 4)
+ISO_UTC_Z = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
+
+
+def unique_id(prefix: str = "acct") -> str:
+    """A fresh identifier, so tests sharing one server never share an account."""
+    import uuid
+
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def expect_error(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    """Assert ``response`` is the error envelope with ``status`` and ``code``; return its details."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message", "details"}, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"], error
+    assert isinstance(error["details"], dict), error
+    details: dict[str, object] = error["details"]
+    return details
+
+
+def read_all_events(http: httpx.Client, account_id: str, *, page: int = 100) -> list[dict[str, Any]]:
+    """Every event of the account, oldest first, read ``page`` at a time through ``GET .../events``.
+
+    Asserts that each page answers 200 and that the pages join up: sequences run 1..N without gaps or
+    repeats, and ``next`` is the last sequence of a page that has more after it (``None`` on the last).
+    """
+    events: list[dict[str, Any]] = []
+    after = 0
+    for _ in range(100_000):  # bounded: a runaway cursor fails instead of looping forever
+        answer = http.get(f"/v1/accounts/{account_id}/events", params={"after": after, "limit": page})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        events.extend(body["events"])
+        if body["next"] is None:
+            break
+        assert body["next"] == body["events"][-1]["seq"], body["next"]
+        after = body["next"]
+    else:
+        raise AssertionError("the events cursor never ended")
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), "event sequences have gaps or repeats"
+    return events

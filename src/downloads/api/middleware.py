@@ -33,30 +33,32 @@ class BodyLimit:
                 if declared < 0 or declared > self.max_bytes:
                     await self._refuse(scope, receive, send)
                     return
+        # Read the body here, before the app: FastAPI turns any error raised while it reads a body into a
+        # 400, so an oversized stream must be refused before the app ever sees it.
+        buffered: list[Message] = []
         seen = 0
-
-        async def counting_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "PAYLOAD_TOO_LARGE", f"request bodies are limited to {self.max_bytes} bytes",
-                                  {"limit": self.max_bytes})
+        response = error_response(
+            413, "PAYLOAD_TOO_LARGE", f"request bodies are limited to {self.max_bytes} bytes", {"limit": self.max_bytes}
+        )
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class RequestMetrics:

@@ -1,0 +1,143 @@
+"""The ``downloads`` command line against a real server and a real store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.server import SECRET, Server, expect_error, free_port, unique_id
+
+
+def _downloads(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``downloads`` command (or the module when the script is missing)."""
+    script = Path(sys.executable).parent / "downloads"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "downloads.cli"]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DOWNLOADS_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [*command, *args], env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_token_prints_a_token_the_server_accepts_for_its_role(shared_server: Server) -> None:
+    printed = _downloads("token", "--role", "support", env={"DOWNLOADS_AUTH_SECRET": SECRET})
+    assert printed.returncode == 0, printed.stderr
+    token = printed.stdout.strip()
+    assert token.count(".") == 2
+    with httpx.Client(base_url=shared_server.url, headers={"Authorization": f"Bearer {token}"}) as http:
+        expect_error(http.get(f"/v1/accounts/{unique_id()}"), 404, "ACCOUNT_NOT_FOUND")
+        expect_error(http.post("/v1/accounts", json={"account_id": unique_id(), "plan": "basic"}), 403, "FORBIDDEN")
+
+    other = _downloads("token", "--role", "admin", env={"DOWNLOADS_AUTH_SECRET": "another-secret-" + "z" * 32})
+    assert other.returncode == 0, other.stderr
+    with httpx.Client(base_url=shared_server.url, headers={"Authorization": f"Bearer {other.stdout.strip()}"}) as http:
+        expect_error(http.get("/v1/titles/demo-title-1"), 401, "UNAUTHENTICATED")
+
+
+def test_token_without_a_secret_is_an_error_not_a_traceback() -> None:
+    result = _downloads("token", "--role", "admin")
+    assert result.returncode != 0
+    assert result.stderr.startswith("Error: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_history_prints_the_timeline_of_a_running_servers_store(shared_server: Server) -> None:
+    account = unique_id()
+    with shared_server.client() as http:
+        http.post("/v1/accounts", json={"account_id": account, "plan": "standard"}).raise_for_status()
+        http.post(f"/v1/accounts/{account}/devices", json={"device_id": "phone-1", "model": "m"}).raise_for_status()
+        lic = http.post(f"/v1/accounts/{account}/licenses", json={"device_id": "phone-1", "title_id": "demo-title-1"})
+        lic.raise_for_status()
+        events = http.get(f"/v1/accounts/{account}/events").json()["events"]
+
+    result = _downloads("history", account, "--store", shared_server.store)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for event in events:
+        assert event["type"] in out
+    assert out.index("AccountOpened") < out.index("DeviceRegistered") < out.index("LicenseIssued")
+    assert "phone-1" in out
+    assert account in out
+    assert "plan=standard" in out
+    assert "version=3" in out
+
+    # As of the account's first event: only that event, and the state then.
+    first_at = events[0]["recorded_at"]
+    early = _downloads("history", account, "--as-of", first_at, "--store", shared_server.store)
+    assert early.returncode == 0, early.stderr
+    assert "AccountOpened" in early.stdout
+    assert "LicenseIssued" not in early.stdout
+    assert "version=1" in early.stdout
+
+    missing = _downloads("history", unique_id(), "--store", shared_server.store)
+    assert missing.returncode != 0
+    assert missing.stderr.startswith("Error: ")
+    assert "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("policy", "key"),
+    [
+        ('[plans.basic]\ndownload_devices = "two"\n', "plans.basic.download_devices"),
+        ("[devices]\nmax_active = 3\n", "devices.max_active"),
+        ('[studios.default]\nlicense_duration = "30 days"\n', "studios.default.license_duration"),
+        ('[titles.t1]\nstudio = "nobody"\n', "titles.t1.studio"),
+        ("[plans.basic\n", "not valid TOML"),
+    ],
+)
+def test_serve_with_a_bad_policy_exits_with_an_error_naming_the_key(tmp_path: Path, policy: str, key: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(policy)
+    result = _downloads(
+        "serve",
+        "--policy",
+        str(bad),
+        "--store",
+        f"sqlite:///{tmp_path / 'x.db'}",
+        "--port",
+        str(free_port()),
+        env={"DOWNLOADS_AUTH_SECRET": SECRET},
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "Error: " in result.stderr
+    assert key in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_with_a_missing_policy_file_exits_with_an_error(tmp_path: Path) -> None:
+    result = _downloads(
+        "serve",
+        "--policy",
+        str(tmp_path / "absent.toml"),
+        "--store",
+        f"sqlite:///{tmp_path / 'x.db'}",
+        "--port",
+        str(free_port()),
+        env={"DOWNLOADS_AUTH_SECRET": SECRET},
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert result.stderr.startswith("Error: ")
+    assert "absent.toml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_store_init_creates_the_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    result = _downloads("store", "init", "--store", f"sqlite:///{path}")
+    assert result.returncode == 0, result.stderr
+    assert path.is_file()
+    assert path.stat().st_size > 0
+
+    # Relative paths are relative to the working directory; the environment variable works too.
+    relative = _downloads("store", "init", env={"DOWNLOADS_STORE": "sqlite:///rel.db"}, cwd=tmp_path)
+    assert relative.returncode == 0, relative.stderr
+    assert (tmp_path / "rel.db").is_file()

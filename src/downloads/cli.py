@@ -65,8 +65,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "DOWNLOADS_SNAPSHOT_EVERY": str(settings.snapshot_every),
         "DOWNLOADS_IDEMPOTENCY_HOURS": str(settings.idempotency_hours),
         "DOWNLOADS_MAX_BODY_BYTES": str(settings.max_body_bytes),
-        "DOWNLOADS_CREATE_SCHEMA": str(settings.create_schema).lower(),
     }
+    if settings.create_schema is not None:
+        env["DOWNLOADS_CREATE_SCHEMA"] = str(settings.create_schema).lower()
     if settings.policy:
         env["DOWNLOADS_POLICY"] = os.path.abspath(settings.policy)
     os.environ.update(env)

@@ -115,7 +115,9 @@ def parse_policy(data: dict[str, Any]) -> Policy:
             if name != "default":
                 studios[name] = _studio(_table(table, f"studios.{name}"), f"studios.{name}", base)
 
-    titles = dict(default.titles)
+    # The built-in demo catalog stays, minus titles of a built-in studio the file's [studios] left out:
+    # the file never named them, so they must not make it invalid.
+    titles = {title_id: title for title_id, title in default.titles.items() if title.studio in studios}
     if "titles" in data:
         titles = {}
         for title_id, table in _table(data["titles"], "titles").items():

@@ -11,7 +11,7 @@
 | snapshot_every | DOWNLOADS_SNAPSHOT_EVERY | 100 | snapshot an account every N events (0: never) |
 | idempotency_hours | DOWNLOADS_IDEMPOTENCY_HOURS | 24 | how long accepted request ids are remembered |
 | max_body_bytes | DOWNLOADS_MAX_BODY_BYTES | 65536 | larger request bodies get 413 |
-| create_schema | DOWNLOADS_CREATE_SCHEMA | true | create tables on first use (turn off for production Cassandra) |
+| create_schema | DOWNLOADS_CREATE_SCHEMA | (backend's) | create tables on first use: SQLite always does; Cassandra only when true here or in the URL |
 """
 
 from __future__ import annotations
@@ -38,4 +38,4 @@ class Settings(BaseSettings):
     snapshot_every: int = Field(default=100, ge=0)
     idempotency_hours: float = Field(default=24.0, gt=0)
     max_body_bytes: int = Field(default=65536, ge=1024)
-    create_schema: bool = True
+    create_schema: bool | None = None

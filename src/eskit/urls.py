@@ -38,10 +38,10 @@ def sqlite_path(url: str) -> str:
     """The file path of a ``sqlite:///path`` URL (relative after three slashes, absolute after four)."""
     if not url.startswith("sqlite:///"):
         raise InterfaceError(f"not a SQLite URL: {url!r} (expected sqlite:///path.db)")
-    path = url[len("sqlite:///") :]
+    path = url[len("sqlite:///") :].split("?", 1)[0]
     if not path or path.endswith("/"):
         raise InterfaceError(f"SQLite URL {url!r} names no file")
-    return path.split("?", 1)[0]
+    return path
 
 
 def open_stores(url: str, **options: Any) -> Stores:

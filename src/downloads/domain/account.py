@@ -289,9 +289,12 @@ class Account(Aggregate):
 
     # -- idempotency -------------------------------------------------------------
 
-    def accepted(self, request_id: str) -> AcceptedRequest | None:
-        """The remembered answer to an accepted request id, if still kept."""
-        return self.requests.get(request_id)
+    def accepted(self, request_id: str, now: datetime | None = None) -> AcceptedRequest | None:
+        """The remembered answer to an accepted request id, if still kept (given ``now``: not past retention)."""
+        found = self.requests.get(request_id)
+        if found is not None and now is not None and found.expires_at <= now:
+            return None  # pruning happens only when later events are observed; time alone must forget it too
+        return found
 
     def observe(self, event: DomainEvent, metadata: EventMetadata) -> None:
         reply = metadata.extra.get("reply") if metadata.extra else None

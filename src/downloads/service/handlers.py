@@ -90,8 +90,9 @@ class DownloadsService:
         fingerprint = hashlib.sha256(orjson.dumps([command, account_id, args], option=orjson.OPT_SORT_KEYS)).hexdigest()
 
         def attempt(account: Account) -> Reply:
+            now = self.clock()
             if request_id is not None:
-                prior = account.accepted(request_id)
+                prior = account.accepted(request_id, now)
                 if prior is not None:
                     if prior.fingerprint != fingerprint:
                         raise Invalid("IDEMPOTENCY_KEY_REUSED",
@@ -100,7 +101,6 @@ class DownloadsService:
                     return Reply(prior.body, prior.created, replayed=True)
             if not create and not account.exists:
                 raise _account_not_found(account_id)
-            now = self.clock()
             body, created = action(account, now)
             return Reply(body, created, at=now)
 
@@ -253,8 +253,15 @@ class DownloadsService:
         if not account.exists:
             raise _account_not_found(account_id)
         if account.status == "active":
-            account.expire_due(as_of or self.clock())
+            account.expire_due(as_of or self._time_of(account_id, version) or self.clock())
         return account
+
+    def _time_of(self, account_id: str, version: int | None) -> datetime | None:
+        """When the account's event ``version`` was recorded (a past state is judged at its own time)."""
+        if version is None:
+            return None
+        found = self.accounts.history(account_id, gt=version - 1, lte=version)
+        return found[0].metadata.recorded_at if found else None
 
     def get_account(self, account_id: str, *, as_of: datetime | None = None,
                     version: int | None = None) -> dict[str, Any]:

@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
 
 import pytest
 
 from eskit.testing.cassandra_cluster import LocalCassandraCluster
+from tests.e2e.conftest import STRICT_POLICY
+from tests.support.server import Server, running_server
 
 
 class ClusterPool:
@@ -55,3 +59,35 @@ def store_url(cluster: LocalCassandraCluster, keyspace: str, **options: str) -> 
 
 def fresh_keyspace(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def cassandra_server(
+    pool: ClusterPool, tmp_path: Path, *, nodes: int = 3, workers: int = 1, policy: Path | None = None
+) -> AbstractContextManager[Server]:
+    """A real ``downloads serve`` process on a fresh keyspace of the pool's cluster."""
+    cluster = pool.get(nodes)
+    return running_server(tmp_path, store=store_url(cluster, fresh_keyspace("api")), workers=workers, policy=policy)
+
+
+@pytest.fixture
+def server(cluster_pool: ClusterPool, tmp_path: Path) -> Iterator[Server]:
+    """The end-to-end ``server`` fixture, on the 3-node cluster instead of SQLite."""
+    with cassandra_server(cluster_pool, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_server(cluster_pool: ClusterPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The end-to-end ``shared_server`` fixture, on the 3-node cluster."""
+    with cassandra_server(cluster_pool, tmp_path_factory.mktemp("shared")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def strict_server(cluster_pool: ClusterPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The end-to-end ``strict_server`` fixture, on the 3-node cluster."""
+    tmp_path = tmp_path_factory.mktemp("strict")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(STRICT_POLICY)
+    with cassandra_server(cluster_pool, tmp_path, policy=policy) as running:
+        yield running

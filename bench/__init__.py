@@ -1,0 +1,1 @@
+"""Benchmarks of eskit, run with ``python -m bench``; see ``bench/README.md``."""

@@ -98,8 +98,8 @@ def test_an_append_resent_after_a_timeout_is_recognised_as_ours(cluster_pool: Cl
         event = new_event(1)
         store.append(stream, [event], expected_version=0)
         # As if the first attempt had timed out: the same events at the same version are ours...
-        assert store._ours(stream, 0, 0, [event])  # noqa: SLF001 - the resolution step under test
+        assert store._ours(stream, 0, 0, [event])
         # ...and somebody else's events at that version are not.
-        assert not store._ours(stream, 0, 0, [replace(event, event_id=uuid.uuid4())])  # noqa: SLF001
+        assert not store._ours(stream, 0, 0, [replace(event, event_id=uuid.uuid4())])
     finally:
         store.close()

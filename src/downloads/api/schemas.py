@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "ID_PATTERN",
@@ -70,6 +70,17 @@ class TitleIn(BaseModel):
     studio: Annotated[str, Field(min_length=1, max_length=64, strict=True)]
     downloadable: Annotated[bool, Field(strict=True)] = True
     available_until: datetime | None = None
+
+    @field_validator("available_until")
+    @classmethod
+    def _fits_in_utc(cls, value: datetime | None) -> datetime | None:
+        """Refuse a time that has no UTC form (e.g. 9999-12-31T23:59-14:00): answers and events are in UTC."""
+        if value is not None:
+            try:
+                (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+            except OverflowError:
+                raise ValueError("the time is out of range in UTC") from None
+        return value
 
 
 class DeviceOut(BaseModel):

@@ -398,26 +398,42 @@ class CassandraEventStore(EventStore):
     # -- append ----------------------------------------------------------------
 
     def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
-        from cassandra.query import BatchStatement, BatchType
-
         check_append(stream_id, events, expected_version)
         if len(events) > self.bucket_size:
             raise InterfaceError(f"an append holds at most bucket_size={self.bucket_size} events")
         bucket = self._bucket_of_version(expected_version)
-        new_version = expected_version + len(events)
-        head = self._head(stream_id, bucket)
-        if head is None and bucket > 0:
-            # The bucket's first append: the previous bucket must end exactly at the expected
-            # version. Once it does, no later append can change it, so this check cannot go stale.
-            previous = self._head(stream_id, bucket - 1, serial=True)
-            if previous != expected_version:
-                raise ConcurrencyError(stream_id, expected_version, previous)
-        elif head is not None and head != expected_version:
-            raise ConcurrencyError(stream_id, expected_version, head)
+        # Guess whether this is the bucket's first append (true when the previous append ended
+        # exactly on a bucket boundary, as single-event appends do); a wrong guess shows in the
+        # refused condition's current head and costs one more round, a right one saves a read.
+        first_in_bucket = expected_version % self.bucket_size == 0
+        for _ in range(2):
+            if first_in_bucket and bucket > 0:
+                # The previous bucket must end exactly at the expected version. Once it does, no
+                # later append can change it, so this check cannot go stale.
+                previous = self._head(stream_id, bucket - 1, serial=True)
+                if previous != expected_version:
+                    raise ConcurrencyError(stream_id, expected_version, previous)
+            batch = self._batch(stream_id, bucket, events, expected_version, first_in_bucket)
+            applied, head = self._conditional(batch, stream_id, bucket, expected_version, events)
+            if applied:
+                self._last_bucket[stream_id] = bucket
+                return expected_version + len(events)
+            wrong_guess = (head is None) != first_in_bucket and (head is None or head == expected_version)
+            if not wrong_guess:
+                raise ConcurrencyError(stream_id, expected_version, head)
+            first_in_bucket = head is None
+        raise ConcurrencyError(stream_id, expected_version, None)
+
+    def _batch(
+        self, stream_id: str, bucket: int, events: Sequence[NewEvent], expected_version: int, first_in_bucket: bool
+    ) -> Any:
+        from cassandra.query import BatchStatement, BatchType
+
         batch = BatchStatement(
             batch_type=BatchType.UNLOGGED, consistency_level=self.db.cl, serial_consistency_level=self.db.serial_cl
         )
-        if head is None:
+        new_version = expected_version + len(events)
+        if first_in_bucket:
             batch.add(self.db.set_head_if_null, (new_version, stream_id, bucket))
         else:
             batch.add(self.db.set_head_if, (new_version, stream_id, bucket, expected_version))
@@ -436,15 +452,16 @@ class CassandraEventStore(EventStore):
                     to_micros(event.recorded_at),
                 ),
             )
-        if not self._conditional(batch, stream_id, bucket, expected_version, events):
-            raise ConcurrencyError(stream_id, expected_version, None)
-        self._last_bucket[stream_id] = bucket
-        return new_version
+        return batch
 
     def _conditional(
         self, batch: Any, stream_id: str, bucket: int, expected_version: int, events: Sequence[NewEvent]
-    ) -> bool:
-        """Run the conditional batch; resolve unknown outcomes. True if our events are stored."""
+    ) -> tuple[bool, int | None]:
+        """Run the conditional batch, resolving unknown outcomes.
+
+        Returns whether our events are stored and, when they are not, the
+        bucket's current head as the refused condition reported it.
+        """
         from cassandra import OperationTimedOut, Unavailable, WriteTimeout
         from cassandra.cluster import NoHostAvailable
 
@@ -475,12 +492,13 @@ class CassandraEventStore(EventStore):
             if result.was_applied:
                 if uncertain:
                     self.outcomes["resent_applied"] += 1
-                return True
+                return True, None
+            head = getattr(result.one(), "head", None)
             if not uncertain:
-                return False
-            return self._ours(stream_id, bucket, expected_version, events)
+                return False, head
+            return self._ours(stream_id, bucket, expected_version, events), head
         try:
-            return self._ours(stream_id, bucket, expected_version, events)
+            return self._ours(stream_id, bucket, expected_version, events), None
         except OperationalError as exc:
             self.outcomes["unresolved"] += 1
             raise UnknownOutcome(

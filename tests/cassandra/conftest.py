@@ -29,16 +29,22 @@ class ClusterPool:
     def get(self, nodes: int) -> LocalCassandraCluster:
         if self.current is not None and self.current.nodes == nodes:
             return self.current
-        self.close()
+        if self.current is not None:
+            self.current.stop(wipe=True)  # local clusters share 127.0.0.x:9042: one at a time
+            self.current = None
+        for other in (1, 3):  # one left up by an earlier run with ESKIT_KEEP_CLUSTERS=1
+            if other != nodes and LocalCassandraCluster(other).is_running():
+                LocalCassandraCluster(other).stop(wipe=True)
         cluster = LocalCassandraCluster(nodes)
         self.current = cluster
         cluster.start()
         return cluster
 
     def close(self) -> None:
-        if self.current is not None:
-            self.current.stop(wipe=os.environ.get("ESKIT_KEEP_CLUSTERS") != "1")
-            self.current = None
+        """Stop and wipe the running cluster; ``ESKIT_KEEP_CLUSTERS=1`` leaves it up for the next run."""
+        if self.current is not None and os.environ.get("ESKIT_KEEP_CLUSTERS") != "1":
+            self.current.stop(wipe=True)
+        self.current = None
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,72 @@
+"""How the Cassandra store cuts streams into buckets (a real 1-node cluster, bucket size 10)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from eskit import ConcurrencyError, SchemaError
+from eskit.cassandra import CassandraEventStore, open_cassandra_stores
+from eskit.testing.contract import new_event
+from tests.cassandra.conftest import ClusterPool, fresh_keyspace, store_url
+
+pytestmark = pytest.mark.cassandra
+
+
+@pytest.fixture(scope="module")
+def keyspace_url(cluster_pool: ClusterPool) -> str:
+    return store_url(cluster_pool.get(1), fresh_keyspace("buckets"), bucket_size="10")
+
+
+@pytest.fixture(scope="module")
+def store(keyspace_url: str) -> Iterator[CassandraEventStore]:
+    events, _ = open_cassandra_stores(keyspace_url)
+    yield events
+    events.close()
+
+
+def stream() -> str:
+    return f"s-{uuid.uuid4().hex}"
+
+
+def test_an_append_that_spills_past_a_bucket_end_is_followed_correctly(store: CassandraEventStore) -> None:
+    s = stream()
+    store.append(s, [new_event(1)], expected_version=0)
+    store.append(s, [new_event(i) for i in range(2, 12)], expected_version=1)  # 2..11: spills past 10
+    assert store.version(s) == 11
+    store.append(s, [new_event(12)], expected_version=11)  # first append of bucket 1
+    store.append(s, [new_event(13)], expected_version=12)
+    with pytest.raises(ConcurrencyError):
+        store.append(s, [new_event(99)], expected_version=12)
+    with pytest.raises(ConcurrencyError):
+        store.append(s, [new_event(99)], expected_version=11)
+    for n in range(14, 25):
+        store.append(s, [new_event(n)], expected_version=n - 1)
+    assert [e.position for e in store.read(s)] == list(range(1, 25))
+    assert [e.data for e in store.read(s, gt=9, lte=14)] == [b'{"n":%d}' % n for n in range(10, 15)]
+    assert [e.position for e in store.read(s, gt=11, limit=3)] == [12, 13, 14]
+    assert [e.position for e in store.read(s, desc=True, limit=4)] == [24, 23, 22, 21]
+    assert store.version(s) == 24
+
+
+def test_an_expected_version_ahead_of_the_stream_is_a_conflict_in_any_bucket(store: CassandraEventStore) -> None:
+    s = stream()
+    store.append(s, [new_event(i) for i in range(1, 6)], expected_version=0)
+    for ahead in (6, 10, 20, 35):
+        with pytest.raises(ConcurrencyError):
+            store.append(s, [new_event(99)], expected_version=ahead)
+    assert store.version(s) == 5
+
+
+def test_a_keyspace_refuses_to_open_with_another_bucket_size(keyspace_url: str, store: CassandraEventStore) -> None:
+    with pytest.raises(SchemaError, match="bucket_size"):
+        open_cassandra_stores(keyspace_url.replace("bucket_size=10", "bucket_size=100"))
+
+
+def test_a_missing_keyspace_is_refused_with_a_hint_to_create_it(keyspace_url: str) -> None:
+    missing = keyspace_url.replace("create_schema=true", "create_schema=false").split("/")
+    missing[3] = "no_such_keyspace?" + missing[3].split("?", 1)[1]
+    with pytest.raises(SchemaError, match="store init"):
+        open_cassandra_stores("/".join(missing))

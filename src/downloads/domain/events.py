@@ -34,14 +34,25 @@ __all__ = [
 ]
 
 
+_DATETIME_FIELDS: dict[type[DomainEvent], dict[str, bool]] = {}
+
+
+def _datetime_fields(cls: type[DomainEvent]) -> dict[str, bool]:
+    """Each field of the event class, and whether it holds a datetime (computed once per class)."""
+    found = _DATETIME_FIELDS.get(cls)
+    if found is None:
+        found = _DATETIME_FIELDS[cls] = {f.name: "datetime" in str(f.type) for f in dataclasses.fields(cls)}
+    return found
+
+
 def _parse_times(cls: type[DomainEvent], data: Mapping[str, Any]) -> dict[str, Any]:
-    names = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    fields = _datetime_fields(cls)
     parsed: dict[str, Any] = {}
     for key, value in data.items():
-        kind = names.get(key)
-        if kind is None:
+        is_datetime = fields.get(key)
+        if is_datetime is None:
             continue  # a field written by newer code: ignored, not fatal
-        if "datetime" in kind and isinstance(value, str):
+        if is_datetime and isinstance(value, str):
             value = datetime.fromisoformat(value)
         parsed[key] = value
     return parsed

@@ -1,0 +1,508 @@
+"""HTTP API throughput and latency: acquire+release pairs against a trivial FastAPI endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from bench.harness import ROOT, goal_at_least, interleaved, median, progress, scratch_dir
+
+NAME = "http"
+TITLE = "HTTP API on SQLite: acquire+release pairs against a trivial FastAPI endpoint"
+
+TARGET = 0.5
+CLIENTS = 16
+WORKERS = 2
+SECRET = "bench-http-secret-" + "x" * 32
+OWN = "ours, 16 accounts"
+SHARED = "ours, 1 account"
+TRIVIAL = "trivial FastAPI"
+CEILING = "SQLite commits, no server"
+CONTENDERS = (OWN, TRIVIAL, SHARED)
+SHARED_ACCOUNT = "bench-shared"
+SHARED_DEVICES = 6
+START_TIMEOUT = 60.0
+STOP_GRACE = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A server started in its own process group, waited for on ``/readyz``, stopped in bounded time."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, log: Path) -> None:
+        self.name, self.cmd, self.env, self.port, self.log = name, cmd, env, port, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import httpx
+
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                self.cmd, env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self._tail()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready within {START_TIMEOUT:.0f}s: {self._tail()}")
+
+    def _tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else "(no log)"
+
+    def stop(self) -> None:
+        """SIGTERM the process group; SIGKILL it if it has not exited after ``STOP_GRACE`` seconds."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=STOP_GRACE)
+        except ProcessLookupError:
+            pass
+
+
+# -- load ------------------------------------------------------------------------------
+
+
+class Tally:
+    """What one measured run of the clients did."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.errors: dict[str, int] = {}
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client connection on asyncio streams (far less CPU per request than httpx).
+
+    Sends a request with a fixed header block and reads the response's status
+    line, headers and ``Content-Length`` body; reconnects after an error.
+    """
+
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self.host, self.port = host, port
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.head_tail = f"Host: {host}:{port}\r\n{extra}".encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = f"{method} {path} HTTP/1.1\r\n".encode() + self.head_tail
+        if body is not None:
+            head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        try:
+            self.writer.write(head + b"\r\n" + (body or b""))
+            raw = await self.reader.readuntil(b"\r\n\r\n")
+            status = int(raw[9:12])
+            lower = raw.lower()
+            at = lower.find(b"\r\ncontent-length:")
+            if at < 0:
+                raise RuntimeError(f"response without Content-Length: {raw[:200]!r}")
+            length = int(lower[at + 17 : lower.index(b"\r\n", at + 2)])
+            payload = await self.reader.readexactly(length)
+        except BaseException:
+            self.close()
+            raise
+        if b"\r\nconnection: close" in lower:
+            self.close()
+        return status, payload
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+Pair = Callable[[Connection, int, Tally], Awaitable[None]]
+
+
+async def _timed(tally: Tally, call: Awaitable[tuple[int, bytes]]) -> tuple[int, bytes]:
+    t0 = time.perf_counter()
+    response = await call
+    tally.latencies.append(time.perf_counter() - t0)
+    return response
+
+
+def _ours_pair(
+    account_of: Callable[[int], str], device_of: Callable[[int], str], title_of: Callable[[int], str]
+) -> Pair:
+    import orjson
+
+    async def pair(conn: Connection, i: int, tally: Tally) -> None:
+        account = account_of(i)
+        body = orjson.dumps({"device_id": device_of(i), "title_id": title_of(i)})
+        status, got = await _timed(tally, conn.request("POST", f"/v1/accounts/{account}/licenses", body))
+        if status not in (200, 201):  # 200: the same license is still active (a release failed before)
+            tally.error(f"acquire {status} {got[:120].decode(errors='replace')}")
+            return
+        license_id = orjson.loads(got)["license_id"]
+        status, gone = await _timed(tally, conn.request("DELETE", f"/v1/accounts/{account}/licenses/{license_id}"))
+        if status != 200:
+            tally.error(f"release {status} {gone[:120].decode(errors='replace')}")
+
+    return pair
+
+
+async def _trivial_pair(conn: Connection, i: int, tally: Tally) -> None:
+    body = b'{"device_id":"d1","title_id":"demo-title-1"}'
+    for _ in range(2):
+        status, _got = await _timed(tally, conn.request("POST", "/echo", body))
+        if status != 200:
+            tally.error(f"echo {status}")
+            return
+
+
+async def _drive(conns: list[Connection], pair: Pair, seconds: float) -> tuple[Tally, float, float]:
+    """Run one task per connection doing pairs back to back for ``seconds``; return tally, wall, client CPU."""
+    tally = Tally()
+    for conn in conns:
+        conn.close()  # fresh connections each round: the server drops keep-alive connections idle for 5 s
+    deadline = time.perf_counter() + seconds
+
+    async def worker(i: int) -> None:
+        while time.perf_counter() < deadline:
+            try:
+                await pair(conns[i], i, tally)
+            except (OSError, asyncio.IncompleteReadError, RuntimeError, ValueError) as exc:
+                tally.error(f"{type(exc).__name__}: {exc}"[:120])
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(len(conns))))
+    wall = time.perf_counter() - t0
+    return tally, wall, time.process_time() - c0
+
+
+def _group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after "pid (comm)": state, ppid, pgrp, ..., utime (12), stime (13)
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _commit_rate(path: Path, seconds: float) -> tuple[float, float]:
+    """Sequential one-row commits for ``seconds`` with eskit's pragmas: the store's serial commit rate and p50."""
+    import sqlite3
+
+    from eskit.sqlite import PRAGMAS
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for pragma in PRAGMAS:
+            conn.execute(pragma)
+        conn.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)")
+        times: list[float] = []
+        payload = b"x" * 300
+        start = time.perf_counter()
+        deadline = start + seconds
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t (v) VALUES (?)", (payload,))
+            conn.execute("COMMIT")
+            times.append(time.perf_counter() - t0)
+        return len(times) / (time.perf_counter() - start), _percentile(times, 0.5)
+    finally:
+        conn.close()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def _conflicts(url: str) -> float:
+    """The server's total of optimistic-concurrency conflicts (from /metrics, summed over workers)."""
+    import httpx
+
+    total = 0.0
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith("downloads_concurrency_conflicts_total"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def _measure(
+    ports: dict[str, int],
+    pgids: dict[str, int],
+    headers: dict[str, str],
+    rounds: int,
+    seconds: float,
+    warmup: float,
+    ceiling_db: Path,
+) -> dict[str, list[dict[str, Any]]]:
+    pairs: dict[str, Pair] = {
+        OWN: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
+        SHARED: _ours_pair(lambda i: SHARED_ACCOUNT, lambda i: f"d{i % SHARED_DEVICES}", lambda i: f"bench-title-{i}"),
+        TRIVIAL: _trivial_pair,
+    }
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in (*CONTENDERS, CEILING)}
+    conns = {name: [Connection("127.0.0.1", ports[name], headers) for _ in range(CLIENTS)] for name in CONTENDERS}
+    try:
+        for name in CONTENDERS:
+            await _drive(conns[name], pairs[name], warmup)
+        for rnd, name in interleaved((*CONTENDERS, CEILING), rounds):
+            if name == CEILING:  # no load running: blocking the loop here holds nothing up
+                rate, p50 = _commit_rate(ceiling_db, seconds / 2)
+                results[name].append({"rps": rate, "p50": p50})
+                progress(f"round {rnd + 1}/{rounds} {name}: {rate:,.0f} commits/s, p50 {p50 * 1e3:.2f} ms")
+                continue
+            url = f"http://127.0.0.1:{ports[name]}"
+            before = _conflicts(url) if name != TRIVIAL else 0.0
+            server0 = _group_cpu(pgids[name])
+            tally, wall, cpu = await _drive(conns[name], pairs[name], seconds)
+            server_cpu = _group_cpu(pgids[name]) - server0
+            after = _conflicts(url) if name != TRIVIAL else 0.0
+            n = len(tally.latencies)
+            p50 = _percentile(tally.latencies, 0.5)
+            results[name].append(
+                {
+                    "rps": n / wall,
+                    "p50": p50,
+                    "p99": _percentile(tally.latencies, 0.99),
+                    "requests": n,
+                    "errors": tally.errors,
+                    "client_cpu": cpu / wall,
+                    "server_cpu": server_cpu / wall,
+                    "server_ms": server_cpu / max(n, 1) * 1e3,
+                    "conflicts": after - before,
+                }
+            )
+            errors = sum(tally.errors.values())
+            progress(f"round {rnd + 1}/{rounds} {name}: {n / wall:,.0f} req/s, p50 {p50 * 1e3:.1f} ms, errors {errors}")
+    finally:
+        for group in conns.values():
+            for conn in group:
+                conn.close()
+    return results
+
+
+def _setup(url: str, admin: str) -> None:
+    """Open 16 standard accounts with device d1, one premium account with 6 devices, 16 titles."""
+    import httpx
+
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=30) as http:
+
+        def ok(response: httpx.Response) -> None:
+            if response.status_code not in (200, 201):
+                raise RuntimeError(
+                    f"setup {response.request.method} {response.request.url}: {response.status_code} {response.text}"
+                )
+
+        for i in range(CLIENTS):
+            ok(http.post("/v1/accounts", json={"account_id": f"bench-{i}", "plan": "standard"}))
+            ok(http.post(f"/v1/accounts/bench-{i}/devices", json={"device_id": "d1", "model": "bench-phone"}))
+            ok(http.put(f"/v1/titles/bench-title-{i}", json={"studio": "default", "downloadable": True}))
+        ok(http.post("/v1/accounts", json={"account_id": SHARED_ACCOUNT, "plan": "premium"}))
+        for d in range(SHARED_DEVICES):
+            ok(http.post(f"/v1/accounts/{SHARED_ACCOUNT}/devices", json={"device_id": f"d{d}", "model": "bench"}))
+
+
+def _loop_runner() -> Callable[[Coroutine[Any, Any, Any]], Any]:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.run
+    return uvloop.run
+
+
+def run(quick: bool) -> dict[str, Any]:
+    from downloads.api.auth import TokenSigner
+
+    rounds, seconds, warmup = (2, 2.0, 0.5) if quick else (5, 5.0, 1.0)
+    signer = TokenSigner(SECRET)
+    headers = {"Authorization": f"Bearer {signer.issue('service', ttl_seconds=3600)}"}
+    with scratch_dir() as workdir:
+        metrics_dir = workdir / "metrics"
+        metrics_dir.mkdir()
+        env = {**os.environ, "DOWNLOADS_AUTH_SECRET": SECRET, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+        store = f"sqlite:///{workdir / 'downloads.db'}"
+        our_port = _free_port()
+        ours = ServerProcess(
+            "downloads serve",
+            [
+                sys.executable,
+                "-m",
+                "downloads.cli",
+                "serve",
+                "--store",
+                store,
+                "--port",
+                str(our_port),
+                "--workers",
+                str(WORKERS),
+                "--log-level",
+                "warning",
+            ],
+            env,
+            our_port,
+            workdir / "ours.log",
+        )
+        trivial_port = _free_port()
+        trivial = ServerProcess(
+            "trivial app",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench._trivial_app:app",
+                "--app-dir",
+                str(ROOT),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(trivial_port),
+                "--workers",
+                str(WORKERS),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+            trivial_port,
+            workdir / "trivial.log",
+        )
+        try:
+            ours.start()
+            trivial.start()
+            _setup(ours.url, signer.issue("admin", ttl_seconds=3600))
+            ports = {OWN: our_port, SHARED: our_port, TRIVIAL: trivial_port}
+            assert ours.process is not None and trivial.process is not None
+            pgids = {OWN: ours.process.pid, SHARED: ours.process.pid, TRIVIAL: trivial.process.pid}
+            measuring = _measure(ports, pgids, headers, rounds, seconds, warmup, workdir / "commits.db")
+            results = _loop_runner()(measuring)
+        finally:
+            ours.stop()
+            trivial.stop()
+        db_events = _count_events(workdir / "downloads.db")
+    fractions = [o["rps"] / t["rps"] for o, t in zip(results[OWN], results[TRIVIAL], strict=True)]
+    contention = [s["rps"] / o["rps"] for s, o in zip(results[SHARED], results[OWN], strict=True)]
+    of_commits = [o["rps"] / c["rps"] for o, c in zip(results[OWN], results[CEILING], strict=True)]
+    fraction = median(fractions)
+    rows = []
+    for name in CONTENDERS:
+        res = results[name]
+        errors = sum(sum(r["errors"].values()) for r in res)
+        rows.append(
+            {
+                "server": name,
+                "req/s": median([r["rps"] for r in res]),
+                "p50 ms": median([r["p50"] for r in res]) * 1e3,
+                "p99 ms": median([r["p99"] for r in res]) * 1e3,
+                "requests": sum(r["requests"] for r in res),
+                "errors": errors,
+                "conflict retries": "" if name == TRIVIAL else int(sum(r["conflicts"] for r in res)),
+                "x trivial": median([r["rps"] / t["rps"] for r, t in zip(res, results[TRIVIAL], strict=True)]),
+                "server CPU ms/req": median([r["server_ms"] for r in res]),
+                "server CPU": f"{median([r['server_cpu'] for r in res]):.0%}",
+                "client CPU": f"{median([r['client_cpu'] for r in res]):.0%}",
+            }
+        )
+    rows.append(
+        {
+            "server": CEILING,
+            "req/s": median([r["rps"] for r in results[CEILING]]),
+            "p50 ms": median([r["p50"] for r in results[CEILING]]) * 1e3,
+            "x trivial": median([c["rps"] / t["rps"] for c, t in zip(results[CEILING], results[TRIVIAL], strict=True)]),
+        }
+    )
+    method = (
+        f"A real `downloads serve --store sqlite:///<scratch>/downloads.db --workers {WORKERS}` process and, "
+        f"beside it, a trivial FastAPI app (`bench/_trivial_app.py`: one plain-`def` POST route that validates "
+        f"the same two-field JSON body with pydantic and answers a small JSON object; no store, auth or "
+        f"middleware) served by the same uvicorn with `--workers {WORKERS}`, both on 127.0.0.1 on free ports, "
+        f"started before and stopped (SIGTERM, then SIGKILL after {STOP_GRACE:.0f} s) after the run. The load "
+        f"generator is pure Python, no system tool: one process, an asyncio loop (uvloop) with {CLIENTS} tasks, "
+        f"each with its own keep-alive HTTP/1.1 connection (a minimal client on asyncio streams, because httpx "
+        f"spends so much CPU per request that on 2 cores it would take a core from the servers), doing pairs "
+        f"back to back. "
+        f"A pair against ours is `POST /v1/accounts/{{a}}/licenses` (201) then `DELETE .../licenses/{{id}}` "
+        f"(200), with a service bearer token and no Idempotency-Key; against the trivial app, two `POST /echo`. "
+        f"'{OWN}': task i uses its own account `bench-i` (plan standard, device d1, demo-title-1), so requests "
+        f"never contend. '{SHARED}': all {CLIENTS} tasks on one premium account with {SHARED_DEVICES} devices "
+        f"(task i: device d(i mod 6), title bench-title-i, each put in the catalog beforehand), so every "
+        f"command races the others for the account's next version (conflicts are retried in the server, up to "
+        f"20 attempts; 'conflict retries' is read from its /metrics). Only one server is loaded at a time: "
+        f"{rounds} rounds of {seconds:.0f} s per case, the three cases rotating who goes first, after a "
+        f"{warmup:.0f} s warm-up each. req/s = requests completed / wall time of the round; latency is per "
+        f"request (p50/p99 within a round); table values are medians over rounds; 'x trivial' is the median of "
+        f"per-round (req/s / trivial req/s in the same round), the goal's value for '{OWN}'. Durability: the "
+        f"store is SQLite in WAL mode with synchronous=FULL, so every accepted command is fsynced before it is "
+        f"answered ({db_events:,} events written in all). 'client CPU' is the load generator's CPU time / wall "
+        f"(1 core = 100%); 'server CPU' the same for the server's whole process group (from /proc), and "
+        f"'server CPU ms/req' that CPU time per request; the machine has {os.cpu_count()} cores for the client "
+        f"and the {WORKERS} server workers. '{CEILING}' (req/s = commits/s) is the store's own limit: one "
+        f"connection in the bench process doing `BEGIN IMMEDIATE`, a 300-byte insert, `COMMIT` back to back "
+        f"with eskit's pragmas on another file in the same folder, for {seconds / 2:.1f} s in each round's "
+        f"rotation. SQLite lets one writer commit at a time, so every command of every worker passes through "
+        f"that one serial commit (and its fsync)."
+    )
+    notes = [
+        f"Ours with {CLIENTS} accounts reached x{median(of_commits):.2f} of the serial commit rate measured in "
+        f"the same rounds: each command is one fsynced commit, and commits are serial.",
+        f"Contention: with all {CLIENTS} clients on one account, throughput is x{median(contention):.2f} of "
+        f"the {CLIENTS}-account case (median over rounds): each command appends at the account's next version, "
+        f"so concurrent commands on one account serialise and the losers reload and retry.",
+    ]
+    all_errors: dict[str, int] = {}
+    for name in CONTENDERS:
+        for r in results[name]:
+            for what, count in r["errors"].items():
+                key = re.sub(r"[0-9a-f-]{36}", "<id>", f"{name}: {what}")
+                all_errors[key] = all_errors.get(key, 0) + count
+    if all_errors:
+        notes.append("Errors: " + "; ".join(f"{k} x{v}" for k, v in sorted(all_errors.items())[:8]))
+    goals = [goal_at_least(f"ours (16 accounts) ≥ {TARGET}x the trivial endpoint's req/s", fraction, TARGET)]
+    return {"title": TITLE, "method": method, "rows": rows, "goals": goals, "notes": notes}
+
+
+def _count_events(path: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(path) as conn:
+            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+    except sqlite3.Error:
+        return -1

@@ -53,10 +53,24 @@ def bootstrap(
         events = wrap_events(events)
     codec = make_codec()
     snapshots = SnapshotPolicy(every=settings.snapshot_every)
-    accounts = Repository(Account, events, codec, snapshots=stores.snapshots, snapshot_policy=snapshots,
-                          stream_prefix="account-")
-    titles = Repository(Title, events, codec, snapshots=stores.snapshots, snapshot_policy=snapshots,
-                        stream_prefix="title-")
-    service = DownloadsService(accounts=accounts, titles=titles, policy=policy, clock=clock,
-                               keep_requests=timedelta(hours=settings.idempotency_hours), observer=observer)
+    accounts = Repository(
+        Account,
+        events,
+        codec,
+        snapshots=stores.snapshots,
+        snapshot_policy=snapshots,
+        stream_prefix="account-",
+        cache_size=settings.cache_size,
+    )
+    titles = Repository(
+        Title, events, codec, snapshots=stores.snapshots, snapshot_policy=snapshots, stream_prefix="title-"
+    )
+    service = DownloadsService(
+        accounts=accounts,
+        titles=titles,
+        policy=policy,
+        clock=clock,
+        keep_requests=timedelta(hours=settings.idempotency_hours),
+        observer=observer,
+    )
     return App(settings=settings, policy=policy, stores=stores, service=service)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -53,8 +54,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not secret:
         secret = new_secret()
         signer = TokenSigner(secret)
-        print("No DOWNLOADS_AUTH_SECRET set: generated one for this run. Tokens for local use (valid 24h):",
-              file=sys.stderr)
+        print(
+            "No DOWNLOADS_AUTH_SECRET set: generated one for this run. Tokens for local use (valid 24h):",
+            file=sys.stderr,
+        )
         print(f"  service token: {signer.issue('service', ttl_seconds=86400)}", file=sys.stderr)
         print(f"  admin token:   {signer.issue('admin', ttl_seconds=86400)}", file=sys.stderr)
     else:
@@ -63,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "DOWNLOADS_STORE": settings.store,
         "DOWNLOADS_AUTH_SECRET": secret,
         "DOWNLOADS_SNAPSHOT_EVERY": str(settings.snapshot_every),
+        "DOWNLOADS_CACHE_SIZE": str(settings.cache_size),
         "DOWNLOADS_IDEMPOTENCY_HOURS": str(settings.idempotency_hours),
         "DOWNLOADS_MAX_BODY_BYTES": str(settings.max_body_bytes),
     }
@@ -71,13 +75,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.policy:
         env["DOWNLOADS_POLICY"] = os.path.abspath(settings.policy)
     os.environ.update(env)
+    metrics_dir = None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers write metrics to files here so /metrics sums every process.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="downloads-metrics-")
-    print(f"downloads: serving on http://{settings.host}:{settings.port} with store {settings.store} "
-          f"({settings.workers} worker{'s' if settings.workers > 1 else ''})", file=sys.stderr)
-    uvicorn.run("downloads.api.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=args.log_level, access_log=False)
+        metrics_dir = tempfile.mkdtemp(prefix="downloads-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    print(
+        f"downloads: serving on http://{settings.host}:{settings.port} with store {settings.store} "
+        f"({settings.workers} worker{'s' if settings.workers > 1 else ''})",
+        file=sys.stderr,
+    )
+    try:
+        uvicorn.run(
+            "downloads.api.app:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=args.log_level,
+            access_log=False,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -126,12 +146,16 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(f"{event['seq']:>6}  {event['recorded_at']}  {event['type']:<18} {data}")
         state = service.get_account(args.account, as_of=as_of)
         label = f"as of {args.as_of}" if as_of else "now"
-        print(f"\naccount {state['account_id']} {label}: plan={state['plan']} status={state['status']} "
-              f"version={state['version']} devices_with_downloads={state['devices_with_downloads']}/"
-              f"{state['device_limit']}")
+        print(
+            f"\naccount {state['account_id']} {label}: plan={state['plan']} status={state['status']} "
+            f"version={state['version']} devices_with_downloads={state['devices_with_downloads']}/"
+            f"{state['device_limit']}"
+        )
         for device in state["devices"]:
-            print(f"  device {device['device_id']} ({device['model']}): {device['status']}, "
-                  f"{device['active_downloads']} active download(s)")
+            print(
+                f"  device {device['device_id']} ({device['model']}): {device['status']}, "
+                f"{device['active_downloads']} active download(s)"
+            )
     finally:
         app.close()
     return 0
@@ -150,8 +174,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (env DOWNLOADS_HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (env DOWNLOADS_PORT; default 8000)")
     serve.add_argument("--workers", type=int, help="server processes (env DOWNLOADS_WORKERS; default 1)")
-    serve.add_argument("--log-level", default=os.environ.get("DOWNLOADS_LOG_LEVEL", "info"),
-                       choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument(
+        "--log-level",
+        default=os.environ.get("DOWNLOADS_LOG_LEVEL", "info"),
+        choices=["critical", "error", "warning", "info", "debug"],
+    )
     serve.set_defaults(run=cmd_serve)
 
     store = sub.add_parser("store", help="manage the event store")
@@ -197,8 +224,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
 
 
 if __name__ == "__main__":

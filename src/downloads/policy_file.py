@@ -29,7 +29,7 @@ def parse_duration(value: object, key: str) -> timedelta:
     """Parse ``"30d"``, ``"48h"``, ``"15m"`` or ``"2s"``."""
     match = _DURATION.match(value) if isinstance(value, str) else None
     if match is None:
-        raise PolicyError(f"{key}: expected a duration such as \"30d\", \"48h\", \"15m\" or \"2s\", got {value!r}")
+        raise PolicyError(f'{key}: expected a duration such as "30d", "48h", "15m" or "2s", got {value!r}')
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
@@ -58,18 +58,20 @@ def _only(table: dict[str, Any], key: str, allowed: set[str]) -> None:
 
 
 def _studio(table: dict[str, Any], key: str, base: Studio) -> Studio:
-    _only(table, key, {"license_duration", "playback_window", "max_downloads_per_title",
-                       "renewals_count_as_downloads"})
+    _only(table, key, {"license_duration", "playback_window", "max_downloads_per_title", "renewals_count_as_downloads"})
     return Studio(
         license_duration=parse_duration(table["license_duration"], f"{key}.license_duration")
-        if "license_duration" in table else base.license_duration,
+        if "license_duration" in table
+        else base.license_duration,
         playback_window=parse_duration(table["playback_window"], f"{key}.playback_window")
-        if "playback_window" in table else base.playback_window,
+        if "playback_window" in table
+        else base.playback_window,
         max_downloads_per_title=_int(table["max_downloads_per_title"], f"{key}.max_downloads_per_title", minimum=0)
-        if "max_downloads_per_title" in table else base.max_downloads_per_title,
-        renewals_count_as_downloads=_bool(table["renewals_count_as_downloads"],
-                                          f"{key}.renewals_count_as_downloads")
-        if "renewals_count_as_downloads" in table else base.renewals_count_as_downloads,
+        if "max_downloads_per_title" in table
+        else base.max_downloads_per_title,
+        renewals_count_as_downloads=_bool(table["renewals_count_as_downloads"], f"{key}.renewals_count_as_downloads")
+        if "renewals_count_as_downloads" in table
+        else base.renewals_count_as_downloads,
     )
 
 

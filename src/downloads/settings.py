@@ -9,6 +9,7 @@
 | port | DOWNLOADS_PORT | 8000 | port serve listens on |
 | workers | DOWNLOADS_WORKERS | 1 | server processes |
 | snapshot_every | DOWNLOADS_SNAPSHOT_EVERY | 100 | snapshot an account every N events (0: never) |
+| cache_size | DOWNLOADS_CACHE_SIZE | 10000 | accounts kept in memory per process between commands (0: none) |
 | idempotency_hours | DOWNLOADS_IDEMPOTENCY_HOURS | 24 | how long accepted request ids are remembered |
 | max_body_bytes | DOWNLOADS_MAX_BODY_BYTES | 65536 | larger request bodies get 413 |
 | create_schema | DOWNLOADS_CREATE_SCHEMA | (backend's) | create tables on first use: SQLite always does; Cassandra only when true here or in the URL |
@@ -36,6 +37,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     snapshot_every: int = Field(default=100, ge=0)
+    cache_size: int = Field(default=10_000, ge=0)
     idempotency_hours: float = Field(default=24.0, gt=0)
     max_body_bytes: int = Field(default=65536, ge=1024)
     create_schema: bool | None = None

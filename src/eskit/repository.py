@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,6 +72,7 @@ class Repository(Generic[A]):
         snapshot_policy: SnapshotPolicy | None = None,
         snapshot_upcasters: Upcasters | None = None,
         stream_prefix: str = "",
+        cache_size: int = 0,
     ) -> None:
         self.aggregate_cls = aggregate_cls
         self.events = events
@@ -78,6 +81,9 @@ class Repository(Generic[A]):
         self.snapshot_policy = snapshot_policy or SnapshotPolicy()
         self.snapshot_upcasters = snapshot_upcasters or Upcasters()
         self.stream_prefix = stream_prefix
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, A] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def stream_id(self, aggregate_id: str) -> str:
         """The stream that holds the aggregate's events."""
@@ -201,6 +207,34 @@ class Repository(Generic[A]):
             return False
         return True
 
+    # -- the command cache -----------------------------------------------------
+
+    def _take_cached(self, aggregate_id: str) -> A | None:
+        """Take (not copy) a cached aggregate, brought up to date with the events after it.
+
+        The cache hands each aggregate to one command at a time: a command in
+        another thread finds nothing and loads from the store, so no two
+        commands ever mutate the same object.
+        """
+        if self.cache_size <= 0:
+            return None
+        with self._cache_lock:
+            aggregate = self._cache.pop(aggregate_id, None)
+        if aggregate is not None:
+            for recorded in self._iter_events(self.stream_id(aggregate_id), gt=aggregate.version, lte=None):
+                aggregate.replay(recorded.event, recorded.metadata)
+        return aggregate
+
+    def _keep(self, aggregate: A) -> None:
+        """Cache an aggregate whose state is exactly what the store holds (no pending events)."""
+        if self.cache_size <= 0 or aggregate.pending_events:
+            return
+        with self._cache_lock:
+            self._cache[aggregate.id] = aggregate
+            self._cache.move_to_end(aggregate.id)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
     # -- commands --------------------------------------------------------------
 
     def execute(
@@ -224,14 +258,21 @@ class Repository(Generic[A]):
         again, up to ``max_attempts`` times in all, with a short random backoff;
         the last conflict is re-raised. Exceptions raised by ``command`` propagate
         and nothing is saved.
+
+        With ``cache_size`` > 0, aggregates that commands left in their stored
+        state are kept in memory (least recently used dropped first) and the
+        next command reads only the events appended after them, by any process.
         """
         for attempt in range(1, max_attempts + 1):
-            try:
-                aggregate = self.load(aggregate_id)
-            except AggregateNotFound:
-                if not create:
-                    raise
-                aggregate = self.aggregate_cls(aggregate_id)
+            aggregate = self._take_cached(aggregate_id)
+            if aggregate is None:
+                try:
+                    aggregate = self.load(aggregate_id)
+                except AggregateNotFound:
+                    if not create:
+                        raise
+                    aggregate = self.aggregate_cls(aggregate_id)
+            # An exception from the command leaves the aggregate half-changed: it is not cached again.
             result = command(aggregate)
             if aggregate.pending_events:
                 meta = metadata if isinstance(metadata, EventMetadata) else metadata(aggregate, result)
@@ -244,5 +285,7 @@ class Repository(Generic[A]):
                         raise
                     time.sleep(random.uniform(0, 0.002 * attempt))
                     continue
+            if aggregate.version > 0:
+                self._keep(aggregate)
             return result
         raise AssertionError("unreachable")  # pragma: no cover

@@ -81,14 +81,10 @@ class Upcasters:
         """Tell whether every step from ``from_version`` to ``to_version`` is registered."""
         return all((type_name, v) in self._steps for v in range(from_version, to_version))
 
-    def upcast(
-        self, type_name: str, data: dict[str, Any], from_version: int, to_version: int
-    ) -> dict[str, Any]:
+    def upcast(self, type_name: str, data: dict[str, Any], from_version: int, to_version: int) -> dict[str, Any]:
         """Apply the chain; raise :class:`UpcastError` if a step is missing or fails."""
         if from_version > to_version:
-            raise UpcastError(
-                f"{type_name!r} was stored as v{from_version}, newer than this code's v{to_version}"
-            )
+            raise UpcastError(f"{type_name!r} was stored as v{from_version}, newer than this code's v{to_version}")
         for version in range(from_version, to_version):
             step = self._steps.get((type_name, version))
             if step is None:
@@ -96,9 +92,7 @@ class Upcasters:
             try:
                 data = step(dict(data))
             except Exception as exc:  # an upcaster is user code: report which step failed
-                raise UpcastError(
-                    f"upcaster for {type_name!r} v{version} -> v{version + 1} failed: {exc!r}"
-                ) from exc
+                raise UpcastError(f"upcaster for {type_name!r} v{version} -> v{version + 1} failed: {exc!r}") from exc
         return data
 
 

@@ -65,6 +65,4 @@ def open_stores(url: str, **options: Any) -> Stores:
             ) from exc
         events, snapshots = open_cassandra_stores(url, **options)
         return Stores(url, events, snapshots)
-    raise InterfaceError(
-        f"unknown store URL {url!r}: use memory://, sqlite:///path.db or cassandra://hosts/keyspace"
-    )
+    raise InterfaceError(f"unknown store URL {url!r}: use memory://, sqlite:///path.db or cassandra://hosts/keyspace")

@@ -29,8 +29,10 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: App 
         raise ValueError("DOWNLOADS_AUTH_SECRET is not set")
     signer = TokenSigner(settings.auth_secret)
     metrics = Metrics()
-    ctx = context or bootstrap(settings, clock=clock, observer=metrics,
-                               wrap_events=lambda inner: TimedEventStore(inner, metrics))
+    ctx = context or bootstrap(
+        settings, clock=clock, observer=metrics, wrap_events=lambda inner: TimedEventStore(inner, metrics)
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield

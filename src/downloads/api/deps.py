@@ -33,8 +33,12 @@ def _principal(request: Request) -> Principal:
 def _role(*allowed: str):  # type: ignore[no-untyped-def]
     def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         if principal.role not in allowed:
-            raise ApiError(403, "FORBIDDEN", f"role {principal.role!r} may not do this",
-                           {"role": principal.role, "allowed": list(allowed)})
+            raise ApiError(
+                403,
+                "FORBIDDEN",
+                f"role {principal.role!r} may not do this",
+                {"role": principal.role, "allowed": list(allowed)},
+            )
         return principal
 
     return check

@@ -25,8 +25,14 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error raised by the HTTP layer itself (auth, size limits)."""
 
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.details = details or {}
@@ -37,8 +43,9 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> Response:
     envelope = {"error": {"code": code, "message": message, "details": details or {}}}
     body = orjson.dumps(envelope, default=_default, option=orjson.OPT_UTC_Z)
     return Response(body, status_code=status, media_type="application/json", headers=headers)
@@ -54,8 +61,14 @@ def _status_of(exc: DomainError) -> int:
     return 400
 
 
-_HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 406: "NOT_ACCEPTABLE",
-               413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -85,15 +98,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ConcurrencyError)
     async def conflict(_: Request, exc: ConcurrencyError) -> Response:
-        return error_response(503, "CONTENDED", "the account is busy, retry with the same Idempotency-Key", {},
-                              {"Retry-After": "1"})
+        return error_response(
+            503, "CONTENDED", "the account is busy, retry with the same Idempotency-Key", {}, {"Retry-After": "1"}
+        )
 
     @app.exception_handler(StoreError)
     async def store_error(_: Request, exc: StoreError) -> Response:
         if isinstance(exc, StoreUnavailable | OperationalError):
             log.warning("store unavailable: %s", exc)
-            return error_response(503, "STORE_UNAVAILABLE", "the event store is unavailable, retry later", {},
-                                  {"Retry-After": "1"})
+            return error_response(
+                503, "STORE_UNAVAILABLE", "the event store is unavailable, retry later", {}, {"Retry-After": "1"}
+            )
         log.error("store error: %s", exc)
         return error_response(500, "INTERNAL", "internal error", {})
 

@@ -31,16 +31,31 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("downloads_http_requests", "HTTP requests by route and status",
-                                ["method", "route", "status"], registry=r)
-        self.latency = Histogram("downloads_http_request_seconds", "HTTP request latency", ["method", "route"],
-                                 registry=r, buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
-        self.outcomes = Counter("downloads_command_outcomes", "Command outcomes by command and code",
-                                ["command", "code"], registry=r)
-        self.append_latency = Histogram("downloads_store_append_seconds", "Event store append latency",
-                                        registry=r, buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1))
-        self.conflicts = Counter("downloads_concurrency_conflicts", "Optimistic concurrency conflicts (each is retried)",
-                                 ["command"], registry=r)
+        self.requests = Counter(
+            "downloads_http_requests", "HTTP requests by route and status", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "downloads_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.outcomes = Counter(
+            "downloads_command_outcomes", "Command outcomes by command and code", ["command", "code"], registry=r
+        )
+        self.append_latency = Histogram(
+            "downloads_store_append_seconds",
+            "Event store append latency",
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+        )
+        self.conflicts = Counter(
+            "downloads_concurrency_conflicts",
+            "Optimistic concurrency conflicts (each is retried)",
+            ["command"],
+            registry=r,
+        )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -75,8 +90,9 @@ class TimedEventStore(EventStore):
         finally:
             self.metrics.append_latency.observe(time.perf_counter() - started)
 
-    def read(self, stream_id: str, *, gt: int = 0, lte: int | None = None, limit: int | None = None,
-             desc: bool = False) -> list[StoredEvent]:
+    def read(
+        self, stream_id: str, *, gt: int = 0, lte: int | None = None, limit: int | None = None, desc: bool = False
+    ) -> list[StoredEvent]:
         return self.inner.read(stream_id, gt=gt, lte=lte, limit=limit, desc=desc)
 
     def version(self, stream_id: str) -> int:

@@ -33,7 +33,9 @@ __all__ = [
 #: identifiers: 1 to 128 letters, digits and ``._:-``
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
-Id = Annotated[str, Path(pattern=ID_PATTERN, max_length=128, description="an identifier: 1 to 128 of A-Z a-z 0-9 . _ : -")]
+Id = Annotated[
+    str, Path(pattern=ID_PATTERN, max_length=128, description="an identifier: 1 to 128 of A-Z a-z 0-9 . _ : -")
+]
 IdField = Annotated[str, Field(pattern=ID_PATTERN, max_length=128)]
 
 

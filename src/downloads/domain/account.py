@@ -94,15 +94,15 @@ class Account(Aggregate):
     def device(self, device_id: str) -> Device:
         found = self.devices.get(device_id)
         if found is None:
-            raise NotFound("DEVICE_NOT_FOUND", f"device {device_id!r} is not registered to this account",
-                           {"device_id": device_id})
+            raise NotFound(
+                "DEVICE_NOT_FOUND", f"device {device_id!r} is not registered to this account", {"device_id": device_id}
+            )
         return found
 
     def license(self, license_id: str) -> License:
         found = self.licenses.get(license_id)
         if found is None:
-            raise NotFound("LICENSE_NOT_FOUND", f"license {license_id!r} does not exist",
-                           {"license_id": license_id})
+            raise NotFound("LICENSE_NOT_FOUND", f"license {license_id!r} does not exist", {"license_id": license_id})
         return found
 
     # -- rules shared by commands ------------------------------------------------
@@ -128,13 +128,17 @@ class Account(Aggregate):
             limit = self.device_limit(policy)
             used = len(self.devices_with_downloads())
             if used >= limit:
-                raise Denied("DEVICE_LIMIT_REACHED",
-                             f"the plan allows downloads on {limit} device(s), {used} already hold downloads",
-                             {"limit": limit, "used": used, "plan": self.plan})
+                raise Denied(
+                    "DEVICE_LIMIT_REACHED",
+                    f"the plan allows downloads on {limit} device(s), {used} already hold downloads",
+                    {"limit": limit, "used": used, "plan": self.plan},
+                )
         if held >= policy.max_active_downloads:
-            raise Denied("DEVICE_DOWNLOAD_LIMIT_REACHED",
-                         f"device {device_id!r} holds {held} downloads, the limit is {policy.max_active_downloads}",
-                         {"limit": policy.max_active_downloads, "used": held, "device_id": device_id})
+            raise Denied(
+                "DEVICE_DOWNLOAD_LIMIT_REACHED",
+                f"device {device_id!r} holds {held} downloads, the limit is {policy.max_active_downloads}",
+                {"limit": policy.max_active_downloads, "used": held, "device_id": device_id},
+            )
 
     def _check_title_limit(self, title: TitleInfo, policy: Policy, now: datetime) -> None:
         """Acquire rule 6: the studio's per-title limit in the rolling window."""
@@ -145,20 +149,28 @@ class Account(Aggregate):
         if len(counted) >= limit:
             # The (len - limit + 1)-th oldest must leave the window before one more fits.
             frees_at = counted[len(counted) - limit] + policy.window
-            raise Denied("TITLE_YEARLY_LIMIT_REACHED",
-                         f"title {title.title_id!r} was downloaded {len(counted)} times in the window, "
-                         f"the limit is {limit}",
-                         {"limit": limit, "used": len(counted), "title_id": title.title_id,
-                          "window_days": policy.window / timedelta(days=1),
-                          "next_available_at": frees_at})
+            raise Denied(
+                "TITLE_YEARLY_LIMIT_REACHED",
+                f"title {title.title_id!r} was downloaded {len(counted)} times in the window, the limit is {limit}",
+                {
+                    "limit": limit,
+                    "used": len(counted),
+                    "title_id": title.title_id,
+                    "window_days": policy.window / timedelta(days=1),
+                    "next_available_at": frees_at,
+                },
+            )
 
     @staticmethod
     def _check_title(title: TitleInfo | None, title_id: str, now: datetime) -> TitleInfo:
         if title is None:
             raise NotFound("TITLE_NOT_FOUND", f"title {title_id!r} is not in the catalog", {"title_id": title_id})
         if not title.downloadable_at(now):
-            raise Denied("TITLE_NOT_DOWNLOADABLE", f"title {title_id!r} cannot be downloaded now",
-                         {"title_id": title_id, "available_until": title.available_until})
+            raise Denied(
+                "TITLE_NOT_DOWNLOADABLE",
+                f"title {title_id!r} cannot be downloaded now",
+                {"title_id": title_id, "available_until": title.available_until},
+            )
         return title
 
     # -- commands ----------------------------------------------------------------
@@ -251,8 +263,9 @@ class Account(Aggregate):
         if lic.status == EXPIRED:
             device = self.device(lic.device_id)
             if device.status != ACTIVE:
-                raise Denied("DEVICE_NOT_ACTIVE", f"device {lic.device_id!r} is deactivated",
-                             {"device_id": lic.device_id})
+                raise Denied(
+                    "DEVICE_NOT_ACTIVE", f"device {lic.device_id!r} is deactivated", {"device_id": lic.device_id}
+                )
             self._check_device_limits(lic.device_id, policy)
         studio = policy.studio(info.studio)
         counted = studio.renewals_count_as_downloads
@@ -360,8 +373,18 @@ class Account(Aggregate):
             "opened_at": self.opened_at,
             "devices": [[d.device_id, d.model, d.status, d.registered_at] for d in self.devices.values()],
             "licenses": [
-                [lic.license_id, lic.device_id, lic.title_id, lic.issued_at, lic.expires_at, lic.status,
-                 lic.playback_started_at, lic.renewals, lic.ended_at, lic.end_reason]
+                [
+                    lic.license_id,
+                    lic.device_id,
+                    lic.title_id,
+                    lic.issued_at,
+                    lic.expires_at,
+                    lic.status,
+                    lic.playback_started_at,
+                    lic.renewals,
+                    lic.ended_at,
+                    lic.end_reason,
+                ]
                 for lic in self.licenses.values()
             ],
             "downloads": self.downloads,
@@ -379,25 +402,36 @@ class Account(Aggregate):
         for device_id, model, status, registered_at in state["devices"]:
             account.devices[device_id] = Device(device_id, model, status, _dt(registered_at))
         for row in state["licenses"]:
-            lic = License(row[0], row[1], row[2], _req_dt(row[3]), _req_dt(row[4]), row[5], _dt(row[6]),
-                          row[7], _dt(row[8]), row[9])
+            lic = License(
+                row[0],
+                row[1],
+                row[2],
+                _req_dt(row[3]),
+                _req_dt(row[4]),
+                row[5],
+                _dt(row[6]),
+                row[7],
+                _dt(row[8]),
+                row[9],
+            )
             account.licenses[lic.license_id] = lic
         account.downloads = {k: [_req_dt(t) for t in v] for k, v in state["downloads"].items()}
         for request_id, fingerprint, created, body, expires_at in state["requests"]:
-            account.requests[request_id] = AcceptedRequest(request_id, fingerprint, created, body,
-                                                           _req_dt(expires_at))
+            account.requests[request_id] = AcceptedRequest(request_id, fingerprint, created, body, _req_dt(expires_at))
         return account
 
 
 def _check_plan(plan: str, policy: Policy) -> None:
     if plan not in policy.plans:
-        raise Invalid("UNKNOWN_PLAN", f"plan {plan!r} is not offered",
-                      {"plan": plan, "plans": sorted(policy.plans)})
+        raise Invalid("UNKNOWN_PLAN", f"plan {plan!r} is not offered", {"plan": plan, "plans": sorted(policy.plans)})
 
 
 def _not_active(lic: License) -> Denied:
-    return Denied("LICENSE_NOT_ACTIVE", f"license {lic.license_id!r} is {lic.status}",
-                  {"license_id": lic.license_id, "status": lic.status})
+    return Denied(
+        "LICENSE_NOT_ACTIVE",
+        f"license {lic.license_id!r} is {lic.status}",
+        {"license_id": lic.license_id, "status": lic.status},
+    )
 
 
 def _dt(value: Any) -> datetime | None:

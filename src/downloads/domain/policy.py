@@ -40,9 +40,7 @@ class CatalogTitle:
 class Policy:
     """Every rule parameter the domain needs."""
 
-    plans: dict[str, Plan] = field(
-        default_factory=lambda: {"basic": Plan(1), "standard": Plan(2), "premium": Plan(6)}
-    )
+    plans: dict[str, Plan] = field(default_factory=lambda: {"basic": Plan(1), "standard": Plan(2), "premium": Plan(6)})
     max_active_downloads: int = 100
     window: timedelta = timedelta(days=365)
     studios: dict[str, Studio] = field(

@@ -95,9 +95,11 @@ class DownloadsService:
                 prior = account.accepted(request_id, now)
                 if prior is not None:
                     if prior.fingerprint != fingerprint:
-                        raise Invalid("IDEMPOTENCY_KEY_REUSED",
-                                      "this Idempotency-Key was used for a different request",
-                                      {"idempotency_key": request_id})
+                        raise Invalid(
+                            "IDEMPOTENCY_KEY_REUSED",
+                            "this Idempotency-Key was used for a different request",
+                            {"idempotency_key": request_id},
+                        )
                     return Reply(prior.body, prior.created, replayed=True)
             if not create and not account.exists:
                 raise _account_not_found(account_id)
@@ -106,18 +108,35 @@ class DownloadsService:
 
         def metadata(account: Account, reply: Reply) -> EventMetadata:
             keep = self.keep_requests.total_seconds()
-            extra = {"reply": {"fingerprint": fingerprint, "created": reply.created, "body": reply.body,
-                               "keep_seconds": keep}} if request_id is not None else {}
-            return EventMetadata(recorded_at=reply.at, request_id=request_id or f"auto-{uuid.uuid4().hex}",
-                                 command=command, extra=extra)
+            extra = (
+                {
+                    "reply": {
+                        "fingerprint": fingerprint,
+                        "created": reply.created,
+                        "body": reply.body,
+                        "keep_seconds": keep,
+                    }
+                }
+                if request_id is not None
+                else {}
+            )
+            return EventMetadata(
+                recorded_at=reply.at, request_id=request_id or f"auto-{uuid.uuid4().hex}", command=command, extra=extra
+            )
 
         def on_conflict(n: int) -> None:
             if self.observer is not None:
                 self.observer.conflict(command, n)
 
         try:
-            reply = self.accounts.execute(account_id, attempt, metadata=metadata, create=True,
-                                          max_attempts=self.max_attempts, on_conflict=on_conflict)
+            reply = self.accounts.execute(
+                account_id,
+                attempt,
+                metadata=metadata,
+                create=True,
+                max_attempts=self.max_attempts,
+                on_conflict=on_conflict,
+            )
         except DomainError as exc:
             self._outcome(command, exc.code)
             raise
@@ -151,8 +170,7 @@ class DownloadsService:
 
         return self._run(account_id, "close_account", {}, request_id, action)
 
-    def register_device(self, account_id: str, device_id: str, model: str, *,
-                        request_id: str | None = None) -> Reply:
+    def register_device(self, account_id: str, device_id: str, model: str, *, request_id: str | None = None) -> Reply:
         def action(account: Account, now: datetime) -> tuple[dict[str, Any], bool]:
             device, created = account.register_device(device_id=device_id, model=model, now=now)
             return device_view(account, device), created
@@ -167,23 +185,25 @@ class DownloadsService:
 
         return self._run(account_id, "deactivate_device", {"device_id": device_id}, request_id, action)
 
-    def sync_device(self, account_id: str, device_id: str, license_ids: Iterable[str], *,
-                    request_id: str | None = None) -> Reply:
+    def sync_device(
+        self, account_id: str, device_id: str, license_ids: Iterable[str], *, request_id: str | None = None
+    ) -> Reply:
         held = list(license_ids)
 
         def action(account: Account, now: datetime) -> tuple[dict[str, Any], bool]:
             return account.sync(device_id=device_id, held=held, now=now), False
 
-        return self._run(account_id, "sync_device", {"device_id": device_id, "license_ids": held},
-                         request_id, action)
+        return self._run(account_id, "sync_device", {"device_id": device_id, "license_ids": held}, request_id, action)
 
-    def acquire_license(self, account_id: str, device_id: str, title_id: str, *,
-                        request_id: str | None = None) -> Reply:
+    def acquire_license(
+        self, account_id: str, device_id: str, title_id: str, *, request_id: str | None = None
+    ) -> Reply:
         title = self.title_info(title_id)
 
         def action(account: Account, now: datetime) -> tuple[dict[str, Any], bool]:
-            lic, created = account.acquire(device_id=device_id, title_id=title_id, title=title,
-                                           policy=self.policy, now=now)
+            lic, created = account.acquire(
+                device_id=device_id, title_id=title_id, title=title, policy=self.policy, now=now
+            )
             return license_view(account, lic), created
 
         args = {"device_id": device_id, "title_id": title_id}
@@ -212,14 +232,25 @@ class DownloadsService:
 
         return self._run(account_id, "release_license", {"license_id": license_id}, request_id, action)
 
-    def set_title(self, title_id: str, *, studio: str, downloadable: bool,
-                  available_until: datetime | None) -> dict[str, Any]:
+    def set_title(
+        self, title_id: str, *, studio: str, downloadable: bool, available_until: datetime | None
+    ) -> dict[str, Any]:
         def command(title: Title) -> TitleInfo:
-            return title.set(studio=studio, downloadable=downloadable, available_until=available_until,
-                             policy=self.policy, now=self.clock())
+            return title.set(
+                studio=studio,
+                downloadable=downloadable,
+                available_until=available_until,
+                policy=self.policy,
+                now=self.clock(),
+            )
 
-        info = self.titles.execute(title_id, command, metadata=lambda _t, _i: EventMetadata(
-            recorded_at=self.clock(), command="set_title"), create=True, max_attempts=self.max_attempts)
+        info = self.titles.execute(
+            title_id,
+            command,
+            metadata=lambda _t, _i: EventMetadata(recorded_at=self.clock(), command="set_title"),
+            create=True,
+            max_attempts=self.max_attempts,
+        )
         return title_view(info)
 
     # -- queries -------------------------------------------------------------------
@@ -243,8 +274,7 @@ class DownloadsService:
         lic = account.licenses.get(license_id)
         return self.title_info(lic.title_id) if lic else None
 
-    def load_account(self, account_id: str, *, as_of: datetime | None = None,
-                     version: int | None = None) -> Account:
+    def load_account(self, account_id: str, *, as_of: datetime | None = None, version: int | None = None) -> Account:
         """The account now (or at a point), with due licenses shown as expired (not saved)."""
         try:
             account = self.accounts.load(account_id, as_of=as_of, version=version)
@@ -263,13 +293,15 @@ class DownloadsService:
         found = self.accounts.history(account_id, gt=version - 1, lte=version)
         return found[0].metadata.recorded_at if found else None
 
-    def get_account(self, account_id: str, *, as_of: datetime | None = None,
-                    version: int | None = None) -> dict[str, Any]:
+    def get_account(
+        self, account_id: str, *, as_of: datetime | None = None, version: int | None = None
+    ) -> dict[str, Any]:
         account = self.load_account(account_id, as_of=as_of, version=version)
         return account_view(account, self.policy, stored=True)
 
-    def list_licenses(self, account_id: str, *, status: str | None = None,
-                      device_id: str | None = None) -> list[dict[str, Any]]:
+    def list_licenses(
+        self, account_id: str, *, status: str | None = None, device_id: str | None = None
+    ) -> list[dict[str, Any]]:
         account = self.load_account(account_id)
         return [
             license_view(account, lic)
@@ -291,8 +323,13 @@ class DownloadsService:
         counted = account.counted_downloads(title_id, now, window)
         limit = self.policy.studio(info.studio).max_downloads_per_title
         next_at = counted[len(counted) - limit] + window if limit > 0 and len(counted) >= limit else None
-        return {"title_id": title_id, "limit": limit, "used": len(counted),
-                "window_days": window / timedelta(days=1), "next_available_at": iso(next_at)}
+        return {
+            "title_id": title_id,
+            "limit": limit,
+            "used": len(counted),
+            "window_days": window / timedelta(days=1),
+            "next_available_at": iso(next_at),
+        }
 
     def history(self, account_id: str, *, after: int = 0, limit: int = 100) -> dict[str, Any]:
         """A page of the account's events, oldest first, with the next cursor."""
@@ -305,8 +342,11 @@ class DownloadsService:
                 "type": r.type_name,
                 "recorded_at": iso(r.metadata.recorded_at),
                 "data": _jsonable(r.event.to_dict()),
-                "metadata": {k: v for k, v in {"request_id": r.metadata.request_id,
-                                                "command": r.metadata.command}.items() if v is not None},
+                "metadata": {
+                    k: v
+                    for k, v in {"request_id": r.metadata.request_id, "command": r.metadata.command}.items()
+                    if v is not None
+                },
             }
             for r in page[:limit]
         ]

@@ -14,8 +14,9 @@ __all__ = ["ERRORS", "json", "reply"]
 
 
 def json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), status_code=status,
-                    media_type="application/json", headers=headers)
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_UTC_Z), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def reply(result: Reply) -> Response:

@@ -14,10 +14,13 @@ from downloads.api.schemas import ID_PATTERN, DownloadsOut, Id, LicenseIn, Licen
 router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["licenses"], responses=ERRORS)
 
 
-@router.post("/licenses", status_code=201, response_model=None,
-             responses={201: {"model": LicenseOut}, 200: {"model": LicenseOut}})
-def acquire_license(account_id: Id, body: LicenseIn, service: Service, _: Commander,
-                    key: IdempotencyKey) -> Response:
+@router.post(
+    "/licenses",
+    status_code=201,
+    response_model=None,
+    responses={201: {"model": LicenseOut}, 200: {"model": LicenseOut}},
+)
+def acquire_license(account_id: Id, body: LicenseIn, service: Service, _: Commander, key: IdempotencyKey) -> Response:
     return reply(service.acquire_license(account_id, body.device_id, body.title_id, request_id=key))
 
 
@@ -38,20 +41,17 @@ def get_license(account_id: Id, license_id: Id, service: Service, _: Reader) -> 
 
 
 @router.post("/licenses/{license_id}/play", response_model=None, responses={200: {"model": LicenseOut}})
-def start_playback(account_id: Id, license_id: Id, service: Service, _: Commander,
-                   key: IdempotencyKey) -> Response:
+def start_playback(account_id: Id, license_id: Id, service: Service, _: Commander, key: IdempotencyKey) -> Response:
     return reply(service.start_playback(account_id, license_id, request_id=key))
 
 
 @router.post("/licenses/{license_id}/renew", response_model=None, responses={200: {"model": LicenseOut}})
-def renew_license(account_id: Id, license_id: Id, service: Service, _: Commander,
-                  key: IdempotencyKey) -> Response:
+def renew_license(account_id: Id, license_id: Id, service: Service, _: Commander, key: IdempotencyKey) -> Response:
     return reply(service.renew_license(account_id, license_id, request_id=key))
 
 
 @router.delete("/licenses/{license_id}", response_model=None, responses={200: {"model": LicenseOut}})
-def release_license(account_id: Id, license_id: Id, service: Service, _: Commander,
-                    key: IdempotencyKey) -> Response:
+def release_license(account_id: Id, license_id: Id, service: Service, _: Commander, key: IdempotencyKey) -> Response:
     return reply(service.release_license(account_id, license_id, request_id=key))
 
 

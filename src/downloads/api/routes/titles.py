@@ -19,8 +19,7 @@ def set_title(title_id: Id, body: TitleIn, service: Service, _: Admin) -> Respon
     until = body.available_until
     if until is not None and until.tzinfo is None:
         until = until.replace(tzinfo=UTC)
-    return json(service.set_title(title_id, studio=body.studio, downloadable=body.downloadable,
-                                  available_until=until))
+    return json(service.set_title(title_id, studio=body.studio, downloadable=body.downloadable, available_until=until))
 
 
 @router.get("/{title_id}", response_model=None, responses={200: {"model": TitleOut}})

@@ -12,7 +12,8 @@
 | cache_size | DOWNLOADS_CACHE_SIZE | 10000 | accounts kept in memory per process between commands (0: none) |
 | idempotency_hours | DOWNLOADS_IDEMPOTENCY_HOURS | 24 | how long accepted request ids are remembered |
 | max_body_bytes | DOWNLOADS_MAX_BODY_BYTES | 65536 | larger request bodies get 413 |
-| create_schema | DOWNLOADS_CREATE_SCHEMA | (backend's) | create tables on first use: SQLite always does; Cassandra only when true here or in the URL |
+| create_schema | DOWNLOADS_CREATE_SCHEMA | (backend's) | create tables on first use (SQLite always; Cassandra if |
+|  |  |  | true here or in the URL) |
 """
 
 from __future__ import annotations

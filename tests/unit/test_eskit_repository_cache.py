@@ -47,5 +47,5 @@ def test_the_cache_holds_at_most_cache_size_aggregates(tmp_path: Path) -> None:
     cached, _ = repositories(tmp_path)
     for n in range(25):
         cached.execute(f"l{n}", lambda ledger: ledger.record("x"), metadata=META, create=True)
-    assert len(cached._cache) == 10  # noqa: SLF001 - the bound is the behaviour under test
+    assert len(cached._cache) == 10
     assert cached.execute("l0", lambda ledger: list(ledger.entries), metadata=META) == ["x"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,

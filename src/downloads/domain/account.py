@@ -329,7 +329,7 @@ class Account(Aggregate):
 
     # -- state changes -----------------------------------------------------------
 
-    def apply(self, event: DomainEvent) -> None:  # noqa: C901 - one branch per event type
+    def apply(self, event: DomainEvent) -> None:
         if isinstance(event, AccountOpened):
             self.plan, self.status, self.opened_at = event.plan, OPEN, event.at
         elif isinstance(event, PlanChanged):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
-from downloads.domain.events import TitleSet
 from downloads.domain.errors import Invalid
+from downloads.domain.events import TitleSet
 from downloads.domain.policy import Policy
 from eskit import Aggregate, DomainEvent
 

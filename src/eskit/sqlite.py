@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -99,18 +100,30 @@ class SQLiteConnection:
             parent = Path(self.path).parent
             if not parent.is_dir():
                 raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: no folder {str(parent)!r}")
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            for pragma in PRAGMAS:
-                conn.execute(pragma)
-            with self._schema_lock:
-                if not self._schema_ready:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    self._schema_ready = True
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
-        return conn
+        for attempt in range(50):
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                try:
+                    for pragma in PRAGMAS:
+                        conn.execute(pragma)
+                    with self._schema_lock:
+                        if not self._schema_ready:
+                            for statement in _SCHEMA:
+                                conn.execute(statement)
+                            self._schema_ready = True
+                except BaseException:
+                    conn.close()
+                    raise
+                return conn
+            except sqlite3.OperationalError as exc:
+                # Switching a new file to WAL needs an exclusive lock and may answer "locked"
+                # without waiting when several processes open the file at once: try again.
+                if "locked" not in str(exc) or attempt == 49:
+                    raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+                time.sleep(0.02 + 0.01 * attempt)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
     def transaction(self, *, immediate: bool = False) -> Iterator[sqlite3.Connection]:

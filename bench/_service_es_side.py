@@ -315,7 +315,15 @@ class EsDownloadsService:
         cls: type[LicenseApp] = LicenseApp
         if snapshot_every > 0:
             cls = type("SnapshottingLicenseApp", (LicenseApp,), {"snapshotting_intervals": {EsAccount: snapshot_every}})
-        self.app = cls(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)})
+        # The library's aggregate cache (with fast-forward, its default) matches our repository's command
+        # cache: both keep loaded accounts and read only the events appended since.
+        self.app = cls(
+            env={
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(path),
+                "AGGREGATE_CACHE_MAXSIZE": "10000",
+            }
+        )
         self.policy = policy
         self.clock = clock
 

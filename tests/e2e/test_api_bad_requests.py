@@ -264,3 +264,26 @@ def test_admin_may_do_everything(shared_server: Server) -> None:
         for method, path, body in _commands(account, license_id):
             response = admin.request(method, path, json=body)
             assert response.status_code in (200, 201), (method, path, response.text)
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data"])
+def test_a_body_that_is_not_json_is_refused_with_415_and_changes_nothing(
+    shared_server: Server, account: str, content_type: str
+) -> None:
+    with shared_server.client() as http:
+        before = _version(http, account)
+        response = http.put(
+            f"/v1/accounts/{account}/plan", content=b'{"plan": "premium"}', headers={"Content-Type": content_type}
+        )
+        expect_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+        assert _version(http, account) == before
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json", "application/json; charset=utf-8"])
+def test_a_json_body_is_read_with_or_without_its_content_type(
+    shared_server: Server, account: str, content_type: str | None
+) -> None:
+    with shared_server.client() as http:
+        headers = {"Content-Type": content_type} if content_type else {}  # raw bytes carry no content type
+        response = http.put(f"/v1/accounts/{account}/plan", content=b'{"plan": "premium"}', headers=headers)
+        assert response.status_code == 200, response.text

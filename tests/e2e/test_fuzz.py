@@ -257,8 +257,8 @@ HOSTILE = [
         "POST",
         "/v1/accounts",
         {"data": {"account_id": "x", "plan": "basic"}},
-        status=422,
-        code="VALIDATION_ERROR",
+        status=415,
+        code="UNSUPPORTED_MEDIA_TYPE",
     ),
     Hostile(
         "body over the size limit",

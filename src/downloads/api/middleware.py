@@ -14,7 +14,8 @@ __all__ = ["BodyLimit", "RequestMetrics"]
 
 
 class BodyLimit:
-    """Refuse bodies over ``max_bytes`` with 413, by header or by counting the stream."""
+    """Guard request bodies: over ``max_bytes`` is 413 (by header or by counting the stream), and a
+    body sent with a media type other than JSON is 415, rather than a confusing validation error."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
@@ -48,6 +49,19 @@ class BodyLimit:
                 return
             if not message.get("more_body", False):
                 break
+
+        if seen > 0 and _header(scope, b"content-type") is None:
+            # The API speaks only JSON: a body sent without a media type is read as JSON.
+            scope = {**scope, "headers": [*scope.get("headers", ()), (b"content-type", b"application/json")]}
+        if seen > 0 and not _is_json(scope):
+            response = error_response(
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "request bodies must be JSON: send the header Content-Type: application/json",
+                {"content_type": _header(scope, b"content-type")},
+            )
+            await response(scope, receive, send)
+            return
 
         async def replay() -> Message:
             return buffered.pop(0) if buffered else await receive()
@@ -90,3 +104,17 @@ class RequestMetrics:
 
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _is_json(scope: Scope) -> bool:
+    """``application/json`` or ``application/*+json``."""
+    content_type = _header(scope, b"content-type") or ""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))

@@ -379,11 +379,19 @@ class CassandraEventStore(EventStore):
                     return self._version_from_start(stream_id)
                 return version
             version = head
-            self._last_bucket[stream_id] = bucket
+            self._remember_bucket(stream_id, bucket)
             following = self._bucket_of_version(head)
             if following == bucket:
                 return version
             bucket = following
+
+    def _remember_bucket(self, stream_id: str, bucket: int) -> None:
+        if bucket == 0:
+            self._last_bucket.pop(stream_id, None)  # the default needs no entry
+            return
+        if len(self._last_bucket) >= 100_000:
+            self._last_bucket.clear()  # a hint only: losing it costs a few reads
+        self._last_bucket[stream_id] = bucket
 
     def _version_from_start(self, stream_id: str) -> int:
         version, bucket = 0, 0
@@ -416,7 +424,7 @@ class CassandraEventStore(EventStore):
             batch = self._batch(stream_id, bucket, events, expected_version, first_in_bucket)
             applied, head = self._conditional(batch, stream_id, bucket, expected_version, events)
             if applied:
-                self._last_bucket[stream_id] = bucket
+                self._remember_bucket(stream_id, bucket)
                 return expected_version + len(events)
             wrong_guess = (head is None) != first_in_bucket and (head is None or head == expected_version)
             if not wrong_guess:
@@ -460,35 +468,37 @@ class CassandraEventStore(EventStore):
         """Run the conditional batch, resolving unknown outcomes.
 
         Returns whether our events are stored and, when they are not, the
-        bucket's current head as the refused condition reported it.
+        bucket's current head as the refused condition reported it. Raises
+        :class:`UnknownOutcome` when an attempt may have been applied and the
+        cluster cannot tell whether it was.
         """
-        from cassandra import OperationTimedOut, Unavailable, WriteTimeout
-        from cassandra.cluster import NoHostAvailable
+        from cassandra import InvalidRequest, Unavailable
 
         attempts = self.db.settings.retries + 1
         uncertain = False
         for attempt in range(1, attempts + 1):
             try:
                 result = self.db.session.execute(batch)
-            except (WriteTimeout, OperationTimedOut) as exc:
-                # The Paxos round may or may not have committed: send the same batch again.
-                uncertain = True
-                self.outcomes["timed_out"] += 1
-                log.info("conditional append to %s timed out (%s), resolving", stream_id, type(exc).__name__)
+            except Unavailable:
+                # Refused by the coordinator before any Paxos round: this attempt wrote nothing.
                 if attempt == attempts:
                     break
                 _backoff(attempt)
                 continue
-            except (Unavailable, NoHostAvailable) as exc:
-                # Unavailable is raised before anything is written, but an earlier attempt may have been.
+            except InvalidRequest as exc:
+                if uncertain:
+                    break
+                raise _translate(exc, f"cannot append to {stream_id!r}") from exc
+            except Exception as exc:
+                # A timeout, a failed coordinator, a dropped connection: the batch may have been
+                # applied. Send the same batch again (same event ids, same condition).
+                uncertain = True
+                self.outcomes["timed_out"] += 1
+                log.info("conditional append to %s failed (%s), resolving", stream_id, type(exc).__name__)
                 if attempt == attempts:
-                    if uncertain:
-                        break
-                    raise _translate(exc, f"cannot append to {stream_id!r}") from exc
+                    break
                 _backoff(attempt)
                 continue
-            except Exception as exc:
-                raise _translate(exc, f"cannot append to {stream_id!r}") from exc
             if result.was_applied:
                 if uncertain:
                     self.outcomes["resent_applied"] += 1
@@ -496,25 +506,49 @@ class CassandraEventStore(EventStore):
             head = getattr(result.one(), "head", None)
             if not uncertain:
                 return False, head
-            return self._ours(stream_id, bucket, expected_version, events), head
+            # Refused after an uncertain attempt: whatever stands at E+1 now is final.
+            return self._resolve(stream_id, bucket, expected_version, events, final=True), head
+        if not uncertain:
+            raise StoreUnavailable(f"cannot append to {stream_id!r}: not enough replicas are available")
+        return self._resolve(stream_id, bucket, expected_version, events, final=False), None
+
+    def _resolve(
+        self, stream_id: str, bucket: int, expected_version: int, events: Sequence[NewEvent], *, final: bool
+    ) -> bool:
+        """After an uncertain attempt: are our events at E+1 (True), another writer's (False)?
+
+        When nothing stands there and no resend was refused (``final`` false), an
+        attempt may still be in flight at a slow coordinator and apply later, so
+        the answer is :class:`UnknownOutcome`, never a conflict.
+        """
         try:
-            return self._ours(stream_id, bucket, expected_version, events), None
+            row = self._row_after(stream_id, bucket, expected_version)
         except OperationalError as exc:
             self.outcomes["unresolved"] += 1
             raise UnknownOutcome(
-                f"append to {stream_id!r} at version {expected_version} timed out and could not be resolved; "
+                f"append to {stream_id!r} at version {expected_version} may or may not have happened; "
                 "retry the command with the same request id"
             ) from exc
-
-    def _ours(self, stream_id: str, bucket: int, expected_version: int, events: Sequence[NewEvent]) -> bool:
-        """Read (serially) what stands after ``expected_version``: were those our events?"""
-        rows = self.db.execute(
-            self.db.select_range, (stream_id, bucket, expected_version, expected_version + 1, 1), serial=True
-        )
-        row = rows.one()
+        if row is None and not final:
+            self.outcomes["unresolved"] += 1
+            raise UnknownOutcome(
+                f"append to {stream_id!r} at version {expected_version} timed out and may still apply; "
+                "retry the command with the same request id"
+            )
         ours = row is not None and row.event_id == events[0].event_id
         self.outcomes["found_ours" if ours else "found_theirs"] += 1
         return ours
+
+    def _row_after(self, stream_id: str, bucket: int, expected_version: int) -> Any:
+        """The event row at position E+1 in ``bucket``, read at serial consistency (None if absent)."""
+        return self.db.execute(
+            self.db.select_range, (stream_id, bucket, expected_version, expected_version + 1, 1), serial=True
+        ).one()
+
+    def _ours(self, stream_id: str, bucket: int, expected_version: int, events: Sequence[NewEvent]) -> bool:
+        """Whether the events standing after ``expected_version`` are ours (read serially)."""
+        row = self._row_after(stream_id, bucket, expected_version)
+        return row is not None and row.event_id == events[0].event_id
 
     # -- reads -----------------------------------------------------------------
 
@@ -530,7 +564,8 @@ class CassandraEventStore(EventStore):
         check_read(gt, lte, limit)
         if limit == 0:
             return []
-        upper = lte if lte is not None else self.version(stream_id)
+        # Never walk buckets past the stream's head: a huge ``lte`` would otherwise mean a query per bucket.
+        upper = self.version(stream_id) if lte is None else min(lte, self.version(stream_id))
         if upper <= gt:
             return []
         # The event at position p was appended after some version E in [p - bucket_size, p - 1]

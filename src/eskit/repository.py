@@ -33,6 +33,7 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
+_COMMAND_LOCKS = 256
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ class Repository(Generic[A]):
         self.cache_size = cache_size
         self._cache: OrderedDict[str, A] = OrderedDict()
         self._cache_lock = threading.Lock()
+        # Commands on one aggregate in this process take turns instead of racing to conflict:
+        # optimistic concurrency still guards against other processes.
+        self._command_locks = [threading.Lock() for _ in range(_COMMAND_LOCKS)]
 
     def stream_id(self, aggregate_id: str) -> str:
         """The stream that holds the aggregate's events."""
@@ -262,7 +266,22 @@ class Repository(Generic[A]):
         With ``cache_size`` > 0, aggregates that commands left in their stored
         state are kept in memory (least recently used dropped first) and the
         next command reads only the events appended after them, by any process.
+        Commands on one aggregate within this process run one at a time (striped
+        locks), so they queue instead of conflicting; conflicts with other
+        processes are retried as above.
         """
+        with self._command_locks[hash(aggregate_id) % _COMMAND_LOCKS]:
+            return self._execute(aggregate_id, command, metadata, create, max_attempts, on_conflict)
+
+    def _execute(
+        self,
+        aggregate_id: str,
+        command: Callable[[A], R],
+        metadata: EventMetadata | Callable[[A, R], EventMetadata],
+        create: bool,
+        max_attempts: int,
+        on_conflict: Callable[[int], None] | None,
+    ) -> R:
         for attempt in range(1, max_attempts + 1):
             aggregate = self._take_cached(aggregate_id)
             if aggregate is None:

@@ -11,6 +11,7 @@ writer wait for the lock instead of failing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -18,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -133,10 +134,13 @@ class SQLiteConnection:
             conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # Also after a failed COMMIT: SQLite may keep the transaction (and the write lock) open.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close this thread's connection; other threads' close when they are collected."""
@@ -183,7 +187,7 @@ class _Append:
     stream_id: str
     expected_version: int
     rows: Sequence[tuple[object, ...]]
-    wake: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event | None = None  # made only for a caller that has to wait
     finished: bool = False
     lead: bool = False
     error: BaseException | None = None
@@ -208,16 +212,22 @@ class _GroupCommitter:
         self._lock = threading.Lock()
         self._waiting: list[_Append] = []
         self._leading = False
+        self._pid = os.getpid()
 
     def submit(self, append: _Append) -> int:
+        if self._pid != os.getpid():  # a forked child starts with no commit under way
+            self._lock, self._waiting, self._leading, self._pid = threading.Lock(), [], False, os.getpid()
         with self._lock:
             self._waiting.append(append)
             if not self._leading:
                 self._leading = append.lead = True
+            else:
+                append.wake = threading.Event()
         while not append.finished:
             if append.lead:
                 self._lead(append)
             else:
+                assert append.wake is not None
                 append.wake.wait()
                 append.wake.clear()
         if append.error is not None:
@@ -235,11 +245,13 @@ class _GroupCommitter:
                     append.error = append.error or exc
             for append in group:
                 append.finished = True
-                append.wake.set()
+                if append.wake is not None:
+                    append.wake.set()
         with self._lock:
             if self._waiting:
                 successor = self._waiting[0]
                 successor.lead = True
+                assert successor.wake is not None  # everyone queued behind a leader has one
                 successor.wake.set()
             else:
                 self._leading = False

@@ -70,3 +70,11 @@ def test_a_missing_keyspace_is_refused_with_a_hint_to_create_it(keyspace_url: st
     missing[3] = "no_such_keyspace?" + missing[3].split("?", 1)[1]
     with pytest.raises(SchemaError, match="store init"):
         open_cassandra_stores("/".join(missing))
+
+
+def test_a_read_bounded_far_beyond_the_head_stops_at_the_head(store: CassandraEventStore) -> None:
+    """Time travel to version 2**62 must not walk 2**62 / bucket_size empty buckets."""
+    s = stream()
+    store.append(s, [new_event(i) for i in range(1, 4)], expected_version=0)
+    assert [e.position for e in store.read(s, lte=2**62)] == [1, 2, 3]
+    assert [e.position for e in store.read(s, gt=1, lte=2**62, desc=True)] == [3, 2]

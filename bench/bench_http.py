@@ -481,7 +481,8 @@ def run(quick: bool) -> dict[str, Any]:
     )
     notes = [
         f"Ours with {CLIENTS} accounts reached x{median(of_commits):.2f} of the serial commit rate measured in "
-        f"the same rounds: each command is one fsynced commit, and commits are serial.",
+        f"the same rounds: every command waits for an fsynced commit (concurrent commands of one worker "
+        f"share one by group commit), and the two workers' commits take turns on the file's write lock.",
         f"Contention: with all {CLIENTS} clients on one account, throughput is x{median(contention):.2f} of "
         f"the {CLIENTS}-account case (median over rounds): each command appends at the account's next version, "
         f"so concurrent commands on one account serialise and the losers reload and retry.",

@@ -302,7 +302,8 @@ class Repository(Generic[A]):
                         on_conflict(attempt)
                     if attempt == max_attempts:
                         raise
-                    time.sleep(random.uniform(0, 0.002 * attempt))
+                    # Jittered, growing backoff: writers in other processes get out of step.
+                    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
                     continue
             if aggregate.version > 0:
                 self._keep(aggregate)

@@ -1,52 +1,9 @@
-"""The eskit store contract against a real 1-node Cassandra cluster (replication factor 1)."""
-
-from __future__ import annotations
-
-from collections.abc import Iterator
+"""The eskit store contract against a real 1-node Cassandra cluster."""
 
 import pytest
 
-from eskit.cassandra import CassandraEventStore, CassandraSnapshotStore, open_cassandra_stores
-from eskit.store import EventStore, SnapshotStore
-from eskit.testing.contract import EventStoreContract, SnapshotStoreContract
-from tests.cassandra.conftest import ClusterPool, fresh_keyspace, store_url
+from tests.cassandra.contract import contract_tests
 
 pytestmark = pytest.mark.cassandra
 
-Stores = tuple[CassandraEventStore, CassandraSnapshotStore]
-
-
-@pytest.fixture(scope="module")
-def cassandra_stores(cluster_pool: ClusterPool) -> Iterator[Stores]:
-    cluster = cluster_pool.get(1)
-    # A small bucket size so the contract's streams cross partition boundaries.
-    events, snapshots = open_cassandra_stores(store_url(cluster, fresh_keyspace("contract"), bucket_size="10"))
-    yield events, snapshots
-    events.close()
-
-
-class TestCassandraEventStoreOneNode(EventStoreContract):
-    racers = 4
-    race_rounds = 5
-
-    @pytest.fixture(autouse=True)
-    def _shared(self, cassandra_stores: Stores) -> None:
-        self.shared = cassandra_stores
-
-    def make_event_store(self) -> EventStore:
-        return self.shared[0]
-
-    def release_event_store(self, store: EventStore) -> None:
-        """The module's connection stays open for the next test."""
-
-
-class TestCassandraSnapshotStoreOneNode(SnapshotStoreContract):
-    @pytest.fixture(autouse=True)
-    def _shared(self, cassandra_stores: Stores) -> None:
-        self.shared = cassandra_stores
-
-    def make_snapshot_store(self) -> SnapshotStore:
-        return self.shared[1]
-
-    def release_snapshot_store(self, store: SnapshotStore) -> None:
-        """The module's connection stays open for the next test."""
+cassandra_stores, TestCassandraEventStoreOneNode, TestCassandraSnapshotStoreOneNode = contract_tests(1)

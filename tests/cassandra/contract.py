@@ -1,0 +1,54 @@
+"""The eskit store contract, bound to a local cluster of a given size (shared by the test modules)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from eskit.cassandra import CassandraEventStore, CassandraSnapshotStore, open_cassandra_stores
+from eskit.store import EventStore, SnapshotStore
+from eskit.testing.contract import EventStoreContract, SnapshotStoreContract
+from tests.cassandra.conftest import ClusterPool, fresh_keyspace, store_url
+
+Stores = tuple[CassandraEventStore, CassandraSnapshotStore]
+
+
+def contract_tests(nodes: int) -> tuple[Any, type[EventStoreContract], type[SnapshotStoreContract]]:
+    """A module fixture and the two contract classes, running on a ``nodes``-node cluster
+    (replication factor ``nodes``, a bucket size of 10 so the contract's streams cross partitions)."""
+
+    @pytest.fixture(scope="module")
+    def cassandra_stores(cluster_pool: ClusterPool) -> Iterator[Stores]:
+        cluster = cluster_pool.get(nodes)
+        events, snapshots = open_cassandra_stores(store_url(cluster, fresh_keyspace("contract"), bucket_size="10"))
+        yield events, snapshots
+        events.close()
+
+    class EventStoreOnCluster(EventStoreContract):
+        racers = 4
+        race_rounds = 5
+
+        @pytest.fixture(autouse=True)
+        def _shared(self, cassandra_stores: Stores) -> None:
+            self.shared = cassandra_stores
+
+        def make_event_store(self) -> EventStore:
+            return self.shared[0]
+
+        def release_event_store(self, store: EventStore) -> None:
+            """The module's connection stays open for the next test."""
+
+    class SnapshotStoreOnCluster(SnapshotStoreContract):
+        @pytest.fixture(autouse=True)
+        def _shared(self, cassandra_stores: Stores) -> None:
+            self.shared = cassandra_stores
+
+        def make_snapshot_store(self) -> SnapshotStore:
+            return self.shared[1]
+
+        def release_snapshot_store(self, store: SnapshotStore) -> None:
+            """The module's connection stays open for the next test."""
+
+    return cassandra_stores, EventStoreOnCluster, SnapshotStoreOnCluster

@@ -1,4 +1,7 @@
-"""Dependencies shared by the routers: the service, the caller's role, the request id."""
+"""Dependencies shared by the routers: the service, the caller's role, the request id.
+
+They are ``async`` because they do no I/O: FastAPI runs a plain ``def`` dependency in its thread
+pool, and a thread hop per dependency per request costs more than the work itself."""
 
 from __future__ import annotations
 
@@ -13,12 +16,12 @@ from downloads.service import DownloadsService
 __all__ = ["Admin", "Commander", "IdempotencyKey", "Reader", "Service"]
 
 
-def _service(request: Request) -> DownloadsService:
+async def _service(request: Request) -> DownloadsService:
     service: DownloadsService = request.app.state.service
     return service
 
 
-def _principal(request: Request) -> Principal:
+async def _principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -31,7 +34,7 @@ def _principal(request: Request) -> Principal:
 
 
 def _role(*allowed: str):  # type: ignore[no-untyped-def]
-    def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         if principal.role not in allowed:
             raise ApiError(
                 403,
@@ -44,7 +47,7 @@ def _role(*allowed: str):  # type: ignore[no-untyped-def]
     return check
 
 
-def _idempotency_key(
+async def _idempotency_key(
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
     x_request_id: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> str | None:

@@ -63,6 +63,7 @@ class Account(Aggregate):
         self.opened_at: datetime | None = None
         self.devices: dict[str, Device] = {}
         self.licenses: dict[str, License] = {}
+        self._active: dict[str, License] = {}  # the active subset of licenses, kept by apply
         self.downloads: dict[str, list[datetime]] = {}  # title id -> times counted
         self.requests: dict[str, AcceptedRequest] = {}
 
@@ -77,14 +78,17 @@ class Account(Aggregate):
         return plan.download_devices if plan else 0
 
     def active_licenses(self, device_id: str | None = None) -> list[License]:
-        return [
-            lic
-            for lic in self.licenses.values()
-            if lic.status == ACTIVE and (device_id is None or lic.device_id == device_id)
-        ]
+        return [lic for lic in self._active.values() if device_id is None or lic.device_id == device_id]
 
     def devices_with_downloads(self) -> set[str]:
-        return {lic.device_id for lic in self.licenses.values() if lic.status == ACTIVE}
+        return {lic.device_id for lic in self._active.values()}
+
+    def _set_status(self, lic: License, status: str) -> None:
+        lic.status = status
+        if status == ACTIVE:
+            self._active[lic.license_id] = lic
+        else:
+            self._active.pop(lic.license_id, None)
 
     def counted_downloads(self, title_id: str, now: datetime, window: timedelta) -> list[datetime]:
         """The times this title's downloads were counted within the window ending at ``now``."""
@@ -341,9 +345,9 @@ class Account(Aggregate):
         elif isinstance(event, DeviceDeactivated):
             self.devices[event.device_id].status = DEACTIVATED
         elif isinstance(event, LicenseIssued):
-            self.licenses[event.license_id] = License(
-                event.license_id, event.device_id, event.title_id, event.issued_at, event.expires_at
-            )
+            issued = License(event.license_id, event.device_id, event.title_id, event.issued_at, event.expires_at)
+            self.licenses[event.license_id] = issued
+            self._set_status(issued, ACTIVE)
             if event.counted:
                 self.downloads.setdefault(event.title_id, []).append(event.issued_at)
         elif isinstance(event, PlaybackStarted):
@@ -351,18 +355,20 @@ class Account(Aggregate):
             lic.playback_started_at, lic.expires_at = event.at, event.expires_at
         elif isinstance(event, LicenseRenewed):
             lic = self.licenses[event.license_id]
-            lic.status, lic.expires_at, lic.playback_started_at = ACTIVE, event.expires_at, None
+            self._set_status(lic, ACTIVE)
+            lic.expires_at, lic.playback_started_at = event.expires_at, None
             lic.renewals += 1
             lic.ended_at = lic.end_reason = None
             if event.counted:
                 self.downloads.setdefault(lic.title_id, []).append(event.at)
         elif isinstance(event, LicenseReleased | LicenseRevoked):
             lic = self.licenses[event.license_id]
-            lic.status = RELEASED if isinstance(event, LicenseReleased) else REVOKED
+            self._set_status(lic, RELEASED if isinstance(event, LicenseReleased) else REVOKED)
             lic.ended_at, lic.end_reason = event.at, event.reason
         elif isinstance(event, LicenseExpired):
             lic = self.licenses[event.license_id]
-            lic.status, lic.ended_at, lic.end_reason = EXPIRED, event.at, "expired"
+            self._set_status(lic, EXPIRED)
+            lic.ended_at, lic.end_reason = event.at, "expired"
 
     # -- snapshots ---------------------------------------------------------------
 
@@ -415,6 +421,7 @@ class Account(Aggregate):
                 row[9],
             )
             account.licenses[lic.license_id] = lic
+            account._set_status(lic, lic.status)
         account.downloads = {k: [_req_dt(t) for t in v] for k, v in state["downloads"].items()}
         for request_id, fingerprint, created, body, expires_at in state["requests"]:
             account.requests[request_id] = AcceptedRequest(request_id, fingerprint, created, body, _req_dt(expires_at))

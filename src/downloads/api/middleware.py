@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -101,9 +101,6 @@ class RequestMetrics:
             route: Any = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             self.observe(scope.get("method", ""), path, status, time.perf_counter() - started)
-
-
-Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -9,12 +9,23 @@ the repository saves it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 from eskit.events import DomainEvent, EventMetadata
 
-__all__ = ["Aggregate"]
+__all__ = ["Aggregate", "metadata_for"]
+
+
+def metadata_for(
+    events: Sequence[DomainEvent], metadata: EventMetadata | Sequence[EventMetadata]
+) -> list[EventMetadata]:
+    """One metadata per event: ``metadata`` repeated, or checked to be one per event."""
+    if isinstance(metadata, EventMetadata):
+        return [metadata] * len(events)
+    if len(metadata) != len(events):
+        raise ValueError(f"{len(metadata)} metadata for {len(events)} events")
+    return list(metadata)
 
 
 class Aggregate(abc.ABC):
@@ -38,11 +49,12 @@ class Aggregate(abc.ABC):
     def apply(self, event: DomainEvent) -> None:
         """Change the state as ``event`` says. Must not check rules or fail."""
 
-    def observe(self, event: DomainEvent, metadata: EventMetadata) -> None:  # noqa: B027 - optional hook
-        """Hook called with each event's metadata once it is stored (default: nothing).
+    def observe(self, event: DomainEvent, metadata: EventMetadata, position: int) -> None:  # noqa: B027
+        """Hook called with each event's metadata and position once it is stored (default: nothing).
 
         Aggregates that must remember something about the command (such as its
-        request id, for idempotency) do it here; it runs on load and after save.
+        request id, for idempotency, or the time it was decided) do it here; it
+        runs on load and after save, in stream order.
         """
 
     def trigger(self, event: DomainEvent) -> None:
@@ -54,8 +66,8 @@ class Aggregate(abc.ABC):
     def replay(self, event: DomainEvent, metadata: EventMetadata) -> None:
         """Fold one stored event into the state (used by the repository when loading)."""
         self.apply(event)
-        self.observe(event, metadata)
         self.version += 1
+        self.observe(event, metadata, self.version)
 
     @property
     def pending_events(self) -> tuple[DomainEvent, ...]:
@@ -67,10 +79,15 @@ class Aggregate(abc.ABC):
         """The stream version the pending events must be appended after."""
         return self.version - len(self._pending)
 
-    def mark_saved(self, metadata: EventMetadata) -> None:
-        """Forget pending events after the repository stored them with ``metadata``."""
-        for event in self._pending:
-            self.observe(event, metadata)
+    def mark_saved(self, metadata: EventMetadata | Sequence[EventMetadata]) -> None:
+        """Forget pending events after the repository stored them with ``metadata``.
+
+        ``metadata`` is one value for every pending event, or one per event.
+        """
+        each = metadata_for(self._pending, metadata)
+        start = self.stored_version
+        for offset, (event, meta) in enumerate(zip(self._pending, each, strict=True), start=1):
+            self.observe(event, meta, start + offset)
         self._pending.clear()
 
     def to_snapshot(self) -> Mapping[str, Any]:

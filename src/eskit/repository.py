@@ -14,12 +14,12 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from eskit.aggregate import Aggregate
+from eskit.aggregate import Aggregate, metadata_for
 from eskit.events import DomainEvent, EventMetadata, Snapshot, StoredEvent
 from eskit.exceptions import AggregateNotFound, ConcurrencyError, SerializationError
 from eskit.serialization import EventCodec, Upcasters
@@ -171,8 +171,11 @@ class Repository(Generic[A]):
 
     # -- saving ----------------------------------------------------------------
 
-    def save(self, aggregate: A, metadata: EventMetadata) -> int:
+    def save(self, aggregate: A, metadata: EventMetadata | Sequence[EventMetadata]) -> int:
         """Append the aggregate's pending events with ``metadata``; return the new version.
+
+        ``metadata`` is one value for every event, or one per pending event (so
+        that what is said once about a command is stored once, with its first event).
 
         Raises :class:`ConcurrencyError` when the stream moved since the
         aggregate was loaded (nothing is written then). Takes a snapshot when
@@ -182,7 +185,9 @@ class Repository(Generic[A]):
         if not pending:
             return aggregate.version
         before = aggregate.stored_version
-        records = [self.codec.encode(event, metadata) for event in pending]
+        records = [
+            self.codec.encode(event, meta) for event, meta in zip(pending, metadata_for(pending, metadata), strict=True)
+        ]
         new_version = self.events.append(self.stream_id(aggregate.id), records, expected_version=before)
         aggregate.mark_saved(metadata)
         if self.snapshot_policy.due(before, new_version):
@@ -246,7 +251,7 @@ class Repository(Generic[A]):
         aggregate_id: str,
         command: Callable[[A], R],
         *,
-        metadata: EventMetadata | Callable[[A, R], EventMetadata],
+        metadata: EventMetadata | Callable[[A, R], EventMetadata | Sequence[EventMetadata]],
         create: bool = False,
         max_attempts: int = 10,
         on_conflict: Callable[[int], None] | None = None,
@@ -277,7 +282,7 @@ class Repository(Generic[A]):
         self,
         aggregate_id: str,
         command: Callable[[A], R],
-        metadata: EventMetadata | Callable[[A, R], EventMetadata],
+        metadata: EventMetadata | Callable[[A, R], EventMetadata | Sequence[EventMetadata]],
         create: bool,
         max_attempts: int,
         on_conflict: Callable[[int], None] | None,

@@ -51,7 +51,8 @@ async def _idempotency_key(
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
     x_request_id: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> str | None:
-    return idempotency_key or x_request_id
+    # Only Idempotency-Key identifies a command; X-Request-Id is a tracing id (validated, never a key).
+    return idempotency_key
 
 
 Service = Annotated[DownloadsService, Depends(_service)]

@@ -3,8 +3,9 @@
 from downloads.domain.account import Account
 from downloads.domain.errors import Denied, DomainError, Invalid, NotFound
 from downloads.domain.events import ACCOUNT_EVENTS, TITLE_EVENTS
-from downloads.domain.model import AcceptedRequest, Device, License
+from downloads.domain.model import Device, License
 from downloads.domain.policy import CatalogTitle, Plan, Policy, Studio
+from downloads.domain.requests import AcceptedRequest
 from downloads.domain.title import Title, TitleInfo
 
 __all__ = [

@@ -4,6 +4,10 @@ Every rule of the product is an invariant of one account, so one optimistic
 append per command enforces it. Command methods check rules, then trigger
 events; state changes only in :meth:`Account.apply`. Licenses past their expiry
 are expired lazily: :meth:`Account.expire_due` runs first in every command.
+
+Time: a command is decided at :meth:`Account.decision_time`, the later of the
+deciding process's clock and the last recorded time in the account, so time
+never runs backwards within an account even when processes' clocks disagree.
 """
 
 from __future__ import annotations
@@ -33,18 +37,15 @@ from downloads.domain.model import (
     EXPIRED,
     RELEASED,
     REVOKED,
-    AcceptedRequest,
     Device,
     License,
 )
 from downloads.domain.policy import Policy
+from downloads.domain.requests import AcceptedRequest, RememberedRequests, reply_record
 from downloads.domain.title import TitleInfo
 from eskit import Aggregate, DomainEvent, EventMetadata
 
-__all__ = ["Account", "MAX_REMEMBERED_REQUESTS"]
-
-#: at most this many accepted request ids are kept per account (oldest dropped first)
-MAX_REMEMBERED_REQUESTS = 1000
+__all__ = ["Account"]
 
 OPEN = "active"
 CLOSED = "closed"
@@ -54,7 +55,7 @@ class Account(Aggregate):
     """One member account (see the module docstring)."""
 
     snapshot_type = "Account"
-    snapshot_version = 1
+    snapshot_version = 2
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -65,13 +66,18 @@ class Account(Aggregate):
         self.licenses: dict[str, License] = {}
         self._active: dict[str, License] = {}  # the active subset of licenses, kept by apply
         self.downloads: dict[str, list[datetime]] = {}  # title id -> times counted
-        self.requests: dict[str, AcceptedRequest] = {}
+        self.requests = RememberedRequests()
+        self.last_at: datetime | None = None  # the latest time recorded in the account
 
     # -- queries ---------------------------------------------------------------
 
     @property
     def exists(self) -> bool:
         return bool(self.status)
+
+    def decision_time(self, clock_now: datetime) -> datetime:
+        """When a command arriving at ``clock_now`` is decided: never before the account's last event."""
+        return clock_now if self.last_at is None or clock_now > self.last_at else self.last_at
 
     def device_limit(self, policy: Policy) -> int:
         plan = policy.plans.get(self.plan)
@@ -91,9 +97,13 @@ class Account(Aggregate):
             self._active.pop(lic.license_id, None)
 
     def counted_downloads(self, title_id: str, now: datetime, window: timedelta) -> list[datetime]:
-        """The times this title's downloads were counted within the window ending at ``now``."""
+        """The times this title's downloads were counted after ``now - window``, oldest first.
+
+        There is no upper bound: a download recorded by a process whose clock
+        runs ahead counts for every other process too.
+        """
         start = now - window
-        return sorted(t for t in self.downloads.get(title_id, []) if start < t <= now)
+        return sorted(t for t in self.downloads.get(title_id, []) if start < t)
 
     def device(self, device_id: str) -> Device:
         found = self.devices.get(device_id)
@@ -270,6 +280,13 @@ class Account(Aggregate):
                 raise Denied(
                     "DEVICE_NOT_ACTIVE", f"device {lic.device_id!r} is deactivated", {"device_id": lic.device_id}
                 )
+            for held in self.active_licenses(lic.device_id):
+                if held.title_id == lic.title_id:
+                    raise Denied(
+                        "TITLE_ALREADY_LICENSED",
+                        f"device {lic.device_id!r} already holds license {held.license_id!r} for this title",
+                        {"license_id": held.license_id, "title_id": lic.title_id, "device_id": lic.device_id},
+                    )
             self._check_device_limits(lic.device_id, policy)
         studio = policy.studio(info.studio)
         counted = studio.renewals_count_as_downloads
@@ -304,32 +321,19 @@ class Account(Aggregate):
             "revoked": [i for i in held_ids if i not in server],
         }
 
-    # -- idempotency -------------------------------------------------------------
+    # -- idempotency and time ------------------------------------------------------
 
-    def accepted(self, request_id: str, now: datetime | None = None) -> AcceptedRequest | None:
-        """The remembered answer to an accepted request id, if still kept (given ``now``: not past retention)."""
-        found = self.requests.get(request_id)
-        if found is not None and now is not None and found.expires_at <= now:
-            return None  # pruning happens only when later events are observed; time alone must forget it too
-        return found
+    def accepted(self, request_id: str, now: datetime) -> AcceptedRequest | None:
+        """The record of an accepted request id, if still within its retention at ``now``."""
+        return self.requests.get(request_id, now)
 
-    def observe(self, event: DomainEvent, metadata: EventMetadata) -> None:
-        reply = metadata.extra.get("reply") if metadata.extra else None
-        if metadata.request_id is None or not isinstance(reply, Mapping):
-            return
-        now = metadata.recorded_at
-        self.requests[metadata.request_id] = AcceptedRequest(
-            request_id=metadata.request_id,
-            fingerprint=str(reply.get("fingerprint", "")),
-            created=bool(reply.get("created", False)),
-            body=dict(reply.get("body") or {}),
-            expires_at=now + timedelta(seconds=float(reply.get("keep_seconds", 86400))),
-        )
-        # Forget answers past their retention, and the oldest beyond the cap.
-        for key in [k for k, r in self.requests.items() if r.expires_at <= now]:
-            del self.requests[key]
-        while len(self.requests) > MAX_REMEMBERED_REQUESTS:
-            del self.requests[next(iter(self.requests))]
+    def observe(self, event: DomainEvent, metadata: EventMetadata, position: int) -> None:
+        at = metadata.recorded_at
+        if self.last_at is None or at > self.last_at:
+            self.last_at = at
+        record = reply_record(metadata.extra)
+        if metadata.request_id is not None and record is not None:
+            self.requests.observe(metadata.request_id, record, position, self.last_at)
 
     # -- state changes -----------------------------------------------------------
 
@@ -393,10 +397,11 @@ class Account(Aggregate):
                 ]
                 for lic in self.licenses.values()
             ],
+            # The active licenses in the order they became active: answers list them in that order.
+            "active": list(self._active),
             "downloads": self.downloads,
-            "requests": [
-                [r.request_id, r.fingerprint, r.created, r.body, r.expires_at] for r in self.requests.values()
-            ],
+            "requests": self.requests.to_rows(),
+            "last_at": self.last_at,
         }
 
     @classmethod
@@ -421,10 +426,11 @@ class Account(Aggregate):
                 row[9],
             )
             account.licenses[lic.license_id] = lic
-            account._set_status(lic, lic.status)
+        for license_id in state["active"]:
+            account._set_status(account.licenses[license_id], ACTIVE)
         account.downloads = {k: [_req_dt(t) for t in v] for k, v in state["downloads"].items()}
-        for request_id, fingerprint, created, body, expires_at in state["requests"]:
-            account.requests[request_id] = AcceptedRequest(request_id, fingerprint, created, body, _req_dt(expires_at))
+        account.requests = RememberedRequests.from_rows(state["requests"], _req_dt)
+        account.last_at = _dt(state["last_at"])
         return account
 
 

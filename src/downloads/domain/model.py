@@ -1,12 +1,11 @@
-"""Entities inside the Account aggregate: devices, licenses, remembered requests."""
+"""Entities inside the Account aggregate: devices and licenses."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-__all__ = ["AcceptedRequest", "Device", "License"]
+__all__ = ["Device", "License"]
 
 ACTIVE = "active"
 EXPIRED = "expired"
@@ -39,18 +38,3 @@ class License:
     renewals: int = 0
     ended_at: datetime | None = None
     end_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class AcceptedRequest:
-    """A command the account accepted, kept so a retry gets the same answer.
-
-    ``fingerprint`` identifies the command and its arguments, so the same
-    request id sent with a different command is recognised as a mistake.
-    """
-
-    request_id: str
-    fingerprint: str
-    created: bool
-    body: dict[str, Any]
-    expires_at: datetime

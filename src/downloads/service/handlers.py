@@ -9,6 +9,7 @@ id gets the same reply and writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import Callable, Iterable
@@ -18,7 +19,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from downloads.domain import Account, DomainError, Invalid, NotFound, Policy, Title, TitleInfo
+from downloads.domain import AcceptedRequest, Account, DomainError, Invalid, NotFound, Policy, Title, TitleInfo
+from downloads.domain.requests import reply_record
 from downloads.service.views import account_view, device_view, iso, license_view, title_view
 from eskit import AggregateNotFound, EventMetadata, Repository
 
@@ -90,7 +92,7 @@ class DownloadsService:
         fingerprint = hashlib.sha256(orjson.dumps([command, account_id, args], option=orjson.OPT_SORT_KEYS)).hexdigest()
 
         def attempt(account: Account) -> Reply:
-            now = self.clock()
+            now = account.decision_time(self.clock())
             if request_id is not None:
                 prior = account.accepted(request_id, now)
                 if prior is not None:
@@ -100,29 +102,27 @@ class DownloadsService:
                             "this Idempotency-Key was used for a different request",
                             {"idempotency_key": request_id},
                         )
-                    return Reply(prior.body, prior.created, replayed=True)
+                    return Reply(self._original_body(account_id, prior), prior.created, replayed=True)
             if not create and not account.exists:
                 raise _account_not_found(account_id)
             body, created = action(account, now)
             return Reply(body, created, at=now)
 
-        def metadata(account: Account, reply: Reply) -> EventMetadata:
-            keep = self.keep_requests.total_seconds()
-            extra = (
-                {
-                    "reply": {
-                        "fingerprint": fingerprint,
-                        "created": reply.created,
-                        "body": reply.body,
-                        "keep_seconds": keep,
-                    }
-                }
-                if request_id is not None
-                else {}
+        def metadata(account: Account, reply: Reply) -> list[EventMetadata]:
+            each = EventMetadata(
+                recorded_at=reply.at, request_id=request_id or f"auto-{uuid.uuid4().hex}", command=command
             )
-            return EventMetadata(
-                recorded_at=reply.at, request_id=request_id or f"auto-{uuid.uuid4().hex}", command=command, extra=extra
-            )
+            if request_id is None:
+                return [each] * len(account.pending_events)
+            # The key record is stored once per command, with its first event.
+            record = {
+                "fingerprint": fingerprint,
+                "created": reply.created,
+                "body": reply.body,
+                "keep_seconds": self.keep_requests.total_seconds(),
+            }
+            first = dataclasses.replace(each, extra={"reply": record})
+            return [first] + [each] * (len(account.pending_events) - 1)
 
         def on_conflict(n: int) -> None:
             if self.observer is not None:
@@ -142,6 +142,14 @@ class DownloadsService:
             raise
         self._outcome(command, "REPLAYED" if reply.replayed else "OK")
         return reply
+
+    def _original_body(self, account_id: str, prior: AcceptedRequest) -> dict[str, Any]:
+        """The reply a remembered command gave, read from the event that holds its key record."""
+        found = self.accounts.history(account_id, gt=prior.position - 1, lte=prior.position)
+        record = reply_record(found[0].metadata.extra) if found else None
+        if record is None:  # the index points at the record it was built from: this is a bug
+            raise RuntimeError(f"no key record at position {prior.position} of account {account_id!r}")
+        return dict(record.get("body") or {})
 
     def _outcome(self, command: str, code: str) -> None:
         if self.observer is not None:
@@ -283,7 +291,7 @@ class DownloadsService:
         if not account.exists:
             raise _account_not_found(account_id)
         if account.status == "active":
-            account.expire_due(as_of or self._time_of(account_id, version) or self.clock())
+            account.expire_due(as_of or self._time_of(account_id, version) or account.decision_time(self.clock()))
         return account
 
     def _time_of(self, account_id: str, version: int | None) -> datetime | None:
@@ -318,7 +326,7 @@ class DownloadsService:
         info = self.title_info(title_id)
         if info is None:
             raise NotFound("TITLE_NOT_FOUND", f"title {title_id!r} is not in the catalog", {"title_id": title_id})
-        now = self.clock()
+        now = account.decision_time(self.clock())
         window = self.policy.window
         counted = account.counted_downloads(title_id, now, window)
         limit = self.policy.studio(info.studio).max_downloads_per_title

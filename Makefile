@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODES  ?= 3
+DCS    ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: install run test test-fast lint format bench cassandra-fetch cassandra-up cassandra-down cassandra-status clean
@@ -41,13 +42,13 @@ cassandra-fetch: install
 	$(BIN)/python -m eskit.testing.cassandra_cluster fetch
 
 cassandra-up: install
-	$(BIN)/python -m eskit.testing.cassandra_cluster up --nodes $(NODES)
+	$(BIN)/python -m eskit.testing.cassandra_cluster up --nodes $(NODES) --dcs $(DCS)
 
 cassandra-down: install
-	$(BIN)/python -m eskit.testing.cassandra_cluster down --nodes $(NODES)
+	$(BIN)/python -m eskit.testing.cassandra_cluster down --nodes $(NODES) --dcs $(DCS)
 
 cassandra-status: install
-	$(BIN)/python -m eskit.testing.cassandra_cluster status --nodes $(NODES)
+	$(BIN)/python -m eskit.testing.cassandra_cluster status --nodes $(NODES) --dcs $(DCS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -56,22 +57,49 @@ _CONSISTENCY_NAMES = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "E
 _SERIAL_NAMES = ("SERIAL", "LOCAL_SERIAL")
 
 
+def parse_replication(text: str) -> dict[str, int] | int:
+    """``3`` (that many replicas in the local data centre) or ``dc1:3,dc2:3`` (per data centre)."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    factors: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, count = item.strip().partition(":")
+        if not sep or not name or not count.strip().isdigit() or not name.replace("_", "a").replace("-", "a").isalnum():
+            raise InterfaceError(f"bad replication {text!r}: use a number or dc1:3,dc2:3")
+        factors[name] = int(count)
+    return factors
+
+
 @dataclass(frozen=True)
 class CassandraSettings:
     """Everything a ``cassandra://`` URL can say, with the defaults.
 
     ``cassandra://host1,host2[:port]/keyspace?dc=dc1&consistency=LOCAL_QUORUM
-    &serial_consistency=LOCAL_SERIAL&replication=3&bucket_size=10000
-    &create_schema=false&connect_timeout=10&request_timeout=12&retries=5``
+    &serial_consistency=SERIAL&write_consistency=QUORUM&single_writer_region=false
+    &replication=dc1:3,dc2:3&bucket_size=10000&create_schema=false
+    &connect_timeout=10&request_timeout=12&retries=5``
+
+    Regions: when the keyspace is replicated to more than one data centre,
+    conditional appends run their Paxos round at ``SERIAL`` (a global quorum) and
+    commit at ``QUORUM``, so two regions can never both win the same version;
+    ``LOCAL_SERIAL`` is refused there unless ``single_writer_region=true``
+    declares that only one region ever accepts commands.
     """
 
     hosts: tuple[str, ...]
     keyspace: str
     port: int = 9042
     dc: str | None = None  # local data centre; None: the driver picks the first it sees
-    consistency: str = "LOCAL_QUORUM"  # reads and the commit of writes
-    serial_consistency: str = "LOCAL_SERIAL"  # the Paxos phase of conditional writes
-    replication: int = 3  # replication factor per DC, used only when creating the keyspace
+    consistency: str = "LOCAL_QUORUM"  # reads
+    # The Paxos phase of conditional writes; None: SERIAL on a multi-DC keyspace, else LOCAL_SERIAL.
+    serial_consistency: str | None = None
+    # The commit of conditional writes; None: QUORUM on a multi-DC keyspace with several writing
+    # regions, else the read consistency.
+    write_consistency: str | None = None
+    single_writer_region: bool = False  # only one region accepts commands (allows LOCAL_SERIAL on many DCs)
+    # Used only when creating the keyspace: replicas in the local DC, or per DC ("dc1:3,dc2:3").
+    replication: int | dict[str, int] = 3
     bucket_size: int = 10_000  # positions per partition; fixed for a keyspace once created
     create_schema: bool = False  # dev and tests only: create keyspace and tables if missing
     connect_timeout: float = 10.0
@@ -105,6 +133,8 @@ class CassandraSettings:
             "dc",
             "consistency",
             "serial_consistency",
+            "write_consistency",
+            "single_writer_region",
             "replication",
             "bucket_size",
             "create_schema",
@@ -119,30 +149,42 @@ class CassandraSettings:
         try:
             if "dc" in query:
                 values["dc"] = query["dc"]
-            for key in ("consistency", "serial_consistency"):
+            for key in ("consistency", "serial_consistency", "write_consistency"):
                 if key in query:
                     values[key] = query[key].upper()
-            for key in ("replication", "bucket_size", "retries"):
+            if "replication" in query:
+                values["replication"] = parse_replication(query["replication"])
+            for key in ("bucket_size", "retries"):
                 if key in query:
                     values[key] = int(query[key])
             for key in ("connect_timeout", "request_timeout"):
                 if key in query:
                     values[key] = float(query[key])
-            if "create_schema" in query:
-                values["create_schema"] = query["create_schema"].lower() in ("1", "true", "yes")
+            for key in ("create_schema", "single_writer_region"):
+                if key in query:
+                    values[key] = query[key].lower() in ("1", "true", "yes")
         except ValueError as exc:
             raise InterfaceError(f"bad option value in {url!r}: {exc}") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
-        if settings.consistency not in _CONSISTENCY_NAMES:
-            raise InterfaceError(f"consistency must be one of {', '.join(_CONSISTENCY_NAMES)}")
-        if settings.serial_consistency not in _SERIAL_NAMES:
+        for name in ("consistency", "write_consistency"):
+            value = getattr(settings, name)
+            if value is not None and value not in _CONSISTENCY_NAMES:
+                raise InterfaceError(f"{name} must be one of {', '.join(_CONSISTENCY_NAMES)}")
+        if settings.serial_consistency is not None and settings.serial_consistency not in _SERIAL_NAMES:
             raise InterfaceError("serial_consistency must be SERIAL or LOCAL_SERIAL")
         if settings.bucket_size < 10:
             raise InterfaceError("bucket_size must be at least 10")
-        if settings.replication < 1:
-            raise InterfaceError("replication must be at least 1")
+        factors = settings.replication.values() if isinstance(settings.replication, dict) else [settings.replication]
+        if min(factors) < 1:
+            raise InterfaceError("replication must be at least 1 in every data centre")
         return settings
+
+    def replication_map(self, local_dc: str) -> dict[str, int]:
+        """Replicas per data centre for a new keyspace."""
+        if isinstance(self.replication, dict):
+            return dict(self.replication)
+        return {local_dc: self.replication}
 
 
 class _Connection:
@@ -156,7 +198,10 @@ class _Connection:
 
         self.settings = settings
         self.cl = getattr(ConsistencyLevel, settings.consistency)
-        self.serial_cl = getattr(ConsistencyLevel, settings.serial_consistency)
+        # Until the keyspace's data centres are known (see _choose_levels), the strictest levels.
+        self.serial_cl = ConsistencyLevel.SERIAL
+        self.write_cl = self.cl
+        self.data_centres: list[str] = []
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.dc)),
             consistency_level=self.cl,
@@ -178,6 +223,8 @@ class _Connection:
             if settings.create_schema:
                 self._create_schema()
             self._check_schema()
+            self._check_paxos_variant()
+            self._choose_levels()
             self._prepare()
         except BaseException:
             self.cluster.shutdown()
@@ -188,10 +235,11 @@ class _Connection:
         existing = self.cluster.metadata.keyspaces.get(ks)
         if existing is not None and {"events", "snapshots", "eskit_settings"} <= set(existing.tables):
             return  # schema changes are not free of races between clients: skip them when not needed
-        dc = s.dc or self._first_dc()
+        factors = s.replication_map(s.dc or self._first_dc())
+        replication = ", ".join(f"'{dc}': {n}" for dc, n in factors.items())
         statements = [
             f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
-            f"{{'class': 'NetworkTopologyStrategy', '{dc}': {s.replication}}}",
+            f"{{'class': 'NetworkTopologyStrategy', {replication}}}",
             f"""CREATE TABLE IF NOT EXISTS {ks}.events (
                 stream_id text, bucket bigint, position bigint, head bigint static,
                 event_id uuid, type_name text, schema_version int, data blob, metadata blob,
@@ -241,6 +289,42 @@ class _Connection:
                 f"{self.settings.bucket_size}: the bucket size of a keyspace can never change"
             )
 
+    def _check_paxos_variant(self) -> None:
+        """Refuse a cluster whose nodes do not all run Paxos v2 (unknown outcomes are resolved assuming it)."""
+        query = "SELECT value FROM system_views.settings WHERE name = 'paxos_variant'"
+        for host in self.cluster.metadata.all_hosts():
+            if not host.is_up:
+                continue
+            with _translated(f"cannot read paxos_variant from node {host.address}"):
+                row = self.session.execute(query, host=host, timeout=30).one()
+            variant = None if row is None else str(row.value)
+            if variant != "v2":
+                raise SchemaError(
+                    f"node {host.address} runs paxos_variant={variant or 'unknown'}: eskit needs "
+                    "paxos_variant: v2 in every node's cassandra.yaml (its handling of timed-out appends "
+                    "relies on Paxos v2)"
+                )
+
+    def _choose_levels(self) -> None:
+        """Pick the Paxos and commit levels from the keyspace's data centres; refuse unsafe choices."""
+        from cassandra import ConsistencyLevel
+
+        s, ks = self.settings, self.settings.keyspace
+        strategy = self.cluster.metadata.keyspaces[ks].replication_strategy
+        factors = getattr(strategy, "dc_replication_factors", None) or {}
+        self.data_centres = sorted(dc for dc, n in factors.items() if int(n) > 0)
+        regions = len(self.data_centres) > 1
+        serial = s.serial_consistency or ("SERIAL" if regions else "LOCAL_SERIAL")
+        if regions and serial == "LOCAL_SERIAL" and not s.single_writer_region:
+            raise SchemaError(
+                f"keyspace {ks!r} is replicated to {', '.join(self.data_centres)}: serial_consistency="
+                "LOCAL_SERIAL lets two regions both win the same append. Use SERIAL (the default), or add "
+                "single_writer_region=true if only one region ever accepts commands"
+            )
+        write = s.write_consistency or ("QUORUM" if regions and not s.single_writer_region else s.consistency)
+        self.serial_cl = getattr(ConsistencyLevel, serial)
+        self.write_cl = getattr(ConsistencyLevel, write)
+
     def _prepare(self) -> None:
         ks = self.settings.keyspace
         p = self.session.prepare
@@ -262,6 +346,9 @@ class _Connection:
             self.select_range_desc = p(
                 f"SELECT {columns} FROM {ks}.events WHERE stream_id = ? AND bucket = ?"
                 " AND position > ? AND position <= ? ORDER BY position DESC LIMIT ?"
+            )
+            self.select_times = p(
+                f"SELECT position, recorded_at FROM {ks}.events WHERE stream_id = ? AND bucket = ? AND position IN ?"
             )
             self.insert_snapshot = p(
                 f"INSERT INTO {ks}.snapshots (stream_id, version, type_name, schema_version, state, recorded_at)"
@@ -297,6 +384,17 @@ class _Connection:
             except Exception as exc:
                 raise _translate(exc, "Cassandra request failed") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def execute_many(self, queries: Sequence[tuple[Any, Sequence[Any]]]) -> list[Any]:
+        """Run idempotent reads concurrently; any that fails is run again through :meth:`execute`."""
+        futures = [self.session.execute_async(statement.bind(params)) for statement, params in queries]
+        results: list[Any] = []
+        for future, (statement, params) in zip(futures, queries, strict=True):
+            try:
+                results.append(future.result())
+            except Exception:  # retried with backoff (and translated) by execute
+                results.append(self.execute(statement, params))
+        return results
 
     def close(self) -> None:
         self.cluster.shutdown()
@@ -354,6 +452,9 @@ class CassandraEventStore(EventStore):
         self.db = connection
         self.bucket_size = connection.settings.bucket_size
         self._last_bucket: dict[str, int] = {}  # a hint only: buckets never disappear
+        # Streams whose append was just refused: the next read is serial, so that it sees the
+        # winning write even when that write was committed in another region.
+        self._read_serially: set[str] = set()
         #: counts of unknown outcomes met and how they were resolved (for metrics and tests)
         self.outcomes = {"timed_out": 0, "resent_applied": 0, "found_ours": 0, "found_theirs": 0, "unresolved": 0}
 
@@ -368,15 +469,18 @@ class CassandraEventStore(EventStore):
         return None if row is None else row.head
 
     def version(self, stream_id: str) -> int:
+        return self._version(stream_id, serial=stream_id in self._read_serially)
+
+    def _version(self, stream_id: str, *, serial: bool) -> int:
         bucket = self._last_bucket.get(stream_id, 0)
         version = 0
         while True:
-            head = self._head(stream_id, bucket)
+            head = self._head(stream_id, bucket, serial=serial)
             if head is None:
                 if bucket > 0 and version == 0:
                     # This read cannot see the hinted bucket: walk from the first one instead.
                     self._last_bucket.pop(stream_id, None)
-                    return self._version_from_start(stream_id)
+                    return self._version_from_start(stream_id, serial=serial)
                 return version
             version = head
             self._remember_bucket(stream_id, bucket)
@@ -393,9 +497,9 @@ class CassandraEventStore(EventStore):
             self._last_bucket.clear()  # a hint only: losing it costs a few reads
         self._last_bucket[stream_id] = bucket
 
-    def _version_from_start(self, stream_id: str) -> int:
+    def _version_from_start(self, stream_id: str, *, serial: bool) -> int:
         version, bucket = 0, 0
-        while (head := self._head(stream_id, bucket)) is not None:
+        while (head := self._head(stream_id, bucket, serial=serial)) is not None:
             version = head
             following = self._bucket_of_version(head)
             if following == bucket:
@@ -406,6 +510,15 @@ class CassandraEventStore(EventStore):
     # -- append ----------------------------------------------------------------
 
     def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
+        try:
+            return self._append(stream_id, events, expected_version)
+        except ConcurrencyError:
+            if len(self._read_serially) >= 100_000:
+                self._read_serially.clear()  # a hint only: a non-serial reload conflicts once more
+            self._read_serially.add(stream_id)
+            raise
+
+    def _append(self, stream_id: str, events: Sequence[NewEvent], expected_version: int) -> int:
         check_append(stream_id, events, expected_version)
         if len(events) > self.bucket_size:
             raise InterfaceError(f"an append holds at most bucket_size={self.bucket_size} events")
@@ -438,7 +551,9 @@ class CassandraEventStore(EventStore):
         from cassandra.query import BatchStatement, BatchType
 
         batch = BatchStatement(
-            batch_type=BatchType.UNLOGGED, consistency_level=self.db.cl, serial_consistency_level=self.db.serial_cl
+            batch_type=BatchType.UNLOGGED,
+            consistency_level=self.db.write_cl,
+            serial_consistency_level=self.db.serial_cl,
         )
         new_version = expected_version + len(events)
         if first_in_bucket:
@@ -564,10 +679,44 @@ class CassandraEventStore(EventStore):
         check_read(gt, lte, limit)
         if limit == 0:
             return []
+        serial = stream_id in self._read_serially
+        found = self._read(stream_id, gt, lte, limit, desc, serial=serial)
+        if found is None and not serial:
+            # Fewer rows than the head promised: a commit reached only some replicas. A serial read
+            # finishes any Paxos round in flight, after which rows and head agree.
+            found = self._read(stream_id, gt, lte, limit, desc, serial=True)
+        if found is None:
+            raise OperationalError(
+                f"the replicas of stream {stream_id!r} disagree: its head is past the events they return; "
+                "try again when every replica is reachable"
+            )
+        self._read_serially.discard(stream_id)
+        return found
+
+    def _read(
+        self, stream_id: str, gt: int, lte: int | None, limit: int | None, desc: bool, *, serial: bool
+    ) -> list[StoredEvent] | None:
+        """The events in range, or None when fewer come back than the head says exist."""
+        if lte is not None and lte > gt and (lte - 1) // self.bucket_size - gt // self.bucket_size <= 1:
+            # A short bounded range (time travel, a cached aggregate catching up): when every
+            # position comes back, the rows alone prove the read complete, no head needed.
+            found = self._rows(stream_id, gt, lte, limit, desc, serial=serial)
+            if len(found) == (lte - gt if limit is None else min(limit, lte - gt)):
+                return found
+        head = self._version(stream_id, serial=serial)
         # Never walk buckets past the stream's head: a huge ``lte`` would otherwise mean a query per bucket.
-        upper = self.version(stream_id) if lte is None else min(lte, self.version(stream_id))
+        upper = head if lte is None else min(lte, head)
         if upper <= gt:
             return []
+        found = self._rows(stream_id, gt, upper, limit, desc, serial=serial)
+        # Positions are contiguous: exactly this many events stand in (gt, upper].
+        expected = upper - gt if limit is None else min(limit, upper - gt)
+        return found if len(found) >= expected else None
+
+    def _rows(
+        self, stream_id: str, gt: int, upper: int, limit: int | None, desc: bool, *, serial: bool
+    ) -> list[StoredEvent]:
+        """The rows with ``gt < position <= upper`` bucket by bucket, stopping at ``limit``."""
         # The event at position p was appended after some version E in [p - bucket_size, p - 1]
         # and lives in bucket E // bucket_size: (p - 1) // size or the bucket before it.
         first = max(0, (gt + 1) // self.bucket_size - 1)
@@ -577,11 +726,38 @@ class CassandraEventStore(EventStore):
         # Every position in a bucket is below every position in the next, so buckets read in order
         # give events in order, and the read can stop as soon as it has ``limit`` of them.
         found: list[StoredEvent] = []
+        if len(buckets) <= 3 and not serial:
+            # A short range: its few bucket queries go out at once, one round trip in all.
+            wanted = 2**31 - 1 if limit is None else limit
+            queries = [(statement, (stream_id, bucket, gt, upper, wanted)) for bucket in buckets]
+            for rows in self.db.execute_many(queries):
+                found.extend(_row_to_event(stream_id, row) for row in rows)
+            return found if limit is None else found[:limit]
         for bucket in buckets:
             wanted = 2**31 - 1 if limit is None else limit - len(found)
-            rows = self.db.execute(statement, (stream_id, bucket, gt, upper, wanted))
+            rows = self.db.execute(statement, (stream_id, bucket, gt, upper, wanted), serial=serial)
             found.extend(_row_to_event(stream_id, row) for row in rows)
             if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def recorded_times(self, stream_id: str, positions: Sequence[int]) -> dict[int, datetime]:
+        """One query per bucket the positions fall in, all in flight at once (then the bucket
+        before, for positions written by an append that spilled past its bucket's end)."""
+        found: dict[int, datetime] = {}
+        wanted = list(positions)
+        for shift in (0, 1):
+            by_bucket: dict[int, list[int]] = {}
+            for position in wanted:
+                bucket = (position - 1) // self.bucket_size - shift
+                if bucket >= 0:
+                    by_bucket.setdefault(bucket, []).append(position)
+            queries = [(self.db.select_times, (stream_id, b, ps)) for b, ps in by_bucket.items()]
+            for rows in self.db.execute_many(queries):
+                for row in rows:
+                    found[row.position] = from_micros(row.recorded_at)
+            wanted = [p for p in wanted if p not in found]
+            if not wanted:
                 break
         return found
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 
 from eskit.events import NewEvent, Snapshot, StoredEvent
 from eskit.exceptions import ConcurrencyError
@@ -62,6 +63,11 @@ class InMemoryEventStore(EventStore):
     def version(self, stream_id: str) -> int:
         with self._lock:
             return len(self._streams.get(stream_id, []))
+
+    def recorded_times(self, stream_id: str, positions: Sequence[int]) -> dict[int, datetime]:
+        with self._lock:
+            stream = self._streams.get(stream_id, [])
+            return {p: stream[p - 1].recorded_at for p in positions}
 
 
 class InMemorySnapshotStore(SnapshotStore):

@@ -324,14 +324,15 @@ class SQLiteEventStore(EventStore):
             (current,) = conn.execute(SELECT_VERSION, (stream_id,)).fetchone()
         return int(current or 0)
 
-    def version_at(self, stream_id: str, when: datetime) -> int:
+    def recorded_times(self, stream_id: str, positions: Sequence[int]) -> dict[int, datetime]:
+        marks = ",".join("?" * len(positions))
         conn = self.db.get()
         with translate_errors():
-            (found,) = conn.execute(
-                "SELECT max(position) FROM events WHERE stream_id = ? AND recorded_at <= ?",
-                (stream_id, to_micros(when)),
-            ).fetchone()
-        return int(found or 0)
+            rows = conn.execute(
+                f"SELECT position, recorded_at FROM events WHERE stream_id = ? AND position IN ({marks})",
+                (stream_id, *positions),
+            ).fetchall()
+        return {position: from_micros(at) for position, at in rows}
 
     def close(self) -> None:
         self.db.close()

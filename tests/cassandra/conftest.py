@@ -19,23 +19,29 @@ from eskit.testing.cassandra_cluster import LocalCassandraCluster
 from tests.e2e.conftest import STRICT_POLICY
 from tests.support.server import Server, running_server
 
+#: every kind of cluster the tests start: (nodes, data centres, Paxos variant)
+KINDS = ((1, 1, "v2"), (1, 1, "v1"), (3, 1, "v2"), (3, 3, "v2"))
+
 
 class ClusterPool:
-    """Keeps at most one local cluster running and hands it out by size."""
+    """Keeps at most one local cluster running and hands it out by kind (size, regions, Paxos)."""
 
     def __init__(self) -> None:
         self.current: LocalCassandraCluster | None = None
 
-    def get(self, nodes: int) -> LocalCassandraCluster:
-        if self.current is not None and self.current.nodes == nodes:
-            return self.current
-        if self.current is not None:
-            self.current.stop(wipe=True)  # local clusters share 127.0.0.x:9042: one at a time
+    def get(self, nodes: int, *, dcs: int = 1, paxos_variant: str = "v2") -> LocalCassandraCluster:
+        kind = (nodes, dcs, paxos_variant)
+        current = self.current
+        if current is not None and (current.nodes, current.dcs, current.paxos_variant) == kind:
+            return current
+        if current is not None:
+            current.stop(wipe=True)  # local clusters share 127.0.0.x:9042: one at a time
             self.current = None
-        for other in (1, 3):  # one left up by an earlier run with ESKIT_KEEP_CLUSTERS=1
-            if other != nodes and LocalCassandraCluster(other).is_running():
-                LocalCassandraCluster(other).stop(wipe=True)
-        cluster = LocalCassandraCluster(nodes)
+        for other in KINDS:  # one left up by an earlier run with ESKIT_KEEP_CLUSTERS=1
+            left = LocalCassandraCluster(other[0], dcs=other[1], paxos_variant=other[2])
+            if other != kind and left.is_running():
+                left.stop(wipe=True)
+        cluster = LocalCassandraCluster(nodes, dcs=dcs, paxos_variant=paxos_variant)
         self.current = cluster
         cluster.start()
         return cluster
@@ -57,8 +63,10 @@ def cluster_pool() -> Iterator[ClusterPool]:
 
 
 def store_url(cluster: LocalCassandraCluster, keyspace: str, **options: str) -> str:
-    """A store URL for a fresh keyspace on ``cluster`` (replication = node count)."""
-    query = {"dc": "dc1", "replication": str(cluster.nodes), "create_schema": "true", **options}
+    """A store URL for a fresh keyspace on ``cluster`` (every node a replica: one per DC on a multi-DC one)."""
+    one_per_dc = ",".join(f"{dc}:1" for dc in cluster.data_centres)
+    replication = one_per_dc if cluster.dcs > 1 else str(cluster.nodes)
+    query = {"dc": "dc1", "replication": replication, "create_schema": "true", **options}
     hosts = ",".join(cluster.contact_points)
     return f"cassandra://{hosts}/{keyspace}?" + "&".join(f"{k}={v}" for k, v in query.items())
 

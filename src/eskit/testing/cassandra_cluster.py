@@ -183,9 +183,12 @@ def clusters_root() -> Path:
     return repo_root() / ".cache" / "cassandra" / "clusters"
 
 
-def default_base_dir(nodes: int) -> Path:
-    """Default base directory of an ``nodes``-node cluster: ``<clusters root>/<nodes>node``."""
-    return clusters_root() / f"{nodes}node"
+def default_base_dir(nodes: int, dcs: int = 1, paxos_variant: str = "v2") -> Path:
+    """Default base directory: ``<clusters root>/<nodes>node`` (``-<dcs>dc``, ``-paxos<v>`` when not the default)."""
+    name = f"{nodes}node" + (f"-{dcs}dc" if dcs > 1 else "")
+    if paxos_variant != "v2":
+        name += f"-paxos{paxos_variant}"
+    return clusters_root() / name
 
 
 @contextlib.contextmanager
@@ -378,6 +381,8 @@ class LocalCassandraCluster:
         home: Path | None = None,
         cluster_name: str = "eskit-test",
         dc: str = "dc1",
+        dcs: int = 1,
+        paxos_variant: str = "v2",
         rack: str = "rack1",
         commitlog_sync: str = "periodic",
         heap: str = "512M",
@@ -392,13 +397,24 @@ class LocalCassandraCluster:
         replays only synced sections); QUORUM writes survive on the other replicas.
         ``unsafe_system`` passes ``-Dcassandra.unsafesystem=true`` (faster DDL); never combine it
         with tests that kill nodes. ``log`` receives progress lines (default: stderr; ``None``
-        silences them)."""
+        silences them).
+
+        ``dcs`` is 1 (every node in ``dc``) or the node count: one data centre per node,
+        node *i* in ``dc<i>`` (a multi-region cluster on one machine). ``paxos_variant`` is
+        written to ``cassandra.yaml`` (``v2``, which eskit requires, or ``v1`` to test that
+        refusal)."""
         if nodes not in (1, MAX_NODES):
             raise ValueError(f"nodes must be 1 or {MAX_NODES}, not {nodes}")
+        if dcs not in (1, nodes):
+            raise ValueError(f"dcs must be 1 or the node count ({nodes}), not {dcs}")
+        if paxos_variant not in ("v1", "v2"):
+            raise ValueError(f"paxos_variant must be v1 or v2, not {paxos_variant!r}")
         if commitlog_sync not in ("periodic", "batch", "group"):
             raise ValueError(f"commitlog_sync must be periodic, batch or group, not {commitlog_sync!r}")
         self.nodes = nodes
-        self.base_dir = (base_dir or default_base_dir(nodes)).resolve()
+        self.dcs = dcs
+        self.paxos_variant = paxos_variant
+        self.base_dir = (base_dir or default_base_dir(nodes, dcs, paxos_variant)).resolve()
         self.version = version or default_version()
         self.home = (home or cassandra_home(self.version)).resolve()
         self.cluster_name = cluster_name
@@ -430,6 +446,16 @@ class LocalCassandraCluster:
     def node_indices(self) -> range:
         """1-based node numbers."""
         return range(1, self.nodes + 1)
+
+    def dc_of(self, i: int) -> str:
+        """The data centre of node ``i``."""
+        self._check_index(i)
+        return f"dc{i}" if self.dcs > 1 else self.dc
+
+    @property
+    def data_centres(self) -> list[str]:
+        """The cluster's data centres, in node order."""
+        return list(dict.fromkeys(self.dc_of(i) for i in self.node_indices))
 
     def address(self, i: int) -> str:
         """Listen/RPC address of node ``i``."""
@@ -495,13 +521,15 @@ class LocalCassandraCluster:
     def _write_metadata(self) -> None:
         meta = self.base_dir / "cluster.json"
         existing = self._read_metadata()
-        if existing is not None and existing.get("nodes") != self.nodes:
+        if existing is not None and (existing.get("nodes"), existing.get("dcs", 1)) != (self.nodes, self.dcs):
             raise ClusterError(
-                f"{self.base_dir} holds a {existing.get('nodes')}-node cluster, not {self.nodes}: "
-                "use another base dir or wipe it (down --wipe)"
+                f"{self.base_dir} holds a {existing.get('nodes')}-node cluster in {existing.get('dcs', 1)} DC(s), "
+                f"not {self.nodes} in {self.dcs}: use another base dir or wipe it (down --wipe)"
             )
         data = {
             "nodes": self.nodes,
+            "dcs": self.dcs,
+            "paxos_variant": self.paxos_variant,
             "version": self.version,
             "cluster_name": self.cluster_name,
             "dc": self.dc,
@@ -543,10 +571,11 @@ class LocalCassandraCluster:
                 address=self.address(i),
                 commitlog_sync=self.commitlog_sync,
                 commitlog_sync_options=sync_options,
+                paxos_variant=self.paxos_variant,
             )
         )
         rackdc_template = string.Template((_STATIC_DIR / "cassandra-rackdc.properties.in").read_text())
-        (conf / "cassandra-rackdc.properties").write_text(rackdc_template.substitute(dc=self.dc, rack=self.rack))
+        (conf / "cassandra-rackdc.properties").write_text(rackdc_template.substitute(dc=self.dc_of(i), rack=self.rack))
         shutil.copyfile(_STATIC_DIR / "logback.xml", conf / "logback.xml")
 
     def java_command(self, i: int, lib: Path) -> list[str]:
@@ -905,11 +934,12 @@ def _existing_clusters() -> list[LocalCassandraCluster]:
         return found
     for meta in sorted(root.glob("*/cluster.json")):
         try:
-            nodes = int(json.loads(meta.read_text())["nodes"])
+            data = json.loads(meta.read_text())
+            nodes, dcs, paxos = int(data["nodes"]), int(data.get("dcs", 1)), str(data.get("paxos_variant", "v2"))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if nodes in (1, MAX_NODES):
-            found.append(LocalCassandraCluster(nodes, meta.parent))
+        if nodes in (1, MAX_NODES) and dcs in (1, nodes) and paxos in ("v1", "v2"):
+            found.append(LocalCassandraCluster(nodes, meta.parent, dcs=dcs, paxos_variant=paxos))
     return found
 
 
@@ -922,9 +952,9 @@ def _select_clusters(args: argparse.Namespace, *, all_if_ambiguous: bool) -> lis
                 nodes = int(json.loads((Path(args.base_dir) / "cluster.json").read_text())["nodes"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise ClusterError(f"{args.base_dir} has no readable cluster.json; pass --nodes") from exc
-        return [LocalCassandraCluster(nodes, Path(args.base_dir))]
+        return [LocalCassandraCluster(nodes, Path(args.base_dir), dcs=args.dcs)]
     if args.nodes is not None:
-        return [LocalCassandraCluster(args.nodes)]
+        return [LocalCassandraCluster(args.nodes, dcs=args.dcs)]
     clusters = _existing_clusters()
     running = [c for c in clusters if any(c.pid(i) is not None for i in c.node_indices)]
     if len(running) == 1 or (running and all_if_ambiguous):
@@ -950,6 +980,9 @@ def _build_parser() -> argparse.ArgumentParser:
     def cluster_args(p: argparse.ArgumentParser, *, nodes_required: bool = False) -> None:
         p.add_argument("--nodes", type=int, choices=(1, MAX_NODES), required=nodes_required, default=None)
         p.add_argument("--base-dir", default=None, help="cluster directory (default .cache/cassandra/clusters/<N>node)")
+        p.add_argument(
+            "--dcs", type=int, default=1, help="data centres: 1, or one per node (node i in dc<i>); default 1"
+        )
 
     up = sub.add_parser("up", help="start (or reuse) a cluster and wait until it is ready")
     cluster_args(up, nodes_required=True)
@@ -994,6 +1027,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.nodes,
                 Path(args.base_dir) if args.base_dir else None,
                 version=args.version,
+                dcs=args.dcs,
                 commitlog_sync=args.commitlog_sync,
                 heap=args.heap,
                 ready_timeout=args.timeout,

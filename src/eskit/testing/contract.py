@@ -17,7 +17,7 @@ import pytest
 
 from eskit.events import NewEvent, Snapshot
 from eskit.exceptions import ConcurrencyError, InterfaceError
-from eskit.store import EventStore, SnapshotStore
+from eskit.store import EventStore, SnapshotStore, search_version_at
 
 __all__ = ["EventStoreContract", "SnapshotStoreContract", "new_event"]
 
@@ -157,6 +157,30 @@ class EventStoreContract:
         assert store.version_at(stream, T0 + timedelta(seconds=3)) == 3
         assert store.version_at(stream, T0 + timedelta(seconds=3, microseconds=999)) == 3
         assert store.version_at(stream, T0 + timedelta(days=1)) == 5
+
+    def test_version_at_finds_the_last_event_recorded_by_then_in_a_long_stream(self, store: EventStore) -> None:
+        stream = unique_stream()
+        times = [T0 + timedelta(seconds=3 * (i // 2)) for i in range(1, 1201)]  # pairs share a time
+        for start in range(0, len(times), 7):  # appends of 7: some straddle a store's partitions
+            batch = [new_event(i, at=times[i - 1]) for i in range(start + 1, min(start + 8, len(times) + 1))]
+            store.append(stream, batch, expected_version=start)
+        for probe in [T0 - timedelta(seconds=1), *times[::37], times[-1] + timedelta(seconds=1)]:
+            for when in (probe, probe + timedelta(microseconds=1), probe - timedelta(microseconds=1)):
+                expected = max((i for i, t in enumerate(times, start=1) if t <= when), default=0)
+                assert store.version_at(stream, when) == expected
+
+    def test_version_at_gives_the_same_answer_on_every_store_when_times_go_backwards(self, store: EventStore) -> None:
+        # Written by processes whose clocks disagreed, before decision times were kept monotonic.
+        offsets = [0, 5, 3, 9, 1, 12, 12, 4, 20, 15, 30, 2, 31, 40, 33, 50, 41, 60, 7, 70, 71, 65, 80]
+        times = [T0 + timedelta(seconds=s) for s in offsets]
+        stream = unique_stream()
+        events = [new_event(i, at=t) for i, t in enumerate(times, start=1)]
+        for start in range(0, len(events), 5):
+            store.append(stream, events[start : start + 5], expected_version=start)
+        for seconds in range(-1, 82):
+            when = T0 + timedelta(seconds=seconds)
+            reference = search_version_at(len(times), when, lambda ps: {p: times[p - 1] for p in ps})
+            assert store.version_at(stream, when) == reference
 
     def test_concurrent_appenders_get_one_winner_per_version(self, store: EventStore) -> None:
         stream = unique_stream()

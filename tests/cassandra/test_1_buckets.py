@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from eskit import ConcurrencyError, SchemaError
+from eskit import ConcurrencyError, OperationalError, SchemaError
 from eskit.cassandra import CassandraEventStore, open_cassandra_stores
 from eskit.testing.contract import new_event
 from tests.cassandra.conftest import ClusterPool, fresh_keyspace, store_url
@@ -78,3 +78,18 @@ def test_a_read_bounded_far_beyond_the_head_stops_at_the_head(store: CassandraEv
     store.append(s, [new_event(i) for i in range(1, 4)], expected_version=0)
     assert [e.position for e in store.read(s, lte=2**62)] == [1, 2, 3]
     assert [e.position for e in store.read(s, gt=1, lte=2**62, desc=True)] == [3, 2]
+
+
+def test_a_read_never_returns_fewer_events_than_the_head_it_reports(store: CassandraEventStore) -> None:
+    s = stream()
+    store.append(s, [new_event(i) for i in range(1, 4)], expected_version=0)
+    # What a reader meets when a commit reached some replicas only: a head past the rows it can see.
+    keyspace = store.db.settings.keyspace
+    store.db.session.execute(f"UPDATE {keyspace}.events SET head = 4 WHERE stream_id = %s AND bucket = 0", (s,))
+    assert store.version(s) == 4
+
+    with pytest.raises(OperationalError, match="disagree"):
+        store.read(s)
+    with pytest.raises(OperationalError, match="disagree"):
+        store.read(s, gt=2)
+    assert [e.position for e in store.read(s, lte=3)] == [1, 2, 3]  # what exists can still be read

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ class Server:
     workers: int = 1
     policy: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    prefix: Sequence[str] = ()  # a command that runs the server, such as faketime with its offset
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -43,8 +44,8 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def token(self, role: str = "service") -> str:
-        return TokenSigner(SECRET).issue(role, ttl_seconds=3600)
+    def token(self, role: str = "service", *, ttl_seconds: int = 3600) -> str:
+        return TokenSigner(SECRET).issue(role, ttl_seconds=ttl_seconds)
 
     def client(self, role: str | None = "service", **kwargs: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token(role)}"} if role else {}
@@ -52,6 +53,7 @@ class Server:
 
     def start(self, *, timeout: float = 60) -> None:
         cmd = [
+            *self.prefix,
             sys.executable,
             "-m",
             "downloads.cli",
@@ -121,6 +123,7 @@ def running_server(
     workers: int = 1,
     policy: Path | None = None,
     env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> Iterator[Server]:
     """Start a server on a fresh SQLite file (unless ``store`` is given); stop it whatever happens."""
     server = Server(
@@ -129,6 +132,7 @@ def running_server(
         workers=workers,
         policy=policy,
         env=env or {},
+        prefix=prefix,
         log_path=tmp_path / "server.log",
     )
     try:

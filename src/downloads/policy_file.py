@@ -78,7 +78,7 @@ def _studio(table: dict[str, Any], key: str, base: Studio) -> Studio:
 def parse_policy(data: dict[str, Any]) -> Policy:
     """Build a :class:`Policy` from parsed TOML; raise :class:`PolicyError` naming a bad key."""
     default = Policy()
-    _only(data, "policy", {"plans", "devices", "downloads", "studios", "titles"})
+    _only(data, "policy", {"plans", "devices", "accounts", "downloads", "studios", "titles"})
 
     plans = dict(default.plans)
     if "plans" in data:
@@ -98,6 +98,12 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         _only(devices, "devices", {"max_active_downloads"})
         if "max_active_downloads" in devices:
             max_active = _int(devices["max_active_downloads"], "devices.max_active_downloads", minimum=1)
+    max_devices = default.max_devices
+    if "accounts" in data:
+        accounts = _table(data["accounts"], "accounts")
+        _only(accounts, "accounts", {"max_devices"})
+        if "max_devices" in accounts:
+            max_devices = _int(accounts["max_devices"], "accounts.max_devices", minimum=1)
 
     window = default.window
     if "downloads" in data:
@@ -133,7 +139,14 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         if title.studio not in studios:
             raise PolicyError(f"titles.{title_id}.studio: unknown studio {title.studio!r}")
 
-    return Policy(plans=plans, max_active_downloads=max_active, window=window, studios=studios, titles=titles)
+    return Policy(
+        plans=plans,
+        max_active_downloads=max_active,
+        max_devices=max_devices,
+        window=window,
+        studios=studios,
+        titles=titles,
+    )
 
 
 def load_policy(path: str | Path | None) -> Policy:

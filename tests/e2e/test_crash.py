@@ -196,8 +196,10 @@ def test_a_server_killed_mid_load_keeps_every_acknowledged_command_and_retries_a
     account = unique_id("crash")
     ledger = Ledger()
     store = f"sqlite:///{tmp_path / 'downloads.db'}"
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[accounts]\nmax_devices = 100000\n")  # every step registers one more device
     for cycle in range(KILLS + 1):
-        with running_server(tmp_path, store=store, workers=workers) as server:
+        with running_server(tmp_path, store=store, workers=workers, policy=policy) as server:
             if cycle == 0:
                 with server.client() as http:
                     opened = http.post("/v1/accounts", json={"account_id": account, "plan": "premium"})

@@ -39,7 +39,7 @@ def an_account(*, plan: str = "premium", devices: tuple[str, ...] = ("phone",)) 
     account = Account("acct-1")
     account.open(plan=plan, policy=POLICY, now=T0)
     for device_id in devices:
-        account.register_device(device_id=device_id, model="model", now=T0)
+        account.register_device(device_id=device_id, model="model", policy=POLICY, now=T0)
     return saved(account)
 
 
@@ -112,7 +112,7 @@ def test_every_command_expires_due_licenses_before_its_own_event() -> None:
     account = an_account(devices=("phone", "tablet"))
     lic = issue(account)
 
-    account.register_device(device_id="laptop", model="model", now=T0 + 40 * DAY)
+    account.register_device(device_id="laptop", model="model", policy=POLICY, now=T0 + 40 * DAY)
 
     assert account.pending_events == (
         LicenseExpired(lic, T0 + 30 * DAY),

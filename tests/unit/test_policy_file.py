@@ -24,6 +24,7 @@ def test_without_a_file_the_policy_is_the_documented_default() -> None:
 
     assert policy.plans == {"basic": Plan(1), "standard": Plan(2), "premium": Plan(6)}
     assert policy.max_active_downloads == 100
+    assert policy.max_devices == 20
     assert policy.window == timedelta(days=365)
     assert policy.studios == {
         "default": Studio(
@@ -73,6 +74,9 @@ download_devices = 4
 [devices]
 max_active_downloads = 25
 
+[accounts]
+max_devices = 8
+
 [downloads]
 window = "90d"
 
@@ -92,6 +96,7 @@ studio = "strict"
 
     assert policy.plans == {"solo": Plan(1), "family": Plan(4)}
     assert policy.max_active_downloads == 25
+    assert policy.max_devices == 8
     assert policy.window == timedelta(days=90)
     assert policy.studios["default"] == Studio(
         license_duration=timedelta(days=7), playback_window=timedelta(minutes=15)

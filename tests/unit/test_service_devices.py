@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from downloads.domain import Denied, NotFound
+from downloads.domain import Denied, NotFound, Policy
 from tests.unit.factories import refusal, start_service
 
 
@@ -126,3 +126,17 @@ def test_sync_of_an_unknown_device_answers_device_not_found() -> None:
     d.account("acct-1", devices=[])
 
     assert refusal(lambda: d.service.sync_device("acct-1", "nope", []), NotFound).code == "DEVICE_NOT_FOUND"
+
+
+def test_an_account_holds_at_most_max_devices_active_devices() -> None:
+    d = start_service(policy=Policy(max_devices=3))
+    d.account("acct-1", devices=["a", "b", "c"])
+    before = d.stream_version("acct-1")
+
+    error = refusal(lambda: d.service.register_device("acct-1", "d", "model"), Denied)
+
+    assert (error.code, error.details) == ("TOO_MANY_DEVICES", {"limit": 3, "used": 3})
+    assert d.stream_version("acct-1") == before
+    d.service.deactivate_device("acct-1", "a")
+    assert d.service.register_device("acct-1", "d", "model").created  # a freed place may be taken
+    assert refusal(lambda: d.service.register_device("acct-1", "a", "model"), Denied).code == "TOO_MANY_DEVICES"

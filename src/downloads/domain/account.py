@@ -210,12 +210,19 @@ class Account(Aggregate):
             self.trigger(LicenseRevoked(lic.license_id, now, "account_closed"))
         self.trigger(AccountClosed(now))
 
-    def register_device(self, *, device_id: str, model: str, now: datetime) -> tuple[Device, bool]:
+    def register_device(self, *, device_id: str, model: str, policy: Policy, now: datetime) -> tuple[Device, bool]:
         """Register a device; returns it and whether it was (re)registered now."""
         self._prepare(now)
         existing = self.devices.get(device_id)
         if existing is not None and existing.status == ACTIVE:
             return existing, False
+        active = sum(1 for d in self.devices.values() if d.status == ACTIVE)
+        if active >= policy.max_devices:
+            raise Denied(
+                "TOO_MANY_DEVICES",
+                f"the account has {active} active devices, the limit is {policy.max_devices}",
+                {"limit": policy.max_devices, "used": active},
+            )
         self.trigger(DeviceRegistered(device_id, model, now))
         return self.devices[device_id], True
 

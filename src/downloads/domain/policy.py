@@ -42,6 +42,7 @@ class Policy:
 
     plans: dict[str, Plan] = field(default_factory=lambda: {"basic": Plan(1), "standard": Plan(2), "premium": Plan(6)})
     max_active_downloads: int = 100
+    max_devices: int = 20  # registered, active devices per account
     window: timedelta = timedelta(days=365)
     studios: dict[str, Studio] = field(
         default_factory=lambda: {"default": Studio(), "restricted": Studio(max_downloads_per_title=3)}

@@ -180,7 +180,7 @@ class DownloadsService:
 
     def register_device(self, account_id: str, device_id: str, model: str, *, request_id: str | None = None) -> Reply:
         def action(account: Account, now: datetime) -> tuple[dict[str, Any], bool]:
-            device, created = account.register_device(device_id=device_id, model=model, now=now)
+            device, created = account.register_device(device_id=device_id, model=model, policy=self.policy, now=now)
             return device_view(account, device), created
 
         args = {"device_id": device_id, "model": model}

@@ -140,8 +140,9 @@ def run(quick: bool) -> dict[str, Any]:
         f"One stream per length ({', '.join(f'{n:,}' for n in lengths)} events, recorded 1 ms apart) of the "
         f"counter aggregate of the load benchmark, saved 100 events at a time with a snapshot every "
         f"{SNAPSHOT_EVERY}. A sample is the mean of `Repository.load(stream, as_of=T)` calls at random points "
-        f"T of the stream, as many as fill 100 ms: the store's `version_at` (a 16-way search over recorded "
-        f"times, one query per round), then the snapshot below that version and the events after it. {rounds} "
+        f"T of the stream, as many as fill 100 ms: the store's `version_at` (the shared search over "
+        f"recorded times: 64 probes a round, strided probes over long ranges, which Cassandra reads from its "
+        f"time index), then the snapshot below that version and the events after it. {rounds} "
         f"rounds rotate the order of the lengths; medians. The latest-version load is shown for comparison."
     )
     return {

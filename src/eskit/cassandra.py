@@ -45,7 +45,7 @@ from eskit.exceptions import (
     StoreUnavailable,
     UnknownOutcome,
 )
-from eskit.store import EventStore, SnapshotStore
+from eskit.store import TIME_STRIDE, EventStore, SnapshotStore
 from eskit.timeutil import from_micros, to_micros
 from eskit.validation import check_append, check_read
 
@@ -233,7 +233,7 @@ class _Connection:
     def _create_schema(self) -> None:
         s, ks = self.settings, self.settings.keyspace
         existing = self.cluster.metadata.keyspaces.get(ks)
-        if existing is not None and {"events", "snapshots", "eskit_settings"} <= set(existing.tables):
+        if existing is not None and {"events", "snapshots", "eskit_settings", "event_times"} <= set(existing.tables):
             return  # schema changes are not free of races between clients: skip them when not needed
         factors = s.replication_map(s.dc or self._first_dc())
         replication = ", ".join(f"'{dc}': {n}" for dc, n in factors.items())
@@ -252,6 +252,12 @@ class _Connection:
                 PRIMARY KEY (stream_id, version)
             ) WITH CLUSTERING ORDER BY (version DESC)""",
             f"CREATE TABLE IF NOT EXISTS {ks}.eskit_settings (name text PRIMARY KEY, value text)",
+            # The time index: the recorded time of every position 1 + k * TIME_STRIDE, one
+            # partition per stream, so time travel finds its region of a long stream in one read.
+            f"""CREATE TABLE IF NOT EXISTS {ks}.event_times (
+                stream_id text, position bigint, recorded_at bigint,
+                PRIMARY KEY (stream_id, position)
+            )""",
         ]
         with _translated("cannot create the Cassandra schema"):
             for statement in statements:
@@ -288,6 +294,8 @@ class _Connection:
                 f"keyspace {ks!r} was created with bucket_size={row.value}, the URL asks for "
                 f"{self.settings.bucket_size}: the bucket size of a keyspace can never change"
             )
+        if "event_times" not in self.cluster.metadata.keyspaces[ks].tables:
+            raise SchemaError(f"keyspace {ks!r} has no event_times table: run `downloads store init` to add it")
 
     def _check_paxos_variant(self) -> None:
         """Refuse a cluster whose nodes do not all run Paxos v2 (unknown outcomes are resolved assuming it)."""
@@ -349,6 +357,10 @@ class _Connection:
             )
             self.select_times = p(
                 f"SELECT position, recorded_at FROM {ks}.events WHERE stream_id = ? AND bucket = ? AND position IN ?"
+            )
+            self.insert_time = p(f"INSERT INTO {ks}.event_times (stream_id, position, recorded_at) VALUES (?, ?, ?)")
+            self.select_indexed_times = p(
+                f"SELECT position, recorded_at FROM {ks}.event_times WHERE stream_id = ? AND position IN ?"
             )
             self.insert_snapshot = p(
                 f"INSERT INTO {ks}.snapshots (stream_id, version, type_name, schema_version, state, recorded_at)"
@@ -469,7 +481,10 @@ class CassandraEventStore(EventStore):
         return None if row is None else row.head
 
     def version(self, stream_id: str) -> int:
-        return self._version(stream_id, serial=stream_id in self._read_serially)
+        serial = stream_id in self._read_serially
+        version = self._version(stream_id, serial=serial)
+        self._read_serially.discard(stream_id)
+        return version
 
     def _version(self, stream_id: str, *, serial: bool) -> int:
         bucket = self._last_bucket.get(stream_id, 0)
@@ -538,6 +553,14 @@ class CassandraEventStore(EventStore):
             applied, head = self._conditional(batch, stream_id, bucket, expected_version, events)
             if applied:
                 self._remember_bucket(stream_id, bucket)
+                self._index_times(
+                    stream_id,
+                    {
+                        p: to_micros(e.recorded_at)
+                        for p, e in enumerate(events, start=expected_version + 1)
+                        if (p - 1) % TIME_STRIDE == 0
+                    },
+                )
                 return expected_version + len(events)
             wrong_guess = (head is None) != first_in_bucket and (head is None or head == expected_version)
             if not wrong_guess:
@@ -741,9 +764,31 @@ class CassandraEventStore(EventStore):
                 break
         return found
 
+    def _index_times(self, stream_id: str, times: dict[int, int]) -> None:
+        """Record stride positions' times in the time index; a failure costs only speed (it is repaired on read)."""
+        for position, micros in times.items():
+            try:
+                self.db.execute(self.db.insert_time, (stream_id, position, micros))
+            except OperationalError as exc:
+                log.warning("time index of %s at %d not written: %s", stream_id, position, exc)
+
     def recorded_times(self, stream_id: str, positions: Sequence[int]) -> dict[int, datetime]:
-        """One query per bucket the positions fall in, all in flight at once (then the bucket
-        before, for positions written by an append that spilled past its bucket's end)."""
+        """Stride positions from the time index (one partition); the rest, and any the index lacks,
+        from the events: one query per bucket, all in flight at once (then the bucket before, for
+        positions written by an append that spilled past its bucket's end)."""
+        found: dict[int, datetime] = {}
+        strided = [p for p in positions if (p - 1) % TIME_STRIDE == 0]
+        if len(strided) > 1:
+            for row in self.db.execute(self.db.select_indexed_times, (stream_id, strided)):
+                found[row.position] = from_micros(row.recorded_at)
+        wanted = [p for p in positions if p not in found]
+        unindexed = [p for p in strided if p not in found]
+        found.update(self._times_from_events(stream_id, wanted))
+        # Repair the index where it lacked a position (an append whose index write failed, or older data).
+        self._index_times(stream_id, {p: to_micros(found[p]) for p in unindexed if p in found})
+        return found
+
+    def _times_from_events(self, stream_id: str, positions: Sequence[int]) -> dict[int, datetime]:
         found: dict[int, datetime] = {}
         wanted = list(positions)
         for shift in (0, 1):

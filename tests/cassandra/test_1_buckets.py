@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
 from eskit import ConcurrencyError, OperationalError, SchemaError
 from eskit.cassandra import CassandraEventStore, open_cassandra_stores
-from eskit.testing.contract import new_event
+from eskit.store import TIME_STRIDE
+from eskit.testing.contract import T0, new_event
 from tests.cassandra.conftest import ClusterPool, fresh_keyspace, store_url
 
 pytestmark = pytest.mark.cassandra
@@ -93,3 +95,31 @@ def test_a_read_never_returns_fewer_events_than_the_head_it_reports(store: Cassa
     with pytest.raises(OperationalError, match="disagree"):
         store.read(s, gt=2)
     assert [e.position for e in store.read(s, lte=3)] == [1, 2, 3]  # what exists can still be read
+
+
+def test_time_travel_over_a_long_stream_uses_and_repairs_the_time_index(keyspace_url: str) -> None:
+    # Buckets of 1,000: long appends, so 70,000 events take 700 appends; the stream crosses 70 partitions.
+    url = keyspace_url.replace("bucket_size=10", "bucket_size=1000").replace("/buckets_", "/times_")
+    events, _ = open_cassandra_stores(url)
+    try:
+        s = stream()
+        length = 70_000  # past TIME_STRIDE * 64, where time travel probes strided positions
+        times = [T0 + timedelta(milliseconds=i) for i in range(length)]
+        for start in range(0, length, 100):
+            events.append(
+                s, [new_event(i, at=times[i - 1]) for i in range(start + 1, start + 101)], expected_version=start
+            )
+        keyspace = events.db.settings.keyspace
+        indexed = events.db.session.execute(f"SELECT position FROM {keyspace}.event_times WHERE stream_id = %s", (s,))
+        assert [row.position for row in indexed] == list(range(1, length + 1, TIME_STRIDE))
+
+        events.db.session.execute(f"DELETE FROM {keyspace}.event_times WHERE stream_id = %s AND position = 33793", (s,))
+        for position in [1, TIME_STRIDE + 1, 33_793, 33_794, 65_537, length]:
+            assert events.version_at(s, times[position - 1]) == position
+            assert events.version_at(s, times[position - 1] - timedelta(microseconds=1)) == position - 1
+        again = events.db.session.execute(
+            f"SELECT position FROM {keyspace}.event_times WHERE stream_id = %s AND position = 33793", (s,)
+        )
+        assert again.one() is not None  # the read put the missing entry back
+    finally:
+        events.close()

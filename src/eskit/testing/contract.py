@@ -17,9 +17,9 @@ import pytest
 
 from eskit.events import NewEvent, Snapshot
 from eskit.exceptions import ConcurrencyError, InterfaceError
-from eskit.store import EventStore, SnapshotStore, search_version_at
+from eskit.store import TIME_STRIDE, EventStore, SnapshotStore, search_version_at
 
-__all__ = ["EventStoreContract", "SnapshotStoreContract", "new_event"]
+__all__ = ["T0", "EventStoreContract", "SnapshotStoreContract", "new_event"]
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -46,6 +46,10 @@ class EventStoreContract:
     racers: int = 8
     #: how many appends each racer attempts
     race_rounds: int = 10
+    #: the most events one append of the long-stream tests holds (a backend's batch limit)
+    max_append: int = 1000
+    #: whether to build streams long enough for the strided rounds of time travel (70,000 events)
+    long_streams: bool = True
 
     def make_event_store(self) -> EventStore:
         raise NotImplementedError
@@ -168,6 +172,21 @@ class EventStoreContract:
             for when in (probe, probe + timedelta(microseconds=1), probe - timedelta(microseconds=1)):
                 expected = max((i for i, t in enumerate(times, start=1) if t <= when), default=0)
                 assert store.version_at(stream, when) == expected
+
+    def test_version_at_in_a_stream_long_enough_for_strided_rounds(self, store: EventStore) -> None:
+        if not self.long_streams:
+            pytest.skip("this binding covers long streams in a test of its own")
+        stream = unique_stream()
+        length = TIME_STRIDE * 64 + 4000
+        times = [T0 + timedelta(milliseconds=i) for i in range(length)]
+        for start in range(0, length, self.max_append):
+            batch = [new_event(i, at=times[i - 1]) for i in range(start + 1, min(start + self.max_append, length) + 1)]
+            store.append(stream, batch, expected_version=start)
+        for position in [1, 2, TIME_STRIDE, TIME_STRIDE + 1, 33_333, 65_537, length - 1, length]:
+            at = times[position - 1]
+            assert store.version_at(stream, at) == position
+            assert store.version_at(stream, at - timedelta(microseconds=1)) == position - 1
+        assert store.version_at(stream, times[-1] + timedelta(days=1)) == length
 
     def test_version_at_gives_the_same_answer_on_every_store_when_times_go_backwards(self, store: EventStore) -> None:
         # Written by processes whose clocks disagreed, before decision times were kept monotonic.

@@ -1,8 +1,10 @@
 """The ``downloads`` command: serve, store init, token, history.
 
 Every option also reads its ``DOWNLOADS_*`` environment variable (see
-:mod:`downloads.settings`). Errors print ``Error: message`` and exit 1, never a
-traceback.
+:mod:`downloads.settings`). The project's own errors and bad input print
+``ErrorName: message`` and exit 1; anything else is a bug and shows as one.
+Whatever comes from the store is printed with non-printable characters escaped,
+so stored text cannot drive the operator's terminal.
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ from downloads.settings import Settings
 __all__ = ["main"]
 
 
-class CliError(Exception):
-    """A user-facing error: printed as ``Error: message``."""
+class UsageError(Exception):
+    """A mistake in how the command was called: printed as ``UsageError: message``."""
+
+
+def printable(text: object) -> str:
+    """``text`` with every character that is not printable (controls, format characters such
+    as bidirectional overrides, line separators) written as a Python escape."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -36,9 +44,11 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 def _parse_time(text: str) -> datetime:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
     except ValueError as exc:
-        raise CliError(f"not an ISO 8601 time: {text!r}") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+        raise UsageError(f"not an ISO 8601 time: {text!r}") from exc
+    except OverflowError as exc:
+        raise UsageError(f"{text!r} has no UTC form (it is out of range)") from exc
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -61,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  service token: {signer.issue('service', ttl_seconds=86400)}", file=sys.stderr)
         print(f"  admin token:   {signer.issue('admin', ttl_seconds=86400)}", file=sys.stderr)
     else:
-        TokenSigner(secret)  # refuse a weak secret now, not in each worker
+        _signer(secret)  # refuse a weak secret now, not in each worker
     env = {
         "DOWNLOADS_STORE": settings.store,
         "DOWNLOADS_AUTH_SECRET": secret,
@@ -70,8 +80,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "DOWNLOADS_IDEMPOTENCY_HOURS": str(settings.idempotency_hours),
         "DOWNLOADS_MAX_BODY_BYTES": str(settings.max_body_bytes),
     }
-    if settings.create_schema is not None:
-        env["DOWNLOADS_CREATE_SCHEMA"] = str(settings.create_schema).lower()
+    # The store exists now (the bootstrap above made it if allowed): workers only open it, so a
+    # SQLite file removed while serving is reported, never silently made again.
+    env["DOWNLOADS_CREATE_SCHEMA"] = "false"
     if settings.policy:
         env["DOWNLOADS_POLICY"] = os.path.abspath(settings.policy)
     os.environ.update(env)
@@ -115,14 +126,21 @@ def cmd_store_init(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from downloads.api.auth import TokenSigner
-
     secret = args.secret or os.environ.get("DOWNLOADS_AUTH_SECRET")
     if not secret:
-        raise CliError("no secret: set DOWNLOADS_AUTH_SECRET (the one the server uses) or pass --secret")
+        raise UsageError("no secret: set DOWNLOADS_AUTH_SECRET (the one the server uses) or pass --secret")
     ttl = parse_duration(args.ttl, "--ttl")
-    print(TokenSigner(secret).issue(args.role, ttl_seconds=ttl.total_seconds(), subject=args.subject))
+    print(_signer(secret).issue(args.role, ttl_seconds=ttl.total_seconds(), subject=args.subject))
     return 0
+
+
+def _signer(secret: str) -> Any:
+    from downloads.api.auth import TokenSigner
+
+    try:
+        return TokenSigner(secret)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -139,22 +157,26 @@ def cmd_history(args: argparse.Namespace) -> int:
             page = service.history(args.account, after=page["next"], limit=1000)
             events.extend(page["events"])
         if as_of is not None:
-            cutoff = as_of.astimezone(UTC)
-            events = [e for e in events if _parse_time(e["recorded_at"]) <= cutoff]
+            events = [e for e in events if _parse_time(e["recorded_at"]) <= as_of]
         for event in events:
             data = " ".join(f"{k}={v}" for k, v in event["data"].items() if k not in ("at", "account_id"))
-            print(f"{event['seq']:>6}  {event['recorded_at']}  {event['type']:<18} {data}")
+            print(printable(f"{event['seq']:>6}  {event['recorded_at']}  {event['type']:<18} {data}"))
         state = service.get_account(args.account, as_of=as_of)
         label = f"as of {args.as_of}" if as_of else "now"
         print(
-            f"\naccount {state['account_id']} {label}: plan={state['plan']} status={state['status']} "
-            f"version={state['version']} devices_with_downloads={state['devices_with_downloads']}/"
-            f"{state['device_limit']}"
+            "\n"
+            + printable(
+                f"account {state['account_id']} {label}: plan={state['plan']} status={state['status']} "
+                f"version={state['version']} devices_with_downloads={state['devices_with_downloads']}/"
+                f"{state['device_limit']}"
+            )
         )
         for device in state["devices"]:
             print(
-                f"  device {device['device_id']} ({device['model']}): {device['status']}, "
-                f"{device['active_downloads']} active download(s)"
+                printable(
+                    f"  device {device['device_id']} ({device['model']}): {device['status']}, "
+                    f"{device['active_downloads']} active download(s)"
+                )
             )
     finally:
         app.close()
@@ -213,14 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.run(args)
         return status
-    except (CliError, PolicyError, EskitError, ValueError, OSError) as exc:
+    except (UsageError, PolicyError, EskitError, ValidationError) as exc:
         message = str(exc)
         if isinstance(exc, ValidationError):
             message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        print(f"Error: {message}", file=sys.stderr)
+        print(printable(f"{type(exc).__name__}: {message}"), file=sys.stderr)
         return 1
     except DomainError as exc:
-        print(f"Error: {exc.message}", file=sys.stderr)
+        print(printable(f"{type(exc).__name__}: {exc.code}: {exc.message}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

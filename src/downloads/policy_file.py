@@ -25,12 +25,22 @@ class PolicyError(ValueError):
     """The policy file is unreadable or has a bad key; the message names the key."""
 
 
-def parse_duration(value: object, key: str) -> timedelta:
-    """Parse ``"30d"``, ``"48h"``, ``"15m"`` or ``"2s"``."""
-    match = _DURATION.match(value) if isinstance(value, str) else None
+#: the longest duration a policy may set: every license's expiry must stay a representable time
+MAX_DURATION = timedelta(days=3650)
+
+
+def parse_duration(value: object, key: str, *, maximum: timedelta = MAX_DURATION) -> timedelta:
+    """Parse ``"30d"``, ``"48h"``, ``"15m"`` or ``"2s"``, at most ``maximum``; the error names ``key``."""
+    match = _DURATION.match(value) if isinstance(value, str) and len(value) <= 32 else None
     if match is None:
         raise PolicyError(f'{key}: expected a duration such as "30d", "48h", "15m" or "2s", got {value!r}')
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        duration = None
+    if duration is None or duration > maximum:
+        raise PolicyError(f"{key}: {value!r} is longer than the most allowed, {maximum.days} days")
+    return duration
 
 
 def _int(value: object, key: str, *, minimum: int) -> int:

@@ -7,6 +7,13 @@ of the machine. Appends run in ``BEGIN IMMEDIATE`` transactions, which take the
 database's single write lock up front, so the version check and the inserts of
 one append are atomic across threads and processes; ``busy_timeout`` makes a
 writer wait for the lock instead of failing.
+
+The file: a connection records the database file's identity (device and inode)
+when it first opens it and checks it again before every commit and on
+:meth:`SQLiteEventStore.ping`. A file that was removed or replaced while the
+store runs makes every write fail with :class:`StoreUnavailable` instead of
+going, unnoticed, into a new empty database; the file is created only by the
+first open of a store made with ``create=True``, never later.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ _SCHEMA = (
         recorded_at INTEGER NOT NULL,
         PRIMARY KEY (stream_id, position)
     ) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS eskit_health (id INTEGER PRIMARY KEY, checked_at INTEGER NOT NULL)",
     """CREATE TABLE IF NOT EXISTS snapshots (
         stream_id TEXT NOT NULL,
         version INTEGER NOT NULL,
@@ -75,14 +83,20 @@ SELECT_VERSION = "SELECT max(position) FROM events WHERE stream_id = ?"
 
 
 class SQLiteConnection:
-    """One connection per thread (and per process, after a fork) to one database file."""
+    """One connection per thread (and per process, after a fork) to one database file.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    ``create`` allows the first open to create the file; every later open, and
+    every open when ``create`` is false, requires the file to exist already.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = str(path)
+        self.create = create
         self._local = threading.local()
         self._closed = False
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        self._identity: tuple[int, int] | None = None
 
     def get(self) -> sqlite3.Connection:
         """Return this thread's connection, opening it (and the schema) on first use."""
@@ -96,14 +110,46 @@ class SQLiteConnection:
         self._local.pid = os.getpid()
         return conn
 
+    @property
+    def _on_disk(self) -> bool:
+        return self.path != ":memory:" and not self.path.startswith("file:")
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot look at SQLite store {self.path!r}: {exc}") from exc
+        return found.st_dev, found.st_ino
+
+    def check_file(self) -> None:
+        """Raise :class:`StoreUnavailable` if the database file is gone or is another file now."""
+        if not self._on_disk or self._identity is None:
+            return
+        now = self._file_identity()
+        if now is None:
+            raise StoreUnavailable(f"the SQLite store {self.path!r} was removed while in use; restore it and restart")
+        if now != self._identity:
+            raise StoreUnavailable(f"the SQLite store {self.path!r} was replaced by another file while in use; restart")
+
     def _open(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
+        target = self.path
+        if self._on_disk:
             parent = Path(self.path).parent
             if not parent.is_dir():
                 raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: no folder {str(parent)!r}")
+            may_create = self.create and self._identity is None
+            if not may_create:
+                if self._identity is None and self._file_identity() is None:
+                    raise StoreUnavailable(f"no SQLite store at {self.path!r} (create it with `downloads store init`)")
+                self.check_file()
+                target = Path(self.path).resolve().as_uri() + "?mode=rw"  # never creates the file
         for attempt in range(50):
             try:
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                conn = sqlite3.connect(
+                    target, isolation_level=None, check_same_thread=False, timeout=30, uri=target.startswith("file:")
+                )
                 try:
                     for pragma in PRAGMAS:
                         conn.execute(pragma)
@@ -115,6 +161,8 @@ class SQLiteConnection:
                 except BaseException:
                     conn.close()
                     raise
+                if self._on_disk and self._identity is None:
+                    self._identity = self._file_identity()
                 return conn
             except sqlite3.OperationalError as exc:
                 # Switching a new file to WAL needs an exclusive lock and may answer "locked"
@@ -134,6 +182,8 @@ class SQLiteConnection:
             conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
             try:
                 yield conn
+                if immediate:
+                    self.check_file()  # never commit into a file that is not the store's any more
                 conn.execute("COMMIT")
             except BaseException:
                 # Also after a failed COMMIT: SQLite may keep the transaction (and the write lock) open.
@@ -213,6 +263,9 @@ class _GroupCommitter:
         self._waiting: list[_Append] = []
         self._leading = False
         self._pid = os.getpid()
+        #: when the last group failed in the backend (full disk, I/O error) with no commit since
+        self.failed_at: float | None = None
+        self.failure = ""
 
     def submit(self, append: _Append) -> int:
         if self._pid != os.getpid():  # a forked child starts with no commit under way
@@ -240,7 +293,10 @@ class _GroupCommitter:
                 group, self._waiting = self._waiting[: self.max_group], self._waiting[self.max_group :]
             try:
                 self._write(group)
+                self.failed_at = None
             except BaseException as exc:  # the group's transaction failed: none of its events are stored
+                if isinstance(exc, OperationalError):
+                    self.failed_at, self.failure = time.monotonic(), str(exc)
                 for append in group:
                     append.error = append.error or exc
             for append in group:
@@ -333,6 +389,22 @@ class SQLiteEventStore(EventStore):
                 (stream_id, *positions),
             ).fetchall()
         return {position: from_micros(at) for position, at in rows}
+
+    #: after a failed append, how long ``ping`` reports the failure unless an append succeeds meanwhile
+    FAILURE_MEMORY = 30.0
+
+    def ping(self) -> None:
+        """Check that the store's file is still its own and takes a durable write (one row, rewritten).
+
+        A recent failed append (full disk, I/O error) with no successful one since also fails
+        the check: a probe of one small row can slip into the last free bytes that an append
+        did not fit in.
+        """
+        failed_at = self._committer.failed_at
+        if failed_at is not None and time.monotonic() - failed_at < self.FAILURE_MEMORY:
+            raise StoreUnavailable(f"the last append to {self.db.path!r} failed: {self._committer.failure}")
+        with self.db.transaction(immediate=True) as conn:
+            conn.execute("INSERT OR REPLACE INTO eskit_health (id, checked_at) VALUES (1, ?)", (time.time_ns(),))
 
     def close(self) -> None:
         self.db.close()

@@ -53,7 +53,8 @@ def open_stores(url: str, **options: Any) -> Stores:
     if scheme == "memory":
         return Stores(url, InMemoryEventStore(), InMemorySnapshotStore())
     if scheme == "sqlite":
-        db = SQLiteConnection(sqlite_path(url))
+        # The file is created only when asked (None: yes); otherwise it must exist.
+        db = SQLiteConnection(sqlite_path(url), create=options.get("create_schema") is not False)
         db.get()  # open now, so a bad path fails at start rather than at first request
         return Stores(url, SQLiteEventStore(db), SQLiteSnapshotStore(db))
     if scheme == "cassandra":

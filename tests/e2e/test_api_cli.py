@@ -44,7 +44,7 @@ def test_token_prints_a_token_the_server_accepts_for_its_role(shared_server: Ser
 def test_token_without_a_secret_is_an_error_not_a_traceback() -> None:
     result = _downloads("token", "--role", "admin")
     assert result.returncode != 0
-    assert result.stderr.startswith("Error: ")
+    assert result.stderr.startswith("UsageError: ")
     assert "Traceback" not in result.stderr
 
 
@@ -78,7 +78,7 @@ def test_history_prints_the_timeline_of_a_running_servers_store(shared_server: S
 
     missing = _downloads("history", unique_id(), "--store", shared_server.store)
     assert missing.returncode != 0
-    assert missing.stderr.startswith("Error: ")
+    assert missing.stderr.startswith("NotFound: ACCOUNT_NOT_FOUND: ")
     assert "Traceback" not in missing.stderr
 
 
@@ -107,7 +107,7 @@ def test_serve_with_a_bad_policy_exits_with_an_error_naming_the_key(tmp_path: Pa
         timeout=30,
     )
     assert result.returncode != 0
-    assert "Error: " in result.stderr
+    assert "PolicyError: " in result.stderr
     assert key in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -125,7 +125,7 @@ def test_serve_with_a_missing_policy_file_exits_with_an_error(tmp_path: Path) ->
         timeout=30,
     )
     assert result.returncode != 0
-    assert result.stderr.startswith("Error: ")
+    assert result.stderr.startswith("PolicyError: ")
     assert "absent.toml" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -141,3 +141,51 @@ def test_store_init_creates_the_sqlite_file(tmp_path: Path) -> None:
     relative = _downloads("store", "init", env={"DOWNLOADS_STORE": "sqlite:///rel.db"}, cwd=tmp_path)
     assert relative.returncode == 0, relative.stderr
     assert (tmp_path / "rel.db").is_file()
+
+
+HOSTILE_MODEL = "x\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07\r\n     9  2030-01-01T00:00:00Z  AccountClosed\u202e"
+
+
+def test_free_text_with_control_or_format_characters_is_refused_by_the_api(shared_server: Server) -> None:
+    account = unique_id()
+    with shared_server.client() as http:
+        http.post("/v1/accounts", json={"account_id": account, "plan": "standard"}).raise_for_status()
+        for model in (HOSTILE_MODEL, "tab\there", "bidi\u202eoverride", "zero\u200bwidth"):
+            refused = http.post(f"/v1/accounts/{account}/devices", json={"device_id": "d1", "model": model})
+            expect_error(refused, 422, "VALIDATION_ERROR")
+        fine = "Pixel 9 \u2013 \u00dcn\u00efcode \u2713"  # letters and symbols of any script are fine
+        ok = http.post(f"/v1/accounts/{account}/devices", json={"device_id": "d1", "model": fine})
+        assert ok.status_code == 201, ok.text
+
+
+def test_history_escapes_whatever_it_prints_that_is_not_printable(tmp_path: Path) -> None:
+    # A store written before free text was checked may hold anything: write one through the service.
+    from downloads.bootstrap import bootstrap
+    from downloads.settings import Settings
+
+    store = f"sqlite:///{tmp_path / 'old.db'}"
+    app = bootstrap(Settings(store=store))
+    try:
+        app.service.open_account("acct-1", "standard")
+        app.service.register_device("acct-1", "d1", HOSTILE_MODEL)
+    finally:
+        app.close()
+
+    result = _downloads("history", "acct-1", "--store", store)
+
+    assert result.returncode == 0, result.stderr
+    assert not any((ord(c) < 0x20 and c != "\n") or ord(c) == 0x7F for c in result.stdout)
+    assert "\u202e" not in result.stdout
+    assert "\\x1b[2J" in result.stdout and "\\u202e" in result.stdout
+    # Two events, a blank line, the account and its device: the forged line stayed inside the model.
+    assert result.stdout.count("\n") == 5
+
+
+def test_history_on_a_mistyped_sqlite_path_is_an_error_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+
+    result = _downloads("history", "acct-1", "--store", f"sqlite:///{missing}")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("StoreUnavailable: ") and "Traceback" not in result.stderr
+    assert not missing.exists()

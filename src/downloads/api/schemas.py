@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "ID_PATTERN",
@@ -38,6 +39,23 @@ Id = Annotated[
 ]
 IdField = Annotated[str, Field(pattern=ID_PATTERN, max_length=128)]
 
+#: Unicode categories free text may not hold: controls (escape sequences, tabs, newlines), format
+#: characters (bidirectional overrides, zero-width marks), line and paragraph separators, surrogates
+#: and private use. They have no place in a name and can drive the terminal or page that shows it.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co"})
+
+
+def _printable_text(value: str) -> str:
+    for char in value:
+        if unicodedata.category(char) in _UNPRINTABLE:
+            raise ValueError(f"contains the control or format character U+{ord(char):04X}")
+    return value
+
+
+#: free text shown to people: printable characters only
+ModelText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable_text)]
+NameText = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable_text)]
+
 
 class _In(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
@@ -45,16 +63,16 @@ class _In(BaseModel):
 
 class AccountIn(_In):
     account_id: IdField
-    plan: Annotated[str, Field(min_length=1, max_length=64)]
+    plan: NameText
 
 
 class PlanIn(_In):
-    plan: Annotated[str, Field(min_length=1, max_length=64)]
+    plan: NameText
 
 
 class DeviceIn(_In):
     device_id: IdField
-    model: Annotated[str, Field(min_length=1, max_length=200)]
+    model: ModelText
 
 
 class SyncIn(_In):
@@ -69,7 +87,7 @@ class LicenseIn(_In):
 class TitleIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    studio: Annotated[str, Field(min_length=1, max_length=64, strict=True)]
+    studio: Annotated[NameText, Field(strict=True)]
     downloadable: Annotated[bool, Field(strict=True)] = True
     available_until: datetime | None = None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -10,6 +12,7 @@ from downloads.api.routes._reply import json
 from eskit import StoreError
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
 
 
 @router.get("/healthz")
@@ -19,10 +22,12 @@ def healthz() -> Response:
 
 @router.get("/readyz")
 def readyz(request: Request) -> Response:
+    """Ready when the store answers and, on SQLite, takes a write. Callers learn only the status."""
     try:
         request.app.state.stores.events.ping()
     except StoreError as exc:
-        return json({"status": "unavailable", "store": str(exc)}, 503)
+        log.warning("not ready: %s", exc)  # the reason goes to the log, not to anonymous callers
+        return json({"status": "unavailable"}, 503)
     return json({"status": "ready"})
 
 

@@ -54,7 +54,7 @@ def _parse_time(text: str) -> datetime:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from downloads.api.auth import TokenSigner, new_secret
+    from downloads.api.auth import new_secret
     from downloads.bootstrap import bootstrap
 
     settings = _settings(args)
@@ -63,15 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     secret = settings.auth_secret
     if not secret:
         secret = new_secret()
-        signer = TokenSigner(secret)
-        print(
-            "No DOWNLOADS_AUTH_SECRET set: generated one for this run. Tokens for local use (valid 24h):",
-            file=sys.stderr,
-        )
-        print(f"  service token: {signer.issue('service', ttl_seconds=86400)}", file=sys.stderr)
-        print(f"  admin token:   {signer.issue('admin', ttl_seconds=86400)}", file=sys.stderr)
+        _show_dev_tokens(_signer(secret, settings))
     else:
-        _signer(secret)  # refuse a weak secret now, not in each worker
+        _signer(secret, settings)  # refuse a weak secret or a bad cap now, not in each worker
     env = {
         "DOWNLOADS_STORE": settings.store,
         "DOWNLOADS_AUTH_SECRET": secret,
@@ -130,17 +124,48 @@ def cmd_token(args: argparse.Namespace) -> int:
     if not secret:
         raise UsageError("no secret: set DOWNLOADS_AUTH_SECRET (the one the server uses) or pass --secret")
     ttl = parse_duration(args.ttl, "--ttl")
-    print(_signer(secret).issue(args.role, ttl_seconds=ttl.total_seconds(), subject=args.subject))
+    signer = _signer(secret, _settings(args))
+    try:
+        token = signer.issue(args.role, ttl_seconds=ttl.total_seconds(), subject=args.subject)
+    except ValueError as exc:
+        raise UsageError(f"--ttl: {exc}") from exc
+    print(token)
     return 0
 
 
-def _signer(secret: str) -> Any:
-    from downloads.api.auth import TokenSigner
+def _signer(secret: str, settings: Settings) -> Any:
+    from downloads.api.auth import TokenSigner, parse_max_ttl
 
     try:
-        return TokenSigner(secret)
+        return TokenSigner(
+            secret, previous=settings.auth_previous_secret, max_ttl=parse_max_ttl(settings.token_max_ttl)
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+
+
+#: where ``serve`` writes the tokens of a generated secret when stderr is not a terminal
+DEV_TOKENS_FILE = "downloads-dev-tokens.txt"
+
+
+def _show_dev_tokens(signer: Any) -> None:
+    """Tokens for a generated secret: on the terminal, or in a file only its owner can read.
+
+    Never into a log: stderr that is not a terminal usually ends up in log collection.
+    """
+    ttl = min(86400, signer.max_ttl["admin"], signer.max_ttl["service"])
+    lines = [f"{role} {signer.issue(role, ttl_seconds=ttl)}" for role in ("service", "admin")]
+    if sys.stderr.isatty():
+        print(f"No DOWNLOADS_AUTH_SECRET set: generated one for this run. Tokens (valid {ttl}s):", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
+        return
+    path = os.path.abspath(DEV_TOKENS_FILE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # also when the file was there before with other bits
+        out.write("\n".join(lines) + "\n")
+    print(f"No DOWNLOADS_AUTH_SECRET set: generated one for this run; tokens written to {path}", file=sys.stderr)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -211,7 +236,9 @@ def _parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print a signed bearer token")
     token.add_argument("--role", required=True, choices=["service", "support", "admin"])
-    token.add_argument("--ttl", default="1h", help="validity, e.g. 15m, 1h, 7d (default 1h)")
+    token.add_argument(
+        "--ttl", default="1h", help="validity, e.g. 15m, 1h, 7d (default 1h; at most the role's cap, see settings)"
+    )
     token.add_argument("--subject", default="cli", help="who the token is for (default cli)")
     token.add_argument("--secret", help="signing secret (env DOWNLOADS_AUTH_SECRET)")
     token.set_defaults(run=cmd_token)

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from downloads.api.auth import TokenSigner
+from downloads.api.auth import TokenSigner, parse_max_ttl
 from downloads.api.errors import install_error_handlers
 from downloads.api.metrics import Metrics, TimedEventStore
 from downloads.api.middleware import BodyLimit, RequestMetrics
@@ -27,7 +27,11 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: App 
     """
     if not settings.auth_secret:
         raise ValueError("DOWNLOADS_AUTH_SECRET is not set")
-    signer = TokenSigner(settings.auth_secret)
+    signer = TokenSigner(
+        settings.auth_secret,
+        previous=settings.auth_previous_secret,
+        max_ttl=parse_max_ttl(settings.token_max_ttl),
+    )
     metrics = Metrics()
     ctx = context or bootstrap(
         settings, clock=clock, observer=metrics, wrap_events=lambda inner: TimedEventStore(inner, metrics)

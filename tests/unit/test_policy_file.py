@@ -189,3 +189,10 @@ def test_the_service_enforces_the_policy_file_it_is_started_with(tmp_path: Path)
     assert app.policy.plans == {"solo": Plan(1)}
     assert app.service.open_account("acct-1", "solo").body["device_limit"] == 1
     app.close()
+
+
+@pytest.mark.parametrize("value", ["3000000d", "99999999999999999999d", "87601h"])
+def test_a_duration_too_long_for_any_license_is_refused_naming_the_key(tmp_path: Path, value: str) -> None:
+    with pytest.raises(PolicyError, match="studios.default.license_duration") as refused:
+        load_policy(_file(tmp_path, f'[studios.default]\nlicense_duration = "{value}"\n'))
+    assert "3650 days" in str(refused.value)

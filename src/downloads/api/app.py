@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from downloads.api.auth import TokenSigner, parse_max_ttl
 from downloads.api.errors import install_error_handlers
 from downloads.api.metrics import Metrics, TimedEventStore
-from downloads.api.middleware import BodyLimit, RequestMetrics
+from downloads.api.middleware import BodyLimit, Gatekeeper, RequestMetrics
 from downloads.api.routes import accounts, devices, health, licenses, titles
 from downloads.bootstrap import App, bootstrap
 from downloads.service import Clock, system_clock
@@ -44,6 +44,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: App 
 
     api = FastAPI(
         lifespan=lifespan,
+        # A trailing slash is another path (404): a redirect would take its Location from the Host header.
+        redirect_slashes=False,
         title="downloads",
         version="1",
         summary="License accounting for offline downloads, on an event-sourced store.",
@@ -56,8 +58,10 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: App 
     for module in (accounts, devices, licenses, titles, health):
         api.include_router(module.router)
     install_error_handlers(api)
-    api.add_middleware(RequestMetrics, observe=metrics.observe_request)
+    # Outermost last: metrics see every answer; paths and credentials are checked before a body is read.
     api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    api.add_middleware(Gatekeeper, routes=api.router.routes, signer=signer)
+    api.add_middleware(RequestMetrics, observe=metrics.observe_request)
 
     return api
 

@@ -35,6 +35,7 @@ async def _principal(request: Request) -> Principal:
 
 def _role(*allowed: str):  # type: ignore[no-untyped-def]
     async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        # Also checked by the Gatekeeper middleware before the body is read (it reads ``allowed_roles``).
         if principal.role not in allowed:
             raise ApiError(
                 403,
@@ -44,6 +45,7 @@ def _role(*allowed: str):  # type: ignore[no-untyped-def]
             )
         return principal
 
+    check.allowed_roles = allowed  # type: ignore[attr-defined]
     return check
 
 

@@ -13,7 +13,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
+from downloads.api.routing import flat_routes
 from downloads.domain import Denied, DomainError, Invalid, NotFound
 from eskit import ConcurrencyError, OperationalError, StoreError, StoreUnavailable
 
@@ -71,6 +74,16 @@ _HTTP_CODES = {
 }
 
 
+def _allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route serves at this request's path."""
+    return sorted(
+        method
+        for route in flat_routes(routes)
+        for method in getattr(route, "methods", None) or ()
+        if route.matches({**scope, "method": method})[0] == Match.FULL
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every exception into the envelope."""
 
@@ -91,10 +104,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "VALIDATION_ERROR", "the request is not valid", {"errors": problems})
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
-        return error_response(exc.status_code, code, message, {}, getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Every method of the path, not only those of the first route that matched it.
+            headers["Allow"] = ", ".join(_allowed_methods(app.router.routes, request.scope))
+        return error_response(exc.status_code, code, message, {}, headers)
 
     @app.exception_handler(ConcurrencyError)
     async def conflict(_: Request, exc: ConcurrencyError) -> Response:

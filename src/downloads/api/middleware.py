@@ -1,4 +1,4 @@
-"""ASGI middleware: request size limit, metrics and request logging."""
+"""ASGI middleware: the gatekeeper (paths and credentials), request size limit, metrics."""
 
 from __future__ import annotations
 
@@ -6,11 +6,92 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from downloads.api.auth import AuthError, TokenSigner
 from downloads.api.errors import error_response
+from downloads.api.routing import flat_routes
 
-__all__ = ["BodyLimit", "RequestMetrics"]
+#: encoded path separators: a proxy's path rules see one path, the router would decode another
+_ENCODED_SEPARATORS = (b"%2f", b"%5c", b"\\")
+
+
+class Gatekeeper:
+    """Before any body is read: refuse a raw path with an encoded ``/`` or ``\\`` (400), then check
+    the bearer token (401) and its role (403) for the route the request is for.
+
+    The roles are the route's own, read from its role dependency (``allowed_roles``), so they are
+    declared once, at the route; the dependency checks them again, cheaply (tokens are cached).
+    """
+
+    def __init__(self, app: ASGIApp, *, routes: list[BaseRoute], signer: TokenSigner) -> None:
+        self.app = app
+        self.routes = list(flat_routes(routes))
+        self.signer = signer
+        self._roles: dict[int, tuple[str, ...] | None] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw = bytes(scope.get("raw_path") or scope.get("path", "").encode()).lower()
+        if any(mark in raw for mark in _ENCODED_SEPARATORS):
+            response = error_response(
+                400, "INVALID_PATH", "paths may not hold an encoded '/' or a '\\'", {"path": raw.decode("latin-1")}
+            )
+            await response(scope, receive, send)
+            return
+        roles = self._roles_for(scope)
+        if roles is not None:
+            refusal = self._check(scope, roles)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _roles_for(self, scope: Scope) -> tuple[str, ...] | None:
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                key = id(route)
+                if key not in self._roles:
+                    self._roles[key] = _allowed_roles(getattr(route, "dependant", None))
+                return self._roles[key]
+        return None
+
+    def _check(self, scope: Scope, roles: tuple[str, ...]) -> Any:
+        header = _header(scope, b"authorization") or ""
+        scheme, _, token = header.partition(" ")
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if scheme.lower() != "bearer" or not token.strip():
+            return error_response(401, "UNAUTHENTICATED", "a bearer token is required", {}, challenge)
+        try:
+            principal = self.signer.verify(token.strip())
+        except AuthError as exc:
+            return error_response(401, "UNAUTHENTICATED", str(exc), {}, challenge)
+        if principal.role not in roles:
+            return error_response(
+                403,
+                "FORBIDDEN",
+                f"role {principal.role!r} may not do this",
+                {"role": principal.role, "allowed": list(roles)},
+            )
+        return None
+
+
+def _allowed_roles(dependant: Any) -> tuple[str, ...] | None:
+    """The roles a route's dependencies allow (None: the route needs no token)."""
+    if dependant is None:
+        return None
+    for dependency in dependant.dependencies:
+        roles = getattr(dependency.call, "allowed_roles", None)
+        if roles is not None:
+            return tuple(roles)
+        found = _allowed_roles(dependency)
+        if found is not None:
+            return found
+    return None
 
 
 class BodyLimit:

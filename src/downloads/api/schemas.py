@@ -31,11 +31,15 @@ __all__ = [
     "TitleOut",
 ]
 
-#: identifiers: 1 to 128 letters, digits and ``._:-``
-ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+#: identifiers: 1 to 128 letters, digits and ``._:-``, not only dots (``.`` and ``..`` cannot be addressed
+#: in a path); the length is checked apart (``max_length``)
+ID_PATTERN = r"^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
 
 Id = Annotated[
-    str, Path(pattern=ID_PATTERN, max_length=128, description="an identifier: 1 to 128 of A-Z a-z 0-9 . _ : -")
+    str,
+    Path(
+        pattern=ID_PATTERN, max_length=128, description="an identifier: 1 to 128 of A-Z a-z 0-9 . _ : -, not only dots"
+    ),
 ]
 IdField = Annotated[str, Field(pattern=ID_PATTERN, max_length=128)]
 

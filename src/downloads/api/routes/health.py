@@ -15,12 +15,12 @@ router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
 
 
-@router.get("/healthz")
+@router.api_route("/healthz", methods=["GET", "HEAD"])
 def healthz() -> Response:
     return json({"status": "ok"})
 
 
-@router.get("/readyz")
+@router.api_route("/readyz", methods=["GET", "HEAD"])
 def readyz(request: Request) -> Response:
     """Ready when the store answers and, on SQLite, takes a write. Callers learn only the status."""
     try:

@@ -51,9 +51,57 @@ def _parse_time(text: str) -> datetime:
         raise UsageError(f"{text!r} has no UTC form (it is out of range)") from exc
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _run_http_server(settings: Settings, log_level: str) -> None:
+    """Serve the app with the chosen server and its limits on slow and oversized requests.
+
+    Granian (the default) bounds a request's head by size (431) and by time, and closes idle
+    keep-alive connections after the same time; uvicorn is kept for comparison (``uvicorn-h11``
+    bounds the head's size, neither bounds the time a head may take to arrive).
+    """
+    target = "downloads.api.app:create_app_from_env"
+    if settings.server == "granian":
+        from granian import Granian
+        from granian.constants import HTTPModes, Interfaces
+        from granian.http import HTTP1Settings
+        from granian.log import LogLevels
+
+        Granian(
+            target,
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGI,
+            workers=settings.workers,
+            factory=True,
+            http=HTTPModes.http1,
+            websockets=False,
+            backpressure=settings.max_concurrency,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=int(settings.header_timeout * 1000), max_buffer_size=settings.max_header_bytes
+            ),
+            log_level=LogLevels(log_level),
+            log_access=False,
+            # A stop that arrives while a worker is still starting would otherwise wait forever.
+            workers_kill_timeout=10,
+        ).serve()
+        return
     import uvicorn
 
+    uvicorn.run(
+        target,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=log_level,
+        access_log=False,
+        http="h11" if settings.server == "uvicorn-h11" else "httptools",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=max(1, int(settings.header_timeout)),
+        limit_concurrency=settings.max_concurrency * settings.workers,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     from downloads.api.auth import new_secret
     from downloads.bootstrap import bootstrap
 
@@ -91,15 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        uvicorn.run(
-            "downloads.api.app:create_app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=args.log_level,
-            access_log=False,
-        )
+        _run_http_server(settings, args.log_level)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

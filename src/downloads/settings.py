@@ -14,11 +14,18 @@
 | cache_size | DOWNLOADS_CACHE_SIZE | 10000 | accounts kept in memory per process between commands (0: none) |
 | idempotency_hours | DOWNLOADS_IDEMPOTENCY_HOURS | 24 | how long accepted request ids are remembered |
 | max_body_bytes | DOWNLOADS_MAX_BODY_BYTES | 65536 | larger request bodies get 413 |
+| server | DOWNLOADS_SERVER | granian | HTTP server: granian, or uvicorn (httptools) / uvicorn-h11 (no head timeout) |
+| header_timeout | DOWNLOADS_HEADER_TIMEOUT | 10 | seconds to receive a request head; idle keep-alive closes too |
+| max_header_bytes | DOWNLOADS_MAX_HEADER_BYTES | 65536 | a larger request head is 431 |
+| body_timeout | DOWNLOADS_BODY_TIMEOUT | 10 | seconds to receive a request's whole body (408 after) |
+| max_concurrency | DOWNLOADS_MAX_CONCURRENCY | 256 | requests one worker handles at once; more wait in the backlog |
 | create_schema | DOWNLOADS_CREATE_SCHEMA | (backend's) | create tables on first use (SQLite always; Cassandra if |
 |  |  |  | true here or in the URL) |
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,3 +53,8 @@ class Settings(BaseSettings):
     idempotency_hours: float = Field(default=24.0, gt=0)
     max_body_bytes: int = Field(default=65536, ge=1024)
     create_schema: bool | None = None
+    server: Literal["granian", "uvicorn", "uvicorn-h11"] = "granian"
+    header_timeout: float = Field(default=10.0, gt=0, le=60)
+    max_header_bytes: int = Field(default=65536, ge=8192, le=1 << 20)
+    body_timeout: float = Field(default=10.0, gt=0, le=600)
+    max_concurrency: int = Field(default=256, ge=1, le=100_000)

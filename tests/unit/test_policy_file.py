@@ -193,6 +193,6 @@ def test_the_service_enforces_the_policy_file_it_is_started_with(tmp_path: Path)
 
 @pytest.mark.parametrize("value", ["3000000d", "99999999999999999999d", "87601h"])
 def test_a_duration_too_long_for_any_license_is_refused_naming_the_key(tmp_path: Path, value: str) -> None:
-    with pytest.raises(PolicyError, match="studios.default.license_duration") as refused:
+    with pytest.raises(PolicyError, match=r"studios\.default\.license_duration") as refused:
         load_policy(_file(tmp_path, f'[studios.default]\nlicense_duration = "{value}"\n'))
     assert "3650 days" in str(refused.value)

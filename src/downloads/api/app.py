@@ -59,7 +59,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: App 
         api.include_router(module.router)
     install_error_handlers(api)
     # Outermost last: metrics see every answer; paths and credentials are checked before a body is read.
-    api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     api.add_middleware(Gatekeeper, routes=api.router.routes, signer=signer)
     api.add_middleware(RequestMetrics, observe=metrics.observe_request)
 

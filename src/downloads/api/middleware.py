@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -95,12 +96,15 @@ def _allowed_roles(dependant: Any) -> tuple[str, ...] | None:
 
 
 class BodyLimit:
-    """Guard request bodies: over ``max_bytes`` is 413 (by header or by counting the stream), and a
-    body sent with a media type other than JSON is 415, rather than a confusing validation error."""
+    """Guard request bodies: over ``max_bytes`` is 413 (by header or by counting the stream), a body
+    not received whole within ``timeout`` seconds is 408 (a client dripping it holds a worker's
+    connection no longer), and a body sent with a media type other than JSON is 415, rather than a
+    confusing validation error."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout: float = 10.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -119,8 +123,21 @@ class BodyLimit:
         # 400, so an oversized stream must be refused before the app ever sees it.
         buffered: list[Message] = []
         seen = 0
+        deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                response = error_response(
+                    408,
+                    "REQUEST_TIMEOUT",
+                    f"the request body did not arrive within {self.timeout:g} seconds",
+                    {"timeout_seconds": self.timeout},
+                    {"Connection": "close"},
+                )
+                await response(scope, receive, send)
+                return
             buffered.append(message)
             if message["type"] != "http.request":
                 break

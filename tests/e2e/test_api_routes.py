@@ -308,3 +308,34 @@ def test_health_readiness_metrics_and_docs_need_no_token(shared_server: Server) 
         for path, methods in expected.items():
             assert path in paths, path
             assert methods <= set(paths[path]), (path, set(paths[path]))
+
+
+def test_license_lists_are_paged_in_issue_order(shared_server: Server) -> None:
+    account = unique_id()
+    with shared_server.client() as http:
+        http.post("/v1/accounts", json={"account_id": account, "plan": "premium"}).raise_for_status()
+        http.post(f"/v1/accounts/{account}/devices", json={"device_id": "d1", "model": "m"}).raise_for_status()
+        issued = []
+        for title in ("demo-title-1", "demo-title-2"):
+            got = http.post(f"/v1/accounts/{account}/licenses", json={"device_id": "d1", "title_id": title})
+            issued.append(got.json()["license_id"])
+        http.delete(f"/v1/accounts/{account}/licenses/{issued[0]}").raise_for_status()
+        again = http.post(f"/v1/accounts/{account}/licenses", json={"device_id": "d1", "title_id": "demo-title-1"})
+        issued.append(again.json()["license_id"])
+
+        seen, after = [], None
+        while True:
+            params = {"limit": 2, **({"after": after} if after else {})}
+            page = http.get(f"/v1/accounts/{account}/licenses", params=params).json()
+            assert len(page["licenses"]) <= 2
+            seen += [lic["license_id"] for lic in page["licenses"]]
+            after = page["next"]
+            if after is None:
+                break
+        assert seen == issued
+        everything = http.get(f"/v1/accounts/{account}/licenses").json()
+        assert [lic["license_id"] for lic in everything["licenses"]] == issued and everything["next"] is None
+        active = http.get(f"/v1/accounts/{account}/licenses", params={"status": "active", "limit": 1}).json()
+        assert [lic["license_id"] for lic in active["licenses"]] == [issued[1]] and active["next"] == issued[1]
+        expect_error(http.get(f"/v1/accounts/{account}/licenses", params={"after": "nope"}), 422, "INVALID_CURSOR")
+        expect_error(http.get(f"/v1/accounts/{account}/licenses", params={"limit": 1001}), 422, "VALIDATION_ERROR")

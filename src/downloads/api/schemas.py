@@ -149,6 +149,7 @@ class LicenseOut(BaseModel):
 
 class LicensesOut(BaseModel):
     licenses: list[LicenseOut]
+    next: str | None = None  # pass as ``after`` for the next page; null on the last
 
 
 class DownloadsOut(BaseModel):

@@ -310,12 +310,34 @@ class DownloadsService:
     def list_licenses(
         self, account_id: str, *, status: str | None = None, device_id: str | None = None
     ) -> list[dict[str, Any]]:
+        """Every license of the account that matches, in issue order."""
+        return self.license_page(account_id, status=status, device_id=device_id, limit=None)[0]
+
+    def license_page(
+        self,
+        account_id: str,
+        *,
+        status: str | None = None,
+        device_id: str | None = None,
+        after: str | None = None,
+        limit: int | None = 1000,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the account's licenses in issue order, after license ``after``, and the next cursor."""
         account = self.load_account(account_id)
-        return [
-            license_view(account, lic)
-            for lic in account.licenses.values()
+        ordered = list(account.licenses.values())
+        if after is not None:
+            ids = [lic.license_id for lic in ordered]
+            if after not in account.licenses:
+                raise Invalid("INVALID_CURSOR", f"no license {after!r} to continue after", {"after": after})
+            ordered = ordered[ids.index(after) + 1 :]
+        matching = [
+            lic
+            for lic in ordered
             if (status is None or lic.status == status) and (device_id is None or lic.device_id == device_id)
         ]
+        page = matching if limit is None else matching[:limit]
+        following = page[-1].license_id if page and len(matching) > len(page) else None
+        return [license_view(account, lic) for lic in page], following
 
     def get_license(self, account_id: str, license_id: str) -> dict[str, Any]:
         account = self.load_account(account_id)

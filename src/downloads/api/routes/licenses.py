@@ -31,8 +31,11 @@ def list_licenses(
     _: Reader,
     status: Annotated[Literal["active", "expired", "released", "revoked"] | None, Query()] = None,
     device_id: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=128)] = None,
+    after: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=128, description="a license id")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> Response:
-    return json({"licenses": service.list_licenses(account_id, status=status, device_id=device_id)})
+    licenses, following = service.license_page(account_id, status=status, device_id=device_id, after=after, limit=limit)
+    return json({"licenses": licenses, "next": following})
 
 
 @router.get("/licenses/{license_id}", response_model=None, responses={200: {"model": LicenseOut}})

@@ -9,15 +9,21 @@ requests follows, each of which must be refused with a 4xx and the envelope, and
 
 from __future__ import annotations
 
+import contextlib
+import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Flaky
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
@@ -45,8 +51,12 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def seeded(fuzz_server: Server) -> Seeded:
+    return _seed(fuzz_server)
+
+
+def _seed(fuzz_server: Server, suffix: str = "") -> Seeded:
     """Three accounts with two devices each, holding licenses for both demo titles."""
-    accounts, licenses = ["fuzz-basic", "fuzz-standard", "fuzz-premium"], []
+    accounts, licenses = [f"fuzz-{plan}{suffix}" for plan in ("basic", "standard", "premium")], []
     with fuzz_server.client("admin") as http:
         for account, plan in zip(accounts, ["basic", "standard", "premium"], strict=True):
             assert http.post("/v1/accounts", json={"account_id": account, "plan": plan}).status_code == 201
@@ -63,6 +73,10 @@ def seeded(fuzz_server: Server) -> Seeded:
 
 @pytest.fixture(scope="module")
 def api_schema(fuzz_server: Server, seeded: Seeded) -> Any:
+    return _steered_schema(fuzz_server, seeded)
+
+
+def _steered_schema(fuzz_server: Server, seeded: Seeded) -> Any:
     """The running server's schema, with hooks that swap known values into half the generated requests."""
     loaded = schemathesis.openapi.from_url(fuzz_server.url + "/openapi.json", timeout=30)
     ids = {
@@ -594,3 +608,90 @@ def test_generated_requests_get_no_server_error_and_every_4xx_is_the_error_envel
             except Exception as exc:  # report every operation's failure, not only the first
                 failures.append(f"{operation.label}: {exc}")
     assert not failures, "\n\n".join(failures)
+
+
+# -- the stateful phase: following links to real accounts ------------------------------------------------------------
+
+
+def _schema_links(spec: dict[str, Any]) -> set[tuple[str, str]]:
+    """Every (source operation, link name) the OpenAPI document declares."""
+    return {
+        (f"{method.upper()} {path}", name)
+        for path, methods in spec["paths"].items()
+        for method, operation in methods.items()
+        for response in operation.get("responses", {}).values()
+        for name in response.get("links", {})
+    }
+
+
+@pytest.mark.slow
+def test_the_stateful_phase_follows_the_links_to_real_accounts_and_devices_and_licenses(tmp_path: Path) -> None:
+    with running_server(tmp_path) as fuzz_server:  # its own server: the other fuzzing leaves no trace here
+        _walk_the_links(fuzz_server)
+
+
+def _walk_the_links(fuzz_server: Server) -> None:
+    declared = _schema_links(requests.get(fuzz_server.url + "/openapi.json", timeout=30).json())
+    assert len(declared) >= 15, declared
+    followed: set[tuple[str, str]] = set()
+    statuses: dict[int, int] = {}
+    failures: list[str] = []
+    auth = {"Authorization": f"Bearer {fuzz_server.token('admin')}"}
+
+    def machine(suite: int) -> Any:
+        """A state machine steered to fresh seeded accounts (earlier suites fill up the old ones' limits)."""
+        api_schema = _steered_schema(fuzz_server, _seed(fuzz_server, f"-s{suite}"))
+        api_schema.config.phases.stateful.inference.algorithms = []  # the links the document declares, only
+        api_schema.config.phases.stateful.generation.modes = [GenerationMode.POSITIVE]  # valid ones walk further
+        return api_schema.as_state_machine()
+
+    class Probe:
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"headers": auth, "timeout": 30}
+
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            try:
+                case.validate_response(response, checks=[not_a_server_error, error_envelope], transport_kwargs=kwargs)
+            except Exception as exc:  # collected, not raised: a replay against a server that moved on is not the same
+                failures.append(f"{case.operation.label}: {exc}")
+
+        def step(self, input: Any) -> Any:
+            output = super().step(input)
+            transition = input.transition
+            if transition is not None and not transition.is_inferred and input.is_applied:
+                # "POST /v1/accounts -> [201] GetAccount -> GET /v1/accounts/{account_id}"
+                found = re.match(r"^(.+?) -> \[\d+\] (\w+) -> ", transition.id)
+                if found is not None and output.response.status_code < 400:
+                    followed.add((found.group(1), found.group(2)))
+            return output
+
+    # Scenarios run against a server whose state they change, so Hypothesis may find a draw behave
+    # differently the second time and stop a suite as flaky; like schemathesis' own runner, start
+    # another suite then. Bounded in suites and in time.
+    started = time.monotonic()
+    suites = 0
+    for suite in range(40):
+        suites += 1
+        Machine = type("Machine", (Probe, machine(suite)), {})
+        with contextlib.suppress(Flaky):
+            hypothesis.seed(suite)(Machine).run(
+                settings=settings(
+                    max_examples=100,
+                    stateful_step_count=10,
+                    deadline=None,
+                    database=None,
+                    phases=[Phase.generate],  # no replay or shrinking: the server's state is in every scenario
+                    suppress_health_check=list(HealthCheck),
+                )
+            )
+        if len(followed & declared) >= 0.85 * len(declared) or time.monotonic() - started > 240:
+            break
+
+    took = time.monotonic() - started
+    print(f"links followed with a 2xx answer: {len(followed)} of {len(declared)} in {suites} suites, {took:.0f} s")
+    print(f"statuses: {sorted(statuses.items())}")
+    assert not failures, "\n\n".join(failures[:10])
+    assert not statuses.keys() & set(range(500, 600))
+    print("not followed:", sorted(declared - followed))
+    assert len(followed & declared) >= 0.8 * len(declared), sorted(declared - followed)

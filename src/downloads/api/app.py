@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -13,6 +14,7 @@ from downloads.api.metrics import Metrics, TimedEventStore
 from downloads.api.middleware import BodyLimit, Gatekeeper, RequestMetrics
 from downloads.api.routes import accounts, devices, health, licenses, titles
 from downloads.bootstrap import App, bootstrap
+from downloads.domain import Policy
 from downloads.service import Clock, system_clock
 from downloads.settings import Settings
 
@@ -46,6 +48,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: App 
         lifespan=lifespan,
         # A trailing slash is another path (404): a redirect would take its Location from the Host header.
         redirect_slashes=False,
+        # Operation ids are the endpoint functions' names: stable, readable, and what the links name.
+        generate_unique_id_function=lambda route: route.name,
         title="downloads",
         version="1",
         summary="License accounting for offline downloads, on an event-sourced store.",
@@ -57,6 +61,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: App 
     api.state.context = ctx
     for module in (accounts, devices, licenses, titles, health):
         api.include_router(module.router)
+    _document_policy(api, ctx.policy)
     install_error_handlers(api)
     # Outermost last: metrics see every answer; paths and credentials are checked before a body is read.
     api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
@@ -64,6 +69,28 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: App 
     api.add_middleware(RequestMetrics, observe=metrics.observe_request)
 
     return api
+
+
+def _document_policy(api: FastAPI, policy: Policy) -> None:
+    """The schema names the plans and studios this server's policy offers (they come from its file)."""
+    plain = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            spec = plain()
+            schemas = spec.get("components", {}).get("schemas", {})
+            for model, field, values in (
+                ("AccountIn", "plan", policy.plans),
+                ("PlanIn", "plan", policy.plans),
+                ("TitleIn", "studio", policy.studios),
+            ):
+                prop = schemas.get(model, {}).get("properties", {}).get(field)
+                if prop is not None:
+                    prop["enum"] = sorted(values)
+            api.openapi_schema = spec
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_env() -> FastAPI:

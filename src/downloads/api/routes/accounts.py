@@ -10,13 +10,14 @@ from starlette.responses import Response
 
 from downloads.api.deps import Commander, IdempotencyKey, Reader, Service
 from downloads.api.errors import ApiError
+from downloads.api.routes._links import ACCOUNT_LINKS
 from downloads.api.routes._reply import ERRORS, json, reply
 from downloads.api.schemas import AccountIn, AccountOut, EventsOut, Id, PlanIn
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=ERRORS)
 
 
-@router.post("", status_code=201, response_model=None, responses={201: {"model": AccountOut}})
+@router.post("", status_code=201, response_model=None, responses={201: {"model": AccountOut, "links": ACCOUNT_LINKS}})
 def open_account(body: AccountIn, service: Service, _: Commander, key: IdempotencyKey) -> Response:
     return reply(service.open_account(body.account_id, body.plan, request_id=key))
 
@@ -36,7 +37,7 @@ def get_account(
     return json(service.get_account(account_id, as_of=as_of, version=version))
 
 
-@router.put("/{account_id}/plan", response_model=None, responses={200: {"model": AccountOut}})
+@router.put("/{account_id}/plan", response_model=None, responses={200: {"model": AccountOut, "links": ACCOUNT_LINKS}})
 def change_plan(account_id: Id, body: PlanIn, service: Service, _: Commander, key: IdempotencyKey) -> Response:
     return reply(service.change_plan(account_id, body.plan, request_id=key))
 

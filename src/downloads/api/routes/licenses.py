@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from downloads.api.deps import Commander, IdempotencyKey, Reader, Service
+from downloads.api.routes._links import LICENSE_LINKS
 from downloads.api.routes._reply import ERRORS, json, reply
 from downloads.api.schemas import ID_PATTERN, DownloadsOut, Id, LicenseIn, LicenseOut, LicensesOut
 
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["licenses"], respon
     "/licenses",
     status_code=201,
     response_model=None,
-    responses={201: {"model": LicenseOut}, 200: {"model": LicenseOut}},
+    responses={201: {"model": LicenseOut, "links": LICENSE_LINKS}, 200: {"model": LicenseOut, "links": LICENSE_LINKS}},
 )
 def acquire_license(account_id: Id, body: LicenseIn, service: Service, _: Commander, key: IdempotencyKey) -> Response:
     return reply(service.acquire_license(account_id, body.device_id, body.title_id, request_id=key))
@@ -43,12 +44,16 @@ def get_license(account_id: Id, license_id: Id, service: Service, _: Reader) -> 
     return json(service.get_license(account_id, license_id))
 
 
-@router.post("/licenses/{license_id}/play", response_model=None, responses={200: {"model": LicenseOut}})
+@router.post(
+    "/licenses/{license_id}/play", response_model=None, responses={200: {"model": LicenseOut, "links": LICENSE_LINKS}}
+)
 def start_playback(account_id: Id, license_id: Id, service: Service, _: Commander, key: IdempotencyKey) -> Response:
     return reply(service.start_playback(account_id, license_id, request_id=key))
 
 
-@router.post("/licenses/{license_id}/renew", response_model=None, responses={200: {"model": LicenseOut}})
+@router.post(
+    "/licenses/{license_id}/renew", response_model=None, responses={200: {"model": LicenseOut, "links": LICENSE_LINKS}}
+)
 def renew_license(account_id: Id, license_id: Id, service: Service, _: Commander, key: IdempotencyKey) -> Response:
     return reply(service.renew_license(account_id, license_id, request_id=key))
 

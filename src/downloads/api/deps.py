@@ -5,6 +5,7 @@ pool, and a thread hop per dependency per request costs more than the work itsel
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -13,7 +14,7 @@ from downloads.api.auth import AuthError, Principal, TokenSigner
 from downloads.api.errors import ApiError
 from downloads.service import DownloadsService
 
-__all__ = ["Admin", "Commander", "IdempotencyKey", "Reader", "Service"]
+__all__ = ["Admin", "Commander", "IdempotencyKey", "Reader", "Service", "authenticate", "authorize"]
 
 
 async def _service(request: Request) -> DownloadsService:
@@ -21,29 +22,37 @@ async def _service(request: Request) -> DownloadsService:
     return service
 
 
-async def _principal(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
+def authenticate(header: str, signer: TokenSigner) -> Principal:
+    """The caller named by an ``Authorization`` header; :class:`ApiError` 401 if there is none."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "UNAUTHENTICATED", "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-    signer: TokenSigner = request.app.state.signer
     try:
         return signer.verify(token.strip())
     except AuthError as exc:
         raise ApiError(401, "UNAUTHENTICATED", str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
 
 
+def authorize(principal: Principal, allowed: Sequence[str]) -> Principal:
+    """``principal`` if its role is one of ``allowed``; :class:`ApiError` 403 otherwise."""
+    if principal.role not in allowed:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            f"role {principal.role!r} may not do this",
+            {"role": principal.role, "allowed": list(allowed)},
+        )
+    return principal
+
+
+async def _principal(request: Request) -> Principal:
+    return authenticate(request.headers.get("authorization", ""), request.app.state.signer)
+
+
 def _role(*allowed: str):  # type: ignore[no-untyped-def]
     async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         # Also checked by the Gatekeeper middleware before the body is read (it reads ``allowed_roles``).
-        if principal.role not in allowed:
-            raise ApiError(
-                403,
-                "FORBIDDEN",
-                f"role {principal.role!r} may not do this",
-                {"role": principal.role, "allowed": list(allowed)},
-            )
-        return principal
+        return authorize(principal, allowed)
 
     check.allowed_roles = allowed  # type: ignore[attr-defined]
     return check

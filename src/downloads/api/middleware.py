@@ -10,8 +10,9 @@ from typing import Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from downloads.api.auth import AuthError, TokenSigner
-from downloads.api.errors import error_response
+from downloads.api.auth import TokenSigner
+from downloads.api.deps import authenticate, authorize
+from downloads.api.errors import ApiError, error_response
 from downloads.api.routing import flat_routes
 
 #: encoded path separators: a proxy's path rules see one path, the router would decode another
@@ -62,22 +63,10 @@ class Gatekeeper:
         return None
 
     def _check(self, scope: Scope, roles: tuple[str, ...]) -> Any:
-        header = _header(scope, b"authorization") or ""
-        scheme, _, token = header.partition(" ")
-        challenge = {"WWW-Authenticate": "Bearer"}
-        if scheme.lower() != "bearer" or not token.strip():
-            return error_response(401, "UNAUTHENTICATED", "a bearer token is required", {}, challenge)
         try:
-            principal = self.signer.verify(token.strip())
-        except AuthError as exc:
-            return error_response(401, "UNAUTHENTICATED", str(exc), {}, challenge)
-        if principal.role not in roles:
-            return error_response(
-                403,
-                "FORBIDDEN",
-                f"role {principal.role!r} may not do this",
-                {"role": principal.role, "allowed": list(roles)},
-            )
+            authorize(authenticate(_header(scope, b"authorization") or "", self.signer), roles)
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
         return None
 
 

@@ -189,3 +189,13 @@ def test_history_on_a_mistyped_sqlite_path_is_an_error_and_creates_nothing(tmp_p
     assert result.returncode == 1
     assert result.stderr.startswith("StoreUnavailable: ") and "Traceback" not in result.stderr
     assert not missing.exists()
+
+
+def test_history_as_of_a_time_with_no_utc_form_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'h.db'}"
+    assert _downloads("store", "init", "--store", store).returncode == 0
+
+    result = _downloads("history", "acct-1", "--as-of", "9999-12-31T23:59:59-14:00", "--store", store)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("UsageError: ") and "Traceback" not in result.stderr

@@ -109,3 +109,12 @@ def test_head_works_where_get_does(shared_server: Server) -> None:
         answer = httpx.head(shared_server.url + path)
         assert answer.status_code == 200, (path, answer.status_code)
         assert answer.content == b""
+
+
+def test_a_request_that_is_not_http_gets_a_bare_400_and_the_connection_closed(shared_server: Server) -> None:
+    for request in (b"GARBAGE\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"):
+        answer = _raw(shared_server, request)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert b"connection: close" in head.lower()
+        assert body == b""  # no text/plain from the server: the app's envelope or nothing

@@ -10,6 +10,7 @@ so stored text cannot drive the operator's terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -97,7 +98,7 @@ def _run_http_server(settings: Settings, log_level: str) -> None:
         http="h11" if settings.server == "uvicorn-h11" else "httptools",
         h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_keep_alive=max(1, int(settings.header_timeout)),
-        limit_concurrency=settings.max_concurrency * settings.workers,
+        limit_concurrency=settings.max_concurrency,  # per worker, as granian's backpressure
     )
 
 
@@ -201,10 +202,14 @@ def _show_dev_tokens(signer: Any) -> None:
             print(f"  {line}", file=sys.stderr)
         return
     path = os.path.abspath(DEV_TOKENS_FILE)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        os.fchmod(out.fileno(), 0o600)  # also when the file was there before with other bits
-        out.write("\n".join(lines) + "\n")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # never write through a link, or into a file someone else can read
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("\n".join(lines) + "\n")
+    except OSError as exc:
+        raise UsageError(f"cannot write the dev tokens to {path}: {exc}; set DOWNLOADS_AUTH_SECRET") from exc
     print(f"No DOWNLOADS_AUTH_SECRET set: generated one for this run; tokens written to {path}", file=sys.stderr)
 
 

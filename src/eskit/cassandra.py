@@ -768,7 +768,8 @@ class CassandraEventStore(EventStore):
         """Record stride positions' times in the time index; a failure costs only speed (it is repaired on read)."""
         for position, micros in times.items():
             try:
-                self.db.execute(self.db.insert_time, (stream_id, position, micros))
+                # One attempt: a missed entry is written again by the next read that lacks it.
+                self.db.execute(self.db.insert_time, (stream_id, position, micros), idempotent=False)
             except OperationalError as exc:
                 log.warning("time index of %s at %d not written: %s", stream_id, position, exc)
 
@@ -782,7 +783,7 @@ class CassandraEventStore(EventStore):
             for row in self.db.execute(self.db.select_indexed_times, (stream_id, strided)):
                 found[row.position] = from_micros(row.recorded_at)
         wanted = [p for p in positions if p not in found]
-        unindexed = [p for p in strided if p not in found]
+        unindexed = [p for p in strided if p not in found] if len(strided) > 1 else []
         found.update(self._times_from_events(stream_id, wanted))
         # Repair the index where it lacked a position (an append whose index write failed, or older data).
         self._index_times(stream_id, {p: to_micros(found[p]) for p in unindexed if p in found})

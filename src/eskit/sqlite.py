@@ -392,6 +392,9 @@ class SQLiteEventStore(EventStore):
 
     #: after a failed append, how long ``ping`` reports the failure unless an append succeeds meanwhile
     FAILURE_MEMORY = 30.0
+    #: ``ping`` proves a write at most this often (seconds); in between it checks the file only
+    PROBE_EVERY = 1.0
+    _probed_at = float("-inf")
 
     def ping(self) -> None:
         """Check that the store's file is still its own and takes a durable write (one row, rewritten).
@@ -403,8 +406,12 @@ class SQLiteEventStore(EventStore):
         failed_at = self._committer.failed_at
         if failed_at is not None and time.monotonic() - failed_at < self.FAILURE_MEMORY:
             raise StoreUnavailable(f"the last append to {self.db.path!r} failed: {self._committer.failure}")
+        self.db.check_file()
+        if time.monotonic() - self._probed_at < self.PROBE_EVERY:
+            return  # a write proven this recently: probes cannot be used to load the write lock
         with self.db.transaction(immediate=True) as conn:
             conn.execute("INSERT OR REPLACE INTO eskit_health (id, checked_at) VALUES (1, ?)", (time.time_ns(),))
+        self._probed_at = time.monotonic()
 
     def close(self) -> None:
         self.db.close()

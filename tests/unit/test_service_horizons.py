@@ -139,3 +139,23 @@ def test_answers_are_the_same_whether_the_account_was_folded_or_loaded_from_a_sn
 
     # One order whatever the load path: the order the licenses became active in.
     assert released == [second, first]
+
+
+def test_a_key_reused_after_its_retention_names_the_new_command_even_behind_a_longer_lived_key(
+    tmp_path: Path,
+) -> None:
+    store = f"sqlite:///{tmp_path}/shared.db"
+    clock = FakeClock()
+    long_lived = start_service(store=store, clock=clock, idempotency_hours=48)
+    short_lived = start_service(store=store, clock=clock, idempotency_hours=24)
+    long_lived.account("acct-1", devices=["phone", "tablet"])
+    long_lived.service.change_plan("acct-1", "standard", request_id="kept-48h")
+    clock.advance(timedelta(hours=1))
+    short_lived.service.change_plan("acct-1", "premium", request_id="k")
+    clock.advance(timedelta(hours=29))  # "k" expired, "kept-48h" (recorded before it) has not
+
+    first = short_lived.service.acquire_license("acct-1", "tablet", "demo-title-1", request_id="k")
+    again = short_lived.service.acquire_license("acct-1", "tablet", "demo-title-1", request_id="k")
+
+    assert first.created and not first.replayed
+    assert (again.body, again.replayed) == (first.body, True)

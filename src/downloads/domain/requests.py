@@ -66,8 +66,13 @@ class RememberedRequests:
         copied the record into each): the first one found stands.
         """
         self.forget_expired(at)
-        if request_id in self._by_key:
-            return
+        existing = self._by_key.get(request_id)
+        if existing is not None:
+            if existing.expires_at > at:
+                return
+            # Expired, but kept behind a longer-lived key (retention changed between commands):
+            # the key now names this command.
+            del self._by_key[request_id]
         keep = timedelta(seconds=float(record.get("keep_seconds", 86400)))
         self._by_key[request_id] = AcceptedRequest(
             request_id=request_id,

@@ -301,10 +301,13 @@ class _Connection:
         """Refuse a cluster whose nodes do not all run Paxos v2 (unknown outcomes are resolved assuming it)."""
         query = "SELECT value FROM system_views.settings WHERE name = 'paxos_variant'"
         for host in self.cluster.metadata.all_hosts():
-            if not host.is_up:
-                continue
-            with _translated(f"cannot read paxos_variant from node {host.address}"):
+            if host.is_up is False:
+                continue  # down now: checked by the next process that starts while it is up
+            try:
                 row = self.session.execute(query, host=host, timeout=30).one()
+            except Exception as exc:  # no connection to it from here (e.g. a remote DC): not a verdict
+                log.warning("cannot read paxos_variant from node %s: %s", host.address, exc)
+                continue
             variant = None if row is None else str(row.value)
             if variant != "v2":
                 raise SchemaError(

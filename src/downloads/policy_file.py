@@ -85,6 +85,15 @@ def _studio(table: dict[str, Any], key: str, base: Studio) -> Studio:
     )
 
 
+def _limit(data: dict[str, Any], section: str, key: str, default: int) -> int:
+    """``[section] key``, a whole number of at least 1, in a section that holds only that key."""
+    if section not in data:
+        return default
+    table = _table(data[section], section)
+    _only(table, section, {key})
+    return _int(table[key], f"{section}.{key}", minimum=1) if key in table else default
+
+
 def parse_policy(data: dict[str, Any]) -> Policy:
     """Build a :class:`Policy` from parsed TOML; raise :class:`PolicyError` naming a bad key."""
     default = Policy()
@@ -102,18 +111,8 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         if not plans:
             raise PolicyError("plans: at least one plan is needed")
 
-    max_active = default.max_active_downloads
-    if "devices" in data:
-        devices = _table(data["devices"], "devices")
-        _only(devices, "devices", {"max_active_downloads"})
-        if "max_active_downloads" in devices:
-            max_active = _int(devices["max_active_downloads"], "devices.max_active_downloads", minimum=1)
-    max_devices = default.max_devices
-    if "accounts" in data:
-        accounts = _table(data["accounts"], "accounts")
-        _only(accounts, "accounts", {"max_devices"})
-        if "max_devices" in accounts:
-            max_devices = _int(accounts["max_devices"], "accounts.max_devices", minimum=1)
+    max_active = _limit(data, "devices", "max_active_downloads", default.max_active_downloads)
+    max_devices = _limit(data, "accounts", "max_devices", default.max_devices)
 
     window = default.window
     if "downloads" in data:

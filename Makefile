@@ -27,28 +27,28 @@ test-fast: install
 	$(BIN)/pytest -m "not cassandra and not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/mypy src
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
+	$(BIN)/mypy src tools
 
 format: install
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench tools
+	$(BIN)/ruff check --fix src tests bench tools
 
 bench: install
 	$(BIN)/python -m bench
 
 cassandra-fetch: install
-	$(BIN)/python -m eskit.testing.cassandra_cluster fetch
+	$(BIN)/python -m tools.cassandra_cluster fetch
 
 cassandra-up: install
-	$(BIN)/python -m eskit.testing.cassandra_cluster up --nodes $(NODES) --dcs $(DCS)
+	$(BIN)/python -m tools.cassandra_cluster up --nodes $(NODES) --dcs $(DCS)
 
 cassandra-down: install
-	$(BIN)/python -m eskit.testing.cassandra_cluster down --nodes $(NODES) --dcs $(DCS)
+	$(BIN)/python -m tools.cassandra_cluster down --nodes $(NODES) --dcs $(DCS)
 
 cassandra-status: install
-	$(BIN)/python -m eskit.testing.cassandra_cluster status --nodes $(NODES) --dcs $(DCS)
+	$(BIN)/python -m tools.cassandra_cluster status --nodes $(NODES) --dcs $(DCS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

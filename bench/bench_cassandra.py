@@ -112,7 +112,7 @@ def _append_contenders(store: Any, per_thread: int) -> dict[str, Callable[[int],
 
 def _measure_appends(nodes: int, quick: bool, rows: list[dict[str, Any]]) -> dict[str, float]:
     from eskit.cassandra import open_cassandra_stores
-    from eskit.testing.cassandra_cluster import LocalCassandraCluster
+    from tools.cassandra_cluster import LocalCassandraCluster
 
     cluster = LocalCassandraCluster(nodes)
     progress(f"{nodes}-node cluster: starting")
@@ -186,7 +186,7 @@ def _service_rate(store_url: str, accounts: int, rounds: int) -> float:
 
 
 def _measure_service(quick: bool, rows: list[dict[str, Any]]) -> float:
-    from eskit.testing.cassandra_cluster import LocalCassandraCluster
+    from tools.cassandra_cluster import LocalCassandraCluster
 
     cluster = LocalCassandraCluster(3)
     progress("3-node cluster: starting for the service comparison")
@@ -250,7 +250,7 @@ def run(quick: bool) -> dict[str, Any]:
     return {
         "title": TITLE,
         "method": (
-            f"Local clusters started by `eskit.testing.cassandra_cluster` (Cassandra 5.0, 512 MB heap per node, "
+            f"Local clusters started by `tools.cassandra_cluster` (Cassandra 5.0, 512 MB heap per node, "
             f"all nodes on this 2-core machine), keyspace with replication factor = node count, LOCAL_QUORUM "
             f"and LOCAL_SERIAL. Appends: {CONCURRENCY} threads, each appending one event at a time to its own "
             f"stream (so no contention), sequential versions. `eskit append` is `CassandraEventStore.append`; "

@@ -68,7 +68,7 @@ def run(quick: bool) -> dict[str, Any]:
         return {"skipped": "the cassandra-driver package is not installed"}
     if shutil.which("mvn") is None and not Path(".cache/cassandra").exists():
         return {"skipped": "no Maven to fetch Cassandra with"}
-    from eskit.testing.cassandra_cluster import LocalCassandraCluster
+    from tools.cassandra_cluster import LocalCassandraCluster
 
     cluster = LocalCassandraCluster(3, dcs=3)
     progress("three-region cluster: starting")

@@ -90,7 +90,7 @@ def _measure(
 
 def _with_cassandra(work: Callable[[tuple[EventStore, SnapshotStore]], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     from eskit.cassandra import open_cassandra_stores
-    from eskit.testing.cassandra_cluster import LocalCassandraCluster
+    from tools.cassandra_cluster import LocalCassandraCluster
 
     cluster = LocalCassandraCluster(1)
     progress("1-node cluster: starting")

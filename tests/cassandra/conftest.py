@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from eskit.testing.cassandra_cluster import LocalCassandraCluster
 from tests.e2e.conftest import STRICT_POLICY
 from tests.support.server import Server, running_server
+from tools.cassandra_cluster import LocalCassandraCluster
 
 #: every kind of cluster the tests start: (nodes, data centres, Paxos variant)
 KINDS = ((1, 1, "v2"), (1, 1, "v1"), (3, 1, "v2"), (3, 3, "v2"))

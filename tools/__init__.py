@@ -1,0 +1,1 @@
+"""Development tools for this repository; not part of the installed packages."""

@@ -20,6 +20,7 @@ TITLE = "Cassandra: conditional appends, the cost of linearizability, the servic
 PAYLOAD = b'{"license_id":"' + b"x" * 36 + b'","device_id":"d1","title_id":"demo-title-1"}'
 METADATA = b'{"request_id":"bench-0123456789abcdef","command":"acquire_license"}'
 CONCURRENCY = 16
+BUCKET_SIZE = 10_000  # the store's default, stated so the raw contender writes the same buckets
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -54,14 +55,41 @@ def _run_threads(threads: int, work: Callable[[int], list[float]]) -> tuple[floa
     return len(flat) / elapsed, flat
 
 
-def _append_contenders(store: Any, per_thread: int) -> dict[str, Callable[[int], list[float]]]:
+class _RawDriver:
+    """The contender: the driver alone, its own session and statements, on the keyspace eskit created."""
+
+    def __init__(self, hosts: list[str], keyspace: str) -> None:
+        from cassandra import ConsistencyLevel
+        from cassandra.cluster import Cluster
+        from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+
+        self.cluster = Cluster(
+            hosts, protocol_version=5, load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy("dc1"))
+        )
+        self.session = self.cluster.connect()
+        self.cl, self.serial_cl = ConsistencyLevel.LOCAL_QUORUM, ConsistencyLevel.LOCAL_SERIAL
+        prepare = self.session.prepare
+        where = "WHERE stream_id = ? AND bucket = ?"
+        self.set_head = prepare(f"UPDATE {keyspace}.events SET head = ? {where}")
+        self.set_head_if = prepare(f"UPDATE {keyspace}.events SET head = ? {where} IF head = ?")
+        self.set_head_if_null = prepare(f"UPDATE {keyspace}.events SET head = ? {where} IF head = null")
+        self.insert_event = prepare(
+            f"INSERT INTO {keyspace}.events (stream_id, bucket, position, event_id, type_name, schema_version,"
+            " data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+
+    def close(self) -> None:
+        self.cluster.shutdown()
+
+
+def _append_contenders(store: Any, db: _RawDriver, per_thread: int) -> dict[str, Callable[[int], list[float]]]:
     """Ours (CassandraEventStore.append), the raw driver with the identical conditional batch,
     and the raw driver with the same rows written unconditionally."""
     from cassandra.query import BatchStatement, BatchType
 
-    from eskit.events import NewEvent
+    from eskit import NewEvent
 
-    db = store.db
+    bucket_size = BUCKET_SIZE
     now = datetime.now(UTC)
     micros = int(now.timestamp() * 1_000_000)
 
@@ -80,13 +108,13 @@ def _append_contenders(store: Any, per_thread: int) -> dict[str, Callable[[int],
             stream = f"raw-{uuid.uuid4().hex}"
             out = []
             for v in range(per_thread):
-                bucket = v // store.bucket_size
+                bucket = v // bucket_size
                 batch = BatchStatement(
                     batch_type=BatchType.UNLOGGED, consistency_level=db.cl, serial_consistency_level=db.serial_cl
                 )
                 if not conditional:
                     batch.add(db.set_head, (v + 1, stream, bucket))
-                elif v % store.bucket_size == 0:
+                elif v % bucket_size == 0:
                     batch.add(db.set_head_if_null, (v + 1, stream, bucket))
                 else:
                     batch.add(db.set_head_if, (v + 1, stream, bucket, v))
@@ -111,7 +139,7 @@ def _append_contenders(store: Any, per_thread: int) -> dict[str, Callable[[int],
 
 
 def _measure_appends(nodes: int, quick: bool, rows: list[dict[str, Any]]) -> dict[str, float]:
-    from eskit.cassandra import open_cassandra_stores
+    from eskit import open_stores
     from tools.cassandra_cluster import LocalCassandraCluster
 
     cluster = LocalCassandraCluster(nodes)
@@ -120,15 +148,12 @@ def _measure_appends(nodes: int, quick: bool, rows: list[dict[str, Any]]) -> dic
     try:
         hosts = ",".join(cluster.contact_points)
         keyspace = f"bench_{uuid.uuid4().hex[:8]}"
-        store, _ = open_cassandra_stores(
-            f"cassandra://{hosts}/{keyspace}?dc=dc1&replication={nodes}&create_schema=true"
-        )
-        store.db.set_head = store.db.session.prepare(
-            f"UPDATE {keyspace}.events SET head = ? WHERE stream_id = ? AND bucket = ?"
-        )
+        url = f"cassandra://{hosts}/{keyspace}?dc=dc1&replication={nodes}&bucket_size={BUCKET_SIZE}&create_schema=true"
+        store = open_stores(url).events
+        raw = _RawDriver(list(cluster.contact_points), keyspace)
         try:
             per_thread = 15 if quick else 60
-            contenders = _append_contenders(store, per_thread)
+            contenders = _append_contenders(store, raw, per_thread)
             rates: dict[str, list[float]] = {name: [] for name in contenders}
             lats: dict[str, list[float]] = {name: [] for name in contenders}
             names = list(contenders)
@@ -151,6 +176,7 @@ def _measure_appends(nodes: int, quick: bool, rows: list[dict[str, Any]]) -> dic
                 )
             return {name: median(rates[name]) for name in names}
         finally:
+            raw.close()
             store.close()
     finally:
         cluster.stop(wipe=True)

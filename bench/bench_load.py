@@ -9,17 +9,8 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
 from bench.harness import goal_at_most, median, progress, scratch_dir
-from eskit import (
-    Aggregate,
-    DomainEvent,
-    EventCodec,
-    EventMetadata,
-    Repository,
-    SnapshotPolicy,
-    SQLiteEventStore,
-    SQLiteSnapshotStore,
-)
-from eskit.sqlite import SQLiteConnection
+from eskit import Aggregate, DomainEvent, EventCodec, EventMetadata, Repository, SnapshotPolicy
+from eskit.stores.sqlite import SQLiteConnection, SQLiteEventStore, SQLiteSnapshotStore
 
 NAME = "load"
 TITLE = "Aggregate load time: history length, with and without snapshots"

@@ -12,8 +12,8 @@ from typing import Any
 
 from bench.harness import goal_at_least, median, progress, scratch_dir
 from eskit.events import NewEvent
-from eskit.sqlite import INSERT_EVENT, PRAGMAS, SELECT_VERSION, SQLiteEventStore
-from eskit.timeutil import to_micros
+from eskit.stores.sqlite import INSERT_EVENT, PRAGMAS, SELECT_VERSION, SQLiteEventStore
+from eskit.stores.timestamps import to_micros
 
 NAME = "sqlite_append"
 TITLE = "SQLite append: eskit SQLiteEventStore against raw sqlite3"

@@ -89,7 +89,7 @@ def _measure(
 
 
 def _with_cassandra(work: Callable[[tuple[EventStore, SnapshotStore]], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    from eskit.cassandra import open_cassandra_stores
+    from eskit import open_stores
     from tools.cassandra_cluster import LocalCassandraCluster
 
     cluster = LocalCassandraCluster(1)
@@ -97,17 +97,17 @@ def _with_cassandra(work: Callable[[tuple[EventStore, SnapshotStore]], list[dict
     cluster.start()
     try:
         url = f"cassandra://{cluster.contact_points[0]}/bench_{uuid.uuid4().hex[:8]}?dc=dc1&replication=1"
-        stores = open_cassandra_stores(url + "&create_schema=true")
+        stores = open_stores(url + "&create_schema=true")
         try:
-            return work(stores)
+            return work((stores.events, stores.snapshots))
         finally:
-            stores[0].close()
+            stores.close()
     finally:
         cluster.stop(wipe=True)
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from eskit.sqlite import SQLiteConnection, SQLiteEventStore, SQLiteSnapshotStore
+    from eskit.stores.sqlite import SQLiteConnection, SQLiteEventStore, SQLiteSnapshotStore
 
     lengths = (100, 10_000) if quick else (100, 10_000, 100_000)
     rounds = 2 if quick else 5

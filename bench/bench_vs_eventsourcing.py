@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.harness import goal_at_least, median, progress, scratch_dir
-from eskit import Aggregate, DomainEvent, EventCodec, EventMetadata, Repository, SQLiteEventStore
+from eskit import Aggregate, DomainEvent, EventCodec, EventMetadata, Repository
+from eskit.stores.sqlite import SQLiteEventStore
 
 NAME = "vs_eventsourcing"
 TITLE = "eskit against the eventsourcing library (SQLite): append and load"

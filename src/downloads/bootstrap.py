@@ -60,7 +60,6 @@ def bootstrap(
         snapshots=stores.snapshots,
         snapshot_policy=snapshots,
         stream_prefix="account-",
-        cache_size=settings.cache_size,
     )
     titles = Repository(
         Title, events, codec, snapshots=stores.snapshots, snapshot_policy=snapshots, stream_prefix="title-"
@@ -72,5 +71,6 @@ def bootstrap(
         clock=clock,
         keep_requests=timedelta(hours=settings.idempotency_hours),
         observer=observer,
+        cache_size=settings.cache_size,
     )
     return App(settings=settings, policy=policy, stores=stores, service=service)

@@ -1,10 +1,14 @@
 """eskit: a small event-sourcing kit.
 
 Events and their codec, aggregates, a repository with snapshots and time
-travel, and event stores behind one port (in memory, SQLite, Cassandra).
+travel, a command runner, and the persistence ports. Importing eskit loads no
+store adapter: open stores by URL with :func:`open_stores`, or import an
+adapter from :mod:`eskit.stores` (memory, SQLite, Cassandra).
 """
 
 from eskit.aggregate import Aggregate
+from eskit.codec import EventCodec, OrjsonSerializer, Serializer, Upcaster, Upcasters
+from eskit.commands import CommandRunner
 from eskit.events import DomainEvent, EventMetadata, NewEvent, Snapshot, StoredEvent
 from eskit.exceptions import (
     AggregateError,
@@ -22,25 +26,23 @@ from eskit.exceptions import (
     UnknownOutcome,
     UpcastError,
 )
-from eskit.memory import InMemoryEventStore, InMemorySnapshotStore
+from eskit.ports import EventFeed, EventStore, FeedEvent, SnapshotStore
 from eskit.repository import RecordedEvent, Repository, SnapshotPolicy
-from eskit.serialization import EventCodec, OrjsonSerializer, Serializer, Upcaster, Upcasters
-from eskit.sqlite import SQLiteEventStore, SQLiteSnapshotStore
-from eskit.store import EventStore, SnapshotStore
-from eskit.urls import Stores, open_stores
+from eskit.stores.registry import Stores, open_stores
 
 __all__ = [
     "Aggregate",
     "AggregateError",
     "AggregateNotFound",
+    "CommandRunner",
     "ConcurrencyError",
     "DomainEvent",
     "EskitError",
     "EventCodec",
+    "EventFeed",
     "EventMetadata",
     "EventStore",
-    "InMemoryEventStore",
-    "InMemorySnapshotStore",
+    "FeedEvent",
     "IntegrityError",
     "InterfaceError",
     "NewEvent",
@@ -48,8 +50,6 @@ __all__ = [
     "OrjsonSerializer",
     "RecordedEvent",
     "Repository",
-    "SQLiteEventStore",
-    "SQLiteSnapshotStore",
     "SchemaError",
     "SerializationError",
     "Serializer",

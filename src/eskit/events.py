@@ -3,7 +3,7 @@
 A domain event is a frozen dataclass that subclasses :class:`DomainEvent` and
 declares a stable ``type_name`` (never a module path, so code can move) and a
 schema ``version`` (bumped whenever its fields change, with an upcaster from the
-previous version registered in the :class:`~eskit.serialization.EventCodec`).
+previous version registered in the :class:`~eskit.codec.EventCodec`).
 
 Stores never see domain events: they keep :class:`NewEvent` / :class:`StoredEvent`
 records whose payload and metadata are already encoded bytes.

@@ -3,37 +3,32 @@
 Loading takes the newest usable snapshot at or below the wanted version and
 folds the events after it. Saving appends the aggregate's pending events at the
 version it was loaded at, so a concurrent writer makes the save fail with
-:class:`~eskit.exceptions.ConcurrencyError` instead of overwriting history.
-:meth:`Repository.execute` turns that into a bounded reload-and-retry loop.
+:class:`~eskit.exceptions.ConcurrencyError` instead of overwriting history;
+:class:`~eskit.commands.CommandRunner` turns that into a bounded
+reload-and-retry loop.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
 from eskit.aggregate import Aggregate, metadata_for
+from eskit.codec import EventCodec, Upcasters
 from eskit.events import DomainEvent, EventMetadata, Snapshot, StoredEvent
-from eskit.exceptions import AggregateNotFound, ConcurrencyError, SerializationError
-from eskit.serialization import EventCodec, Upcasters
-from eskit.store import EventStore, SnapshotStore
+from eskit.exceptions import AggregateNotFound, SerializationError
+from eskit.ports import EventStore, SnapshotStore
 
 __all__ = ["RecordedEvent", "Repository", "SnapshotPolicy"]
 
 A = TypeVar("A", bound=Aggregate)
-R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
-_COMMAND_LOCKS = 256
 
 
 @dataclass(frozen=True)
@@ -73,7 +68,6 @@ class Repository(Generic[A]):
         snapshot_policy: SnapshotPolicy | None = None,
         snapshot_upcasters: Upcasters | None = None,
         stream_prefix: str = "",
-        cache_size: int = 0,
     ) -> None:
         self.aggregate_cls = aggregate_cls
         self.events = events
@@ -82,12 +76,6 @@ class Repository(Generic[A]):
         self.snapshot_policy = snapshot_policy or SnapshotPolicy()
         self.snapshot_upcasters = snapshot_upcasters or Upcasters()
         self.stream_prefix = stream_prefix
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, A] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        # Commands on one aggregate in this process take turns instead of racing to conflict:
-        # optimistic concurrency still guards against other processes.
-        self._command_locks = [threading.Lock() for _ in range(_COMMAND_LOCKS)]
 
     def stream_id(self, aggregate_id: str) -> str:
         """The stream that holds the aggregate's events."""
@@ -123,6 +111,10 @@ class Repository(Generic[A]):
         """Return the aggregate's decoded events with ``gt < position <= lte``, oldest first."""
         stored = self.events.read(self.stream_id(aggregate_id), gt=gt, lte=lte, limit=limit)
         return [self._decode(s) for s in stored]
+
+    def events_after(self, aggregate: A) -> list[RecordedEvent]:
+        """The decoded events appended to the aggregate's stream after its version, by any process."""
+        return self._iter_events(self.stream_id(aggregate.id), gt=aggregate.version, lte=None)
 
     def _iter_events(self, stream_id: str, *, gt: int, lte: int | None) -> list[RecordedEvent]:
         decoded: list[RecordedEvent] = []
@@ -215,102 +207,3 @@ class Repository(Generic[A]):
             log.exception("snapshot of %s v%d failed", aggregate.id, aggregate.version)
             return False
         return True
-
-    # -- the command cache -----------------------------------------------------
-
-    def _take_cached(self, aggregate_id: str) -> A | None:
-        """Take (not copy) a cached aggregate, brought up to date with the events after it.
-
-        The cache hands each aggregate to one command at a time: a command in
-        another thread finds nothing and loads from the store, so no two
-        commands ever mutate the same object.
-        """
-        if self.cache_size <= 0:
-            return None
-        with self._cache_lock:
-            aggregate = self._cache.pop(aggregate_id, None)
-        if aggregate is not None:
-            for recorded in self._iter_events(self.stream_id(aggregate_id), gt=aggregate.version, lte=None):
-                aggregate.replay(recorded.event, recorded.metadata)
-        return aggregate
-
-    def _keep(self, aggregate: A) -> None:
-        """Cache an aggregate whose state is exactly what the store holds (no pending events)."""
-        if self.cache_size <= 0 or aggregate.pending_events:
-            return
-        with self._cache_lock:
-            self._cache[aggregate.id] = aggregate
-            self._cache.move_to_end(aggregate.id)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-
-    # -- commands --------------------------------------------------------------
-
-    def execute(
-        self,
-        aggregate_id: str,
-        command: Callable[[A], R],
-        *,
-        metadata: EventMetadata | Callable[[A, R], EventMetadata | Sequence[EventMetadata]],
-        create: bool = False,
-        max_attempts: int = 10,
-        on_conflict: Callable[[int], None] | None = None,
-    ) -> R:
-        """Run ``command`` on the latest state and save what it triggered; retry on conflict.
-
-        ``command`` receives the loaded aggregate (a new, empty one when
-        ``create`` is true and the stream has no events) and returns any value,
-        which ``execute`` returns after saving. ``metadata`` is the metadata to
-        save the events with, or a function of the aggregate and the result that
-        builds it (so it can record the answer). On
-        :class:`ConcurrencyError` the aggregate is reloaded and the command run
-        again, up to ``max_attempts`` times in all, with a short random backoff;
-        the last conflict is re-raised. Exceptions raised by ``command`` propagate
-        and nothing is saved.
-
-        With ``cache_size`` > 0, aggregates that commands left in their stored
-        state are kept in memory (least recently used dropped first) and the
-        next command reads only the events appended after them, by any process.
-        Commands on one aggregate within this process run one at a time (striped
-        locks), so they queue instead of conflicting; conflicts with other
-        processes are retried as above.
-        """
-        with self._command_locks[hash(aggregate_id) % _COMMAND_LOCKS]:
-            return self._execute(aggregate_id, command, metadata, create, max_attempts, on_conflict)
-
-    def _execute(
-        self,
-        aggregate_id: str,
-        command: Callable[[A], R],
-        metadata: EventMetadata | Callable[[A, R], EventMetadata | Sequence[EventMetadata]],
-        create: bool,
-        max_attempts: int,
-        on_conflict: Callable[[int], None] | None,
-    ) -> R:
-        for attempt in range(1, max_attempts + 1):
-            aggregate = self._take_cached(aggregate_id)
-            if aggregate is None:
-                try:
-                    aggregate = self.load(aggregate_id)
-                except AggregateNotFound:
-                    if not create:
-                        raise
-                    aggregate = self.aggregate_cls(aggregate_id)
-            # An exception from the command leaves the aggregate half-changed: it is not cached again.
-            result = command(aggregate)
-            if aggregate.pending_events:
-                meta = metadata if isinstance(metadata, EventMetadata) else metadata(aggregate, result)
-                try:
-                    self.save(aggregate, meta)
-                except ConcurrencyError:
-                    if on_conflict is not None:
-                        on_conflict(attempt)
-                    if attempt == max_attempts:
-                        raise
-                    # Jittered, growing backoff: writers in other processes get out of step.
-                    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-                    continue
-            if aggregate.version > 0:
-                self._keep(aggregate)
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover

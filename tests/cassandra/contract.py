@@ -7,12 +7,10 @@ from typing import Any
 
 import pytest
 
-from eskit.cassandra import CassandraEventStore, CassandraSnapshotStore, open_cassandra_stores
-from eskit.store import EventStore, SnapshotStore
+from eskit import Stores, open_stores
+from eskit.ports import EventStore, SnapshotStore
 from eskit.testing.contract import EventStoreContract, SnapshotStoreContract
 from tests.cassandra.conftest import ClusterPool, fresh_keyspace, store_url
-
-Stores = tuple[CassandraEventStore, CassandraSnapshotStore]
 
 
 def contract_tests(nodes: int) -> tuple[Any, type[EventStoreContract], type[SnapshotStoreContract]]:
@@ -22,9 +20,9 @@ def contract_tests(nodes: int) -> tuple[Any, type[EventStoreContract], type[Snap
     @pytest.fixture(scope="module")
     def cassandra_stores(cluster_pool: ClusterPool) -> Iterator[Stores]:
         cluster = cluster_pool.get(nodes)
-        events, snapshots = open_cassandra_stores(store_url(cluster, fresh_keyspace("contract"), bucket_size="10"))
-        yield events, snapshots
-        events.close()
+        stores = open_stores(store_url(cluster, fresh_keyspace("contract"), bucket_size="10"))
+        yield stores
+        stores.close()
 
     class EventStoreOnCluster(EventStoreContract):
         racers = 4
@@ -37,7 +35,7 @@ def contract_tests(nodes: int) -> tuple[Any, type[EventStoreContract], type[Snap
             self.shared = cassandra_stores
 
         def make_event_store(self) -> EventStore:
-            return self.shared[0]
+            return self.shared.events
 
         def release_event_store(self, store: EventStore) -> None:
             """The module's connection stays open for the next test."""
@@ -48,7 +46,7 @@ def contract_tests(nodes: int) -> tuple[Any, type[EventStoreContract], type[Snap
             self.shared = cassandra_stores
 
         def make_snapshot_store(self) -> SnapshotStore:
-            return self.shared[1]
+            return self.shared.snapshots
 
         def release_snapshot_store(self, store: SnapshotStore) -> None:
             """The module's connection stays open for the next test."""

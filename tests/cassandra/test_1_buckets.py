@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from eskit import ConcurrencyError, OperationalError, SchemaError
-from eskit.cassandra import CassandraEventStore, open_cassandra_stores
-from eskit.store import TIME_STRIDE
+from eskit import ConcurrencyError, OperationalError, SchemaError, open_stores
+from eskit.stores.cassandra import CassandraEventStore
 from eskit.testing.contract import T0, new_event
+from eskit.timetravel import TIME_STRIDE
 from tests.cassandra.conftest import ClusterPool, fresh_keyspace, store_url
 
 pytestmark = pytest.mark.cassandra
@@ -24,7 +24,7 @@ def keyspace_url(cluster_pool: ClusterPool) -> str:
 
 @pytest.fixture(scope="module")
 def store(keyspace_url: str) -> Iterator[CassandraEventStore]:
-    events, _ = open_cassandra_stores(keyspace_url)
+    events = open_stores(keyspace_url).events
     yield events
     events.close()
 
@@ -64,14 +64,14 @@ def test_an_expected_version_ahead_of_the_stream_is_a_conflict_in_any_bucket(sto
 
 def test_a_keyspace_refuses_to_open_with_another_bucket_size(keyspace_url: str, store: CassandraEventStore) -> None:
     with pytest.raises(SchemaError, match="bucket_size"):
-        open_cassandra_stores(keyspace_url.replace("bucket_size=10", "bucket_size=100"))
+        open_stores(keyspace_url.replace("bucket_size=10", "bucket_size=100"))
 
 
 def test_a_missing_keyspace_is_refused_with_a_hint_to_create_it(keyspace_url: str) -> None:
     missing = keyspace_url.replace("create_schema=true", "create_schema=false").split("/")
     missing[3] = "no_such_keyspace?" + missing[3].split("?", 1)[1]
     with pytest.raises(SchemaError, match="store init"):
-        open_cassandra_stores("/".join(missing))
+        open_stores("/".join(missing))
 
 
 def test_a_read_bounded_far_beyond_the_head_stops_at_the_head(store: CassandraEventStore) -> None:
@@ -100,7 +100,7 @@ def test_a_read_never_returns_fewer_events_than_the_head_it_reports(store: Cassa
 def test_time_travel_over_a_long_stream_uses_and_repairs_the_time_index(keyspace_url: str) -> None:
     # Buckets of 1,000: long appends, so 70,000 events take 700 appends; the stream crosses 70 partitions.
     url = keyspace_url.replace("bucket_size=10", "bucket_size=1000").replace("/buckets_", "/times_")
-    events, _ = open_cassandra_stores(url)
+    events = open_stores(url).events
     try:
         s = stream()
         length = 70_000  # past TIME_STRIDE * 64, where time travel probes strided positions

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from eskit.cassandra import open_cassandra_stores
+from eskit import open_stores
 from eskit.exceptions import SchemaError
 from tests.cassandra.conftest import ClusterPool, fresh_keyspace, store_url
 
@@ -23,6 +23,6 @@ def test_a_store_on_a_cluster_running_paxos_v1_refuses_to_start_naming_the_setti
     cluster = cluster_pool.get(1, paxos_variant="v1")
 
     with pytest.raises(SchemaError, match="paxos_variant") as refused:
-        open_cassandra_stores(store_url(cluster, fresh_keyspace("paxos")))
+        open_stores(store_url(cluster, fresh_keyspace("paxos")))
 
     assert "v1" in str(refused.value) and "v2" in str(refused.value)

@@ -18,8 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from eskit import EventCodec
-from eskit.cassandra import open_cassandra_stores
+from eskit import EventCodec, open_stores
 from tests.cassandra.conftest import ClusterPool, fresh_keyspace, store_url
 from tests.support.server import Server, running_server
 
@@ -146,7 +145,7 @@ def test_a_killed_node_loses_no_acknowledged_command_and_the_cluster_agrees_afte
                 assert state["devices_with_downloads"] <= state["device_limit"]
 
     # Read back at consistency ALL: every replica answers, and the events are the ones the service saw.
-    store, _ = open_cassandra_stores(url.replace("create_schema=true", "consistency=ALL"))
+    store = open_stores(url.replace("create_schema=true", "consistency=ALL")).events
     try:
         codec = EventCodec()
         for account, events in histories.items():

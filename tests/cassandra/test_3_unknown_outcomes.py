@@ -17,8 +17,8 @@ from dataclasses import replace
 
 import pytest
 
-from eskit import ConcurrencyError, EskitError
-from eskit.cassandra import CassandraEventStore, open_cassandra_stores
+from eskit import ConcurrencyError, EskitError, open_stores
+from eskit.stores.cassandra import CassandraEventStore
 from eskit.testing.contract import new_event
 from tests.cassandra.conftest import ClusterPool, fresh_keyspace, store_url
 
@@ -49,7 +49,7 @@ def append_exactly_once(store: CassandraEventStore, stream: str, n: int, stop_at
 def test_appends_whose_outcome_was_unknown_land_exactly_once(cluster_pool: ClusterPool) -> None:
     cluster = cluster_pool.get(3)
     url = store_url(cluster, fresh_keyspace("unknown"), request_timeout="1.5", retries="2", bucket_size="20")
-    store, _ = open_cassandra_stores(url)
+    store = open_stores(url).events
     stream = f"contended-{uuid.uuid4().hex}"
     errors: list[BaseException] = []
     stop_at = time.monotonic() + 240
@@ -92,7 +92,7 @@ def test_appends_whose_outcome_was_unknown_land_exactly_once(cluster_pool: Clust
 def test_an_append_resent_after_a_timeout_is_recognised_as_ours(cluster_pool: ClusterPool) -> None:
     """The resolution step itself: a resend that finds our own event reports success, not a conflict."""
     cluster = cluster_pool.get(3)
-    store, _ = open_cassandra_stores(store_url(cluster, fresh_keyspace("resend")))
+    store = open_stores(store_url(cluster, fresh_keyspace("resend"))).events
     try:
         stream = f"s-{uuid.uuid4().hex}"
         event = new_event(1)

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from eskit import EventCodec
-from eskit.cassandra import CassandraEventStore, open_cassandra_stores
+from eskit import EventCodec, open_stores
 from eskit.exceptions import ConcurrencyError, SchemaError
+from eskit.stores.cassandra import CassandraEventStore
 from eskit.testing.contract import new_event
 from tests.cassandra.conftest import ClusterPool, fresh_keyspace, store_url
 from tests.e2e.conftest import STRICT_POLICY
@@ -49,24 +49,24 @@ def regions(cluster_pool: ClusterPool) -> str:
     cluster = cluster_pool.get(3, dcs=3)
     assert cluster.data_centres == ["dc1", "dc2", "dc3"]
     url = store_url(cluster, fresh_keyspace("regions"))
-    events, _ = open_cassandra_stores(url)  # creates the keyspace
+    events = open_stores(url).events  # creates the keyspace
     events.close()
     return url
 
 
 def test_a_store_at_local_serial_on_a_multi_region_keyspace_refuses_to_start(regions: str) -> None:
     with pytest.raises(SchemaError, match="LOCAL_SERIAL") as refused:
-        open_cassandra_stores(regions + "&serial_consistency=LOCAL_SERIAL")
+        open_stores(regions + "&serial_consistency=LOCAL_SERIAL")
     assert "single_writer_region" in str(refused.value)
 
-    declared, _ = open_cassandra_stores(regions + "&serial_consistency=LOCAL_SERIAL&single_writer_region=true")
+    declared = open_stores(regions + "&serial_consistency=LOCAL_SERIAL&single_writer_region=true").events
     declared.close()
 
 
 def test_the_store_runs_paxos_globally_when_the_keyspace_spans_regions(regions: str) -> None:
     from cassandra import ConsistencyLevel
 
-    events, _ = open_cassandra_stores(regional(regions, "dc2"))
+    events = open_stores(regional(regions, "dc2")).events
     try:
         assert events.db.data_centres == ["dc1", "dc2", "dc3"]
         assert (events.db.serial_cl, events.db.write_cl) == (ConsistencyLevel.SERIAL, ConsistencyLevel.QUORUM)
@@ -98,8 +98,8 @@ def _race(stores: list[CassandraEventStore], stream: str) -> list[int]:
 
 
 def test_two_regions_racing_on_one_version_never_both_win(regions: str) -> None:
-    stores = [open_cassandra_stores(regional(regions, dc))[0] for dc in ("dc1", "dc2")]
-    checker, _ = open_cassandra_stores(at_all(regions))
+    stores = [open_stores(regional(regions, dc)).events for dc in ("dc1", "dc2")]
+    checker = open_stores(at_all(regions)).events
     try:
         for _ in range(40):
             stream = f"race-{uuid.uuid4().hex}"
@@ -185,7 +185,7 @@ def _release_all(server: Server, account: str) -> None:
 
 def _check_against_all(url: str, account: str, issued: list[str]) -> None:
     """Every acknowledged license is in the account's history read at ALL, exactly once."""
-    store, _ = open_cassandra_stores(at_all(url))
+    store = open_stores(at_all(url)).events
     try:
         codec = EventCodec()
         stored = store.read(f"account-{account}")

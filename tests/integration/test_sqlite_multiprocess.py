@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from eskit import ConcurrencyError, NewEvent, SQLiteEventStore
+from eskit import ConcurrencyError, NewEvent
+from eskit.stores.sqlite import SQLiteEventStore
 
 SPAWN = multiprocessing.get_context("spawn")
 STREAM = "race-1"

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from eskit import InMemoryEventStore, InMemorySnapshotStore, SQLiteEventStore, SQLiteSnapshotStore
-from eskit.store import EventStore, SnapshotStore
+from eskit.ports import EventStore, SnapshotStore
+from eskit.stores.memory import InMemoryEventStore, InMemorySnapshotStore
+from eskit.stores.sqlite import SQLiteEventStore, SQLiteSnapshotStore
 from eskit.testing.contract import EventStoreContract, SnapshotStoreContract
 
 

@@ -12,13 +12,13 @@ from eskit import (
     DomainEvent,
     EventCodec,
     EventMetadata,
-    InMemoryEventStore,
     SerializationError,
     StoredEvent,
     UnknownEventType,
     UpcastError,
     Upcasters,
 )
+from eskit.stores.memory import InMemoryEventStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

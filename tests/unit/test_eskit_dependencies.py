@@ -55,7 +55,7 @@ def test_the_import_reader_sees_every_form_of_import(tmp_path: Path) -> None:
     module = tmp_path / "pkg" / "sub" / "mod.py"
     module.parent.mkdir(parents=True)
     module.write_text(
-        "import os, downloads.api as api\n"
+        "import os, downloads.entrypoints.http as api\n"
         "from downloads import cli\n"
         "from . import sibling\n"
         "from ..other import thing\n"
@@ -66,7 +66,7 @@ def test_the_import_reader_sees_every_form_of_import(tmp_path: Path) -> None:
 
     assert set(imported_modules(module, "pkg.sub")) == {
         "os",
-        "downloads.api",
+        "downloads.entrypoints.http",
         "downloads",
         "pkg.sub",
         "pkg.other",

@@ -17,15 +17,16 @@ import pytest
 from eskit import (
     Aggregate,
     AggregateNotFound,
+    CommandRunner,
     ConcurrencyError,
     DomainEvent,
     EventCodec,
     EventMetadata,
     EventStore,
-    InMemoryEventStore,
     Repository,
-    SQLiteEventStore,
 )
+from eskit.stores.memory import InMemoryEventStore
+from eskit.stores.sqlite import SQLiteEventStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 META = EventMetadata(recorded_at=T0, request_id="req-1")
@@ -59,7 +60,7 @@ class Refused(Exception):
     pass
 
 
-OpenRepository = Callable[[], Repository[Ledger]]
+OpenRepository = Callable[[], CommandRunner[Ledger]]
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -68,10 +69,10 @@ def open_repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     shared = InMemoryEventStore()
     opened: list[EventStore] = []
 
-    def open_one() -> Repository[Ledger]:
+    def open_one() -> CommandRunner[Ledger]:
         store = shared if request.param == "memory" else SQLiteEventStore(tmp_path / "events.db")
         opened.append(store)
-        return Repository(Ledger, store, EventCodec([EntryRecorded]))
+        return CommandRunner(Repository(Ledger, store, EventCodec([EntryRecorded])))
 
     yield open_one
     for store in opened:
@@ -82,10 +83,10 @@ def record(text: str) -> Callable[[Ledger], None]:
     return lambda ledger: ledger.record(text)
 
 
-def opened_ledger(open_repository: OpenRepository) -> Repository[Ledger]:
+def opened_ledger(open_repository: OpenRepository) -> CommandRunner[Ledger]:
     """A repository whose ledger ``l`` already holds the entry ``opened``."""
     repo = open_repository()
-    repo.execute("l", record("opened"), metadata=META, create=True)
+    repo.run("l", record("opened"), metadata=META, create=True)
     return repo
 
 
@@ -100,16 +101,16 @@ def test_a_command_that_lost_a_race_is_rerun_on_fresh_state_and_both_writes_are_
     def command(ledger: Ledger) -> int:
         seen.append(list(ledger.entries))
         if len(seen) == 1:
-            theirs.execute("l", record("theirs"), metadata=META)
+            theirs.run("l", record("theirs"), metadata=META)
         ledger.record("ours")
         return len(ledger.entries)
 
-    result = ours.execute("l", command, metadata=META, on_conflict=conflicts.append)
+    result = ours.run("l", command, metadata=META, on_conflict=conflicts.append)
 
     assert seen == [["opened"], ["opened", "theirs"]]
     assert conflicts == [1]
     assert result == 3
-    assert open_repository().load("l").entries == ["opened", "theirs", "ours"]
+    assert open_repository().repository.load("l").entries == ["opened", "theirs", "ours"]
 
 
 def test_after_max_attempts_conflicts_the_conflict_propagates_and_nothing_of_ours_is_written(
@@ -123,15 +124,15 @@ def test_after_max_attempts_conflicts_the_conflict_propagates_and_nothing_of_our
     def command(ledger: Ledger) -> None:
         nonlocal calls
         calls += 1
-        theirs.execute("l", record(f"theirs-{calls}"), metadata=META)
+        theirs.run("l", record(f"theirs-{calls}"), metadata=META)
         ledger.record("ours")
 
     with pytest.raises(ConcurrencyError):
-        ours.execute("l", command, metadata=META, max_attempts=3, on_conflict=conflicts.append)
+        ours.run("l", command, metadata=META, max_attempts=3, on_conflict=conflicts.append)
 
     assert calls == 3
     assert conflicts == [1, 2, 3]
-    ledger = open_repository().load("l")
+    ledger = open_repository().repository.load("l")
     assert ledger.entries == ["opened", "theirs-1", "theirs-2", "theirs-3"]
     assert ledger.version == 4
 
@@ -146,20 +147,20 @@ def test_an_exception_raised_by_the_command_propagates_and_nothing_is_saved(
         raise Refused("changed my mind")
 
     with pytest.raises(Refused):
-        repo.execute("l", command, metadata=META)
+        repo.run("l", command, metadata=META)
     with pytest.raises(ValueError, match="needs text"):
-        repo.execute("l", record(""), metadata=META)
+        repo.run("l", record(""), metadata=META)
 
-    assert [r.event for r in repo.history("l")] == [EntryRecorded("opened")]
+    assert [r.event for r in repo.repository.history("l")] == [EntryRecorded("opened")]
 
 
 def test_create_starts_a_new_aggregate_when_the_stream_is_empty(open_repository: OpenRepository) -> None:
     repo = open_repository()
 
-    repo.execute("l", record("first"), metadata=META, create=True)
-    repo.execute("l", record("second"), metadata=META, create=True)
+    repo.run("l", record("first"), metadata=META, create=True)
+    repo.run("l", record("second"), metadata=META, create=True)
 
-    ledger = repo.load("l")
+    ledger = repo.repository.load("l")
     assert (ledger.entries, ledger.version) == (["first", "second"], 2)
 
 
@@ -169,10 +170,10 @@ def test_without_create_a_missing_aggregate_raises_not_found_and_nothing_is_writ
     repo = open_repository()
 
     with pytest.raises(AggregateNotFound) as caught:
-        repo.execute("l", record("first"), metadata=META)
+        repo.run("l", record("first"), metadata=META)
 
     assert caught.value.stream_id == "l"
-    assert repo.history("l") == []
+    assert repo.repository.history("l") == []
 
 
 def test_a_metadata_function_receives_the_aggregate_and_the_result_and_is_saved(
@@ -189,10 +190,10 @@ def test_a_metadata_function_receives_the_aggregate_and_the_result_and_is_saved(
         ledger.record("paid")
         return "receipt-7"
 
-    assert repo.execute("l", command, metadata=metadata) == "receipt-7"
+    assert repo.run("l", command, metadata=metadata) == "receipt-7"
 
     assert received == [(["opened", "paid"], "receipt-7")]
-    last = repo.history("l")[-1]
+    last = repo.repository.history("l")[-1]
     assert last.metadata.request_id == "req-2"
     assert last.metadata.extra == {"answer": "receipt-7"}
 
@@ -205,5 +206,5 @@ def test_a_command_that_records_nothing_saves_nothing_and_still_returns_its_resu
     def metadata(ledger: Ledger, result: int) -> EventMetadata:
         raise AssertionError("no events, so no metadata is needed")
 
-    assert repo.execute("l", lambda ledger: len(ledger.entries), metadata=metadata) == 1
-    assert repo.load("l").version == 1
+    assert repo.run("l", lambda ledger: len(ledger.entries), metadata=metadata) == 1
+    assert repo.repository.load("l").version == 1

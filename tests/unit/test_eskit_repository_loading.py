@@ -19,21 +19,19 @@ import pytest
 from eskit import (
     Aggregate,
     AggregateNotFound,
+    CommandRunner,
     DomainEvent,
     EventCodec,
     EventMetadata,
-    InMemoryEventStore,
-    InMemorySnapshotStore,
     Repository,
     Snapshot,
     SnapshotPolicy,
     SnapshotStore,
-    SQLiteEventStore,
-    SQLiteSnapshotStore,
     StoredEvent,
     Upcasters,
 )
-from eskit.sqlite import SQLiteConnection
+from eskit.stores.memory import InMemoryEventStore, InMemorySnapshotStore
+from eskit.stores.sqlite import SQLiteConnection, SQLiteEventStore, SQLiteSnapshotStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -154,7 +152,7 @@ def at(second: float) -> EventMetadata:
 def add_one_by_one(repo: Repository[Counter], amounts: Iterable[int], *, first_second: int = 1) -> None:
     """Save one ``Added`` per amount, each in its own command, the n-th recorded at T0 + n seconds."""
     for second, amount in enumerate(amounts, start=first_second):
-        repo.execute("c", lambda counter, a=amount: counter.add(a), metadata=at(second), create=True)
+        CommandRunner(repo).run("c", lambda counter, a=amount: counter.add(a), metadata=at(second), create=True)
 
 
 def save_snapshot(backend: Backend, version: int, state: bytes, *, schema: int = 2, kind: str = "test.Counter") -> None:

@@ -7,17 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from eskit import (
-    InMemoryEventStore,
-    InMemorySnapshotStore,
-    InterfaceError,
-    NewEvent,
-    SQLiteEventStore,
-    SQLiteSnapshotStore,
-    StoreUnavailable,
-    open_stores,
-)
-from eskit.urls import sqlite_path
+from eskit import InterfaceError, NewEvent, StoreUnavailable, open_stores
+from eskit.stores.memory import InMemoryEventStore, InMemorySnapshotStore
+from eskit.stores.sqlite import SQLiteEventStore, SQLiteSnapshotStore, sqlite_path
 
 
 def event(n: int) -> NewEvent:

@@ -22,7 +22,7 @@ import orjson
 from downloads.domain import AcceptedRequest, Account, DomainError, Invalid, NotFound, Policy, Title, TitleInfo
 from downloads.domain.requests import reply_record
 from downloads.service.views import account_view, device_view, iso, license_view, title_view
-from eskit import AggregateNotFound, EventMetadata, Repository
+from eskit import AggregateNotFound, CommandRunner, EventMetadata, Repository
 
 __all__ = ["Clock", "DownloadsService", "Reply", "ServiceObserver", "system_clock"]
 
@@ -68,9 +68,12 @@ class DownloadsService:
         keep_requests: timedelta = timedelta(hours=24),
         observer: ServiceObserver | None = None,
         max_attempts: int = 20,
+        cache_size: int = 0,
     ) -> None:
         self.accounts = accounts
         self.titles = titles
+        self.account_commands = CommandRunner(accounts, cache_size=cache_size)
+        self.title_commands = CommandRunner(titles)
         self.policy = policy
         self.clock = clock
         self.keep_requests = keep_requests
@@ -129,7 +132,7 @@ class DownloadsService:
                 self.observer.conflict(command, n)
 
         try:
-            reply = self.accounts.execute(
+            reply = self.account_commands.run(
                 account_id,
                 attempt,
                 metadata=metadata,
@@ -252,7 +255,7 @@ class DownloadsService:
                 now=self.clock(),
             )
 
-        info = self.titles.execute(
+        info = self.title_commands.run(
             title_id,
             command,
             metadata=lambda _t, _i: EventMetadata(recorded_at=self.clock(), command="set_title"),

@@ -1,1 +1,1 @@
-"""Test helpers for eskit (local infrastructure such as Cassandra clusters)."""
+"""Test helpers for eskit: the contract suites every store adapter runs."""

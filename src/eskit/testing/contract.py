@@ -17,7 +17,8 @@ import pytest
 
 from eskit.events import NewEvent, Snapshot
 from eskit.exceptions import ConcurrencyError, InterfaceError
-from eskit.store import TIME_STRIDE, EventStore, SnapshotStore, search_version_at
+from eskit.ports import EventStore, SnapshotStore
+from eskit.timetravel import TIME_STRIDE, search_version_at
 
 __all__ = ["T0", "EventStoreContract", "SnapshotStoreContract", "new_event"]
 

@@ -1,67 +1,21 @@
-"""Persistence ports: an event store and a snapshot store.
+"""Persistence ports: an event store, a snapshot store, and the feed a read side follows.
 
-Both are small abstract classes; each backend provides ``<Tech>EventStore`` and
-``<Tech>SnapshotStore`` adapters that pass the contract suite in
-:mod:`eskit.testing.contract`.
+Small abstract classes; each backend provides ``<Tech>EventStore``,
+``<Tech>SnapshotStore`` (and, where it has one, ``<Tech>EventFeed``) adapters
+that pass the contract suites in :mod:`eskit.testing.contract`.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from eskit.events import NewEvent, Snapshot, StoredEvent
-from eskit.exceptions import OperationalError
+from eskit.timetravel import search_version_at
 
-__all__ = ["TIME_STRIDE", "EventStore", "SnapshotStore", "search_version_at", "time_probes"]
-
-#: positions probed per round of the time-travel search; the schedule is the same on every store,
-#: so that stores agree even on a history whose recorded times go backwards
-TIME_PROBES = 64
-#: over a range of TIME_PROBES * TIME_STRIDE positions or more, a round probes the positions
-#: 1 + k * stride instead (stride a power-of-two multiple of this, at most 256 probes), which a
-#: store can keep an index of (Cassandra does, so that round reads one partition)
-TIME_STRIDE = 1024
-
-
-def time_probes(low: int, high: int) -> list[int]:
-    """The positions one round of the time-travel search probes in ``(low, high]``, ascending."""
-    span = high - low
-    if span <= TIME_PROBES:
-        return list(range(low + 1, high + 1))
-    if span >= TIME_PROBES * TIME_STRIDE:
-        stride = TIME_STRIDE
-        while span // stride > 256:
-            stride *= 2
-        first = low + 1 + (-low % stride)  # the first position 1 + k * stride above low
-        return list(range(first, high + 1, stride))
-    return sorted({low + -(-span * i // TIME_PROBES) for i in range(1, TIME_PROBES + 1)})
-
-
-def search_version_at(head: int, when: datetime, recorded: Callable[[Sequence[int]], Mapping[int, datetime]]) -> int:
-    """The position of the last event recorded at or before ``when``, found by a k-ary search.
-
-    ``recorded`` maps positions to their recorded times, one round trip for a
-    round of :func:`time_probes`; a search over 100,000 events takes 3 rounds,
-    over 100 events 2. Exact when recorded times never decrease along the
-    stream (the service's decision time keeps them so); for an older stream
-    whose times go backwards, every store runs this same search over the same
-    times, so they all give the same answer.
-    """
-    low, high = 0, head  # the answer lies in [low, high]
-    while low < high:
-        chosen = time_probes(low, high)
-        times = recorded(chosen)
-        for position in chosen:
-            at = times.get(position)
-            if at is None:
-                raise OperationalError(f"event {position} of the stream could not be read for time travel")
-            if at > when:
-                high = position - 1
-                break
-            low = position
-    return low
+__all__ = ["EventFeed", "EventStore", "FeedEvent", "SnapshotStore"]
 
 
 class EventStore(abc.ABC):
@@ -141,3 +95,44 @@ class SnapshotStore(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the store must not be used afterwards."""
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """An accepted event as a follower of the feed meets it.
+
+    ``sequence`` is its place in its shard of the feed: 1, 2, 3 ... in commit
+    order, so a follower that has read up to ``s`` never later meets an event
+    of that shard at or below ``s``.
+    """
+
+    shard: int
+    sequence: int
+    event: StoredEvent
+
+
+class EventFeed(abc.ABC):
+    """Port: every accepted event, exactly once per shard, in an order a follower can resume from.
+
+    A follower keeps, per shard, the sequence it has applied up to (its
+    checkpoint) and asks for what comes after. The feed never shows an event
+    whose append was refused or whose outcome was resolved as "did not happen",
+    and within a stream its events come in position order. Stores with one
+    commit order (memory, SQLite) have one shard.
+    """
+
+    @property
+    def shards(self) -> int:
+        """How many independent shards the feed has; followers read each from its own checkpoint."""
+        return 1
+
+    @abc.abstractmethod
+    def read(self, *, shard: int = 0, after: int = 0, limit: int = 1000) -> list[FeedEvent]:
+        """Return up to ``limit`` events of ``shard`` with a sequence above ``after``, in order."""
+
+    @abc.abstractmethod
+    def head(self, *, shard: int = 0) -> int:
+        """The sequence of the shard's last accepted event (0 for none): a follower's lag is ``head - checkpoint``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the feed must not be used afterwards."""

@@ -5,13 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from eskit.events import NewEvent, Snapshot, StoredEvent
 from eskit.exceptions import ConcurrencyError
-from eskit.store import EventStore, SnapshotStore
-from eskit.validation import check_append, check_read
+from eskit.ports import EventStore, SnapshotStore
+from eskit.stores.checks import check_append, check_read
+from eskit.stores.registry import Stores
 
-__all__ = ["InMemoryEventStore", "InMemorySnapshotStore"]
+__all__ = ["InMemoryEventStore", "InMemorySnapshotStore", "open_stores"]
 
 
 class InMemoryEventStore(EventStore):
@@ -85,3 +87,8 @@ class InMemorySnapshotStore(SnapshotStore):
         with self._lock:
             versions = [v for v in self._snapshots.get(stream_id, {}) if lte is None or v <= lte]
             return self._snapshots[stream_id][max(versions)] if versions else None
+
+
+def open_stores(url: str, **_: Any) -> Stores:
+    """New, empty in-memory stores (``memory://``); every call gets its own."""
+    return Stores(url, InMemoryEventStore(), InMemorySnapshotStore())

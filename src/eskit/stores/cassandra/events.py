@@ -1,0 +1,422 @@
+"""Apache Cassandra stores: linearizable appends with lightweight transactions.
+
+Layout (see ``docs/cassandra.md``)::
+
+    events    PRIMARY KEY ((stream_id, bucket), position)   static column head
+    snapshots PRIMARY KEY (stream_id, version)  newest first
+    eskit_settings                                          bucket_size, recorded once
+
+A stream's events are spread over partitions (*buckets*) of ``bucket_size``
+positions so no partition grows without bound. An append of positions
+``E+1 .. E+k`` (``E`` the expected version) goes, whole, into bucket
+``E // bucket_size`` (so a long append may spill past the bucket's nominal end)
+as one conditional batch on that partition: ``UPDATE ... SET head = E+k IF head
+= E`` (``IF head = null`` for a bucket's first append) plus the event rows. The
+Paxos round makes two appends at the same version exclude each other.
+
+A bucket's first append also checks, at serial consistency, that the previous
+bucket's head is ``E``: once the stream has moved into a new bucket, the old
+one never changes again, so that check cannot go stale.
+
+Unknown outcomes: when a conditional write times out, the same batch (same
+event ids, same condition) is sent again. If it applies, the append happened
+once; if not, the events at ``E+1..`` are read at serial consistency and
+compared by event id, which tells our own earlier write from another writer's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from eskit.events import NewEvent, StoredEvent
+from eskit.exceptions import (
+    ConcurrencyError,
+    InterfaceError,
+    OperationalError,
+    StoreUnavailable,
+    UnknownOutcome,
+)
+from eskit.ports import EventStore
+from eskit.stores.cassandra.session import CassandraSession, backoff, translate
+from eskit.stores.checks import check_append, check_read
+from eskit.stores.timestamps import from_micros, to_micros
+from eskit.timetravel import TIME_STRIDE
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CassandraEventStore"]
+
+
+def _row_to_event(stream_id: str, row: Any) -> StoredEvent:
+    return StoredEvent(
+        stream_id=stream_id,
+        position=row.position,
+        type_name=row.type_name,
+        schema_version=row.schema_version,
+        data=bytes(row.data or b""),
+        metadata=bytes(row.metadata or b""),
+        recorded_at=from_micros(row.recorded_at),
+        event_id=row.event_id,
+    )
+
+
+class CassandraEventStore(EventStore):
+    """Event streams in Cassandra; see the module docstring for the design."""
+
+    def __init__(self, connection: CassandraSession) -> None:
+        self.db = connection
+        assert connection.statements is not None, "the session's statements are prepared by open_stores"
+        self.sql = connection.statements
+        self.bucket_size = connection.settings.bucket_size
+        self._last_bucket: dict[str, int] = {}  # a hint only: buckets never disappear
+        # Streams whose append was just refused: the next read is serial, so that it sees the
+        # winning write even when that write was committed in another region.
+        self._read_serially: set[str] = set()
+        #: counts of unknown outcomes met and how they were resolved (for metrics and tests)
+        self.outcomes = {"timed_out": 0, "resent_applied": 0, "found_ours": 0, "found_theirs": 0, "unresolved": 0}
+
+    # -- buckets ---------------------------------------------------------------
+
+    def _bucket_of_version(self, version: int) -> int:
+        """The bucket an append after ``version`` goes to."""
+        return version // self.bucket_size
+
+    def _head(self, stream_id: str, bucket: int, *, serial: bool = False) -> int | None:
+        row = self.db.query(self.sql.select_head, (stream_id, bucket), serial=serial).one()
+        return None if row is None else row.head
+
+    def version(self, stream_id: str) -> int:
+        serial = stream_id in self._read_serially
+        version = self._version(stream_id, serial=serial)
+        self._read_serially.discard(stream_id)
+        return version
+
+    def _version(self, stream_id: str, *, serial: bool) -> int:
+        bucket = self._last_bucket.get(stream_id, 0)
+        version = 0
+        while True:
+            head = self._head(stream_id, bucket, serial=serial)
+            if head is None:
+                if bucket > 0 and version == 0:
+                    # This read cannot see the hinted bucket: walk from the first one instead.
+                    self._last_bucket.pop(stream_id, None)
+                    return self._version_from_start(stream_id, serial=serial)
+                return version
+            version = head
+            self._remember_bucket(stream_id, bucket)
+            following = self._bucket_of_version(head)
+            if following == bucket:
+                return version
+            bucket = following
+
+    def _remember_bucket(self, stream_id: str, bucket: int) -> None:
+        if bucket == 0:
+            self._last_bucket.pop(stream_id, None)  # the default needs no entry
+            return
+        if len(self._last_bucket) >= 100_000:
+            self._last_bucket.clear()  # a hint only: losing it costs a few reads
+        self._last_bucket[stream_id] = bucket
+
+    def _version_from_start(self, stream_id: str, *, serial: bool) -> int:
+        version, bucket = 0, 0
+        while (head := self._head(stream_id, bucket, serial=serial)) is not None:
+            version = head
+            following = self._bucket_of_version(head)
+            if following == bucket:
+                break
+            bucket = following
+        return version
+
+    # -- append ----------------------------------------------------------------
+
+    def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
+        try:
+            return self._append(stream_id, events, expected_version)
+        except ConcurrencyError:
+            if len(self._read_serially) >= 100_000:
+                self._read_serially.clear()  # a hint only: a non-serial reload conflicts once more
+            self._read_serially.add(stream_id)
+            raise
+
+    def _append(self, stream_id: str, events: Sequence[NewEvent], expected_version: int) -> int:
+        check_append(stream_id, events, expected_version)
+        if len(events) > self.bucket_size:
+            raise InterfaceError(f"an append holds at most bucket_size={self.bucket_size} events")
+        bucket = self._bucket_of_version(expected_version)
+        # Guess whether this is the bucket's first append (true when the previous append ended
+        # exactly on a bucket boundary, as single-event appends do); a wrong guess shows in the
+        # refused condition's current head and costs one more round, a right one saves a read.
+        first_in_bucket = expected_version % self.bucket_size == 0
+        for _ in range(2):
+            if first_in_bucket and bucket > 0:
+                # The previous bucket must end exactly at the expected version. Once it does, no
+                # later append can change it, so this check cannot go stale.
+                previous = self._head(stream_id, bucket - 1, serial=True)
+                if previous != expected_version:
+                    raise ConcurrencyError(stream_id, expected_version, previous)
+            batch = self._batch(stream_id, bucket, events, expected_version, first_in_bucket)
+            applied, head = self._conditional(batch, stream_id, bucket, expected_version, events)
+            if applied:
+                self._remember_bucket(stream_id, bucket)
+                self._index_times(
+                    stream_id,
+                    {
+                        p: to_micros(e.recorded_at)
+                        for p, e in enumerate(events, start=expected_version + 1)
+                        if (p - 1) % TIME_STRIDE == 0
+                    },
+                )
+                return expected_version + len(events)
+            wrong_guess = (head is None) != first_in_bucket and (head is None or head == expected_version)
+            if not wrong_guess:
+                raise ConcurrencyError(stream_id, expected_version, head)
+            first_in_bucket = head is None
+        raise ConcurrencyError(stream_id, expected_version, None)
+
+    def _batch(
+        self, stream_id: str, bucket: int, events: Sequence[NewEvent], expected_version: int, first_in_bucket: bool
+    ) -> Any:
+        from cassandra.query import BatchStatement, BatchType
+
+        batch = BatchStatement(
+            batch_type=BatchType.UNLOGGED,
+            consistency_level=self.db.write_cl,
+            serial_consistency_level=self.db.serial_cl,
+        )
+        new_version = expected_version + len(events)
+        if first_in_bucket:
+            batch.add(self.sql.set_head_if_null, (new_version, stream_id, bucket))
+        else:
+            batch.add(self.sql.set_head_if, (new_version, stream_id, bucket, expected_version))
+        for offset, event in enumerate(events, start=1):
+            batch.add(
+                self.sql.insert_event,
+                (
+                    stream_id,
+                    bucket,
+                    expected_version + offset,
+                    event.event_id,
+                    event.type_name,
+                    event.schema_version,
+                    event.data,
+                    event.metadata,
+                    to_micros(event.recorded_at),
+                ),
+            )
+        return batch
+
+    def _conditional(
+        self, batch: Any, stream_id: str, bucket: int, expected_version: int, events: Sequence[NewEvent]
+    ) -> tuple[bool, int | None]:
+        """Run the conditional batch, resolving unknown outcomes.
+
+        Returns whether our events are stored and, when they are not, the
+        bucket's current head as the refused condition reported it. Raises
+        :class:`UnknownOutcome` when an attempt may have been applied and the
+        cluster cannot tell whether it was.
+        """
+        from cassandra import InvalidRequest, Unavailable
+
+        attempts = self.db.settings.retries + 1
+        uncertain = False
+        for attempt in range(1, attempts + 1):
+            try:
+                result = self.db.session.execute(batch)
+            except Unavailable:
+                # Refused by the coordinator before any Paxos round: this attempt wrote nothing.
+                if attempt == attempts:
+                    break
+                backoff(attempt)
+                continue
+            except InvalidRequest as exc:
+                if uncertain:
+                    break
+                raise translate(exc, f"cannot append to {stream_id!r}") from exc
+            except Exception as exc:
+                # A timeout, a failed coordinator, a dropped connection: the batch may have been
+                # applied. Send the same batch again (same event ids, same condition).
+                uncertain = True
+                self.outcomes["timed_out"] += 1
+                log.info("conditional append to %s failed (%s), resolving", stream_id, type(exc).__name__)
+                if attempt == attempts:
+                    break
+                backoff(attempt)
+                continue
+            if result.was_applied:
+                if uncertain:
+                    self.outcomes["resent_applied"] += 1
+                return True, None
+            head = getattr(result.one(), "head", None)
+            if not uncertain:
+                return False, head
+            # Refused after an uncertain attempt: whatever stands at E+1 now is final.
+            return self._resolve(stream_id, bucket, expected_version, events, final=True), head
+        if not uncertain:
+            raise StoreUnavailable(f"cannot append to {stream_id!r}: not enough replicas are available")
+        return self._resolve(stream_id, bucket, expected_version, events, final=False), None
+
+    def _resolve(
+        self, stream_id: str, bucket: int, expected_version: int, events: Sequence[NewEvent], *, final: bool
+    ) -> bool:
+        """After an uncertain attempt: are our events at E+1 (True), another writer's (False)?
+
+        When nothing stands there and no resend was refused (``final`` false), an
+        attempt may still be in flight at a slow coordinator and apply later, so
+        the answer is :class:`UnknownOutcome`, never a conflict.
+        """
+        try:
+            row = self._row_after(stream_id, bucket, expected_version)
+        except OperationalError as exc:
+            self.outcomes["unresolved"] += 1
+            raise UnknownOutcome(
+                f"append to {stream_id!r} at version {expected_version} may or may not have happened; "
+                "retry the command with the same request id"
+            ) from exc
+        if row is None and not final:
+            self.outcomes["unresolved"] += 1
+            raise UnknownOutcome(
+                f"append to {stream_id!r} at version {expected_version} timed out and may still apply; "
+                "retry the command with the same request id"
+            )
+        ours = row is not None and row.event_id == events[0].event_id
+        self.outcomes["found_ours" if ours else "found_theirs"] += 1
+        return ours
+
+    def _row_after(self, stream_id: str, bucket: int, expected_version: int) -> Any:
+        """The event row at position E+1 in ``bucket``, read at serial consistency (None if absent)."""
+        return self.db.query(
+            self.sql.select_range, (stream_id, bucket, expected_version, expected_version + 1, 1), serial=True
+        ).one()
+
+    def _ours(self, stream_id: str, bucket: int, expected_version: int, events: Sequence[NewEvent]) -> bool:
+        """Whether the events standing after ``expected_version`` are ours (read serially)."""
+        row = self._row_after(stream_id, bucket, expected_version)
+        return row is not None and row.event_id == events[0].event_id
+
+    # -- reads -----------------------------------------------------------------
+
+    def read(
+        self,
+        stream_id: str,
+        *,
+        gt: int = 0,
+        lte: int | None = None,
+        limit: int | None = None,
+        desc: bool = False,
+    ) -> list[StoredEvent]:
+        check_read(gt, lte, limit)
+        if limit == 0:
+            return []
+        serial = stream_id in self._read_serially
+        found = self._read(stream_id, gt, lte, limit, desc, serial=serial)
+        if found is None and not serial:
+            # Fewer rows than the head promised: a commit reached only some replicas. A serial read
+            # finishes any Paxos round in flight, after which rows and head agree.
+            found = self._read(stream_id, gt, lte, limit, desc, serial=True)
+        if found is None:
+            raise OperationalError(
+                f"the replicas of stream {stream_id!r} disagree: its head is past the events they return; "
+                "try again when every replica is reachable"
+            )
+        self._read_serially.discard(stream_id)
+        return found
+
+    def _read(
+        self, stream_id: str, gt: int, lte: int | None, limit: int | None, desc: bool, *, serial: bool
+    ) -> list[StoredEvent] | None:
+        """The events in range, or None when fewer come back than the head says exist."""
+        if lte is not None and lte > gt and (lte - 1) // self.bucket_size - gt // self.bucket_size <= 1:
+            # A short bounded range (time travel, a cached aggregate catching up): when every
+            # position comes back, the rows alone prove the read complete, no head needed.
+            found = self._rows(stream_id, gt, lte, limit, desc, serial=serial)
+            if len(found) == (lte - gt if limit is None else min(limit, lte - gt)):
+                return found
+        head = self._version(stream_id, serial=serial)
+        # Never walk buckets past the stream's head: a huge ``lte`` would otherwise mean a query per bucket.
+        upper = head if lte is None else min(lte, head)
+        if upper <= gt:
+            return []
+        found = self._rows(stream_id, gt, upper, limit, desc, serial=serial)
+        # Positions are contiguous: exactly this many events stand in (gt, upper].
+        expected = upper - gt if limit is None else min(limit, upper - gt)
+        return found if len(found) >= expected else None
+
+    def _rows(
+        self, stream_id: str, gt: int, upper: int, limit: int | None, desc: bool, *, serial: bool
+    ) -> list[StoredEvent]:
+        """The rows with ``gt < position <= upper`` bucket by bucket, stopping at ``limit``."""
+        # The event at position p was appended after some version E in [p - bucket_size, p - 1]
+        # and lives in bucket E // bucket_size: (p - 1) // size or the bucket before it.
+        first = max(0, (gt + 1) // self.bucket_size - 1)
+        last = (upper - 1) // self.bucket_size
+        buckets = range(last, first - 1, -1) if desc else range(first, last + 1)
+        statement = self.sql.select_range_desc if desc else self.sql.select_range
+        # Every position in a bucket is below every position in the next, so buckets read in order
+        # give events in order, and the read can stop as soon as it has ``limit`` of them.
+        found: list[StoredEvent] = []
+        if len(buckets) <= 3 and not serial:
+            # A short range: its few bucket queries go out at once, one round trip in all.
+            wanted = 2**31 - 1 if limit is None else limit
+            queries = [(statement, (stream_id, bucket, gt, upper, wanted)) for bucket in buckets]
+            for rows in self.db.query_all(queries):
+                found.extend(_row_to_event(stream_id, row) for row in rows)
+            return found if limit is None else found[:limit]
+        for bucket in buckets:
+            wanted = 2**31 - 1 if limit is None else limit - len(found)
+            rows = self.db.query(statement, (stream_id, bucket, gt, upper, wanted), serial=serial)
+            found.extend(_row_to_event(stream_id, row) for row in rows)
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def _index_times(self, stream_id: str, times: dict[int, int]) -> None:
+        """Record stride positions' times in the time index; a failure costs only speed (it is repaired on read)."""
+        for position, micros in times.items():
+            try:
+                # One attempt: a missed entry is written again by the next read that lacks it.
+                self.db.query(self.sql.insert_time, (stream_id, position, micros), idempotent=False)
+            except OperationalError as exc:
+                log.warning("time index of %s at %d not written: %s", stream_id, position, exc)
+
+    def recorded_times(self, stream_id: str, positions: Sequence[int]) -> dict[int, datetime]:
+        """Stride positions from the time index (one partition); the rest, and any the index lacks,
+        from the events: one query per bucket, all in flight at once (then the bucket before, for
+        positions written by an append that spilled past its bucket's end)."""
+        found: dict[int, datetime] = {}
+        strided = [p for p in positions if (p - 1) % TIME_STRIDE == 0]
+        if len(strided) > 1:
+            for row in self.db.query(self.sql.select_indexed_times, (stream_id, strided)):
+                found[row.position] = from_micros(row.recorded_at)
+        wanted = [p for p in positions if p not in found]
+        unindexed = [p for p in strided if p not in found] if len(strided) > 1 else []
+        found.update(self._times_from_events(stream_id, wanted))
+        # Repair the index where it lacked a position (an append whose index write failed, or older data).
+        self._index_times(stream_id, {p: to_micros(found[p]) for p in unindexed if p in found})
+        return found
+
+    def _times_from_events(self, stream_id: str, positions: Sequence[int]) -> dict[int, datetime]:
+        found: dict[int, datetime] = {}
+        wanted = list(positions)
+        for shift in (0, 1):
+            by_bucket: dict[int, list[int]] = {}
+            for position in wanted:
+                bucket = (position - 1) // self.bucket_size - shift
+                if bucket >= 0:
+                    by_bucket.setdefault(bucket, []).append(position)
+            queries = [(self.sql.select_times, (stream_id, b, ps)) for b, ps in by_bucket.items()]
+            for rows in self.db.query_all(queries):
+                for row in rows:
+                    found[row.position] = from_micros(row.recorded_at)
+            wanted = [p for p in wanted if p not in found]
+            if not wanted:
+                break
+        return found
+
+    def ping(self) -> None:
+        self.db.query("SELECT release_version FROM system.local")
+
+    def close(self) -> None:
+        self.db.close()

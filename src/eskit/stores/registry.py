@@ -1,0 +1,88 @@
+"""Store URLs: one string selects a backend and its settings.
+
+Each backend is a module with an ``open_stores(url, **options) -> Stores``
+function, named here by the URL scheme it serves. Adding a store means adding
+its subpackage and one line to :data:`ADAPTERS`; an adapter module is imported
+only when a URL names it, so importing eskit loads no driver.
+
+* ``memory://`` — events and snapshots in this process (tests, demos).
+* ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` — one SQLite file.
+* ``cassandra://host1,host2[:port]/keyspace?dc=...`` — Apache Cassandra (needs
+  the ``cassandra`` extra; see :mod:`eskit.stores.cassandra`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
+
+from eskit.exceptions import InterfaceError
+from eskit.ports import EventFeed, EventStore, SnapshotStore
+
+__all__ = ["ADAPTERS", "Adapter", "Stores", "open_stores"]
+
+
+@dataclass(frozen=True)
+class Stores:
+    """An event store, the snapshot store that goes with it, and its feed where it has one."""
+
+    url: str
+    events: EventStore
+    snapshots: SnapshotStore
+    feed: EventFeed | None = None
+
+    def close(self) -> None:
+        """Close the stores."""
+        if self.feed is not None:
+            self.feed.close()
+        self.snapshots.close()
+        self.events.close()
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Where a backend lives: its module, an example URL, and the driver it needs installed (if any) and how."""
+
+    module: str
+    example: str
+    driver: str = ""
+    install: str = ""
+
+
+#: URL scheme -> backend; one line per store
+ADAPTERS: dict[str, Adapter] = {
+    "memory": Adapter("eskit.stores.memory", "memory://"),
+    "sqlite": Adapter("eskit.stores.sqlite", "sqlite:///path.db"),
+    "cassandra": Adapter(
+        "eskit.stores.cassandra",
+        "cassandra://hosts/keyspace",
+        driver="cassandra",
+        install="pip install 'downloads[cassandra]'",
+    ),
+}
+
+
+class _Opener(Protocol):
+    def __call__(self, url: str, **options: Any) -> Stores: ...
+
+
+def open_stores(url: str, **options: Any) -> Stores:
+    """Open the stores a URL names; raise :class:`InterfaceError` for a bad URL or a missing driver.
+
+    ``options`` are passed to the backend (all take ``create_schema``: None keeps
+    the backend's default, False requires an existing store).
+    """
+    scheme = urlsplit(url).scheme
+    adapter = ADAPTERS.get(scheme)
+    if adapter is None:
+        *others, last = (a.example for a in ADAPTERS.values())
+        raise InterfaceError(f"unknown store URL {url!r}: use {', '.join(others)} or {last}")
+    try:
+        opener = cast(_Opener, importlib.import_module(adapter.module).open_stores)
+        return opener(url, **options)
+    except ModuleNotFoundError as exc:
+        if adapter.driver and (exc.name or "").split(".")[0] == adapter.driver:
+            raise InterfaceError(f"the {scheme} store needs its driver: {adapter.install}") from exc
+        raise

@@ -1,0 +1,169 @@
+"""The SQLite connection: one per thread, WAL, durable commits, and a file that cannot vanish.
+
+Durability: every connection runs ``journal_mode=WAL`` with ``synchronous=FULL``,
+so a committed transaction is fsynced to the write-ahead log before the commit
+returns; it survives a crash of the process and of the machine. ``busy_timeout``
+makes a writer wait for the database's one write lock instead of failing.
+
+The file: a connection records the database file's identity (device and inode)
+when it first opens it and checks it again before every write commit and on
+ping. A file that was removed or replaced while the store runs makes every write
+fail with :class:`~eskit.exceptions.StoreUnavailable` instead of going, unnoticed,
+into a new empty database; the file is created only by the first open of a
+connection made with ``create=True``, never later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from eskit.exceptions import (
+    InterfaceError,
+    OperationalError,
+    StoreError,
+    StoreUnavailable,
+)
+from eskit.stores.sqlite.schema import PRAGMAS, SCHEMA
+
+__all__ = ["SQLiteConnection", "translate_errors"]
+
+
+class SQLiteConnection:
+    """One connection per thread (and per process, after a fork) to one database file.
+
+    ``create`` allows the first open to create the file; every later open, and
+    every open when ``create`` is false, requires the file to exist already.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = str(path)
+        self.create = create
+        self._local = threading.local()
+        self._closed = False
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._identity: tuple[int, int] | None = None
+
+    def get(self) -> sqlite3.Connection:
+        """Return this thread's connection, opening it (and the schema) on first use."""
+        if self._closed:
+            raise InterfaceError("the SQLite store is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        conn = self._open()
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    @property
+    def _on_disk(self) -> bool:
+        return self.path != ":memory:" and not self.path.startswith("file:")
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot look at SQLite store {self.path!r}: {exc}") from exc
+        return found.st_dev, found.st_ino
+
+    def check_file(self) -> None:
+        """Raise :class:`StoreUnavailable` if the database file is gone or is another file now."""
+        if not self._on_disk or self._identity is None:
+            return
+        now = self._file_identity()
+        if now is None:
+            raise StoreUnavailable(f"the SQLite store {self.path!r} was removed while in use; restore it and restart")
+        if now != self._identity:
+            raise StoreUnavailable(f"the SQLite store {self.path!r} was replaced by another file while in use; restart")
+
+    def _open(self) -> sqlite3.Connection:
+        target = self.path
+        if self._on_disk:
+            parent = Path(self.path).parent
+            if not parent.is_dir():
+                raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: no folder {str(parent)!r}")
+            may_create = self.create and self._identity is None
+            if not may_create:
+                if self._identity is None and self._file_identity() is None:
+                    raise StoreUnavailable(f"no SQLite store at {self.path!r} (create it with `downloads store init`)")
+                self.check_file()
+                target = Path(self.path).resolve().as_uri() + "?mode=rw"  # never creates the file
+        for attempt in range(50):
+            try:
+                conn = sqlite3.connect(
+                    target, isolation_level=None, check_same_thread=False, timeout=30, uri=target.startswith("file:")
+                )
+                try:
+                    for pragma in PRAGMAS:
+                        conn.execute(pragma)
+                    with self._schema_lock:
+                        if not self._schema_ready:
+                            for statement in SCHEMA:
+                                conn.execute(statement)
+                            self._schema_ready = True
+                except BaseException:
+                    conn.close()
+                    raise
+                if self._on_disk and self._identity is None:
+                    self._identity = self._file_identity()
+                return conn
+            except sqlite3.OperationalError as exc:
+                # Switching a new file to WAL needs an exclusive lock and may answer "locked"
+                # without waiting when several processes open the file at once: try again.
+                if "locked" not in str(exc) or attempt == 49:
+                    raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+                time.sleep(0.02 + 0.01 * attempt)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def transaction(self, *, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        """Run the block in one transaction; driver errors become eskit errors."""
+        conn = self.get()
+        with translate_errors():
+            conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                yield conn
+                if immediate:
+                    self.check_file()  # never commit into a file that is not the store's any more
+                conn.execute("COMMIT")
+            except BaseException:
+                # Also after a failed COMMIT: SQLite may keep the transaction (and the write lock) open.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        """Close this thread's connection; other threads' close when they are collected."""
+        self._closed = True
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Translate ``sqlite3`` errors into the eskit hierarchy at the adapter boundary."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except sqlite3.OperationalError as exc:
+        raise OperationalError(f"SQLite: {exc}") from exc
+    except sqlite3.IntegrityError as exc:
+        raise OperationalError(f"SQLite integrity: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise OperationalError(f"SQLite: {exc}") from exc

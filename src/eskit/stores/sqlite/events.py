@@ -1,0 +1,233 @@
+"""The SQLite event store: appends checked and written in one write transaction, grouped.
+
+Appends run in ``BEGIN IMMEDIATE`` transactions, which take the database's
+single write lock up front, so the version check and the inserts of one append
+are atomic across threads and processes. Appends that arrive while a commit is
+under way share the next one (group commit), and each is still answered only
+after the commit holding its events returned.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from eskit.events import NewEvent, StoredEvent
+from eskit.exceptions import (
+    ConcurrencyError,
+    OperationalError,
+    StoreUnavailable,
+)
+from eskit.ports import EventStore
+from eskit.stores.checks import check_append, check_read
+from eskit.stores.sqlite.connection import SQLiteConnection, translate_errors
+from eskit.stores.sqlite.schema import INSERT_EVENT, SELECT_VERSION
+from eskit.stores.timestamps import from_micros, to_micros
+
+__all__ = ["SQLiteEventStore"]
+
+
+def _row_to_event(stream_id: str, row: tuple[int, bytes, str, int, bytes, bytes, int]) -> StoredEvent:
+    position, event_id, type_name, schema_version, data, metadata, recorded_at = row
+    return StoredEvent(
+        stream_id=stream_id,
+        position=position,
+        type_name=type_name,
+        schema_version=schema_version,
+        data=bytes(data),
+        metadata=bytes(metadata),
+        recorded_at=from_micros(recorded_at),
+        event_id=uuid.UUID(bytes=bytes(event_id)),
+    )
+
+
+@dataclass
+class _Append:
+    """One caller's append, waiting to be written in some group's transaction."""
+
+    stream_id: str
+    expected_version: int
+    rows: Sequence[tuple[object, ...]]
+    wake: threading.Event | None = None  # made only for a caller that has to wait
+    finished: bool = False
+    lead: bool = False
+    error: BaseException | None = None
+
+
+class _GroupCommitter:
+    """Group commit: appends that arrive while a commit is under way share the next one.
+
+    Every commit waits for an fsync, which costs far more than the inserts. A
+    caller that finds no commit under way leads: it writes every append waiting
+    at that moment in one ``BEGIN IMMEDIATE`` transaction, each checked against
+    its expected version (and so against the appends before it in the group),
+    commits once, wakes their callers, and hands the lead to the first caller
+    still waiting. A caller is answered only after the commit holding its
+    events returned, so acknowledged still means durable; if that commit fails,
+    every append in it fails and none is stored.
+    """
+
+    def __init__(self, db: SQLiteConnection, *, max_group: int = 64) -> None:
+        self.db = db
+        self.max_group = max_group
+        self._lock = threading.Lock()
+        self._waiting: list[_Append] = []
+        self._leading = False
+        self._pid = os.getpid()
+        #: when the last group failed in the backend (full disk, I/O error) with no commit since
+        self.failed_at: float | None = None
+        self.failure = ""
+
+    def submit(self, append: _Append) -> int:
+        if self._pid != os.getpid():  # a forked child starts with no commit under way
+            self._lock, self._waiting, self._leading, self._pid = threading.Lock(), [], False, os.getpid()
+        with self._lock:
+            self._waiting.append(append)
+            if not self._leading:
+                self._leading = append.lead = True
+            else:
+                append.wake = threading.Event()
+        while not append.finished:
+            if append.lead:
+                self._lead(append)
+            else:
+                assert append.wake is not None
+                append.wake.wait()
+                append.wake.clear()
+        if append.error is not None:
+            raise append.error
+        return append.expected_version + len(append.rows)
+
+    def _lead(self, me: _Append) -> None:
+        while not me.finished:
+            with self._lock:
+                group, self._waiting = self._waiting[: self.max_group], self._waiting[self.max_group :]
+            try:
+                self._write(group)
+                self.failed_at = None
+            except BaseException as exc:  # the group's transaction failed: none of its events are stored
+                if isinstance(exc, OperationalError):
+                    self.failed_at, self.failure = time.monotonic(), str(exc)
+                for append in group:
+                    append.error = append.error or exc
+            for append in group:
+                append.finished = True
+                if append.wake is not None:
+                    append.wake.set()
+        with self._lock:
+            if self._waiting:
+                successor = self._waiting[0]
+                successor.lead = True
+                assert successor.wake is not None  # everyone queued behind a leader has one
+                successor.wake.set()
+            else:
+                self._leading = False
+
+    def _write(self, group: list[_Append]) -> None:
+        with self.db.transaction(immediate=True) as conn:
+            for append in group:
+                (current,) = conn.execute(SELECT_VERSION, (append.stream_id,)).fetchone()
+                current = current or 0
+                if current != append.expected_version:
+                    append.error = ConcurrencyError(append.stream_id, append.expected_version, current)
+                    continue
+                conn.executemany(INSERT_EVENT, append.rows)
+
+
+class SQLiteEventStore(EventStore):
+    """Event streams in one SQLite file; see the module docstring for the guarantees."""
+
+    def __init__(self, path: str | os.PathLike[str] | SQLiteConnection) -> None:
+        self.db = path if isinstance(path, SQLiteConnection) else SQLiteConnection(path)
+        self._committer = _GroupCommitter(self.db)
+
+    def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
+        check_append(stream_id, events, expected_version)
+        rows = [
+            (
+                stream_id,
+                expected_version + offset,
+                event.event_id.bytes,
+                event.type_name,
+                event.schema_version,
+                event.data,
+                event.metadata,
+                to_micros(event.recorded_at),
+            )
+            for offset, event in enumerate(events, start=1)
+        ]
+        return self._committer.submit(_Append(stream_id, expected_version, rows))
+
+    def read(
+        self,
+        stream_id: str,
+        *,
+        gt: int = 0,
+        lte: int | None = None,
+        limit: int | None = None,
+        desc: bool = False,
+    ) -> list[StoredEvent]:
+        check_read(gt, lte, limit)
+        sql = (
+            "SELECT position, event_id, type_name, schema_version, data, metadata, recorded_at"
+            " FROM events WHERE stream_id = ? AND position > ?"
+        )
+        params: list[object] = [stream_id, gt]
+        if lte is not None:
+            sql += " AND position <= ?"
+            params.append(lte)
+        sql += " ORDER BY position DESC" if desc else " ORDER BY position"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        conn = self.db.get()
+        with translate_errors():
+            rows = conn.execute(sql, params).fetchall()
+        return [_row_to_event(stream_id, row) for row in rows]
+
+    def version(self, stream_id: str) -> int:
+        conn = self.db.get()
+        with translate_errors():
+            (current,) = conn.execute(SELECT_VERSION, (stream_id,)).fetchone()
+        return int(current or 0)
+
+    def recorded_times(self, stream_id: str, positions: Sequence[int]) -> dict[int, datetime]:
+        marks = ",".join("?" * len(positions))
+        conn = self.db.get()
+        with translate_errors():
+            rows = conn.execute(
+                f"SELECT position, recorded_at FROM events WHERE stream_id = ? AND position IN ({marks})",
+                (stream_id, *positions),
+            ).fetchall()
+        return {position: from_micros(at) for position, at in rows}
+
+    #: after a failed append, how long ``ping`` reports the failure unless an append succeeds meanwhile
+    FAILURE_MEMORY = 30.0
+    #: ``ping`` proves a write at most this often (seconds); in between it checks the file only
+    PROBE_EVERY = 1.0
+    _probed_at = float("-inf")
+
+    def ping(self) -> None:
+        """Check that the store's file is still its own and takes a durable write (one row, rewritten).
+
+        A recent failed append (full disk, I/O error) with no successful one since also fails
+        the check: a probe of one small row can slip into the last free bytes that an append
+        did not fit in.
+        """
+        failed_at = self._committer.failed_at
+        if failed_at is not None and time.monotonic() - failed_at < self.FAILURE_MEMORY:
+            raise StoreUnavailable(f"the last append to {self.db.path!r} failed: {self._committer.failure}")
+        self.db.check_file()
+        if time.monotonic() - self._probed_at < self.PROBE_EVERY:
+            return  # a write proven this recently: probes cannot be used to load the write lock
+        with self.db.transaction(immediate=True) as conn:
+            conn.execute("INSERT OR REPLACE INTO eskit_health (id, checked_at) VALUES (1, ?)", (time.time_ns(),))
+        self._probed_at = time.monotonic()
+
+    def close(self) -> None:
+        self.db.close()

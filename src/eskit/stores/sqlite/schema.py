@@ -1,0 +1,41 @@
+"""The SQLite store's tables, and the statements the event store shares with benchmarks."""
+
+from __future__ import annotations
+
+__all__ = ["INSERT_EVENT", "PRAGMAS", "SCHEMA", "SELECT_VERSION"]
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA busy_timeout=30000",
+)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS events (
+        stream_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        event_id BLOB NOT NULL,
+        type_name TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        metadata BLOB NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        PRIMARY KEY (stream_id, position)
+    ) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS eskit_health (id INTEGER PRIMARY KEY, checked_at INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS snapshots (
+        stream_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        type_name TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        state BLOB NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        PRIMARY KEY (stream_id, version)
+    ) WITHOUT ROWID""",
+)
+
+INSERT_EVENT = (
+    "INSERT INTO events (stream_id, position, event_id, type_name, schema_version,"
+    " data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_VERSION = "SELECT max(position) FROM events WHERE stream_id = ?"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import goal_at_least, median, progress, scratch_dir
+from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, ReleaseLicense, StartPlayback
 
 NAME = "cassandra"
 TITLE = "Cassandra: conditional appends, the cost of linearizability, the service on 3 nodes"
@@ -191,17 +192,17 @@ def _service_rate(store_url: str, accounts: int, rounds: int) -> float:
     prefix = uuid.uuid4().hex[:6]
     try:
         for a in range(accounts):
-            service.open_account(f"{prefix}-{a}", "standard")
-            service.register_device(f"{prefix}-{a}", "d1", "phone")
+            service.handle(OpenAccount(f"{prefix}-{a}", "standard"))
+            service.handle(RegisterDevice(f"{prefix}-{a}", "d1", "phone"))
 
         def work(i: int) -> list[float]:
             account = f"{prefix}-{i}"
             out = []
             for _ in range(rounds):
                 t = time.perf_counter()
-                license_id = service.acquire_license(account, "d1", "demo-title-1").body["license_id"]
-                service.start_playback(account, license_id)
-                service.release_license(account, license_id)
+                license_id = service.handle(AcquireLicense(account, "d1", "demo-title-1")).body["license_id"]
+                service.handle(StartPlayback(account, license_id))
+                service.handle(ReleaseLicense(account, license_id))
                 out.extend([(time.perf_counter() - t) / 3] * 3)
             return out
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -15,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import ROOT, goal_at_least, interleaved, median, progress, scratch_dir
+from tools.server_process import ServerProcess, free_port
 
 NAME = "http"
 TITLE = "HTTP API on SQLite: acquire+release pairs against a trivial FastAPI endpoint"
@@ -32,60 +30,6 @@ SHARED_ACCOUNT = "bench-shared"
 SHARED_DEVICES = 6
 START_TIMEOUT = 60.0
 STOP_GRACE = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    """A server started in its own process group, waited for on ``/readyz``, stopped in bounded time."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, log: Path) -> None:
-        self.name, self.cmd, self.env, self.port, self.log = name, cmd, env, port, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        import httpx
-
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                self.cmd, env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self._tail()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready within {START_TIMEOUT:.0f}s: {self._tail()}")
-
-    def _tail(self) -> str:
-        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else "(no log)"
-
-    def stop(self) -> None:
-        """SIGTERM the process group; SIGKILL it if it has not exited after ``STOP_GRACE`` seconds."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=STOP_GRACE)
-        except ProcessLookupError:
-            pass
 
 
 # -- load ------------------------------------------------------------------------------
@@ -397,7 +341,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def _run_on(kind: str, quick: bool) -> dict[str, Any]:
-    from downloads.api.auth import TokenSigner
+    from downloads.adapters.tokens import TokenSigner
 
     progress(f"server {kind}")
     rounds, seconds, warmup = (2, 2.0, 0.5) if quick else (5, 5.0, 1.0)
@@ -413,13 +357,13 @@ def _run_on(kind: str, quick: bool) -> dict[str, Any]:
             "DOWNLOADS_SERVER": kind,
         }
         store = f"sqlite:///{workdir / 'downloads.db'}"
-        our_port = _free_port()
+        our_port = free_port()
         ours = ServerProcess(
             "downloads serve",
             [
                 sys.executable,
                 "-m",
-                "downloads.cli",
+                "downloads.entrypoints.cli",
                 "serve",
                 "--store",
                 store,
@@ -430,21 +374,23 @@ def _run_on(kind: str, quick: bool) -> dict[str, Any]:
                 "--log-level",
                 "warning",
             ],
-            env,
-            our_port,
-            workdir / "ours.log",
+            env=env,
+            port=our_port,
+            log=workdir / "ours.log",
+            cwd=ROOT,
         )
-        trivial_port = _free_port()
+        trivial_port = free_port()
         trivial = ServerProcess(
             "trivial app",
             _trivial_command(kind, trivial_port),
-            {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
-            trivial_port,
-            workdir / "trivial.log",
+            env={k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+            port=trivial_port,
+            log=workdir / "trivial.log",
+            cwd=ROOT,
         )
         try:
-            ours.start()
-            trivial.start()
+            ours.start(timeout=START_TIMEOUT)
+            trivial.start(timeout=START_TIMEOUT)
             _setup(ours.url, signer.issue("admin", ttl_seconds=3600))
             ports = {OWN: our_port, SHARED: our_port, TRIVIAL: trivial_port}
             assert ours.process is not None and trivial.process is not None
@@ -452,8 +398,8 @@ def _run_on(kind: str, quick: bool) -> dict[str, Any]:
             measuring = _measure(ports, pgids, headers, rounds, seconds, warmup, workdir / "commits.db")
             results = _loop_runner()(measuring)
         finally:
-            ours.stop()
-            trivial.stop()
+            ours.stop(grace=STOP_GRACE)
+            trivial.stop(grace=STOP_GRACE)
         db_events = _count_events(workdir / "downloads.db")
     fractions = [o["rps"] / t["rps"] for o, t in zip(results[OWN], results[TRIVIAL], strict=True)]
     contention = [s["rps"] / o["rps"] for s, o in zip(results[SHARED], results[OWN], strict=True)]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import median, progress
+from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, ReleaseLicense
 
 NAME = "regions"
 TITLE = "Regions: the service on three one-node regions, SERIAL against LOCAL_SERIAL with one writing region"
@@ -36,16 +37,16 @@ def _service_round(url: str, commands: int) -> tuple[float, list[float]]:
     lock = threading.Lock()
     try:
         for a in range(THREADS):
-            service.open_account(f"{prefix}-{a}", "standard")
-            service.register_device(f"{prefix}-{a}", "d1", "phone")
+            service.handle(OpenAccount(f"{prefix}-{a}", "standard"))
+            service.handle(RegisterDevice(f"{prefix}-{a}", "d1", "phone"))
 
         def work(i: int) -> None:
             account, mine = f"{prefix}-{i}", []
             for _ in range(commands // 2):
                 t0 = time.perf_counter()
-                license_id = service.acquire_license(account, "d1", "demo-title-1").body["license_id"]
+                license_id = service.handle(AcquireLicense(account, "d1", "demo-title-1")).body["license_id"]
                 t1 = time.perf_counter()
-                service.release_license(account, license_id)
+                service.handle(ReleaseLicense(account, license_id))
                 mine += [t1 - t0, time.perf_counter() - t1]
             with lock:
                 latencies.extend(mine)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import goal_at_least, median, progress, scratch_dir
+from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, ReleaseLicense, StartPlayback
 
 NAME = "service"
 TITLE = "Service commands on SQLite: DownloadsService against the eventsourcing library"
@@ -40,20 +41,20 @@ class OurSide:
         self.service = self.app.service
 
     def open_account(self, account_id: str) -> None:
-        self.service.open_account(account_id, PLAN)
-        self.service.register_device(account_id, DEVICE_ID, "bench-phone")
+        self.service.handle(OpenAccount(account_id, PLAN))
+        self.service.handle(RegisterDevice(account_id, DEVICE_ID, "bench-phone"))
 
     def acquire(self, account_id: str) -> str:
-        reply = self.service.acquire_license(account_id, DEVICE_ID, TITLE_ID)
+        reply = self.service.handle(AcquireLicense(account_id, DEVICE_ID, TITLE_ID))
         if not reply.created:
             raise RuntimeError(f"ours: acquire on {account_id} did not issue a new license: {reply.body}")
         return str(reply.body["license_id"])
 
     def play(self, account_id: str, license_id: str) -> None:
-        self.service.start_playback(account_id, license_id)
+        self.service.handle(StartPlayback(account_id, license_id))
 
     def release(self, account_id: str, license_id: str) -> None:
-        body = self.service.release_license(account_id, license_id).body
+        body = self.service.handle(ReleaseLicense(account_id, license_id)).body
         if body["status"] != "released":
             raise RuntimeError(f"ours: release answered {body}")
 

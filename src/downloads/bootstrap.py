@@ -6,13 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from downloads.adapters.policy_file import load_policy
+from downloads.application import Clock, DownloadsService, ServiceObserver, system_clock
 from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS, Account, Policy, Title
-from downloads.policy_file import load_policy
-from downloads.service import Clock, DownloadsService, ServiceObserver, system_clock
 from downloads.settings import Settings
 from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, Stores, open_stores
 
-__all__ = ["App", "bootstrap", "make_codec"]
+__all__ = ["Runtime", "bootstrap", "make_codec"]
 
 
 def make_codec() -> EventCodec:
@@ -21,8 +21,8 @@ def make_codec() -> EventCodec:
 
 
 @dataclass
-class App:
-    """Everything a process needs: the service, its stores and its policy."""
+class Runtime:
+    """Everything one process runs on: the service, its stores and its policy, wired from settings."""
 
     settings: Settings
     policy: Policy
@@ -40,10 +40,10 @@ def bootstrap(
     policy: Policy | None = None,
     observer: ServiceObserver | None = None,
     wrap_events: Callable[[EventStore], EventStore] | None = None,
-) -> App:
+) -> Runtime:
     """Open the stores, load the policy and wire the service.
 
-    Raises :class:`~downloads.policy_file.PolicyError` for a bad policy file
+    Raises :class:`~downloads.adapters.policy_file.PolicyError` for a bad policy file
     and eskit store errors for a bad or unreachable store.
     """
     policy = policy or load_policy(settings.policy)
@@ -73,4 +73,4 @@ def bootstrap(
         observer=observer,
         cache_size=settings.cache_size,
     )
-    return App(settings=settings, policy=policy, stores=stores, service=service)
+    return Runtime(settings=settings, policy=policy, stores=stores, service=service)

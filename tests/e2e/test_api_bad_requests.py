@@ -9,7 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from downloads.api.auth import TokenSigner
+from downloads.adapters.tokens import TokenSigner
 from tests.support.server import SECRET, Server, expect_error, unique_id
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from downloads.application import OpenAccount, RegisterDevice
 from tests.support.server import SECRET, Server, expect_error, free_port, unique_id
 
 
@@ -18,7 +19,7 @@ def _downloads(
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed ``downloads`` command (or the module when the script is missing)."""
     script = Path(sys.executable).parent / "downloads"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "downloads.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "downloads.entrypoints.cli"]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DOWNLOADS_")}
     full_env.update(env or {})
     return subprocess.run(
@@ -166,8 +167,8 @@ def test_history_escapes_whatever_it_prints_that_is_not_printable(tmp_path: Path
     store = f"sqlite:///{tmp_path / 'old.db'}"
     app = bootstrap(Settings(store=store))
     try:
-        app.service.open_account("acct-1", "standard")
-        app.service.register_device("acct-1", "d1", HOSTILE_MODEL)
+        app.service.handle(OpenAccount("acct-1", "standard"))
+        app.service.handle(RegisterDevice("acct-1", "d1", HOSTILE_MODEL))
     finally:
         app.close()
 

@@ -7,23 +7,28 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
+from downloads.application.presenters import AccountOut, DeviceOut, LicenseOut, TitleOut
 from tests.support.server import ISO_UTC_Z, Server, expect_error, unique_id
 
-ACCOUNT_FIELDS = {"account_id", "plan", "status", "device_limit", "devices_with_downloads", "devices", "version"}
-DEVICE_FIELDS = {"device_id", "model", "status", "active_downloads"}
-LICENSE_FIELDS = {
-    "license_id",
-    "account_id",
-    "device_id",
-    "title_id",
-    "status",
-    "issued_at",
-    "expires_at",
-    "playback_started_at",
-    "renewals",
+#: the answers' fields as product spec section 4 lists them; the presenters' models must say the same
+SPEC_FIELDS: dict[type[BaseModel], set[str]] = {
+    AccountOut: {"account_id", "plan", "status", "device_limit", "devices_with_downloads", "devices", "version"},
+    DeviceOut: {"device_id", "model", "status", "active_downloads"},
+    LicenseOut: {
+        "license_id",
+        "account_id",
+        "device_id",
+        "title_id",
+        "status",
+        "issued_at",
+        "expires_at",
+        "playback_started_at",
+        "renewals",
+    },
+    TitleOut: {"title_id", "studio", "downloadable", "available_until"},
 }
-TITLE_FIELDS = {"title_id", "studio", "downloadable", "available_until"}
 
 
 def _iso(value: object) -> datetime:
@@ -31,45 +36,38 @@ def _iso(value: object) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _shaped(model: type[BaseModel], body: Any) -> Any:
+    """``body`` has exactly the model's fields, each of its type (no coercion)."""
+    assert isinstance(body, dict) and set(body) == set(model.model_fields), body
+    model.model_validate(body, strict=True)
+    return body
+
+
 def assert_device(body: Any) -> None:
-    assert set(body) == DEVICE_FIELDS, body
-    assert isinstance(body["device_id"], str)
-    assert isinstance(body["model"], str)
-    assert body["status"] in ("active", "deactivated")
-    assert type(body["active_downloads"]) is int
+    _shaped(DeviceOut, body)
 
 
 def assert_account(body: Any) -> None:
-    assert set(body) == ACCOUNT_FIELDS, body
-    assert isinstance(body["account_id"], str)
-    assert isinstance(body["plan"], str)
-    assert body["status"] in ("active", "closed")
-    assert type(body["device_limit"]) is int
-    assert type(body["devices_with_downloads"]) is int
-    assert type(body["version"]) is int
-    assert isinstance(body["devices"], list)
+    _shaped(AccountOut, body)
     for device in body["devices"]:
         assert_device(device)
 
 
 def assert_license(body: Any) -> None:
-    assert set(body) == LICENSE_FIELDS, body
-    for name in ("license_id", "account_id", "device_id", "title_id"):
-        assert isinstance(body[name], str), name
-    assert body["status"] in ("active", "expired", "released", "revoked")
+    _shaped(LicenseOut, body)
     assert _iso(body["issued_at"]) < _iso(body["expires_at"])
     if body["playback_started_at"] is not None:
         _iso(body["playback_started_at"])
-    assert type(body["renewals"]) is int
 
 
 def assert_title(body: Any) -> None:
-    assert set(body) == TITLE_FIELDS, body
-    assert isinstance(body["title_id"], str)
-    assert isinstance(body["studio"], str)
-    assert isinstance(body["downloadable"], bool)
+    _shaped(TitleOut, body)
     if body["available_until"] is not None:
         _iso(body["available_until"])
+
+
+def test_every_answer_model_has_the_fields_the_spec_lists() -> None:
+    assert {model: set(model.model_fields) for model in SPEC_FIELDS} == SPEC_FIELDS
 
 
 def _ok(response: httpx.Response, status: int = 200) -> Any:

@@ -88,7 +88,7 @@ def test_serve_without_a_secret_keeps_its_dev_tokens_out_of_logs(tmp_path: Path)
             [
                 sys.executable,
                 "-m",
-                "downloads.cli",
+                "downloads.entrypoints.cli",
                 "serve",
                 "--port",
                 str(port),

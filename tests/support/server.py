@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,15 +13,10 @@ from typing import Any
 
 import httpx
 
-from downloads.api.auth import TokenSigner
+from downloads.adapters.tokens import TokenSigner
+from tools.server_process import ServerProcess, free_port
 
 SECRET = "e2e-secret-" + "x" * 32
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -37,12 +29,16 @@ class Server:
     policy: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     prefix: Sequence[str] = ()  # a command that runs the server, such as faketime with its offset
-    process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    running: ServerProcess | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.running.process if self.running else None
 
     def token(self, role: str = "service", *, ttl_seconds: int = 3600) -> str:
         return TokenSigner(SECRET).issue(role, ttl_seconds=ttl_seconds)
@@ -56,7 +52,7 @@ class Server:
             *self.prefix,
             sys.executable,
             "-m",
-            "downloads.cli",
+            "downloads.entrypoints.cli",
             "serve",
             "--store",
             self.store,
@@ -71,48 +67,21 @@ class Server:
             cmd += ["--policy", str(self.policy)]
         env = {**os.environ, "DOWNLOADS_AUTH_SECRET": SECRET, **self.env}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        if self.log_path is not None:
-            with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-                self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
-        else:
-            self.process = subprocess.Popen(
-                cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log_tail()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server not ready within {timeout}s: {self.log_tail()}")
+        self.running = ServerProcess("server", cmd, env=env, port=self.port, log=self.log_path)
+        self.running.start(timeout=timeout)
 
     def log_tail(self) -> str:
-        if self.log_path and self.log_path.exists():
-            return self.log_path.read_text(errors="replace")[-3000:]
-        return "(no log)"
+        return self.running.log_tail() if self.running else "(no log)"
 
     def kill(self) -> None:
         """SIGKILL the whole process group (the server and its workers), no goodbye."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
+        if self.running is not None:
+            self.running.kill()
 
     def stop(self, *, grace: float = 10) -> None:
         """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        except ProcessLookupError:
-            pass
+        if self.running is not None:
+            self.running.stop(grace=grace)
 
 
 @contextmanager

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from downloads.bootstrap import App, bootstrap
+from downloads.application import AcquireLicense, DownloadsService, OpenAccount, RegisterDevice, SetTitle
+from downloads.bootstrap import Runtime, bootstrap
 from downloads.domain import DomainError, Plan, Policy, Studio
-from downloads.service import DownloadsService
 from downloads.settings import Settings
 
 START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -57,9 +57,9 @@ def make_policy(
 class Downloads:
     """A running service, its clock, and ways to look at what it stored."""
 
-    app: App
+    app: Runtime
     clock: FakeClock
-    opened: list[App] = field(default_factory=list)
+    opened: list[Runtime] = field(default_factory=list)
 
     @property
     def service(self) -> DownloadsService:
@@ -87,19 +87,19 @@ class Downloads:
         available_until: datetime | None = None,
     ) -> str:
         """Put a title in the catalog; return its id."""
-        self.service.set_title(title_id, studio=studio, downloadable=downloadable, available_until=available_until)
+        self.service.set_title(SetTitle(title_id, studio, downloadable, available_until))
         return title_id
 
     def account(self, account_id: str = "acct-1", *, plan: str = "premium", devices: Iterable[str] = ("phone",)) -> str:
         """Open an account with active devices; return its id."""
-        self.service.open_account(account_id, plan)
+        self.service.handle(OpenAccount(account_id, plan))
         for device_id in devices:
-            self.service.register_device(account_id, device_id, f"model-of-{device_id}")
+            self.service.handle(RegisterDevice(account_id, device_id, f"model-of-{device_id}"))
         return account_id
 
     def license(self, account_id: str, device_id: str, title_id: str) -> str:
         """Acquire a license that must be granted; return its id."""
-        return str(self.service.acquire_license(account_id, device_id, title_id).body["license_id"])
+        return str(self.service.handle(AcquireLicense(account_id, device_id, title_id)).body["license_id"])
 
     def restart(self) -> Downloads:
         """A second process on the same store: a fresh bootstrap with the same settings and clock."""

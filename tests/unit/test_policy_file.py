@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from downloads.adapters.policy_file import PolicyError, load_policy, parse_duration
+from downloads.application import OpenAccount
 from downloads.bootstrap import bootstrap
 from downloads.domain import CatalogTitle, Plan, Policy, Studio
-from downloads.policy_file import PolicyError, load_policy, parse_duration
 from downloads.settings import Settings
 
 
@@ -187,7 +188,7 @@ def test_the_service_enforces_the_policy_file_it_is_started_with(tmp_path: Path)
     app = bootstrap(Settings(store="memory://", policy=str(path)))
 
     assert app.policy.plans == {"solo": Plan(1)}
-    assert app.service.open_account("acct-1", "solo").body["device_limit"] == 1
+    assert app.service.handle(OpenAccount("acct-1", "solo")).body["device_limit"] == 1
     app.close()
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from downloads.application import AcquireLicense, ChangePlan, CloseAccount, DeactivateDevice, ReleaseLicense, SyncDevice
+from downloads.application.presenters import iso
 from downloads.domain import Denied, NotFound
-from downloads.service.views import iso
 from tests.unit.factories import START, make_policy, refusal, start_service
 
 
@@ -13,7 +14,7 @@ def test_an_issued_license_is_active_and_expires_after_the_studios_license_durat
     d = start_service()
     d.account("acct-1", devices=["phone"])
 
-    reply = d.service.acquire_license("acct-1", "phone", "demo-title-1")
+    reply = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"))
 
     assert reply.created
     body = reply.body
@@ -36,7 +37,7 @@ def test_acquiring_on_an_unknown_device_answers_device_not_found() -> None:
     d = start_service()
     d.account("acct-1", devices=[])
 
-    assert refusal(lambda: d.service.acquire_license("acct-1", "nope", "demo-title-1"), NotFound).code == (
+    assert refusal(lambda: d.service.handle(AcquireLicense("acct-1", "nope", "demo-title-1")), NotFound).code == (
         "DEVICE_NOT_FOUND"
     )
 
@@ -45,7 +46,9 @@ def test_acquiring_an_unknown_title_answers_title_not_found() -> None:
     d = start_service()
     d.account("acct-1")
 
-    assert refusal(lambda: d.service.acquire_license("acct-1", "phone", "nope"), NotFound).code == "TITLE_NOT_FOUND"
+    assert (
+        refusal(lambda: d.service.handle(AcquireLicense("acct-1", "phone", "nope")), NotFound).code == "TITLE_NOT_FOUND"
+    )
 
 
 def test_a_title_marked_not_downloadable_is_refused() -> None:
@@ -53,7 +56,7 @@ def test_a_title_marked_not_downloadable_is_refused() -> None:
     d.account("acct-1")
     d.title("withdrawn", downloadable=False)
 
-    error = refusal(lambda: d.service.acquire_license("acct-1", "phone", "withdrawn"), Denied)
+    error = refusal(lambda: d.service.handle(AcquireLicense("acct-1", "phone", "withdrawn")), Denied)
 
     assert error.code == "TITLE_NOT_DOWNLOADABLE"
 
@@ -63,11 +66,11 @@ def test_a_title_past_its_available_until_is_refused_and_one_before_it_is_issued
     d.account("acct-1")
     d.title("leaving", available_until=START + timedelta(days=1))
 
-    assert d.service.acquire_license("acct-1", "phone", "leaving").created
-    d.service.sync_device("acct-1", "phone", [])  # release it
+    assert d.service.handle(AcquireLicense("acct-1", "phone", "leaving")).created
+    d.service.handle(SyncDevice("acct-1", "phone", []))  # release it
     d.clock.advance(timedelta(days=1))
 
-    assert refusal(lambda: d.service.acquire_license("acct-1", "phone", "leaving"), Denied).code == (
+    assert refusal(lambda: d.service.handle(AcquireLicense("acct-1", "phone", "leaving")), Denied).code == (
         "TITLE_NOT_DOWNLOADABLE"
     )
 
@@ -75,10 +78,10 @@ def test_a_title_past_its_available_until_is_refused_and_one_before_it_is_issued
 def test_an_active_license_for_the_same_device_and_title_is_answered_without_a_new_event() -> None:
     d = start_service()
     d.account("acct-1")
-    first = d.service.acquire_license("acct-1", "phone", "demo-title-1")
+    first = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"))
     before = d.stream_version("acct-1")
 
-    again = d.service.acquire_license("acct-1", "phone", "demo-title-1")
+    again = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"))
 
     assert not again.created
     assert again.body == first.body
@@ -90,10 +93,10 @@ def test_the_existing_license_is_answered_even_when_the_device_limit_is_reached(
     d.account("acct-1", plan="premium", devices=["phone", "tablet"])
     first = d.license("acct-1", "phone", "demo-title-1")
     d.license("acct-1", "tablet", "demo-title-1")
-    d.service.change_plan("acct-1", "basic")  # now 2 devices with downloads, limit 1; phone at its own limit
+    d.service.handle(ChangePlan("acct-1", "basic"))  # now 2 devices with downloads, limit 1; phone at its own limit
     before = d.stream_version("acct-1")
 
-    again = d.service.acquire_license("acct-1", "phone", "demo-title-1")
+    again = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"))
 
     assert (again.created, again.body["license_id"]) == (False, first)
     assert d.stream_version("acct-1") == before
@@ -106,13 +109,13 @@ def test_a_new_device_is_refused_when_the_plans_devices_with_downloads_are_all_u
     d.license("acct-1", "b", "demo-title-1")
     before = d.stream_version("acct-1")
 
-    error = refusal(lambda: d.service.acquire_license("acct-1", "c", "demo-title-1"), Denied)
+    error = refusal(lambda: d.service.handle(AcquireLicense("acct-1", "c", "demo-title-1")), Denied)
 
     assert error.code == "DEVICE_LIMIT_REACHED"
     assert error.details["limit"] == 2 and error.details["used"] == 2
     assert d.stream_version("acct-1") == before
     # a device that already holds a download is not a new device
-    assert d.service.acquire_license("acct-1", "a", "demo-title-2").created
+    assert d.service.handle(AcquireLicense("acct-1", "a", "demo-title-2")).created
 
 
 def test_releasing_a_download_frees_the_devices_slot() -> None:
@@ -120,9 +123,9 @@ def test_releasing_a_download_frees_the_devices_slot() -> None:
     d.account("acct-1", plan="basic", devices=["a", "b"])
     held = d.license("acct-1", "a", "demo-title-1")
 
-    d.service.release_license("acct-1", held)
+    d.service.handle(ReleaseLicense("acct-1", held))
 
-    assert d.service.acquire_license("acct-1", "b", "demo-title-1").created
+    assert d.service.handle(AcquireLicense("acct-1", "b", "demo-title-1")).created
 
 
 def test_a_device_holding_max_active_downloads_is_refused_one_more() -> None:
@@ -133,7 +136,7 @@ def test_a_device_holding_max_active_downloads_is_refused_one_more() -> None:
     d.license("acct-1", "phone", "t1")
     d.license("acct-1", "phone", "t2")
 
-    error = refusal(lambda: d.service.acquire_license("acct-1", "phone", "t3"), Denied)
+    error = refusal(lambda: d.service.handle(AcquireLicense("acct-1", "phone", "t3")), Denied)
 
     assert error.code == "DEVICE_DOWNLOAD_LIMIT_REACHED"
     assert error.details["limit"] == 2 and error.details["used"] == 2
@@ -144,11 +147,11 @@ def test_a_restricted_title_is_refused_after_three_downloads_in_the_window_until
     d.account("acct-1", devices=["phone"])
     d.title("film", studio="restricted")
     for _ in range(3):
-        d.service.release_license("acct-1", d.license("acct-1", "phone", "film"))
+        d.service.handle(ReleaseLicense("acct-1", d.license("acct-1", "phone", "film")))
         d.clock.advance(timedelta(days=10))
     before = d.stream_version("acct-1")
 
-    error = refusal(lambda: d.service.acquire_license("acct-1", "phone", "film"), Denied)
+    error = refusal(lambda: d.service.handle(AcquireLicense("acct-1", "phone", "film")), Denied)
 
     assert error.code == "TITLE_YEARLY_LIMIT_REACHED"
     assert error.details["limit"] == 3 and error.details["used"] == 3
@@ -163,16 +166,19 @@ def test_a_restricted_title_is_refused_after_three_downloads_in_the_window_until
     }
 
     d.clock.now = START + timedelta(days=365) - timedelta(seconds=1)
-    assert refusal(lambda: d.service.acquire_license("acct-1", "phone", "film")).code == "TITLE_YEARLY_LIMIT_REACHED"
+    assert (
+        refusal(lambda: d.service.handle(AcquireLicense("acct-1", "phone", "film"))).code
+        == "TITLE_YEARLY_LIMIT_REACHED"
+    )
     d.clock.now = START + timedelta(days=365)
-    assert d.service.acquire_license("acct-1", "phone", "film").created
+    assert d.service.handle(AcquireLicense("acct-1", "phone", "film")).created
 
 
 def test_a_default_studio_title_has_no_yearly_limit() -> None:
     d = start_service()
     d.account("acct-1", devices=["phone"])
     for _ in range(5):
-        d.service.release_license("acct-1", d.license("acct-1", "phone", "demo-title-1"))
+        d.service.handle(ReleaseLicense("acct-1", d.license("acct-1", "phone", "demo-title-1")))
 
     assert d.service.title_downloads("acct-1", "demo-title-1") == {
         "title_id": "demo-title-1",
@@ -189,24 +195,24 @@ def test_a_default_studio_title_has_no_yearly_limit() -> None:
 def test_a_closed_account_answers_account_not_active_before_an_unknown_device() -> None:
     d = start_service()
     d.account("acct-1", devices=[])
-    d.service.close_account("acct-1")
+    d.service.handle(CloseAccount("acct-1"))
 
-    assert refusal(lambda: d.service.acquire_license("acct-1", "nope", "nope")).code == "ACCOUNT_NOT_ACTIVE"
+    assert refusal(lambda: d.service.handle(AcquireLicense("acct-1", "nope", "nope"))).code == "ACCOUNT_NOT_ACTIVE"
 
 
 def test_an_unknown_device_answers_before_an_unknown_title() -> None:
     d = start_service()
     d.account("acct-1", devices=[])
 
-    assert refusal(lambda: d.service.acquire_license("acct-1", "nope", "nope")).code == "DEVICE_NOT_FOUND"
+    assert refusal(lambda: d.service.handle(AcquireLicense("acct-1", "nope", "nope"))).code == "DEVICE_NOT_FOUND"
 
 
 def test_a_deactivated_device_answers_device_not_active_before_an_unknown_title() -> None:
     d = start_service()
     d.account("acct-1", devices=["phone"])
-    d.service.deactivate_device("acct-1", "phone")
+    d.service.handle(DeactivateDevice("acct-1", "phone"))
 
-    assert refusal(lambda: d.service.acquire_license("acct-1", "phone", "nope")).code == "DEVICE_NOT_ACTIVE"
+    assert refusal(lambda: d.service.handle(AcquireLicense("acct-1", "phone", "nope"))).code == "DEVICE_NOT_ACTIVE"
 
 
 def test_a_title_not_downloadable_answers_before_the_existing_license_and_the_limits() -> None:
@@ -216,8 +222,10 @@ def test_a_title_not_downloadable_answers_before_the_existing_license_and_the_li
     d.license("acct-1", "phone", "film")
     d.title("film", studio="restricted", downloadable=False)
 
-    assert refusal(lambda: d.service.acquire_license("acct-1", "phone", "film")).code == "TITLE_NOT_DOWNLOADABLE"
-    assert refusal(lambda: d.service.acquire_license("acct-1", "tablet", "film")).code == "TITLE_NOT_DOWNLOADABLE"
+    assert refusal(lambda: d.service.handle(AcquireLicense("acct-1", "phone", "film"))).code == "TITLE_NOT_DOWNLOADABLE"
+    assert (
+        refusal(lambda: d.service.handle(AcquireLicense("acct-1", "tablet", "film"))).code == "TITLE_NOT_DOWNLOADABLE"
+    )
 
 
 def test_the_device_limit_answers_before_the_per_device_limit_and_the_yearly_limit() -> None:
@@ -225,10 +233,10 @@ def test_the_device_limit_answers_before_the_per_device_limit_and_the_yearly_lim
     d.account("acct-1", plan="basic", devices=["phone", "tablet"])
     d.title("film", studio="restricted")
     for _ in range(3):
-        d.service.release_license("acct-1", d.license("acct-1", "phone", "film"))
+        d.service.handle(ReleaseLicense("acct-1", d.license("acct-1", "phone", "film")))
     d.license("acct-1", "phone", "demo-title-1")
 
-    assert refusal(lambda: d.service.acquire_license("acct-1", "tablet", "film")).code == "DEVICE_LIMIT_REACHED"
+    assert refusal(lambda: d.service.handle(AcquireLicense("acct-1", "tablet", "film"))).code == "DEVICE_LIMIT_REACHED"
 
 
 def test_the_per_device_limit_answers_before_the_yearly_limit() -> None:
@@ -236,9 +244,9 @@ def test_the_per_device_limit_answers_before_the_yearly_limit() -> None:
     d.account("acct-1", plan="basic", devices=["phone"])
     d.title("film", studio="restricted")
     for _ in range(3):
-        d.service.release_license("acct-1", d.license("acct-1", "phone", "film"))
+        d.service.handle(ReleaseLicense("acct-1", d.license("acct-1", "phone", "film")))
     d.license("acct-1", "phone", "demo-title-1")
 
-    assert refusal(lambda: d.service.acquire_license("acct-1", "phone", "film")).code == (
+    assert refusal(lambda: d.service.handle(AcquireLicense("acct-1", "phone", "film"))).code == (
         "DEVICE_DOWNLOAD_LIMIT_REACHED"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from downloads.application import AcquireLicense, DeactivateDevice, RegisterDevice, ReleaseLicense, SyncDevice
 from downloads.domain import Denied, NotFound, Policy
 from tests.unit.factories import refusal, start_service
 
@@ -10,7 +11,7 @@ def test_a_registered_device_is_active_with_no_downloads() -> None:
     d = start_service()
     d.account("acct-1", devices=[])
 
-    reply = d.service.register_device("acct-1", "phone", "Pixel 9")
+    reply = d.service.handle(RegisterDevice("acct-1", "phone", "Pixel 9"))
 
     assert reply.created
     assert reply.body == {"device_id": "phone", "model": "Pixel 9", "status": "active", "active_downloads": 0}
@@ -23,7 +24,7 @@ def test_registering_an_active_device_again_is_idempotent_and_records_nothing() 
     d.license("acct-1", "phone", "demo-title-1")
     before = d.stream_version("acct-1")
 
-    reply = d.service.register_device("acct-1", "phone", "another model")
+    reply = d.service.handle(RegisterDevice("acct-1", "phone", "another model"))
 
     assert not reply.created
     assert reply.body == {"device_id": "phone", "model": "model-of-phone", "status": "active", "active_downloads": 1}
@@ -37,7 +38,7 @@ def test_deactivating_a_device_releases_its_licenses_with_reason_device_deactiva
     other = d.license("acct-1", "tablet", "demo-title-1")
     before = d.stream_version("acct-1")
 
-    body = d.service.deactivate_device("acct-1", "phone").body
+    body = d.service.handle(DeactivateDevice("acct-1", "phone")).body
 
     assert body == {
         "device": {"device_id": "phone", "model": "model-of-phone", "status": "deactivated", "active_downloads": 0},
@@ -57,10 +58,10 @@ def test_deactivating_a_device_releases_its_licenses_with_reason_device_deactiva
 def test_deactivating_a_deactivated_device_changes_nothing() -> None:
     d = start_service()
     d.account("acct-1", devices=["phone"])
-    d.service.deactivate_device("acct-1", "phone")
+    d.service.handle(DeactivateDevice("acct-1", "phone"))
     before = d.stream_version("acct-1")
 
-    body = d.service.deactivate_device("acct-1", "phone").body
+    body = d.service.handle(DeactivateDevice("acct-1", "phone")).body
 
     assert body["device"]["status"] == "deactivated" and body["released"] == []
     assert d.stream_version("acct-1") == before
@@ -70,23 +71,23 @@ def test_deactivating_an_unknown_device_answers_device_not_found() -> None:
     d = start_service()
     d.account("acct-1", devices=[])
 
-    assert refusal(lambda: d.service.deactivate_device("acct-1", "nope"), NotFound).code == "DEVICE_NOT_FOUND"
+    assert refusal(lambda: d.service.handle(DeactivateDevice("acct-1", "nope")), NotFound).code == "DEVICE_NOT_FOUND"
     assert d.stream_version("acct-1") == 1
 
 
 def test_a_deactivated_device_may_be_registered_again_and_download_again() -> None:
     d = start_service()
     d.account("acct-1", devices=["phone"])
-    d.service.deactivate_device("acct-1", "phone")
-    assert refusal(lambda: d.service.acquire_license("acct-1", "phone", "demo-title-1"), Denied).code == (
+    d.service.handle(DeactivateDevice("acct-1", "phone"))
+    assert refusal(lambda: d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1")), Denied).code == (
         "DEVICE_NOT_ACTIVE"
     )
 
-    reply = d.service.register_device("acct-1", "phone", "Pixel 10")
+    reply = d.service.handle(RegisterDevice("acct-1", "phone", "Pixel 10"))
 
     assert reply.created and reply.body["status"] == "active" and reply.body["model"] == "Pixel 10"
     assert d.event_types("acct-1")[-1] == "DeviceRegistered"
-    assert d.service.acquire_license("acct-1", "phone", "demo-title-1").created
+    assert d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1")).created
 
 
 def test_sync_releases_what_the_device_lost_and_revokes_what_the_server_does_not_hold_active() -> None:
@@ -96,10 +97,10 @@ def test_sync_releases_what_the_device_lost_and_revokes_what_the_server_does_not
     lost = d.license("acct-1", "phone", "demo-title-2")
     on_tablet = d.license("acct-1", "tablet", "demo-title-1")
     gone = d.license("acct-1", "tablet", "demo-title-2")
-    d.service.release_license("acct-1", gone)
+    d.service.handle(ReleaseLicense("acct-1", gone))
     before = d.stream_version("acct-1")
 
-    body = d.service.sync_device("acct-1", "phone", [kept, on_tablet, gone, "never-issued"]).body
+    body = d.service.handle(SyncDevice("acct-1", "phone", [kept, on_tablet, gone, "never-issued"])).body
 
     assert body == {"active": [kept], "released": [lost], "revoked": [on_tablet, gone, "never-issued"]}
     assert [(e["type"], e["data"]["license_id"], e["data"]["reason"]) for e in d.events("acct-1", after=before)] == [
@@ -115,7 +116,7 @@ def test_sync_of_a_device_that_holds_exactly_what_the_server_holds_records_nothi
     held = d.license("acct-1", "phone", "demo-title-1")
     before = d.stream_version("acct-1")
 
-    body = d.service.sync_device("acct-1", "phone", [held, held]).body
+    body = d.service.handle(SyncDevice("acct-1", "phone", [held, held])).body
 
     assert body == {"active": [held], "released": [], "revoked": []}
     assert d.stream_version("acct-1") == before
@@ -125,7 +126,7 @@ def test_sync_of_an_unknown_device_answers_device_not_found() -> None:
     d = start_service()
     d.account("acct-1", devices=[])
 
-    assert refusal(lambda: d.service.sync_device("acct-1", "nope", []), NotFound).code == "DEVICE_NOT_FOUND"
+    assert refusal(lambda: d.service.handle(SyncDevice("acct-1", "nope", [])), NotFound).code == "DEVICE_NOT_FOUND"
 
 
 def test_an_account_holds_at_most_max_devices_active_devices() -> None:
@@ -133,10 +134,10 @@ def test_an_account_holds_at_most_max_devices_active_devices() -> None:
     d.account("acct-1", devices=["a", "b", "c"])
     before = d.stream_version("acct-1")
 
-    error = refusal(lambda: d.service.register_device("acct-1", "d", "model"), Denied)
+    error = refusal(lambda: d.service.handle(RegisterDevice("acct-1", "d", "model")), Denied)
 
     assert (error.code, error.details) == ("TOO_MANY_DEVICES", {"limit": 3, "used": 3})
     assert d.stream_version("acct-1") == before
-    d.service.deactivate_device("acct-1", "a")
-    assert d.service.register_device("acct-1", "d", "model").created  # a freed place may be taken
-    assert refusal(lambda: d.service.register_device("acct-1", "a", "model"), Denied).code == "TOO_MANY_DEVICES"
+    d.service.handle(DeactivateDevice("acct-1", "a"))
+    assert d.service.handle(RegisterDevice("acct-1", "d", "model")).created  # a freed place may be taken
+    assert refusal(lambda: d.service.handle(RegisterDevice("acct-1", "a", "model")), Denied).code == "TOO_MANY_DEVICES"

@@ -8,8 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from downloads.application import (
+    AcquireLicense,
+    ChangePlan,
+    DeactivateDevice,
+    DownloadsService,
+    OpenAccount,
+    RegisterDevice,
+    ReleaseLicense,
+    RenewLicense,
+    StartPlayback,
+    SyncDevice,
+)
 from downloads.domain import Account, DomainError, NotFound, Studio
-from downloads.service import DownloadsService
 from eskit import Repository
 from tests.unit.factories import START, Downloads, make_policy, refusal, start_service
 
@@ -18,9 +29,9 @@ HOUR = timedelta(hours=1)
 
 def _three_steps() -> Downloads:
     d = start_service()
-    d.service.open_account("acct-1", "basic")  # v1 at START
+    d.service.handle(OpenAccount("acct-1", "basic"))  # v1 at START
     d.clock.advance(HOUR)
-    d.service.register_device("acct-1", "phone", "model")  # v2 at START + 1h
+    d.service.handle(RegisterDevice("acct-1", "phone", "model"))  # v2 at START + 1h
     d.clock.advance(HOUR)
     d.license("acct-1", "phone", "demo-title-1")  # v3 at START + 2h
     d.clock.advance(HOUR)
@@ -69,7 +80,7 @@ def test_time_travel_sees_through_snapshots() -> None:
     d.account("acct-1", devices=["a"])
     for device in ["b", "c", "d"]:
         d.clock.advance(HOUR)
-        d.service.register_device("acct-1", device, "model")
+        d.service.handle(RegisterDevice("acct-1", device, "model"))
 
     assert [x["device_id"] for x in d.service.get_account("acct-1", version=3)["devices"]] == ["a", "b"]
     assert [x["device_id"] for x in d.service.get_account("acct-1", as_of=START + HOUR)["devices"]] == ["a", "b"]
@@ -94,23 +105,23 @@ def _random_history(d: Downloads, seed: int, commands: int) -> None:
         roll = rng.random()
         try:
             if roll < 0.08:
-                s.register_device("acct-1", rng.choice(devices), f"model-{n}", request_id=request_id)
+                s.handle(RegisterDevice("acct-1", rng.choice(devices), f"model-{n}"), idempotency_key=request_id)
             elif roll < 0.12:
-                s.deactivate_device("acct-1", rng.choice(devices), request_id=request_id)
+                s.handle(DeactivateDevice("acct-1", rng.choice(devices)), idempotency_key=request_id)
             elif roll < 0.40:
-                s.acquire_license("acct-1", rng.choice(devices), rng.choice(titles), request_id=request_id)
+                s.handle(AcquireLicense("acct-1", rng.choice(devices), rng.choice(titles)), idempotency_key=request_id)
             elif roll < 0.52:
-                s.start_playback("acct-1", rng.choice(licenses), request_id=request_id)
+                s.handle(StartPlayback("acct-1", rng.choice(licenses)), idempotency_key=request_id)
             elif roll < 0.64:
-                s.renew_license("acct-1", rng.choice(licenses), request_id=request_id)
+                s.handle(RenewLicense("acct-1", rng.choice(licenses)), idempotency_key=request_id)
             elif roll < 0.76:
-                s.release_license("acct-1", rng.choice(licenses), request_id=request_id)
+                s.handle(ReleaseLicense("acct-1", rng.choice(licenses)), idempotency_key=request_id)
             elif roll < 0.82:
                 device = rng.choice(devices)
                 held = [x for x in licenses if rng.random() < 0.7]
-                s.sync_device("acct-1", device, held, request_id=request_id)
+                s.handle(SyncDevice("acct-1", device, held), idempotency_key=request_id)
             elif roll < 0.86:
-                s.change_plan("acct-1", rng.choice(["basic", "standard", "premium"]), request_id=request_id)
+                s.handle(ChangePlan("acct-1", rng.choice(["basic", "standard", "premium"])), idempotency_key=request_id)
         except DomainError:
             pass
         d.clock.advance(timedelta(minutes=rng.choice([1, 1, 30, 30, 60 * 5, 60 * 24, 60 * 24 * 3, 60 * 24 * 20])))
@@ -156,7 +167,7 @@ def test_a_restarted_service_on_the_same_sqlite_file_sees_the_same_accounts(tmp_
     d = start_service(store=f"sqlite:///{tmp_path}/downloads.db", snapshot_every=3)
     d.account("acct-1", devices=["phone", "tablet"])
     lic = d.license("acct-1", "phone", "demo-title-1")
-    d.service.start_playback("acct-1", lic)
+    d.service.handle(StartPlayback("acct-1", lic))
     d.title("film", studio="restricted", downloadable=False)
 
     again = d.restart()

@@ -14,6 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from downloads.application import (
+    AcquireLicense,
+    ChangePlan,
+    CloseAccount,
+    DeactivateDevice,
+    RegisterDevice,
+    ReleaseLicense,
+    RenewLicense,
+)
 from downloads.domain import Denied, Invalid, Policy, Studio
 from tests.unit.factories import FakeClock, make_policy, refusal, start_service
 
@@ -21,19 +30,19 @@ from tests.unit.factories import FakeClock, make_policy, refusal, start_service
 def _other_commands(d, account_id: str, n: int) -> None:  # type: ignore[no-untyped-def]
     """``n`` accepted commands with keys of their own, each writing an event (the plan flips back and forth)."""
     for i in range(n):
-        d.service.change_plan(account_id, "standard" if i % 2 == 0 else "premium", request_id=f"other-{i}")
+        d.service.handle(ChangePlan(account_id, "standard" if i % 2 == 0 else "premium"), idempotency_key=f"other-{i}")
 
 
 @pytest.mark.parametrize("others", [1000, 5000])
 def test_a_key_retried_after_thousands_of_other_commands_gets_the_original_answer(others: int) -> None:
     d = start_service(snapshot_every=100)
     d.account("acct-1", devices=["phone"])
-    first = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="key-1")
-    d.service.release_license("acct-1", first.body["license_id"])
+    first = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="key-1")
+    d.service.handle(ReleaseLicense("acct-1", first.body["license_id"]))
     _other_commands(d, "acct-1", others)
     before = d.stream_version("acct-1")
 
-    again = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="key-1")
+    again = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="key-1")
 
     assert (again.body, again.created, again.replayed) == (first.body, True, True)
     assert d.stream_version("acct-1") == before
@@ -43,10 +52,12 @@ def test_a_key_retried_after_thousands_of_other_commands_gets_the_original_answe
 def test_a_key_reused_for_another_command_is_refused_after_thousands_of_other_commands() -> None:
     d = start_service(snapshot_every=100)
     d.account("acct-1", devices=["phone"])
-    lic = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="key-1").body["license_id"]
+    lic = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="key-1").body[
+        "license_id"
+    ]
     _other_commands(d, "acct-1", 1000)
 
-    error = refusal(lambda: d.service.release_license("acct-1", lic, request_id="key-1"), Invalid)
+    error = refusal(lambda: d.service.handle(ReleaseLicense("acct-1", lic), idempotency_key="key-1"), Invalid)
 
     assert error.code == "IDEMPOTENCY_KEY_REUSED"
     assert d.service.get_license("acct-1", lic)["status"] == "active"
@@ -69,7 +80,7 @@ def test_a_key_is_stored_once_per_command_however_many_events_the_command_writes
         for i in range(licenses):
             d.license("acct-1", "phone", d.title(f"title-{i}"))
         before = _db_bytes(path)
-        reply = d.service.close_account("acct-1", request_id=key)
+        reply = d.service.handle(CloseAccount("acct-1"), idempotency_key=key)
         sizes[key] = _db_bytes(path) - before
         d.close()
 
@@ -87,9 +98,9 @@ def test_a_process_whose_clock_runs_behind_still_counts_downloads_recorded_ahead
     ahead.account("acct-1", devices=["phone"])
     for _ in range(3):
         lic = ahead.license("acct-1", "phone", "demo-title-2")
-        ahead.service.release_license("acct-1", lic)
+        ahead.service.handle(ReleaseLicense("acct-1", lic))
 
-    denied = refusal(lambda: behind.service.acquire_license("acct-1", "phone", "demo-title-2"), Denied)
+    denied = refusal(lambda: behind.service.handle(AcquireLicense("acct-1", "phone", "demo-title-2")), Denied)
 
     assert denied.code == "TITLE_YEARLY_LIMIT_REACHED"
     counts = [s.service.title_downloads("acct-1", "demo-title-2")["used"] for s in (ahead, behind)]
@@ -102,7 +113,7 @@ def test_time_never_runs_backwards_within_an_account() -> None:
     last = d.events("acct-1")[-1]["recorded_at"]
     d.clock.advance(timedelta(minutes=-30))  # this process's clock jumps back
 
-    d.service.register_device("acct-1", "tablet", "model")
+    d.service.handle(RegisterDevice("acct-1", "tablet", "model"))
 
     assert d.events("acct-1")[-1]["recorded_at"] >= last
 
@@ -115,7 +126,7 @@ def test_renewing_an_expired_license_when_the_device_holds_another_for_the_title
     current = d.license("acct-1", "phone", "demo-title-1")
     before = d.stream_version("acct-1")
 
-    error = refusal(lambda: d.service.renew_license("acct-1", old), Denied)
+    error = refusal(lambda: d.service.handle(RenewLicense("acct-1", old)), Denied)
 
     assert error.code == "TITLE_ALREADY_LICENSED"
     assert error.details["license_id"] == current
@@ -133,9 +144,9 @@ def test_answers_are_the_same_whether_the_account_was_folded_or_loaded_from_a_sn
     d.clock.advance(timedelta(days=20))
     second = d.license("acct-1", "phone", "demo-title-2")
     d.clock.advance(timedelta(days=11))  # the first license expired, the second is still active
-    d.service.renew_license("acct-1", first)
+    d.service.handle(RenewLicense("acct-1", first))
 
-    released = d.restart().service.deactivate_device("acct-1", "phone").body["released"]
+    released = d.restart().service.handle(DeactivateDevice("acct-1", "phone")).body["released"]
 
     # One order whatever the load path: the order the licenses became active in.
     assert released == [second, first]
@@ -149,13 +160,13 @@ def test_a_key_reused_after_its_retention_names_the_new_command_even_behind_a_lo
     long_lived = start_service(store=store, clock=clock, idempotency_hours=48)
     short_lived = start_service(store=store, clock=clock, idempotency_hours=24)
     long_lived.account("acct-1", devices=["phone", "tablet"])
-    long_lived.service.change_plan("acct-1", "standard", request_id="kept-48h")
+    long_lived.service.handle(ChangePlan("acct-1", "standard"), idempotency_key="kept-48h")
     clock.advance(timedelta(hours=1))
-    short_lived.service.change_plan("acct-1", "premium", request_id="k")
+    short_lived.service.handle(ChangePlan("acct-1", "premium"), idempotency_key="k")
     clock.advance(timedelta(hours=29))  # "k" expired, "kept-48h" (recorded before it) has not
 
-    first = short_lived.service.acquire_license("acct-1", "tablet", "demo-title-1", request_id="k")
-    again = short_lived.service.acquire_license("acct-1", "tablet", "demo-title-1", request_id="k")
+    first = short_lived.service.handle(AcquireLicense("acct-1", "tablet", "demo-title-1"), idempotency_key="k")
+    again = short_lived.service.handle(AcquireLicense("acct-1", "tablet", "demo-title-1"), idempotency_key="k")
 
     assert first.created and not first.replayed
     assert (again.body, again.replayed) == (first.body, True)

@@ -9,8 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from downloads.application import (
+    AcquireLicense,
+    ChangePlan,
+    CloseAccount,
+    DeactivateDevice,
+    OpenAccount,
+    RegisterDevice,
+    ReleaseLicense,
+    RenewLicense,
+    Reply,
+    StartPlayback,
+    SyncDevice,
+)
 from downloads.domain import Invalid
-from downloads.service import Reply
 from tests.unit.factories import Downloads, refusal, start_service
 
 
@@ -45,53 +57,53 @@ def _with_two_licenses(d: Downloads) -> dict[str, str]:
 CASES = {
     "open account": Case(
         _nothing,
-        lambda d, ids, rid: d.service.open_account("acct-1", "basic", request_id=rid),
-        lambda d, ids: d.service.change_plan("acct-1", "premium"),
+        lambda d, ids, rid: d.service.handle(OpenAccount("acct-1", "basic"), idempotency_key=rid),
+        lambda d, ids: d.service.handle(ChangePlan("acct-1", "premium")),
     ),
     "change plan": Case(
         _account,
-        lambda d, ids, rid: d.service.change_plan("acct-1", "premium", request_id=rid),
-        lambda d, ids: d.service.change_plan("acct-1", "standard"),
+        lambda d, ids, rid: d.service.handle(ChangePlan("acct-1", "premium"), idempotency_key=rid),
+        lambda d, ids: d.service.handle(ChangePlan("acct-1", "standard")),
     ),
     "close account": Case(
         _with_license,
-        lambda d, ids, rid: d.service.close_account("acct-1", request_id=rid),
+        lambda d, ids, rid: d.service.handle(CloseAccount("acct-1"), idempotency_key=rid),
         lambda d, ids: None,
     ),
     "register device": Case(
         _account,
-        lambda d, ids, rid: d.service.register_device("acct-1", "tablet", "model", request_id=rid),
-        lambda d, ids: d.service.deactivate_device("acct-1", "tablet"),
+        lambda d, ids, rid: d.service.handle(RegisterDevice("acct-1", "tablet", "model"), idempotency_key=rid),
+        lambda d, ids: d.service.handle(DeactivateDevice("acct-1", "tablet")),
     ),
     "deactivate device": Case(
         _with_license,
-        lambda d, ids, rid: d.service.deactivate_device("acct-1", "phone", request_id=rid),
-        lambda d, ids: d.service.register_device("acct-1", "phone", "model"),
+        lambda d, ids, rid: d.service.handle(DeactivateDevice("acct-1", "phone"), idempotency_key=rid),
+        lambda d, ids: d.service.handle(RegisterDevice("acct-1", "phone", "model")),
     ),
     "sync device": Case(
         _with_two_licenses,
-        lambda d, ids, rid: d.service.sync_device("acct-1", "phone", [ids["license"]], request_id=rid),
-        lambda d, ids: d.service.release_license("acct-1", ids["license"]),
+        lambda d, ids, rid: d.service.handle(SyncDevice("acct-1", "phone", [ids["license"]]), idempotency_key=rid),
+        lambda d, ids: d.service.handle(ReleaseLicense("acct-1", ids["license"])),
     ),
     "acquire license": Case(
         _account,
-        lambda d, ids, rid: d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id=rid),
-        lambda d, ids: d.service.sync_device("acct-1", "phone", []),
+        lambda d, ids, rid: d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key=rid),
+        lambda d, ids: d.service.handle(SyncDevice("acct-1", "phone", [])),
     ),
     "start playback": Case(
         _with_license,
-        lambda d, ids, rid: d.service.start_playback("acct-1", ids["license"], request_id=rid),
-        lambda d, ids: d.service.renew_license("acct-1", ids["license"]),
+        lambda d, ids, rid: d.service.handle(StartPlayback("acct-1", ids["license"]), idempotency_key=rid),
+        lambda d, ids: d.service.handle(RenewLicense("acct-1", ids["license"])),
     ),
     "renew license": Case(
         _with_license,
-        lambda d, ids, rid: d.service.renew_license("acct-1", ids["license"], request_id=rid),
-        lambda d, ids: d.service.start_playback("acct-1", ids["license"]),
+        lambda d, ids, rid: d.service.handle(RenewLicense("acct-1", ids["license"]), idempotency_key=rid),
+        lambda d, ids: d.service.handle(StartPlayback("acct-1", ids["license"])),
     ),
     "release license": Case(
         _with_license,
-        lambda d, ids, rid: d.service.release_license("acct-1", ids["license"], request_id=rid),
-        lambda d, ids: d.service.register_device("acct-1", "tablet", "model"),
+        lambda d, ids, rid: d.service.handle(ReleaseLicense("acct-1", ids["license"]), idempotency_key=rid),
+        lambda d, ids: d.service.handle(RegisterDevice("acct-1", "tablet", "model")),
     ),
 }
 
@@ -130,12 +142,12 @@ def test_a_retried_command_returns_the_original_reply_and_writes_nothing(
 def test_a_remembered_request_is_read_back_from_a_snapshot() -> None:
     d = start_service(snapshot_every=1)
     d.account("acct-1", devices=["phone"])
-    first = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="request-1")
+    first = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="request-1")
     stream = d.service.accounts.stream_id("acct-1")
     snapshot = d.app.stores.snapshots.load(stream)
     assert snapshot is not None and snapshot.version == d.stream_version("acct-1")
 
-    again = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="request-1")
+    again = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="request-1")
 
     assert (again.body, again.created, again.replayed) == (first.body, True, True)
 
@@ -143,11 +155,12 @@ def test_a_remembered_request_is_read_back_from_a_snapshot() -> None:
 def test_a_request_id_reused_for_different_arguments_is_invalid_and_writes_nothing() -> None:
     d = start_service()
     d.account("acct-1", devices=["phone"])
-    d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="request-1")
+    d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="request-1")
     before = d.stream_version("acct-1")
 
     error = refusal(
-        lambda: d.service.acquire_license("acct-1", "phone", "demo-title-2", request_id="request-1"), Invalid
+        lambda: d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-2"), idempotency_key="request-1"),
+        Invalid,
     )
 
     assert error.code == "IDEMPOTENCY_KEY_REUSED"
@@ -157,9 +170,11 @@ def test_a_request_id_reused_for_different_arguments_is_invalid_and_writes_nothi
 def test_a_request_id_reused_for_a_different_command_is_invalid() -> None:
     d = start_service()
     d.account("acct-1", devices=["phone"])
-    lic = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="request-1").body["license_id"]
+    lic = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="request-1").body[
+        "license_id"
+    ]
 
-    error = refusal(lambda: d.service.release_license("acct-1", lic, request_id="request-1"), Invalid)
+    error = refusal(lambda: d.service.handle(ReleaseLicense("acct-1", lic), idempotency_key="request-1"), Invalid)
 
     assert error.code == "IDEMPOTENCY_KEY_REUSED"
     assert d.service.get_license("acct-1", lic)["status"] == "active"
@@ -169,11 +184,13 @@ def test_a_refused_command_is_not_remembered_so_its_retry_is_decided_again() -> 
     d = start_service()
     d.account("acct-1", plan="basic", devices=["phone", "tablet"])
     held = d.license("acct-1", "phone", "demo-title-1")
-    denied = refusal(lambda: d.service.acquire_license("acct-1", "tablet", "demo-title-1", request_id="request-1"))
+    denied = refusal(
+        lambda: d.service.handle(AcquireLicense("acct-1", "tablet", "demo-title-1"), idempotency_key="request-1")
+    )
     assert denied.code == "DEVICE_LIMIT_REACHED"
-    d.service.release_license("acct-1", held)
+    d.service.handle(ReleaseLicense("acct-1", held))
 
-    retry = d.service.acquire_license("acct-1", "tablet", "demo-title-1", request_id="request-1")
+    retry = d.service.handle(AcquireLicense("acct-1", "tablet", "demo-title-1"), idempotency_key="request-1")
 
     assert retry.created and not retry.replayed
 
@@ -181,11 +198,11 @@ def test_a_refused_command_is_not_remembered_so_its_retry_is_decided_again() -> 
 def test_a_request_id_is_remembered_for_the_configured_hours_even_across_other_commands() -> None:
     d = start_service(idempotency_hours=1)
     d.account("acct-1", devices=["phone", "tablet"])
-    first = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="request-1")
+    first = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="request-1")
     d.clock.advance(timedelta(minutes=59))
-    d.service.acquire_license("acct-1", "tablet", "demo-title-1")
+    d.service.handle(AcquireLicense("acct-1", "tablet", "demo-title-1"))
 
-    again = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="request-1")
+    again = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="request-1")
 
     assert (again.body, again.created, again.replayed) == (first.body, True, True)
 
@@ -193,10 +210,10 @@ def test_a_request_id_is_remembered_for_the_configured_hours_even_across_other_c
 def test_a_request_id_is_forgotten_once_the_configured_hours_pass() -> None:
     d = start_service(idempotency_hours=1)
     d.account("acct-1", devices=["phone", "tablet"])
-    first = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="request-1")
+    first = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="request-1")
     d.clock.advance(timedelta(hours=1))
 
-    again = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="request-1")
+    again = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="request-1")
 
     # decided afresh: the license is still active, so it is answered, but not as a replay
     assert (again.body["license_id"], again.created, again.replayed) == (first.body["license_id"], False, False)
@@ -205,11 +222,13 @@ def test_a_request_id_is_forgotten_once_the_configured_hours_pass() -> None:
 def test_a_forgotten_request_id_may_be_used_for_another_command() -> None:
     d = start_service(idempotency_hours=1)
     d.account("acct-1", devices=["phone", "tablet"])
-    lic = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="request-1").body["license_id"]
+    lic = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="request-1").body[
+        "license_id"
+    ]
     d.clock.advance(timedelta(hours=2))
-    d.service.register_device("acct-1", "laptop", "model")  # a later command: the old id is pruned
+    d.service.handle(RegisterDevice("acct-1", "laptop", "model"))  # a later command: the old id is pruned
 
-    reply = d.service.release_license("acct-1", lic, request_id="request-1")
+    reply = d.service.handle(ReleaseLicense("acct-1", lic), idempotency_key="request-1")
 
     assert reply.body["status"] == "released" and not reply.replayed
 
@@ -223,11 +242,11 @@ def test_a_retried_command_that_recorded_nothing_still_gets_its_original_answer(
     d = start_service()
     d.account("acct-1", devices=["phone"])
     lic = d.license("acct-1", "phone", "demo-title-1")
-    first = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="request-1")
-    d.service.release_license("acct-1", lic)
+    first = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="request-1")
+    d.service.handle(ReleaseLicense("acct-1", lic))
     before = d.stream_version("acct-1")
 
-    again = d.service.acquire_license("acct-1", "phone", "demo-title-1", request_id="request-1")
+    again = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="request-1")
 
     assert (again.body, again.created, again.replayed) == (first.body, False, True)
     assert d.stream_version("acct-1") == before

@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pytest
 
+from downloads.application import AcquireLicense, RegisterDevice, ReleaseLicense, RenewLicense, StartPlayback
+from downloads.application.presenters import iso
 from downloads.domain import Denied, NotFound, Studio
-from downloads.service.views import iso
 from tests.unit.factories import START, Downloads, make_policy, refusal, start_service
 
 DAY = timedelta(days=1)
@@ -47,7 +48,7 @@ def test_the_next_command_records_license_expired_before_its_own_events() -> Non
     d.clock.advance(31 * DAY)
     before = d.stream_version("acct-1")
 
-    d.service.register_device("acct-1", "laptop", "model")
+    d.service.handle(RegisterDevice("acct-1", "laptop", "model"))
 
     events = d.events("acct-1", after=before)
     assert [e["type"] for e in events] == ["LicenseExpired", "DeviceRegistered"]
@@ -56,12 +57,12 @@ def test_the_next_command_records_license_expired_before_its_own_events() -> Non
 
 def test_an_expired_license_no_longer_counts_toward_the_device_limit() -> None:
     d, _ = _one_license()
-    assert refusal(lambda: d.service.acquire_license("acct-1", "tablet", "demo-title-1")).code == (
+    assert refusal(lambda: d.service.handle(AcquireLicense("acct-1", "tablet", "demo-title-1"))).code == (
         "DEVICE_LIMIT_REACHED"
     )
     d.clock.advance(30 * DAY)
 
-    assert d.service.acquire_license("acct-1", "tablet", "demo-title-1").created
+    assert d.service.handle(AcquireLicense("acct-1", "tablet", "demo-title-1")).created
     assert d.event_types("acct-1")[-2:] == ["LicenseExpired", "LicenseIssued"]
 
 
@@ -69,14 +70,14 @@ def test_an_expired_license_no_longer_counts_toward_the_per_device_limit() -> No
     d, _ = _one_license(policy=make_policy(max_active_downloads=1))
     d.clock.advance(30 * DAY)
 
-    assert d.service.acquire_license("acct-1", "phone", "demo-title-2").created
+    assert d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-2")).created
 
 
 def test_acquiring_a_title_whose_license_expired_issues_a_new_license() -> None:
     d, lic = _one_license()
     d.clock.advance(30 * DAY)
 
-    reply = d.service.acquire_license("acct-1", "phone", "demo-title-1")
+    reply = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"))
 
     assert reply.created and reply.body["license_id"] != lic
 
@@ -86,7 +87,7 @@ def test_a_denied_command_does_not_record_the_expiry_either() -> None:
     d.clock.advance(30 * DAY)
     before = d.stream_version("acct-1")
 
-    assert refusal(lambda: d.service.start_playback("acct-1", lic)).code == "LICENSE_NOT_ACTIVE"
+    assert refusal(lambda: d.service.handle(StartPlayback("acct-1", lic))).code == "LICENSE_NOT_ACTIVE"
     assert d.stream_version("acct-1") == before
 
 
@@ -97,7 +98,7 @@ def test_the_first_playback_shortens_expiry_to_the_playback_window() -> None:
     d, lic = _one_license()
     d.clock.advance(DAY)
 
-    body = d.service.start_playback("acct-1", lic).body
+    body = d.service.handle(StartPlayback("acct-1", lic)).body
 
     assert body["playback_started_at"] == iso(START + DAY)
     assert body["expires_at"] == iso(START + DAY + timedelta(hours=48))
@@ -108,7 +109,7 @@ def test_the_first_playback_never_extends_expiry() -> None:
     d, lic = _one_license()
     d.clock.advance(29 * DAY)
 
-    body = d.service.start_playback("acct-1", lic).body
+    body = d.service.handle(StartPlayback("acct-1", lic)).body
 
     assert body["expires_at"] == iso(START + 30 * DAY)
     assert body["playback_started_at"] == iso(START + 29 * DAY)
@@ -116,11 +117,11 @@ def test_the_first_playback_never_extends_expiry() -> None:
 
 def test_a_second_playback_changes_nothing() -> None:
     d, lic = _one_license()
-    first = d.service.start_playback("acct-1", lic).body
+    first = d.service.handle(StartPlayback("acct-1", lic)).body
     before = d.stream_version("acct-1")
     d.clock.advance(DAY)
 
-    second = d.service.start_playback("acct-1", lic).body
+    second = d.service.handle(StartPlayback("acct-1", lic)).body
 
     assert second == first
     assert d.stream_version("acct-1") == before
@@ -132,22 +133,24 @@ def test_the_playback_window_is_the_studios() -> None:
     d.account("acct-1")
     lic = d.license("acct-1", "phone", d.title("film", studio="quick"))
 
-    assert d.service.start_playback("acct-1", lic).body["expires_at"] == iso(START + timedelta(hours=2))
+    assert d.service.handle(StartPlayback("acct-1", lic)).body["expires_at"] == iso(START + timedelta(hours=2))
 
 
 def test_a_license_expires_at_the_end_of_its_playback_window() -> None:
     d, lic = _one_license()
-    d.service.start_playback("acct-1", lic)
+    d.service.handle(StartPlayback("acct-1", lic))
     d.clock.advance(timedelta(hours=48))
 
     assert d.service.get_license("acct-1", lic)["status"] == "expired"
 
 
-@pytest.mark.parametrize("command", ["start_playback", "renew_license", "release_license"])
-def test_an_unknown_license_answers_license_not_found(command: str) -> None:
+@pytest.mark.parametrize("command", [StartPlayback, RenewLicense, ReleaseLicense])
+def test_an_unknown_license_answers_license_not_found(
+    command: type[StartPlayback | RenewLicense | ReleaseLicense],
+) -> None:
     d, _ = _one_license()
 
-    error = refusal(lambda: getattr(d.service, command)("acct-1", "nope"), NotFound)
+    error = refusal(lambda: d.service.handle(command("acct-1", "nope")), NotFound)
 
     assert error.code == "LICENSE_NOT_FOUND"
 
@@ -160,9 +163,9 @@ def test_reading_an_unknown_license_answers_license_not_found() -> None:
 
 def test_playing_a_released_license_answers_license_not_active() -> None:
     d, lic = _one_license()
-    d.service.release_license("acct-1", lic)
+    d.service.handle(ReleaseLicense("acct-1", lic))
 
-    error = refusal(lambda: d.service.start_playback("acct-1", lic), Denied)
+    error = refusal(lambda: d.service.handle(StartPlayback("acct-1", lic)), Denied)
 
     assert error.code == "LICENSE_NOT_ACTIVE" and error.details["status"] == "released"
 
@@ -172,10 +175,10 @@ def test_playing_a_released_license_answers_license_not_active() -> None:
 
 def test_renewing_an_active_license_gives_a_full_new_duration_and_clears_the_playback_window() -> None:
     d, lic = _one_license()
-    d.service.start_playback("acct-1", lic)
+    d.service.handle(StartPlayback("acct-1", lic))
     d.clock.advance(DAY)
 
-    body = d.service.renew_license("acct-1", lic).body
+    body = d.service.handle(RenewLicense("acct-1", lic)).body
 
     assert body["status"] == "active"
     assert body["expires_at"] == iso(START + DAY + 30 * DAY)
@@ -183,27 +186,29 @@ def test_renewing_an_active_license_gives_a_full_new_duration_and_clears_the_pla
     assert body["renewals"] == 1
     assert d.event_types("acct-1")[-1] == "LicenseRenewed"
     d.clock.advance(DAY)
-    assert d.service.start_playback("acct-1", lic).body["expires_at"] == iso(START + 2 * DAY + timedelta(hours=48))
+    assert d.service.handle(StartPlayback("acct-1", lic)).body["expires_at"] == iso(
+        START + 2 * DAY + timedelta(hours=48)
+    )
 
 
 def test_renewing_an_expired_license_makes_it_active_again() -> None:
     d, lic = _one_license()
     d.clock.advance(40 * DAY)
 
-    body = d.service.renew_license("acct-1", lic).body
+    body = d.service.handle(RenewLicense("acct-1", lic)).body
 
     assert (body["status"], body["renewals"]) == ("active", 1)
     assert body["expires_at"] == iso(START + 70 * DAY)
     assert d.event_types("acct-1")[-2:] == ["LicenseExpired", "LicenseRenewed"]
-    assert d.service.renew_license("acct-1", lic).body["renewals"] == 2
+    assert d.service.handle(RenewLicense("acct-1", lic)).body["renewals"] == 2
 
 
 def test_renewing_a_released_license_answers_license_not_active() -> None:
     d, lic = _one_license()
-    d.service.release_license("acct-1", lic)
+    d.service.handle(ReleaseLicense("acct-1", lic))
     before = d.stream_version("acct-1")
 
-    error = refusal(lambda: d.service.renew_license("acct-1", lic), Denied)
+    error = refusal(lambda: d.service.handle(RenewLicense("acct-1", lic)), Denied)
 
     assert error.code == "LICENSE_NOT_ACTIVE"
     assert d.stream_version("acct-1") == before
@@ -215,7 +220,7 @@ def test_renewing_a_license_whose_title_is_no_longer_downloadable_is_refused() -
     lic = d.license("acct-1", "phone", d.title("film"))
     d.title("film", downloadable=False)
 
-    assert refusal(lambda: d.service.renew_license("acct-1", lic), Denied).code == "TITLE_NOT_DOWNLOADABLE"
+    assert refusal(lambda: d.service.handle(RenewLicense("acct-1", lic)), Denied).code == "TITLE_NOT_DOWNLOADABLE"
 
 
 def test_renewing_an_expired_license_rechecks_the_device_limit() -> None:
@@ -223,7 +228,7 @@ def test_renewing_an_expired_license_rechecks_the_device_limit() -> None:
     d.clock.advance(30 * DAY)
     d.license("acct-1", "tablet", "demo-title-1")
 
-    error = refusal(lambda: d.service.renew_license("acct-1", lic), Denied)
+    error = refusal(lambda: d.service.handle(RenewLicense("acct-1", lic)), Denied)
 
     assert error.code == "DEVICE_LIMIT_REACHED"
     assert error.details["limit"] == 1 and error.details["used"] == 1
@@ -234,13 +239,15 @@ def test_renewing_an_expired_license_rechecks_the_per_device_limit() -> None:
     d.clock.advance(30 * DAY)
     d.license("acct-1", "phone", "demo-title-2")
 
-    assert refusal(lambda: d.service.renew_license("acct-1", lic), Denied).code == "DEVICE_DOWNLOAD_LIMIT_REACHED"
+    assert (
+        refusal(lambda: d.service.handle(RenewLicense("acct-1", lic)), Denied).code == "DEVICE_DOWNLOAD_LIMIT_REACHED"
+    )
 
 
 def test_renewing_an_active_license_does_not_count_it_twice_against_the_device_limits() -> None:
     d, lic = _one_license(policy=make_policy(max_active_downloads=1))  # basic plan, phone at both limits
 
-    assert d.service.renew_license("acct-1", lic).body["renewals"] == 1
+    assert d.service.handle(RenewLicense("acct-1", lic)).body["renewals"] == 1
 
 
 def test_renewals_count_toward_the_yearly_limit_when_the_studio_says_so() -> None:
@@ -248,12 +255,12 @@ def test_renewals_count_toward_the_yearly_limit_when_the_studio_says_so() -> Non
     d.account("acct-1")
     lic = d.license("acct-1", "phone", d.title("film", studio="restricted"))
     d.clock.advance(DAY)
-    d.service.renew_license("acct-1", lic)
+    d.service.handle(RenewLicense("acct-1", lic))
     d.clock.advance(DAY)
-    d.service.renew_license("acct-1", lic)
+    d.service.handle(RenewLicense("acct-1", lic))
     d.clock.advance(DAY)
 
-    error = refusal(lambda: d.service.renew_license("acct-1", lic), Denied)
+    error = refusal(lambda: d.service.handle(RenewLicense("acct-1", lic)), Denied)
 
     assert error.code == "TITLE_YEARLY_LIMIT_REACHED"
     assert error.details["next_available_at"] == START + 365 * DAY
@@ -268,7 +275,7 @@ def test_renewals_do_not_count_toward_the_yearly_limit_when_the_studio_says_not(
 
     for _ in range(5):
         d.clock.advance(DAY)
-        d.service.renew_license("acct-1", lic)
+        d.service.handle(RenewLicense("acct-1", lic))
 
     assert d.service.get_license("acct-1", lic)["renewals"] == 5
     assert d.service.title_downloads("acct-1", "film")["used"] == 1
@@ -280,7 +287,7 @@ def test_renewals_do_not_count_toward_the_yearly_limit_when_the_studio_says_not(
 def test_releasing_a_license_frees_it_and_records_the_member_as_the_reason() -> None:
     d, lic = _one_license()
 
-    body = d.service.release_license("acct-1", lic).body
+    body = d.service.handle(ReleaseLicense("acct-1", lic)).body
 
     assert body["status"] == "released"
     last = d.events("acct-1")[-1]
@@ -290,10 +297,10 @@ def test_releasing_a_license_frees_it_and_records_the_member_as_the_reason() -> 
 
 def test_releasing_a_released_license_is_idempotent_and_records_nothing() -> None:
     d, lic = _one_license()
-    first = d.service.release_license("acct-1", lic).body
+    first = d.service.handle(ReleaseLicense("acct-1", lic)).body
     before = d.stream_version("acct-1")
 
-    again = d.service.release_license("acct-1", lic).body
+    again = d.service.handle(ReleaseLicense("acct-1", lic)).body
 
     assert again == first
     assert d.stream_version("acct-1") == before

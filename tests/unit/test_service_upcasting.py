@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from downloads.application import AcquireLicense, DownloadsService, StartPlayback, SyncDevice
 from downloads.domain import ACCOUNT_EVENTS, Account
 from downloads.domain.events import AccountEvent, AccountOpened, DeviceRegistered, LicenseIssued
-from downloads.service import DownloadsService
 from eskit import EventCodec, EventMetadata, Repository, Upcasters
 from eskit.exceptions import UpcastError
 from tests.unit.factories import START, Downloads, refusal, start_service
@@ -57,8 +57,11 @@ def test_licenses_written_before_counted_existed_are_read_as_counted_downloads()
 
     assert [x["license_id"] for x in licenses] == ["old-0", "old-1", "old-2"]
     assert d.service.title_downloads("acct-1", "film")["used"] == 3
-    d.service.sync_device("acct-1", "phone", [])  # releases the three
-    assert refusal(lambda: d.service.acquire_license("acct-1", "phone", "film")).code == "TITLE_YEARLY_LIMIT_REACHED"
+    d.service.handle(SyncDevice("acct-1", "phone", []))  # releases the three
+    assert (
+        refusal(lambda: d.service.handle(AcquireLicense("acct-1", "phone", "film"))).code
+        == "TITLE_YEARLY_LIMIT_REACHED"
+    )
 
 
 # -- a new schema: LicenseIssued v2 gains a field, filled for v1 rows by an upcaster -----------
@@ -96,7 +99,7 @@ def _history_of_v1_rows() -> Downloads:
     d = start_service()
     d.account("acct-1", devices=["phone", "tablet"])
     d.license("acct-1", "phone", "demo-title-1")
-    d.service.start_playback("acct-1", d.license("acct-1", "tablet", "demo-title-2"))
+    d.service.handle(StartPlayback("acct-1", d.license("acct-1", "tablet", "demo-title-2")))
     return d
 
 

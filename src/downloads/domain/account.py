@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Self
 
@@ -42,13 +43,23 @@ from downloads.domain.model import (
 )
 from downloads.domain.policy import Policy
 from downloads.domain.requests import AcceptedRequest, RememberedRequests, reply_record
+from downloads.domain.snapshots import AccountState, decode_state, encode_state
 from downloads.domain.title import TitleInfo
 from eskit import Aggregate, DomainEvent, EventMetadata
 
-__all__ = ["Account"]
+__all__ = ["Account", "TitleQuota"]
 
 OPEN = "active"
 CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class TitleQuota:
+    """A title's download limit in the window for one account: the limit (0: none), the count, when one more fits."""
+
+    limit: int
+    used: int
+    frees_at: datetime | None
 
 
 class Account(Aggregate):
@@ -154,24 +165,27 @@ class Account(Aggregate):
                 {"limit": policy.max_active_downloads, "used": held, "device_id": device_id},
             )
 
+    def title_quota(self, title: TitleInfo, policy: Policy, now: datetime) -> TitleQuota:
+        """The studio's per-title limit in the rolling window, how much of it is used, and when one more fits."""
+        limit = policy.studio(title.studio).max_downloads_per_title
+        counted = self.counted_downloads(title.title_id, now, policy.window)
+        # The (len - limit + 1)-th oldest must leave the window before one more fits.
+        full = limit > 0 and len(counted) >= limit
+        return TitleQuota(limit, len(counted), counted[len(counted) - limit] + policy.window if full else None)
+
     def _check_title_limit(self, title: TitleInfo, policy: Policy, now: datetime) -> None:
         """Acquire rule 6: the studio's per-title limit in the rolling window."""
-        limit = policy.studio(title.studio).max_downloads_per_title
-        if limit <= 0:
-            return
-        counted = self.counted_downloads(title.title_id, now, policy.window)
-        if len(counted) >= limit:
-            # The (len - limit + 1)-th oldest must leave the window before one more fits.
-            frees_at = counted[len(counted) - limit] + policy.window
+        quota = self.title_quota(title, policy, now)
+        if quota.frees_at is not None:
             raise Denied(
                 "TITLE_YEARLY_LIMIT_REACHED",
-                f"title {title.title_id!r} was downloaded {len(counted)} times in the window, the limit is {limit}",
+                f"title {title.title_id!r} was downloaded {quota.used} times in the window, the limit is {quota.limit}",
                 {
-                    "limit": limit,
-                    "used": len(counted),
+                    "limit": quota.limit,
+                    "used": quota.used,
                     "title_id": title.title_id,
                     "window_days": policy.window / timedelta(days=1),
-                    "next_available_at": frees_at,
+                    "next_available_at": quota.frees_at,
                 },
             )
 
@@ -384,60 +398,33 @@ class Account(Aggregate):
     # -- snapshots ---------------------------------------------------------------
 
     def to_snapshot(self) -> Mapping[str, Any]:
-        return {
-            "plan": self.plan,
-            "status": self.status,
-            "opened_at": self.opened_at,
-            "devices": [[d.device_id, d.model, d.status, d.registered_at] for d in self.devices.values()],
-            "licenses": [
-                [
-                    lic.license_id,
-                    lic.device_id,
-                    lic.title_id,
-                    lic.issued_at,
-                    lic.expires_at,
-                    lic.status,
-                    lic.playback_started_at,
-                    lic.renewals,
-                    lic.ended_at,
-                    lic.end_reason,
-                ]
-                for lic in self.licenses.values()
-            ],
-            # The active licenses in the order they became active: answers list them in that order.
-            "active": list(self._active),
-            "downloads": self.downloads,
-            "requests": self.requests.to_rows(),
-            "last_at": self.last_at,
-        }
+        return encode_state(
+            AccountState(
+                plan=self.plan,
+                status=self.status,
+                opened_at=self.opened_at,
+                devices=list(self.devices.values()),
+                licenses=list(self.licenses.values()),
+                active=list(self._active),
+                downloads=self.downloads,
+                requests=self.requests,
+                last_at=self.last_at,
+            )
+        )
 
     @classmethod
     def from_snapshot(cls, aggregate_id: str, version: int, state: Mapping[str, Any]) -> Self:
+        decoded = decode_state(state)
         account = cls(aggregate_id)
         account.version = version
-        account.plan, account.status = state["plan"], state["status"]
-        account.opened_at = _dt(state["opened_at"])
-        for device_id, model, status, registered_at in state["devices"]:
-            account.devices[device_id] = Device(device_id, model, status, _dt(registered_at))
-        for row in state["licenses"]:
-            lic = License(
-                row[0],
-                row[1],
-                row[2],
-                _req_dt(row[3]),
-                _req_dt(row[4]),
-                row[5],
-                _dt(row[6]),
-                row[7],
-                _dt(row[8]),
-                row[9],
-            )
-            account.licenses[lic.license_id] = lic
-        for license_id in state["active"]:
+        account.plan, account.status, account.opened_at = decoded.plan, decoded.status, decoded.opened_at
+        account.devices = {d.device_id: d for d in decoded.devices}
+        account.licenses = {lic.license_id: lic for lic in decoded.licenses}
+        for license_id in decoded.active:
             account._set_status(account.licenses[license_id], ACTIVE)
-        account.downloads = {k: [_req_dt(t) for t in v] for k, v in state["downloads"].items()}
-        account.requests = RememberedRequests.from_rows(state["requests"], _req_dt)
-        account.last_at = _dt(state["last_at"])
+        account.downloads = decoded.downloads
+        account.requests = decoded.requests
+        account.last_at = decoded.last_at
         return account
 
 
@@ -452,14 +439,3 @@ def _not_active(lic: License) -> Denied:
         f"license {lic.license_id!r} is {lic.status}",
         {"license_id": lic.license_id, "status": lic.status},
     )
-
-
-def _dt(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _req_dt(value: Any) -> datetime:
-    parsed = _dt(value)
-    if parsed is None:
-        raise ValueError("a required time is missing from the snapshot")
-    return parsed

@@ -1,7 +1,7 @@
 """The download policy as pure data: plans, device limits, studios, the demo catalog.
 
 The domain reads a :class:`Policy`; loading it from TOML lives in
-:mod:`downloads.policy_file`.
+:mod:`downloads.adapters.policy_file`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-__all__ = ["Plan", "Policy", "Studio", "CatalogTitle"]
+__all__ = ["CatalogTitle", "Plan", "Policy", "Studio"]
 
 
 @dataclass(frozen=True)

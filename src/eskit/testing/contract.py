@@ -20,7 +20,7 @@ from eskit.exceptions import ConcurrencyError, InterfaceError
 from eskit.ports import EventStore, SnapshotStore
 from eskit.timetravel import TIME_STRIDE, search_version_at
 
-__all__ = ["T0", "EventStoreContract", "SnapshotStoreContract", "new_event"]
+__all__ = ["T0", "EventStoreContract", "SnapshotStoreContract", "new_event", "unique_stream"]
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,10 +1,10 @@
-"""Request and response schemas of the HTTP API, separate from the domain."""
+"""Request schemas of the HTTP API and its error envelope; answers are the presenters' models."""
 
 from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -12,23 +12,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 __all__ = [
     "ID_PATTERN",
     "AccountIn",
-    "AccountOut",
-    "DeactivatedOut",
     "DeviceIn",
-    "DeviceOut",
-    "DownloadsOut",
+    "ErrorBody",
     "ErrorOut",
-    "EventOut",
-    "EventsOut",
     "Id",
     "LicenseIn",
-    "LicenseOut",
-    "LicensesOut",
     "PlanIn",
     "SyncIn",
-    "SyncOut",
     "TitleIn",
-    "TitleOut",
 ]
 
 #: identifiers: 1 to 128 letters, digits and ``._:-``, not only dots (``.`` and ``..`` cannot be addressed
@@ -105,79 +96,6 @@ class TitleIn(BaseModel):
             except OverflowError:
                 raise ValueError("the time is out of range in UTC") from None
         return value
-
-
-class DeviceOut(BaseModel):
-    device_id: str
-    model: str
-    status: Literal["active", "deactivated"]
-    active_downloads: int
-
-
-class AccountOut(BaseModel):
-    account_id: str
-    plan: str
-    status: Literal["active", "closed"]
-    device_limit: int
-    devices_with_downloads: int
-    devices: list[DeviceOut]
-    version: int
-
-
-class DeactivatedOut(BaseModel):
-    device: DeviceOut
-    released: list[str]
-
-
-class SyncOut(BaseModel):
-    active: list[str]
-    released: list[str]
-    revoked: list[str]
-
-
-class LicenseOut(BaseModel):
-    license_id: str
-    account_id: str
-    device_id: str
-    title_id: str
-    status: Literal["active", "expired", "released", "revoked"]
-    issued_at: str
-    expires_at: str
-    playback_started_at: str | None
-    renewals: int
-
-
-class LicensesOut(BaseModel):
-    licenses: list[LicenseOut]
-    next: str | None = None  # pass as ``after`` for the next page; null on the last
-
-
-class DownloadsOut(BaseModel):
-    title_id: str
-    limit: int
-    used: int
-    window_days: float
-    next_available_at: str | None
-
-
-class EventOut(BaseModel):
-    seq: int
-    type: str
-    recorded_at: str
-    data: dict[str, object]
-    metadata: dict[str, object]
-
-
-class EventsOut(BaseModel):
-    events: list[EventOut]
-    next: int | None
-
-
-class TitleOut(BaseModel):
-    title_id: str
-    studio: str
-    downloadable: bool
-    available_until: str | None
 
 
 class ErrorBody(BaseModel):

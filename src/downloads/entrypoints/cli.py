@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from downloads.policy_file import PolicyError, parse_duration
+from downloads.adapters.policy_file import PolicyError, parse_duration
 from downloads.settings import Settings
 
-__all__ = ["main"]
+__all__ = ["UsageError", "main", "printable"]
 
 
 class UsageError(Exception):
@@ -59,7 +59,7 @@ def _run_http_server(settings: Settings, log_level: str) -> None:
     keep-alive connections after the same time; uvicorn is kept for comparison (``uvicorn-h11``
     bounds the head's size, neither bounds the time a head may take to arrive).
     """
-    target = "downloads.api.app:create_app_from_env"
+    target = "downloads.entrypoints.http.app:create_app_from_env"
     if settings.server == "granian":
         from granian import Granian
         from granian.constants import HTTPModes, Interfaces
@@ -102,8 +102,8 @@ def _run_http_server(settings: Settings, log_level: str) -> None:
     )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from downloads.api.auth import new_secret
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from downloads.adapters.tokens import new_secret
     from downloads.bootstrap import bootstrap
 
     settings = _settings(args)
@@ -147,7 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_store_init(args: argparse.Namespace) -> int:
+def _cmd_store_init(args: argparse.Namespace) -> int:
     from eskit import open_stores
 
     settings = _settings(args)
@@ -160,7 +160,7 @@ def cmd_store_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_token(args: argparse.Namespace) -> int:
+def _cmd_token(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("DOWNLOADS_AUTH_SECRET")
     if not secret:
         raise UsageError("no secret: set DOWNLOADS_AUTH_SECRET (the one the server uses) or pass --secret")
@@ -175,7 +175,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def _signer(secret: str, settings: Settings) -> Any:
-    from downloads.api.auth import TokenSigner, parse_max_ttl
+    from downloads.adapters.tokens import TokenSigner, parse_max_ttl
 
     try:
         return TokenSigner(
@@ -213,7 +213,7 @@ def _show_dev_tokens(signer: Any) -> None:
     print(f"No DOWNLOADS_AUTH_SECRET set: generated one for this run; tokens written to {path}", file=sys.stderr)
 
 
-def cmd_history(args: argparse.Namespace) -> int:
+def _cmd_history(args: argparse.Namespace) -> int:
     from downloads.bootstrap import bootstrap
 
     settings = _settings(args, create_schema=False)
@@ -271,13 +271,13 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("DOWNLOADS_LOG_LEVEL", "info"),
         choices=["critical", "error", "warning", "info", "debug"],
     )
-    serve.set_defaults(run=cmd_serve)
+    serve.set_defaults(run=_cmd_serve)
 
     store = sub.add_parser("store", help="manage the event store")
     store_sub = store.add_subparsers(dest="store_command", required=True)
     init = store_sub.add_parser("init", help="create the keyspace and tables")
     store_option(init)
-    init.set_defaults(run=cmd_store_init)
+    init.set_defaults(run=_cmd_store_init)
 
     token = sub.add_parser("token", help="print a signed bearer token")
     token.add_argument("--role", required=True, choices=["service", "support", "admin"])
@@ -286,13 +286,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--subject", default="cli", help="who the token is for (default cli)")
     token.add_argument("--secret", help="signing secret (env DOWNLOADS_AUTH_SECRET)")
-    token.set_defaults(run=cmd_token)
+    token.set_defaults(run=_cmd_token)
 
     history = sub.add_parser("history", help="print an account's timeline")
     history.add_argument("account", help="account id")
     history.add_argument("--as-of", help="show the timeline and state up to this ISO 8601 time")
     store_option(history)
-    history.set_defaults(run=cmd_history)
+    history.set_defaults(run=_cmd_history)
     return parser
 
 

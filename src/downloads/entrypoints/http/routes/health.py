@@ -7,9 +7,11 @@ import logging
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from downloads.api.metrics import CONTENT_TYPE_LATEST, Metrics
-from downloads.api.routes._reply import json
+from downloads.adapters.metrics import CONTENT_TYPE_LATEST, Metrics
+from downloads.entrypoints.http.routes._reply import json
 from eskit import StoreError
+
+__all__ = ["healthz", "metrics", "readyz", "router"]
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from downloads.api.auth import AuthError, Principal, TokenSigner
-from downloads.api.errors import ApiError
-from downloads.service import DownloadsService
+from downloads.adapters.tokens import AuthError, Principal, TokenSigner
+from downloads.application import DownloadsService
+from downloads.entrypoints.http.errors import ApiError
 
 __all__ = ["Admin", "Commander", "IdempotencyKey", "Reader", "Service", "authenticate", "authorize"]
 

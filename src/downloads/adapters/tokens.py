@@ -46,7 +46,7 @@ def new_secret() -> str:
 
 def parse_max_ttl(text: str) -> dict[str, int]:
     """``service=30d,support=7d,admin=24h`` (roles not named keep their default) -> seconds per role."""
-    from downloads.policy_file import PolicyError, parse_duration
+    from downloads.adapters.policy_file import PolicyError, parse_duration
 
     caps = dict(DEFAULT_MAX_TTL)
     for item in filter(None, (part.strip() for part in text.split(","))):

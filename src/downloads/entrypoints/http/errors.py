@@ -16,8 +16,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
-from downloads.api.routing import flat_routes
 from downloads.domain import Denied, DomainError, Invalid, NotFound
+from downloads.entrypoints.http.routing import flat_routes
 from eskit import ConcurrencyError, OperationalError, StoreError, StoreUnavailable
 
 __all__ = ["ApiError", "error_response", "install_error_handlers"]

@@ -8,20 +8,20 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from downloads.api.auth import TokenSigner, parse_max_ttl
-from downloads.api.errors import install_error_handlers
-from downloads.api.metrics import Metrics, TimedEventStore
-from downloads.api.middleware import BodyLimit, Gatekeeper, RequestMetrics
-from downloads.api.routes import accounts, devices, health, licenses, titles
-from downloads.bootstrap import App, bootstrap
+from downloads.adapters.metrics import Metrics, TimedEventStore
+from downloads.adapters.tokens import TokenSigner, parse_max_ttl
+from downloads.application import Clock, system_clock
+from downloads.bootstrap import Runtime, bootstrap
 from downloads.domain import Policy
-from downloads.service import Clock, system_clock
+from downloads.entrypoints.http.errors import install_error_handlers
+from downloads.entrypoints.http.middleware import BodyLimit, Gatekeeper, RequestMetrics
+from downloads.entrypoints.http.routes import accounts, devices, health, licenses, titles
 from downloads.settings import Settings
 
 __all__ = ["create_app", "create_app_from_env"]
 
 
-def create_app(settings: Settings, *, clock: Clock = system_clock, context: App | None = None) -> FastAPI:
+def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runtime | None = None) -> FastAPI:
     """Wire the service for ``settings`` and return the ASGI app.
 
     Raises ``ValueError`` when no auth secret is set (``serve`` generates one)

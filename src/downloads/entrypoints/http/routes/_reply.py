@@ -7,10 +7,10 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from downloads.api.schemas import ErrorOut
-from downloads.service import Reply
+from downloads.application import Reply
+from downloads.entrypoints.http.schemas import ErrorOut
 
-__all__ = ["ERRORS", "json", "reply"]
+__all__ = ["ERRORS", "Body", "json", "reply"]
 
 
 def json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -19,10 +19,16 @@ def json(body: Any, status: int = 200, headers: dict[str, str] | None = None) ->
     )
 
 
-def reply(result: Reply) -> Response:
-    """201 when the command created something, else 200; replays say so in a header."""
-    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    return json(result.body, 201 if result.created else 200, headers)
+#: a JSON-ready answer, checked and serialized by the route's response model
+Body = dict[str, Any]
+
+
+def reply(response: Response, result: Reply) -> Body:
+    """The command's answer: 201 when it created something, else 200; replays say so in a header."""
+    response.status_code = 201 if result.created else 200
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return result.body
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -10,10 +10,12 @@ from typing import Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from downloads.api.auth import TokenSigner
-from downloads.api.deps import authenticate, authorize
-from downloads.api.errors import ApiError, error_response
-from downloads.api.routing import flat_routes
+from downloads.adapters.tokens import TokenSigner
+from downloads.entrypoints.http.deps import authenticate, authorize
+from downloads.entrypoints.http.errors import ApiError, error_response
+from downloads.entrypoints.http.routing import flat_routes
+
+__all__ = ["BodyLimit", "Gatekeeper", "RequestMetrics"]
 
 #: encoded path separators: a proxy's path rules see one path, the router would decode another
 _ENCODED_SEPARATORS = (b"%2f", b"%5c", b"\\")

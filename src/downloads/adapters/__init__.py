@@ -1,0 +1,1 @@
+"""What talks to the outside for the application: the policy file, Prometheus metrics."""

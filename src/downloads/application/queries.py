@@ -1,0 +1,164 @@
+"""The queries: accounts (now or at a point in time), licenses, per-title counts, history, titles.
+
+Queries load the aggregates and present them; licenses past their expiry are
+shown as expired without saving anything. Each answer is the JSON-ready form
+of a presenter's model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from downloads.application.ports import Clock
+from downloads.application.presenters import (
+    DownloadsOut,
+    EventOut,
+    EventsOut,
+    LicensesOut,
+    as_body,
+    iso,
+    present_account,
+    present_license,
+    present_title,
+)
+from downloads.domain import Account, Invalid, NotFound, Policy, Title, TitleInfo
+from eskit import AggregateNotFound, Repository
+
+__all__ = ["DownloadsQueries", "account_not_found", "title_not_found"]
+
+
+def account_not_found(account_id: str) -> NotFound:
+    return NotFound("ACCOUNT_NOT_FOUND", f"account {account_id!r} does not exist", {"account_id": account_id})
+
+
+def title_not_found(title_id: str) -> NotFound:
+    return NotFound("TITLE_NOT_FOUND", f"title {title_id!r} is not in the catalog", {"title_id": title_id})
+
+
+class DownloadsQueries:
+    """Read-only answers over the account and title repositories."""
+
+    def __init__(self, *, accounts: Repository[Account], titles: Repository[Title], policy: Policy, clock: Clock):
+        self.accounts = accounts
+        self.titles = titles
+        self.policy = policy
+        self.clock = clock
+
+    def title_info(self, title_id: str) -> TitleInfo | None:
+        """The title from the catalog, or from the policy's demo catalog, or None."""
+        try:
+            title = self.titles.load(title_id)
+        except AggregateNotFound:
+            listed = self.policy.titles.get(title_id)
+            return TitleInfo(title_id, listed.studio) if listed else None
+        return title.info
+
+    def get_title(self, title_id: str) -> dict[str, Any]:
+        info = self.title_info(title_id)
+        if info is None:
+            raise title_not_found(title_id)
+        return as_body(present_title(info))
+
+    def load_account(self, account_id: str, *, as_of: datetime | None = None, version: int | None = None) -> Account:
+        """The account now (or at a point), with due licenses shown as expired (not saved)."""
+        try:
+            account = self.accounts.load(account_id, as_of=as_of, version=version)
+        except AggregateNotFound as exc:
+            raise account_not_found(account_id) from exc
+        if not account.exists:
+            raise account_not_found(account_id)
+        if account.status == "active":
+            account.expire_due(as_of or self._time_of(account_id, version) or account.decision_time(self.clock()))
+        return account
+
+    def _time_of(self, account_id: str, version: int | None) -> datetime | None:
+        """When the account's event ``version`` was recorded (a past state is judged at its own time)."""
+        if version is None:
+            return None
+        found = self.accounts.history(account_id, gt=version - 1, lte=version)
+        return found[0].metadata.recorded_at if found else None
+
+    def get_account(
+        self, account_id: str, *, as_of: datetime | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        account = self.load_account(account_id, as_of=as_of, version=version)
+        return as_body(present_account(account, self.policy, stored=True))
+
+    def list_licenses(
+        self, account_id: str, *, status: str | None = None, device_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every license of the account that matches, in issue order."""
+        return list(self.license_page(account_id, status=status, device_id=device_id, limit=None)["licenses"])
+
+    def license_page(
+        self,
+        account_id: str,
+        *,
+        status: str | None = None,
+        device_id: str | None = None,
+        after: str | None = None,
+        limit: int | None = 1000,
+    ) -> dict[str, Any]:
+        """A page of the account's licenses in issue order, after license ``after``, and the next cursor."""
+        account = self.load_account(account_id)
+        ordered = list(account.licenses.values())
+        if after is not None:
+            ids = [lic.license_id for lic in ordered]
+            if after not in account.licenses:
+                raise Invalid("INVALID_CURSOR", f"no license {after!r} to continue after", {"after": after})
+            ordered = ordered[ids.index(after) + 1 :]
+        matching = [
+            lic
+            for lic in ordered
+            if (status is None or lic.status == status) and (device_id is None or lic.device_id == device_id)
+        ]
+        page = matching if limit is None else matching[:limit]
+        following = page[-1].license_id if page and len(matching) > len(page) else None
+        return as_body(LicensesOut(licenses=[present_license(account, lic) for lic in page], next=following))
+
+    def get_license(self, account_id: str, license_id: str) -> dict[str, Any]:
+        account = self.load_account(account_id)
+        return as_body(present_license(account, account.license(license_id)))
+
+    def title_downloads(self, account_id: str, title_id: str) -> dict[str, Any]:
+        account = self.load_account(account_id)
+        info = self.title_info(title_id)
+        if info is None:
+            raise title_not_found(title_id)
+        quota = account.title_quota(info, self.policy, account.decision_time(self.clock()))
+        return as_body(
+            DownloadsOut(
+                title_id=title_id,
+                limit=quota.limit,
+                used=quota.used,
+                window_days=self.policy.window / timedelta(days=1),
+                next_available_at=iso(quota.frees_at),
+            )
+        )
+
+    def history(self, account_id: str, *, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        """A page of the account's events, oldest first, with the next cursor."""
+        if self.accounts.events.version(self.accounts.stream_id(account_id)) == 0:
+            raise account_not_found(account_id)
+        page = self.accounts.history(account_id, gt=after, limit=limit + 1)
+        events = [
+            EventOut(
+                seq=r.position,
+                type=r.type_name,
+                recorded_at=iso(r.metadata.recorded_at) or "",
+                data=_jsonable(r.event.to_dict()),
+                metadata={
+                    k: v
+                    for k, v in {"request_id": r.metadata.request_id, "command": r.metadata.command}.items()
+                    if v is not None
+                },
+            )
+            for r in page[:limit]
+        ]
+        more = len(page) > limit
+        return as_body(EventsOut(events=events, next=events[-1].seq if more and events else None))
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: iso(v) if isinstance(v, datetime) else v for k, v in data.items()}

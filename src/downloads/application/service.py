@@ -1,0 +1,123 @@
+"""The service: runs account commands with retries and idempotency, and answers queries.
+
+:meth:`DownloadsService.handle` is the whole pipeline of a command, top to
+bottom: run it on the account's latest state (:class:`eskit.CommandRunner`
+reloads and runs it again when another writer got there first), answer a
+remembered key with its first answer, decide through the command's handler,
+and save the events with metadata that records the key once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from downloads.application.commands import AccountCommand, SetTitle
+from downloads.application.handlers import HANDLERS, Context
+from downloads.application.idempotency import command_metadata, original_body, remembered
+from downloads.application.ports import Clock, ServiceObserver, system_clock
+from downloads.application.presenters import as_body, present_title
+from downloads.application.queries import DownloadsQueries, account_not_found
+from downloads.domain import Account, DomainError, Policy, Title, TitleInfo
+from eskit import CommandRunner, EventMetadata, Repository
+
+__all__ = ["DownloadsService", "Reply"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A command's answer: the body, whether it created something, whether it is a replay."""
+
+    body: dict[str, Any]
+    created: bool = False
+    replayed: bool = False
+    at: datetime = field(default_factory=system_clock, compare=False)
+
+
+class DownloadsService(DownloadsQueries):
+    """Commands and queries of the license-accounting service."""
+
+    def __init__(
+        self,
+        *,
+        accounts: Repository[Account],
+        titles: Repository[Title],
+        policy: Policy,
+        clock: Clock = system_clock,
+        keep_requests: timedelta = timedelta(hours=24),
+        observer: ServiceObserver | None = None,
+        max_attempts: int = 20,
+        cache_size: int = 0,
+    ) -> None:
+        super().__init__(accounts=accounts, titles=titles, policy=policy, clock=clock)
+        self.account_commands = CommandRunner(accounts, cache_size=cache_size)
+        self.title_commands = CommandRunner(titles)
+        self.keep_requests = keep_requests
+        self.observer = observer
+        self.max_attempts = max_attempts
+
+    def handle(self, command: AccountCommand, *, idempotency_key: str | None = None) -> Reply:
+        """Run an account command; raise :class:`~downloads.domain.DomainError` when a rule refuses it."""
+        try:
+            reply = self.account_commands.run(
+                command.account_id,
+                lambda account: self._decide(command, account, idempotency_key),
+                metadata=lambda account, reply: command_metadata(
+                    command,
+                    key=idempotency_key,
+                    at=reply.at,
+                    events=len(account.pending_events),
+                    body=reply.body,
+                    created=reply.created,
+                    keep=self.keep_requests,
+                ),
+                create=True,  # existence is checked after the key, so a retry of an open is a replay
+                max_attempts=self.max_attempts,
+                on_conflict=lambda attempt: self._conflict(command, attempt),
+            )
+        except DomainError as exc:
+            self._outcome(command, exc.code)
+            raise
+        self._outcome(command, "REPLAYED" if reply.replayed else "OK")
+        return reply
+
+    def _decide(self, command: AccountCommand, account: Account, key: str | None) -> Reply:
+        now = account.decision_time(self.clock())
+        if key is not None:
+            prior = remembered(account, key, command, now)
+            if prior is not None:
+                return Reply(original_body(self.accounts, account.id, prior), prior.created, replayed=True)
+        if not command.creates_account and not account.exists:
+            raise account_not_found(account.id)
+        decision = HANDLERS[type(command)](command, account, Context(self.policy, now, self.title_info))
+        return Reply(as_body(decision.answer), decision.created, at=now)
+
+    def set_title(self, command: SetTitle) -> dict[str, Any]:
+        """Put a title in the catalog or change it; raise :class:`~downloads.domain.Invalid` for bad values."""
+
+        def change(title: Title) -> TitleInfo:
+            return title.set(
+                studio=command.studio,
+                downloadable=command.downloadable,
+                available_until=command.available_until,
+                policy=self.policy,
+                now=self.clock(),
+            )
+
+        info = self.title_commands.run(
+            command.title_id,
+            change,
+            metadata=lambda _title, _info: EventMetadata(recorded_at=self.clock(), command=command.name),
+            create=True,
+            max_attempts=self.max_attempts,
+        )
+        return as_body(present_title(info))
+
+    def _conflict(self, command: AccountCommand, attempt: int) -> None:
+        if self.observer is not None:
+            self.observer.conflict(command.name, attempt)
+
+    def _outcome(self, command: AccountCommand, code: str) -> None:
+        if self.observer is not None:
+            self.observer.outcome(command.name, code)

@@ -1,0 +1,64 @@
+"""Accounts: open, read (also as of a time or version), change plan, close, history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from downloads.application import ChangePlan, CloseAccount, OpenAccount
+from downloads.application.presenters import AccountOut, EventsOut
+from downloads.entrypoints.http.deps import Commander, IdempotencyKey, Reader, Service
+from downloads.entrypoints.http.errors import ApiError
+from downloads.entrypoints.http.routes._links import ACCOUNT_LINKS
+from downloads.entrypoints.http.routes._reply import ERRORS, Body, reply
+from downloads.entrypoints.http.schemas import AccountIn, Id, PlanIn
+
+__all__ = ["account_events", "change_plan", "close_account", "get_account", "open_account", "router"]
+
+router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=ERRORS)
+
+
+@router.post("", status_code=201, response_model=AccountOut, responses={201: {"links": ACCOUNT_LINKS}})
+def open_account(body: AccountIn, service: Service, _: Commander, key: IdempotencyKey, response: Response) -> Body:
+    return reply(response, service.handle(OpenAccount(body.account_id, body.plan), idempotency_key=key))
+
+
+@router.get("/{account_id}", response_model=AccountOut)
+def get_account(
+    account_id: Id,
+    service: Service,
+    _: Reader,
+    as_of: Annotated[datetime | None, Query(description="ISO 8601 time: the state as it was then")] = None,
+    version: Annotated[int | None, Query(ge=1, le=2**62, description="the state after this many events")] = None,
+) -> Body:
+    if as_of is not None and as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    if as_of is not None and as_of.year < 1971:
+        raise ApiError(422, "VALIDATION_ERROR", "as_of is before any possible event", {"as_of": str(as_of)})
+    return service.get_account(account_id, as_of=as_of, version=version)
+
+
+@router.put("/{account_id}/plan", response_model=AccountOut, responses={200: {"links": ACCOUNT_LINKS}})
+def change_plan(
+    account_id: Id, body: PlanIn, service: Service, _: Commander, key: IdempotencyKey, response: Response
+) -> Body:
+    return reply(response, service.handle(ChangePlan(account_id, body.plan), idempotency_key=key))
+
+
+@router.post("/{account_id}/close", response_model=AccountOut)
+def close_account(account_id: Id, service: Service, _: Commander, key: IdempotencyKey, response: Response) -> Body:
+    return reply(response, service.handle(CloseAccount(account_id), idempotency_key=key))
+
+
+@router.get("/{account_id}/events", response_model=EventsOut)
+def account_events(
+    account_id: Id,
+    service: Service,
+    _: Reader,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Body:
+    return service.history(account_id, after=after, limit=limit)

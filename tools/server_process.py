@@ -1,0 +1,101 @@
+"""A server in its own process group: started, waited for on ``/readyz``, always stopped in bounded time.
+
+Shared by the end-to-end tests and the HTTP benchmark, which both run real
+servers (ours and, in the benchmark, a trivial one to compare with).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+__all__ = ["ServerProcess", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """One server command, its environment, the port it listens on and the file it logs to."""
+
+    def __init__(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        port: int,
+        log: Path | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name, self.cmd, self.env, self.port, self.log, self.cwd = name, list(cmd), dict(env), port, log, cwd
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout: float = 60) -> None:
+        """Start the server and wait until ``/readyz`` answers 200; raise ``RuntimeError`` (and stop it) if not."""
+        if self.log is not None:
+            with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+                self.process = self._spawn(log, log)
+        else:
+            self.process = self._spawn(subprocess.DEVNULL, subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready within {timeout:.0f}s: {self.log_tail()}")
+
+    def _spawn(self, stdout: int | IO[bytes], stderr: int | IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.cmd,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+
+    def log_tail(self) -> str:
+        if self.log is not None and self.log.exists():
+            return self.log.read_text(errors="replace")[-3000:]
+        return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the server and its workers), no goodbye."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self, *, grace: float = 10) -> None:
+        """SIGTERM the process group; SIGKILL it if it has not exited after ``grace`` seconds."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        except ProcessLookupError:
+            pass

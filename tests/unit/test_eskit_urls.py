@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from eskit import InterfaceError, NewEvent, StoreUnavailable, open_stores
+from eskit.stores.cassandra.settings import CassandraSettings
 from eskit.stores.memory import InMemoryEventStore, InMemorySnapshotStore
 from eskit.stores.sqlite import SQLiteEventStore, SQLiteSnapshotStore, sqlite_path
 
@@ -119,3 +120,19 @@ def test_closed_sqlite_stores_refuse_to_be_used(tmp_path: Path) -> None:
 
     with pytest.raises(InterfaceError, match="closed"):
         stores.events.read("s")
+
+
+@pytest.mark.parametrize(("text", "expected"), [("true", True), ("yes", True), ("1", True), ("false", False)])
+def test_a_cassandra_url_sets_its_yes_or_no_options(text: str, expected: bool) -> None:
+    url = f"cassandra://127.0.0.1,127.0.0.2:9043/ks?create_schema={text}&single_writer_region={text}"
+
+    settings = CassandraSettings.from_url(url)
+
+    assert (settings.create_schema, settings.single_writer_region) == (expected, expected)
+    assert (settings.hosts, settings.port, settings.keyspace) == (("127.0.0.1", "127.0.0.2"), 9043, "ks")
+
+
+def test_a_cassandra_url_without_options_keeps_the_defaults() -> None:
+    settings = CassandraSettings.from_url("cassandra://127.0.0.1/ks")
+
+    assert (settings.create_schema, settings.single_writer_region, settings.bucket_size) == (False, False, 10_000)

@@ -120,7 +120,7 @@ class CassandraSettings:
             for key in ("connect_timeout", "request_timeout"):
                 if key in query:
                     values[key] = float(query[key])
-            for key in "single_writer_region":
+            for key in ("create_schema", "single_writer_region"):
                 if key in query:
                     values[key] = query[key].lower() in ("1", "true", "yes")
         except ValueError as exc:

@@ -1,0 +1,87 @@
+"""Real servers for the end-to-end tests, on SQLite and, for the modules that ask, on Cassandra too.
+
+A module that sets ``ON_CASSANDRA = True`` runs each of its tests twice: with the
+server's store on a SQLite file, and on a fresh keyspace of the 3-node cluster
+(those runs are marked ``cassandra``). Every other module runs on SQLite only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from tests.support.cassandra import ClusterPool, fresh_keyspace, store_url
+from tests.support.server import Server, running_server
+
+SERVER_FIXTURES = ("server", "shared_server", "strict_server")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    backends: list[object] = ["sqlite"]
+    if getattr(metafunc.module, "ON_CASSANDRA", False):
+        backends.append(pytest.param("cassandra", marks=[pytest.mark.cassandra, pytest.mark.cluster(nodes=3)]))
+    metafunc.parametrize("backend", backends, scope="module")
+
+
+def start_server(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    *,
+    workers: int = 1,
+    policy: Path | None = None,
+) -> AbstractContextManager[Server]:
+    """A real ``downloads serve`` on a fresh SQLite file, or on a fresh keyspace of the 3-node cluster."""
+    if backend == "sqlite":
+        return running_server(tmp_path, workers=workers, policy=policy)
+    pool: ClusterPool = request.getfixturevalue("cluster_pool")
+    store = store_url(pool.get(3), fresh_keyspace("api"))
+    return running_server(tmp_path, store=store, workers=workers, policy=policy)
+
+
+@pytest.fixture
+def server(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """A real server process of its own."""
+    with start_server(backend, request, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_server(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One real server for a whole test module (tests use their own account ids)."""
+    with start_server(backend, request, tmp_path_factory.mktemp("shared-server")) as running:
+        yield running
+
+
+#: a policy with a tight per-device download limit and a studio whose licenses last two seconds
+STRICT_POLICY = """
+[devices]
+max_active_downloads = 2
+
+[studios.default]
+
+[studios.restricted]
+max_downloads_per_title = 3
+
+[studios.short]
+license_duration = "2s"
+"""
+
+
+@pytest.fixture(scope="module")
+def strict_server(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One real server for a module, running :data:`STRICT_POLICY`."""
+    tmp_path = tmp_path_factory.mktemp("strict-server")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(STRICT_POLICY)
+    with start_server(backend, request, tmp_path, policy=policy) as running:
+        yield running

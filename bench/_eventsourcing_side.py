@@ -58,13 +58,17 @@ class EventsourcingSide:
         return int(self.app.repository.get(self.aggregates[i].id).total)
 
     def pragmas(self) -> tuple[str, int]:
-        """The journal mode and synchronous level of the connection the library uses."""
-        recorder: Any = self.app.recorder  # an SQLiteApplicationRecorder, which has a datastore
-        with recorder.datastore.transaction(commit=False) as c:
-            c.execute("PRAGMA journal_mode")
-            mode = c.fetchone()[0]
-            c.execute("PRAGMA synchronous")
-            return str(mode), int(c.fetchone()[0])
+        return library_pragmas(self.app)
 
     def close(self) -> None:
         self.app.close()
+
+
+def library_pragmas(app: Any) -> tuple[str, int]:
+    """The journal mode and synchronous level of the connection an SQLite-backed library application uses."""
+    recorder: Any = app.recorder  # an SQLiteApplicationRecorder, which has a datastore
+    with recorder.datastore.transaction(commit=False) as c:
+        c.execute("PRAGMA journal_mode")
+        mode = c.fetchone()[0]
+        c.execute("PRAGMA synchronous")
+        return str(mode), int(c.fetchone()[0])

@@ -7,9 +7,11 @@ must be defined once, at module level, and a missing library must mean a skip.
 The Account aggregate here makes the same decisions as
 :class:`downloads.domain.Account` for the commands the benchmark runs (open,
 register device, acquire, start playback, release), in the same rule order,
-with the same lazy expiry first, and its events carry the same fields. It reuses
-the service's pure data (:class:`~downloads.domain.Policy`,
-:class:`~downloads.domain.TitleInfo`) and error classes. State is plain dicts
+with the same lazy expiry first, and its events carry the same fields. The
+rules themselves are not written again: it calls the domain's pure rule
+functions (:mod:`downloads.domain.rules`) on its own state, and reuses the
+service's pure data (:class:`~downloads.domain.Policy`,
+:class:`~downloads.domain.TitleInfo`). State is plain dicts
 and lists (devices, licenses, per-title download times), which the library's
 JSON transcoder snapshots as they are.
 """
@@ -26,7 +28,8 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from downloads.domain import Policy, TitleInfo
+from bench._eventsourcing_side import library_pragmas
+from downloads.domain import Policy, TitleInfo, rules
 from downloads.domain.errors import Denied, Invalid, NotFound
 
 __all__ = ["EsAccount", "EsDownloadsService", "LicenseApp"]
@@ -140,8 +143,7 @@ class EsAccount(Aggregate):
         return {lic["device_id"] for lic in self.licenses.values() if lic["status"] == ACTIVE}
 
     def counted_downloads(self, title_id: str, now: datetime, window: timedelta) -> list[datetime]:
-        start = now - window
-        return sorted(t for t in self.downloads.get(title_id, []) if start < t <= now)
+        return rules.counted_in_window(self.downloads.get(title_id, []), now, window)
 
     def _prepare(self, now: datetime) -> None:
         if self.status != ACTIVE:
@@ -153,54 +155,30 @@ class EsAccount(Aggregate):
     def _device(self, device_id: str) -> dict[str, Any]:
         found = self.devices.get(device_id)
         if found is None:
-            raise NotFound(
-                "DEVICE_NOT_FOUND", f"device {device_id!r} is not registered to this account", {"device_id": device_id}
-            )
+            raise rules.device_not_found(device_id)
         return found
 
     def _license(self, license_id: str) -> dict[str, Any]:
         found = self.licenses.get(license_id)
         if found is None:
-            raise NotFound("LICENSE_NOT_FOUND", f"license {license_id!r} does not exist", {"license_id": license_id})
+            raise rules.license_not_found(license_id)
         return found
 
     def _check_device_limits(self, device_id: str, policy: Policy) -> None:
-        held = len(self.active_licenses(device_id))
-        if held == 0:
-            plan = policy.plans.get(self.plan)
-            limit = plan.download_devices if plan else 0
-            used = len(self.devices_with_downloads())
-            if used >= limit:
-                raise Denied(
-                    "DEVICE_LIMIT_REACHED",
-                    f"the plan allows downloads on {limit} device(s), {used} already hold downloads",
-                    {"limit": limit, "used": used, "plan": self.plan},
-                )
-        if held >= policy.max_active_downloads:
-            raise Denied(
-                "DEVICE_DOWNLOAD_LIMIT_REACHED",
-                f"device {device_id!r} holds {held} downloads, the limit is {policy.max_active_downloads}",
-                {"limit": policy.max_active_downloads, "used": held, "device_id": device_id},
-            )
+        rules.check_device_limits(
+            device_id=device_id,
+            held=len(self.active_licenses(device_id)),
+            devices_in_use=len(self.devices_with_downloads()),
+            limit=rules.device_limit(policy, self.plan),
+            max_per_device=policy.max_active_downloads,
+            plan=self.plan,
+        )
 
     def _check_title_limit(self, title: TitleInfo, policy: Policy, now: datetime) -> None:
-        limit = policy.studio(title.studio).max_downloads_per_title
-        if limit <= 0:
-            return
         counted = self.counted_downloads(title.title_id, now, policy.window)
-        if len(counted) >= limit:
-            frees_at = counted[len(counted) - limit] + policy.window
-            raise Denied(
-                "TITLE_YEARLY_LIMIT_REACHED",
-                f"title {title.title_id!r} was downloaded {len(counted)} times in the window, the limit is {limit}",
-                {
-                    "limit": limit,
-                    "used": len(counted),
-                    "title_id": title.title_id,
-                    "window_days": policy.window / timedelta(days=1),
-                    "next_available_at": frees_at,
-                },
-            )
+        limit = policy.studio(title.studio).max_downloads_per_title
+        quota = rules.title_quota(limit=limit, counted=counted, window=policy.window)
+        rules.check_title_limit(title.title_id, quota, policy.window)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -219,14 +197,7 @@ class EsAccount(Aggregate):
         device = self._device(device_id)
         if device["status"] != ACTIVE:
             raise Denied("DEVICE_NOT_ACTIVE", f"device {device_id!r} is deactivated", {"device_id": device_id})
-        if title is None:
-            raise NotFound("TITLE_NOT_FOUND", f"title {title_id!r} is not in the catalog", {"title_id": title_id})
-        if not title.downloadable_at(now):
-            raise Denied(
-                "TITLE_NOT_DOWNLOADABLE",
-                f"title {title_id!r} cannot be downloaded now",
-                {"title_id": title_id, "available_until": title.available_until},
-            )
+        title = rules.check_title(title, title_id, now)
         for lic in self.active_licenses(device_id):
             if lic["title_id"] == title_id:
                 return lic, False
@@ -251,7 +222,7 @@ class EsAccount(Aggregate):
         self._prepare(now)
         lic = self._license(license_id)
         if lic["status"] != ACTIVE:
-            raise _not_active(lic)
+            raise rules.license_not_active(lic["license_id"], lic["status"])
         if lic["playback_started_at"] is None:
             studio = policy.studio(title.studio if title else "default")
             self.trigger_event(
@@ -268,17 +239,9 @@ class EsAccount(Aggregate):
         if lic["status"] == RELEASED:
             return lic
         if lic["status"] == REVOKED:
-            raise _not_active(lic)
+            raise rules.license_not_active(lic["license_id"], lic["status"])
         self.trigger_event(self.LicenseReleased, license_id=license_id, at=now, reason="member")
         return lic
-
-
-def _not_active(lic: dict[str, Any]) -> Denied:
-    return Denied(
-        "LICENSE_NOT_ACTIVE",
-        f"license {lic['license_id']!r} is {lic['status']}",
-        {"license_id": lic["license_id"], "status": lic["status"]},
-    )
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -406,12 +369,7 @@ class EsDownloadsService:
         return events, snapshots
 
     def pragmas(self) -> tuple[str, int]:
-        recorder: Any = self.app.recorder
-        with recorder.datastore.transaction(commit=False) as c:
-            c.execute("PRAGMA journal_mode")
-            mode = c.fetchone()[0]
-            c.execute("PRAGMA synchronous")
-            return str(mode), int(c.fetchone()[0])
+        return library_pragmas(self.app)
 
     def close(self) -> None:
         self.app.close()

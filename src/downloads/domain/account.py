@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Self
 
-from downloads.domain.errors import Denied, Invalid, NotFound
+from downloads.domain import rules
+from downloads.domain.errors import Denied, Invalid
 from downloads.domain.events import (
     AccountClosed,
     AccountOpened,
@@ -43,23 +43,15 @@ from downloads.domain.model import (
 )
 from downloads.domain.policy import Policy
 from downloads.domain.requests import AcceptedRequest, RememberedRequests, reply_record
+from downloads.domain.rules import TitleQuota
 from downloads.domain.snapshots import AccountState, decode_state, encode_state
 from downloads.domain.title import TitleInfo
 from eskit import Aggregate, DomainEvent, EventMetadata
 
-__all__ = ["Account", "TitleQuota"]
+__all__ = ["Account"]
 
 OPEN = "active"
 CLOSED = "closed"
-
-
-@dataclass(frozen=True)
-class TitleQuota:
-    """A title's download limit in the window for one account: the limit (0: none), the count, when one more fits."""
-
-    limit: int
-    used: int
-    frees_at: datetime | None
 
 
 class Account(Aggregate):
@@ -91,8 +83,7 @@ class Account(Aggregate):
         return clock_now if self.last_at is None or clock_now > self.last_at else self.last_at
 
     def device_limit(self, policy: Policy) -> int:
-        plan = policy.plans.get(self.plan)
-        return plan.download_devices if plan else 0
+        return rules.device_limit(policy, self.plan)
 
     def active_licenses(self, device_id: str | None = None) -> list[License]:
         return [lic for lic in self._active.values() if device_id is None or lic.device_id == device_id]
@@ -108,26 +99,19 @@ class Account(Aggregate):
             self._active.pop(lic.license_id, None)
 
     def counted_downloads(self, title_id: str, now: datetime, window: timedelta) -> list[datetime]:
-        """The times this title's downloads were counted after ``now - window``, oldest first.
-
-        There is no upper bound: a download recorded by a process whose clock
-        runs ahead counts for every other process too.
-        """
-        start = now - window
-        return sorted(t for t in self.downloads.get(title_id, []) if start < t)
+        """The times this title's downloads were counted after ``now - window``, oldest first."""
+        return rules.counted_in_window(self.downloads.get(title_id, []), now, window)
 
     def device(self, device_id: str) -> Device:
         found = self.devices.get(device_id)
         if found is None:
-            raise NotFound(
-                "DEVICE_NOT_FOUND", f"device {device_id!r} is not registered to this account", {"device_id": device_id}
-            )
+            raise rules.device_not_found(device_id)
         return found
 
     def license(self, license_id: str) -> License:
         found = self.licenses.get(license_id)
         if found is None:
-            raise NotFound("LICENSE_NOT_FOUND", f"license {license_id!r} does not exist", {"license_id": license_id})
+            raise rules.license_not_found(license_id)
         return found
 
     # -- rules shared by commands ------------------------------------------------
@@ -147,59 +131,23 @@ class Account(Aggregate):
         self.expire_due(now)
 
     def _check_device_limits(self, device_id: str, policy: Policy) -> None:
-        """Acquire rules 4 and 5 for a device about to hold one more license."""
-        held = len(self.active_licenses(device_id))
-        if held == 0:
-            limit = self.device_limit(policy)
-            used = len(self.devices_with_downloads())
-            if used >= limit:
-                raise Denied(
-                    "DEVICE_LIMIT_REACHED",
-                    f"the plan allows downloads on {limit} device(s), {used} already hold downloads",
-                    {"limit": limit, "used": used, "plan": self.plan},
-                )
-        if held >= policy.max_active_downloads:
-            raise Denied(
-                "DEVICE_DOWNLOAD_LIMIT_REACHED",
-                f"device {device_id!r} holds {held} downloads, the limit is {policy.max_active_downloads}",
-                {"limit": policy.max_active_downloads, "used": held, "device_id": device_id},
-            )
+        rules.check_device_limits(
+            device_id=device_id,
+            held=len(self.active_licenses(device_id)),
+            devices_in_use=len(self.devices_with_downloads()),
+            limit=self.device_limit(policy),
+            max_per_device=policy.max_active_downloads,
+            plan=self.plan,
+        )
 
     def title_quota(self, title: TitleInfo, policy: Policy, now: datetime) -> TitleQuota:
         """The studio's per-title limit in the rolling window, how much of it is used, and when one more fits."""
         limit = policy.studio(title.studio).max_downloads_per_title
         counted = self.counted_downloads(title.title_id, now, policy.window)
-        # The (len - limit + 1)-th oldest must leave the window before one more fits.
-        full = limit > 0 and len(counted) >= limit
-        return TitleQuota(limit, len(counted), counted[len(counted) - limit] + policy.window if full else None)
+        return rules.title_quota(limit=limit, counted=counted, window=policy.window)
 
     def _check_title_limit(self, title: TitleInfo, policy: Policy, now: datetime) -> None:
-        """Acquire rule 6: the studio's per-title limit in the rolling window."""
-        quota = self.title_quota(title, policy, now)
-        if quota.frees_at is not None:
-            raise Denied(
-                "TITLE_YEARLY_LIMIT_REACHED",
-                f"title {title.title_id!r} was downloaded {quota.used} times in the window, the limit is {quota.limit}",
-                {
-                    "limit": quota.limit,
-                    "used": quota.used,
-                    "title_id": title.title_id,
-                    "window_days": policy.window / timedelta(days=1),
-                    "next_available_at": quota.frees_at,
-                },
-            )
-
-    @staticmethod
-    def _check_title(title: TitleInfo | None, title_id: str, now: datetime) -> TitleInfo:
-        if title is None:
-            raise NotFound("TITLE_NOT_FOUND", f"title {title_id!r} is not in the catalog", {"title_id": title_id})
-        if not title.downloadable_at(now):
-            raise Denied(
-                "TITLE_NOT_DOWNLOADABLE",
-                f"title {title_id!r} cannot be downloaded now",
-                {"title_id": title_id, "available_until": title.available_until},
-            )
-        return title
+        rules.check_title_limit(title.title_id, self.title_quota(title, policy, now), policy.window)
 
     # -- commands ----------------------------------------------------------------
 
@@ -266,7 +214,7 @@ class Account(Aggregate):
         device = self.device(device_id)
         if device.status != ACTIVE:
             raise Denied("DEVICE_NOT_ACTIVE", f"device {device_id!r} is deactivated", {"device_id": device_id})
-        info = self._check_title(title, title_id, now)
+        info = rules.check_title(title, title_id, now)
         for lic in self.active_licenses(device_id):
             if lic.title_id == title_id:
                 return lic, False
@@ -282,7 +230,7 @@ class Account(Aggregate):
         self._prepare(now)
         lic = self.license(license_id)
         if lic.status != ACTIVE:
-            raise _not_active(lic)
+            raise rules.license_not_active(lic.license_id, lic.status)
         if lic.playback_started_at is None:
             studio = policy.studio(title.studio if title else "default")
             self.trigger(PlaybackStarted(license_id, now, min(lic.expires_at, now + studio.playback_window)))
@@ -293,8 +241,8 @@ class Account(Aggregate):
         self._prepare(now)
         lic = self.license(license_id)
         if lic.status not in (ACTIVE, EXPIRED):
-            raise _not_active(lic)
-        info = self._check_title(title, lic.title_id, now)
+            raise rules.license_not_active(lic.license_id, lic.status)
+        info = rules.check_title(title, lic.title_id, now)
         if lic.status == EXPIRED:
             device = self.device(lic.device_id)
             if device.status != ACTIVE:
@@ -323,7 +271,7 @@ class Account(Aggregate):
         if lic.status == RELEASED:
             return lic
         if lic.status == REVOKED:
-            raise _not_active(lic)
+            raise rules.license_not_active(lic.license_id, lic.status)
         self.trigger(LicenseReleased(license_id, now, "member"))
         return lic
 
@@ -431,11 +379,3 @@ class Account(Aggregate):
 def _check_plan(plan: str, policy: Policy) -> None:
     if plan not in policy.plans:
         raise Invalid("UNKNOWN_PLAN", f"plan {plan!r} is not offered", {"plan": plan, "plans": sorted(policy.plans)})
-
-
-def _not_active(lic: License) -> Denied:
-    return Denied(
-        "LICENSE_NOT_ACTIVE",
-        f"license {lic.license_id!r} is {lic.status}",
-        {"license_id": lic.license_id, "status": lic.status},
-    )

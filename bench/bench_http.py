@@ -170,7 +170,7 @@ def _commit_rate(path: Path, seconds: float) -> tuple[float, float]:
     """Sequential one-row commits for ``seconds`` with eskit's pragmas: the store's serial commit rate and p50."""
     import sqlite3
 
-    from eskit.stores.sqlite import PRAGMAS
+    from eskit.stores.sqlite.schema import PRAGMAS
 
     conn = sqlite3.connect(path, isolation_level=None)
     try:

@@ -12,7 +12,8 @@ from typing import Any
 
 from bench.harness import goal_at_least, median, progress, scratch_dir
 from eskit.events import NewEvent
-from eskit.stores.sqlite import INSERT_EVENT, PRAGMAS, SELECT_VERSION, SQLiteEventStore
+from eskit.stores.sqlite import SQLiteEventStore
+from eskit.stores.sqlite.schema import INSERT_EVENT, PRAGMAS, SELECT_VERSION
 from eskit.stores.timestamps import to_micros
 
 NAME = "sqlite_append"

@@ -1,4 +1,4 @@
-"""The repository's command cache: aggregates kept between commands, never stale, never half-changed."""
+"""The command runner's cache: aggregates kept between commands, never stale, never half-changed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Repository.execute: load, run the command, save; on a conflict, reload and run it again.
+"""CommandRunner.run: load, run the command, save; on a conflict, reload and run it again.
 
 A concurrent writer is simulated by a command that, on some calls, appends an
 event through a second repository (over its own store handle) between this

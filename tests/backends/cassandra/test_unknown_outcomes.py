@@ -53,11 +53,16 @@ def test_appends_whose_outcome_was_unknown_land_exactly_once(cluster_pool: Clust
     stream = f"contended-{uuid.uuid4().hex}"
     errors: list[BaseException] = []
     stop_at = time.monotonic() + 240
+    pauses_done = threading.Event()
+    appended = [0] * WRITERS
 
     def writer(who: int) -> None:
+        # At least APPENDS_EACH each, and on until the pauses are over, so that appends are in flight
+        # while the nodes are paused however fast the cluster is.
         try:
-            for i in range(APPENDS_EACH):
-                append_exactly_once(store, stream, who * 1000 + i, stop_at)
+            while appended[who] < APPENDS_EACH or not pauses_done.is_set():
+                append_exactly_once(store, stream, who * 1_000_000 + appended[who], stop_at)
+                appended[who] += 1
         except BaseException as exc:
             errors.append(exc)
 
@@ -72,6 +77,7 @@ def test_appends_whose_outcome_was_unknown_land_exactly_once(cluster_pool: Clust
             time.sleep(4)
             cluster.resume_node(2)
             cluster.resume_node(3)
+        pauses_done.set()
         for t in threads:
             t.join(timeout=300)
     finally:
@@ -82,7 +88,7 @@ def test_appends_whose_outcome_was_unknown_land_exactly_once(cluster_pool: Clust
         stored = store.read(stream)
         ids = [e.event_id for e in stored]
         assert len(ids) == len(set(ids)), "an event was stored twice"
-        assert len(ids) == WRITERS * APPENDS_EACH
+        assert len(ids) == sum(appended) >= WRITERS * APPENDS_EACH
         assert [e.position for e in stored] == list(range(1, len(stored) + 1))
         assert store.outcomes["timed_out"] > 0, f"no append timed out, the test proved nothing: {store.outcomes}"
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 from bench.harness import goal_at_least, median, progress, scratch_dir
 from eskit.events import NewEvent
 from eskit.stores.sqlite import SQLiteEventStore
-from eskit.stores.sqlite.schema import INSERT_EVENT, PRAGMAS, SELECT_VERSION
+from eskit.stores.sqlite.schema import INSERT_EVENT, PRAGMAS, SELECT_LAST_SEQ, SELECT_VERSION
 from eskit.stores.timestamps import to_micros
 
 NAME = "sqlite_append"
@@ -77,12 +77,14 @@ def _open_raw(path: Path, scenario: Scenario, batches: list[list[NewEvent]]) -> 
 
     def step(i: int) -> None:
         stream_id, expected = scenario.stream_and_version(i)
-        rows = [(stream_id, expected + k, *f) for k, f in enumerate(fields[i], start=1)]
         conn.execute("BEGIN IMMEDIATE")
         try:
+            (last,) = conn.execute(SELECT_LAST_SEQ).fetchone()
             (current,) = conn.execute(SELECT_VERSION, (stream_id,)).fetchone()
             if (current or 0) != expected:
                 raise RuntimeError(f"{stream_id} is at {current}, expected {expected}")
+            seq = last or 0
+            rows = [(stream_id, expected + k, *f, seq + k) for k, f in enumerate(fields[i], start=1)]
             conn.executemany(INSERT_EVENT, rows)
         except BaseException:
             conn.execute("ROLLBACK")
@@ -177,7 +179,8 @@ def run(quick: bool) -> dict[str, Any]:
         f"eskit: `SQLiteEventStore.append(stream, events, expected_version=v)` with pre-encoded `NewEvent`s "
         f"(its cost includes argument checks, building rows from the records, the transaction context manager "
         f"and error translation). raw: one `sqlite3` connection with the same pragmas runs the same statements "
-        f"(`BEGIN IMMEDIATE`; `SELECT_VERSION`; `executemany(INSERT_EVENT)`; `COMMIT`) with the column values "
+        f"(`BEGIN IMMEDIATE`; `SELECT_LAST_SEQ` for the feed's sequence; "
+        f"`SELECT_VERSION`; `executemany(INSERT_EVENT)`; `COMMIT`) with the column values "
         f"ready. Each event has a {len(PAYLOAD)}-byte payload and {len(METADATA)}-byte metadata. 'new stream "
         f"each' appends to a new stream (expected version 0); 'one stream' appends sequentially to one stream. "
         f"{appends} appends per contender, scenario and round; the contenders take turns append by append, "

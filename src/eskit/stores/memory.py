@@ -9,11 +9,11 @@ from typing import Any
 
 from eskit.events import NewEvent, Snapshot, StoredEvent
 from eskit.exceptions import ConcurrencyError
-from eskit.ports import EventStore, SnapshotStore
+from eskit.ports import EventFeed, EventStore, FeedEvent, SnapshotStore
 from eskit.stores.checks import check_append, check_read
 from eskit.stores.registry import Stores
 
-__all__ = ["InMemoryEventStore", "InMemorySnapshotStore", "open_stores"]
+__all__ = ["InMemoryEventFeed", "InMemoryEventStore", "InMemorySnapshotStore", "open_stores"]
 
 
 class InMemoryEventStore(EventStore):
@@ -22,6 +22,7 @@ class InMemoryEventStore(EventStore):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._streams: dict[str, list[StoredEvent]] = {}
+        self._log: list[StoredEvent] = []  # every event in commit order: the feed (sequence = index + 1)
 
     def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
         check_append(stream_id, events, expected_version)
@@ -30,18 +31,18 @@ class InMemoryEventStore(EventStore):
             if len(stream) != expected_version:
                 raise ConcurrencyError(stream_id, expected_version, len(stream))
             for offset, event in enumerate(events, start=1):
-                stream.append(
-                    StoredEvent(
-                        stream_id=stream_id,
-                        position=expected_version + offset,
-                        type_name=event.type_name,
-                        schema_version=event.schema_version,
-                        data=event.data,
-                        metadata=event.metadata,
-                        recorded_at=event.recorded_at,
-                        event_id=event.event_id,
-                    )
+                stored = StoredEvent(
+                    stream_id=stream_id,
+                    position=expected_version + offset,
+                    type_name=event.type_name,
+                    schema_version=event.schema_version,
+                    data=event.data,
+                    metadata=event.metadata,
+                    recorded_at=event.recorded_at,
+                    event_id=event.event_id,
                 )
+                stream.append(stored)
+                self._log.append(stored)
             return len(stream)
 
     def read(
@@ -72,6 +73,28 @@ class InMemoryEventStore(EventStore):
             return {p: stream[p - 1].recorded_at for p in positions}
 
 
+class InMemoryEventFeed(EventFeed):
+    """The feed of an in-memory store: its events in the order they were appended, one shard.
+
+    Appends and the log are changed under the store's one lock, so the sequence
+    has no gap and a refused append takes no number.
+    """
+
+    def __init__(self, store: InMemoryEventStore) -> None:
+        self.store = store
+
+    def read(self, *, shard: int = 0, after: int = 0, limit: int = 1000) -> list[FeedEvent]:
+        if shard != 0:
+            raise ValueError(f"the in-memory feed has one shard (0), not {shard}")
+        with self.store._lock:
+            selected = self.store._log[after : after + limit]
+        return [FeedEvent(0, after + n, event) for n, event in enumerate(selected, start=1)]
+
+    def head(self, *, shard: int = 0) -> int:
+        with self.store._lock:
+            return len(self.store._log)
+
+
 class InMemorySnapshotStore(SnapshotStore):
     """Snapshots per stream, keyed by version."""
 
@@ -91,4 +114,5 @@ class InMemorySnapshotStore(SnapshotStore):
 
 def open_stores(url: str, **_: Any) -> Stores:
     """New, empty in-memory stores (``memory://``); every call gets its own."""
-    return Stores(url, InMemoryEventStore(), InMemorySnapshotStore())
+    events = InMemoryEventStore()
+    return Stores(url, events, InMemorySnapshotStore(), InMemoryEventFeed(events))

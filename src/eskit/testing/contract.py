@@ -17,10 +17,19 @@ import pytest
 
 from eskit.events import NewEvent, Snapshot
 from eskit.exceptions import ConcurrencyError, InterfaceError
-from eskit.ports import EventStore, SnapshotStore
+from eskit.ports import EventFeed, EventStore, FeedEvent, SnapshotStore
+from eskit.stores.registry import Stores
 from eskit.timetravel import TIME_STRIDE, search_version_at
 
-__all__ = ["T0", "EventStoreContract", "SnapshotStoreContract", "new_event", "unique_stream"]
+__all__ = [
+    "T0",
+    "EventFeedContract",
+    "EventStoreContract",
+    "SnapshotStoreContract",
+    "new_event",
+    "read_whole_feed",
+    "unique_stream",
+]
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -293,3 +302,137 @@ class SnapshotStoreContract:
         a, b = unique_stream(), unique_stream()
         snapshots.save(self.snap(a, 3))
         assert snapshots.load(b) is None
+
+
+def read_whole_feed(feed: EventFeed, *, shard: int = 0, page: int = 7) -> list[FeedEvent]:
+    """Every event of a shard, read in small pages as a follower would, checking each page continues the last."""
+    found: list[FeedEvent] = []
+    after = 0
+    while True:
+        batch = feed.read(shard=shard, after=after, limit=page)
+        if not batch:
+            return found
+        assert [e.sequence for e in batch] == list(range(after + 1, after + 1 + len(batch))), "a gap in the feed"
+        found.extend(batch)
+        after = batch[-1].sequence
+
+
+class EventFeedContract:
+    """Behaviour every :class:`EventFeed` adapter with one total order (memory, SQLite) must show.
+
+    A follower never misses an event, sees each stream's events in order, and never sees an
+    event whose append was refused; the sequence is 1, 2, 3 ... with no gap, in commit order.
+    """
+
+    #: writer threads in the concurrent test, and appends each tries
+    writers: int = 4
+    appends_each: int = 25
+
+    def make_stores(self) -> Stores:
+        """Open stores whose ``feed`` is set."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def stores(self) -> Iterator[Stores]:
+        stores = self.make_stores()
+        assert stores.feed is not None, "these stores have no feed"
+        try:
+            yield stores
+        finally:
+            stores.close()
+
+    def test_an_empty_store_has_an_empty_feed_at_head_zero(self, stores: Stores) -> None:
+        assert stores.feed is not None
+        assert stores.feed.read(after=0) == []
+        assert stores.feed.head() == 0
+
+    def test_every_appended_event_appears_once_in_commit_order(self, stores: Stores) -> None:
+        assert stores.feed is not None
+        a, b = unique_stream(), unique_stream()
+        stores.events.append(a, [new_event(1), new_event(2)], expected_version=0)
+        stores.events.append(b, [new_event(3)], expected_version=0)
+        stores.events.append(a, [new_event(4)], expected_version=2)
+
+        seen = read_whole_feed(stores.feed, page=2)
+
+        assert [(e.sequence, e.event.stream_id, e.event.position, e.event.data) for e in seen] == [
+            (1, a, 1, b'{"n":1}'),
+            (2, a, 2, b'{"n":2}'),
+            (3, b, 1, b'{"n":3}'),
+            (4, a, 3, b'{"n":4}'),
+        ]
+        assert stores.feed.head() == 4
+        assert seen[0].event == stores.events.read(a)[0]
+
+    def test_a_refused_append_takes_no_place_in_the_feed(self, stores: Stores) -> None:
+        assert stores.feed is not None
+        stream = unique_stream()
+        stores.events.append(stream, [new_event(1)], expected_version=0)
+        with pytest.raises(ConcurrencyError):
+            stores.events.append(stream, [new_event(2), new_event(3)], expected_version=0)
+        stores.events.append(stream, [new_event(4)], expected_version=1)
+
+        assert [(e.sequence, e.event.data) for e in read_whole_feed(stores.feed)] == [
+            (1, b'{"n":1}'),
+            (2, b'{"n":4}'),
+        ]
+
+    def test_reading_after_the_head_or_with_a_limit_is_bounded(self, stores: Stores) -> None:
+        assert stores.feed is not None
+        stream = unique_stream()
+        stores.events.append(stream, [new_event(n) for n in range(5)], expected_version=0)
+
+        assert [e.sequence for e in stores.feed.read(after=1, limit=2)] == [2, 3]
+        assert stores.feed.read(after=5) == []
+        assert stores.feed.read(after=50) == []
+
+    def test_a_follower_reading_during_concurrent_appends_misses_nothing(self, stores: Stores) -> None:
+        feed = stores.feed
+        assert feed is not None
+        shared = unique_stream()
+        own = [unique_stream() for _ in range(self.writers)]
+        done = threading.Event()
+        errors: list[BaseException] = []
+        followed: list[FeedEvent] = []
+
+        def writer(i: int) -> None:
+            try:
+                for n in range(self.appends_each):
+                    stores.events.append(own[i], [new_event(n)], expected_version=n)
+                    while True:  # and one event on the contended stream, retried on conflict
+                        try:
+                            stores.events.append(shared, [new_event(n)], expected_version=stores.events.version(shared))
+                            break
+                        except ConcurrencyError:
+                            continue
+            except BaseException as exc:
+                errors.append(exc)
+
+        def follower() -> None:
+            after = 0
+            while not done.is_set() or feed.head() > after:
+                batch = feed.read(after=after, limit=5)
+                if batch and batch[0].sequence != after + 1:
+                    errors.append(AssertionError(f"the follower at {after} was shown {batch[0].sequence} next"))
+                    return
+                followed.extend(batch)
+                after = batch[-1].sequence if batch else after
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(self.writers)]
+        watcher = threading.Thread(target=follower)
+        watcher.start()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        done.set()
+        watcher.join(timeout=120)
+
+        assert errors == []
+        total = 2 * self.writers * self.appends_each
+        assert [e.sequence for e in followed] == list(range(1, total + 1))
+        stored = {(e.stream_id, e.position): e for s in [*own, shared] for e in stores.events.read(s)}
+        assert {(e.event.stream_id, e.event.position): e.event for e in followed} == stored
+        for stream in [*own, shared]:
+            positions = [e.event.position for e in followed if e.event.stream_id == stream]
+            assert positions == list(range(1, len(positions) + 1)), f"{stream} out of order in the feed"

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from eskit import ConcurrencyError, NewEvent
-from eskit.stores.sqlite import SQLiteEventStore
+from eskit.stores.sqlite import SQLiteConnection, SQLiteEventFeed, SQLiteEventStore
+from eskit.testing.contract import read_whole_feed
 
 SPAWN = multiprocessing.get_context("spawn")
 STREAM = "race-1"
@@ -118,6 +119,15 @@ def stored(path: Path) -> list[tuple[int, str]]:
         store.close()
 
 
+def fed(path: Path) -> list[tuple[int, int, str]]:
+    """What a follower of the file's feed reads: (sequence, position, payload)."""
+    db = SQLiteConnection(path)
+    try:
+        return [(e.sequence, e.event.position, e.event.data.decode()) for e in read_whole_feed(SQLiteEventFeed(db))]
+    finally:
+        db.close()
+
+
 def integrity(path: Path) -> str:
     with sqlite3.connect(path) as conn:
         (result,) = conn.execute("PRAGMA integrity_check").fetchone()
@@ -165,6 +175,8 @@ def test_processes_racing_on_one_stream_get_one_winner_per_version_and_every_ack
     assert sorted(acks) == events  # each acknowledged payload at its acknowledged position
     assert Counter(json.loads(data)["writer"] for _, data in events) == {w: rounds for w in range(writers)}
     assert integrity(path) == "ok"
+    # The feed holds every event once, numbered 1..total in commit order, which on one stream is position order.
+    assert fed(path) == [(n, position, data) for n, (position, data) in enumerate(events, start=1)]
 
 
 @pytest.mark.slow
@@ -205,6 +217,8 @@ def test_a_writer_killed_mid_append_loses_no_acknowledged_event_and_leaves_a_cle
     # At most the batch in flight at the kill can be stored without its acknowledgement.
     assert len(events) - len(acked) <= 3
     assert integrity(path) == "ok"
+    # The killed writer's transaction took no feed numbers: the sequence has no gap.
+    assert fed(path) == [(n, position, data) for n, (position, data) in enumerate(events, start=1)]
 
     reopened = SQLiteEventStore(path)
     try:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from eskit import Stores, open_stores
 from eskit.ports import EventStore, SnapshotStore
 from eskit.stores.memory import InMemoryEventStore, InMemorySnapshotStore
 from eskit.stores.sqlite import SQLiteEventStore, SQLiteSnapshotStore
-from eskit.testing.contract import EventStoreContract, SnapshotStoreContract
+from eskit.testing.contract import EventFeedContract, EventStoreContract, SnapshotStoreContract
 
 
 class TestInMemoryEventStore(EventStoreContract):
@@ -38,3 +39,17 @@ class TestSQLiteSnapshotStore(SnapshotStoreContract):
 
     def make_snapshot_store(self) -> SnapshotStore:
         return SQLiteSnapshotStore(self.path)
+
+
+class TestInMemoryEventFeed(EventFeedContract):
+    def make_stores(self) -> Stores:
+        return open_stores("memory://")
+
+
+class TestSQLiteEventFeed(EventFeedContract):
+    @pytest.fixture(autouse=True)
+    def _db(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "feed.db"
+
+    def make_stores(self) -> Stores:
+        return open_stores(f"sqlite:///{self.path}")

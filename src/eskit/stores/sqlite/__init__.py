@@ -11,9 +11,17 @@ from eskit.exceptions import InterfaceError
 from eskit.stores.registry import Stores
 from eskit.stores.sqlite.connection import SQLiteConnection
 from eskit.stores.sqlite.events import SQLiteEventStore
+from eskit.stores.sqlite.feed import SQLiteEventFeed
 from eskit.stores.sqlite.snapshots import SQLiteSnapshotStore
 
-__all__ = ["SQLiteConnection", "SQLiteEventStore", "SQLiteSnapshotStore", "open_stores", "sqlite_path"]
+__all__ = [
+    "SQLiteConnection",
+    "SQLiteEventFeed",
+    "SQLiteEventStore",
+    "SQLiteSnapshotStore",
+    "open_stores",
+    "sqlite_path",
+]
 
 
 def sqlite_path(url: str) -> str:
@@ -30,4 +38,4 @@ def open_stores(url: str, *, create_schema: bool | None = None, **_: Any) -> Sto
     """Open the file a ``sqlite:///`` URL names; it is created only when ``create_schema`` is not False."""
     db = SQLiteConnection(sqlite_path(url), create=create_schema is not False)
     db.get()  # open now, so a bad path fails at start rather than at first request
-    return Stores(url, SQLiteEventStore(db), SQLiteSnapshotStore(db))
+    return Stores(url, SQLiteEventStore(db), SQLiteSnapshotStore(db), SQLiteEventFeed(db))

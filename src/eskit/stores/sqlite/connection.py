@@ -30,6 +30,7 @@ from eskit.exceptions import (
     StoreError,
     StoreUnavailable,
 )
+from eskit.stores.sqlite.migrations import add_feed_sequence
 from eskit.stores.sqlite.schema import PRAGMAS, SCHEMA
 
 __all__ = ["SQLiteConnection", "translate_errors"]
@@ -110,6 +111,7 @@ class SQLiteConnection:
                         if not self._schema_ready:
                             for statement in SCHEMA:
                                 conn.execute(statement)
+                            add_feed_sequence(conn, path=self.path)
                             self._schema_ready = True
                 except BaseException:
                     conn.close()

@@ -26,7 +26,7 @@ from eskit.exceptions import (
 from eskit.ports import EventStore
 from eskit.stores.checks import check_append, check_read
 from eskit.stores.sqlite.connection import SQLiteConnection, translate_errors
-from eskit.stores.sqlite.schema import INSERT_EVENT, SELECT_VERSION
+from eskit.stores.sqlite.schema import INSERT_EVENT, SELECT_LAST_SEQ, SELECT_VERSION
 from eskit.stores.timestamps import from_micros, to_micros
 
 __all__ = ["SQLiteEventStore"]
@@ -130,13 +130,18 @@ class _GroupCommitter:
 
     def _write(self, group: list[_Append]) -> None:
         with self.db.transaction(immediate=True) as conn:
+            # The feed's sequence continues from the last committed one, under the write lock:
+            # committed sequence numbers are always 1 .. max, with no gap a follower could skip.
+            (last,) = conn.execute(SELECT_LAST_SEQ).fetchone()
+            seq = last or 0
             for append in group:
                 (current,) = conn.execute(SELECT_VERSION, (append.stream_id,)).fetchone()
                 current = current or 0
                 if current != append.expected_version:
                     append.error = ConcurrencyError(append.stream_id, append.expected_version, current)
                     continue
-                conn.executemany(INSERT_EVENT, append.rows)
+                conn.executemany(INSERT_EVENT, [(*row, seq + n) for n, row in enumerate(append.rows, start=1)])
+                seq += len(append.rows)
 
 
 class SQLiteEventStore(EventStore):

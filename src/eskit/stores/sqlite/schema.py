@@ -1,8 +1,13 @@
-"""The SQLite store's tables, and the statements the event store shares with benchmarks."""
+"""The SQLite store's tables, and the statements the event store shares with benchmarks.
+
+``events.seq`` is the feed's sequence: store-wide, assigned inside the write
+transaction that commits the event, so the committed values are always exactly
+``1 .. max(seq)`` (see :mod:`eskit.stores.sqlite.feed`).
+"""
 
 from __future__ import annotations
 
-__all__ = ["INSERT_EVENT", "PRAGMAS", "SCHEMA", "SELECT_VERSION"]
+__all__ = ["FEED_INDEX", "INSERT_EVENT", "PRAGMAS", "SCHEMA", "SELECT_LAST_SEQ", "SELECT_VERSION"]
 
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -20,6 +25,7 @@ SCHEMA = (
         data BLOB NOT NULL,
         metadata BLOB NOT NULL,
         recorded_at INTEGER NOT NULL,
+        seq INTEGER,
         PRIMARY KEY (stream_id, position)
     ) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS eskit_health (id INTEGER PRIMARY KEY, checked_at INTEGER NOT NULL)",
@@ -34,8 +40,12 @@ SCHEMA = (
     ) WITHOUT ROWID""",
 )
 
+#: created after the ``seq`` column is known to exist (files made before the feed get it by migration)
+FEED_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS events_by_seq ON events (seq)"
+
 INSERT_EVENT = (
     "INSERT INTO events (stream_id, position, event_id, type_name, schema_version,"
-    " data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " data, metadata, recorded_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SELECT_VERSION = "SELECT max(position) FROM events WHERE stream_id = ?"
+SELECT_LAST_SEQ = "SELECT max(seq) FROM events"

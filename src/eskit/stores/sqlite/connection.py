@@ -43,9 +43,10 @@ class SQLiteConnection:
     every open when ``create`` is false, requires the file to exist already.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, event_store: bool = True) -> None:
         self.path = str(path)
         self.create = create
+        self.event_store = event_store  # False: a file of read models, without the event store's tables
         self._local = threading.local()
         self._closed = False
         self._schema_ready = False
@@ -109,9 +110,10 @@ class SQLiteConnection:
                         conn.execute(pragma)
                     with self._schema_lock:
                         if not self._schema_ready:
-                            for statement in SCHEMA:
-                                conn.execute(statement)
-                            add_feed_sequence(conn, path=self.path)
+                            if self.event_store:
+                                for statement in SCHEMA:
+                                    conn.execute(statement)
+                                add_feed_sequence(conn, path=self.path)
                             self._schema_ready = True
                 except BaseException:
                     conn.close()

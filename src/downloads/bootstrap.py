@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -9,10 +10,14 @@ from datetime import timedelta
 from downloads.adapters.policy_file import load_policy
 from downloads.application import Clock, DownloadsService, ServiceObserver, system_clock
 from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS, Account, Policy, Title
+from downloads.readmodels.readside import ReadSide, ReadSideUnavailable
 from downloads.settings import Settings
 from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, Stores, open_stores
 
-__all__ = ["Runtime", "bootstrap", "make_codec"]
+__all__ = ["Runtime", "bootstrap", "make_codec", "open_read_side"]
+
+
+log = logging.getLogger(__name__)
 
 
 def make_codec() -> EventCodec:
@@ -74,3 +79,12 @@ def bootstrap(
         cache_size=settings.cache_size,
     )
     return Runtime(settings=settings, policy=policy, stores=stores, service=service)
+
+
+def open_read_side(runtime: Runtime) -> ReadSide | None:
+    """The read side of a wired runtime (not started), or None for a store that has none yet (Cassandra)."""
+    try:
+        return ReadSide(runtime.stores, make_codec(), runtime.policy, runtime.service)
+    except ReadSideUnavailable as exc:
+        log.warning("no read side: %s", exc)
+        return None

@@ -19,6 +19,8 @@
 | max_header_bytes | DOWNLOADS_MAX_HEADER_BYTES | 65536 | a larger request head is 431 |
 | body_timeout | DOWNLOADS_BODY_TIMEOUT | 10 | seconds to receive a request's whole body (408 after) |
 | max_concurrency | DOWNLOADS_MAX_CONCURRENCY | 256 | requests one worker handles at once; more wait in the backlog |
+| read_side | DOWNLOADS_READ_SIDE | background | background: serve runs the read side (one runner at a time); |
+|  |  |  | off: `downloads project` runs it |
 | create_schema | DOWNLOADS_CREATE_SCHEMA | (backend's) | create tables on first use (SQLite always; Cassandra if |
 |  |  |  | true here or in the URL) |
 """
@@ -58,3 +60,4 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=65536, ge=8192, le=1 << 20)
     body_timeout: float = Field(default=10.0, gt=0, le=600)
     max_concurrency: int = Field(default=256, ge=1, le=100_000)
+    read_side: Literal["background", "off"] = "background"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,6 +83,7 @@ class Projector:
         self.updated_at: datetime | None = None
         self.running = False
         self._failures = 0
+        self._retry_at = 0.0
 
     def step(self) -> int:
         """Apply the next batch, if any; return how many events it held (0 when caught up).
@@ -110,24 +112,34 @@ class Projector:
             applied += n
         return applied
 
+    def tick(self, *, max_events: int | None = 5000) -> int:
+        """Catch up (up to ``max_events``) without raising: an error is recorded, logged and retried later.
+
+        After a failure the projection waits (0.2 s, doubling, at most ``max_backoff``) before it
+        tries again; a success clears the error. Returns how many events were applied.
+        """
+        if time.monotonic() < self._retry_at:
+            return 0
+        try:
+            applied = self.catch_up(max_events=max_events)
+        except Exception as exc:  # reported and retried: a projection never stops silently
+            self._failures += 1
+            self.error = f"{type(exc).__name__}: {exc}"
+            delay = min(self.max_backoff, 0.1 * 2 ** min(self._failures, 20))
+            self._retry_at = time.monotonic() + delay
+            log.warning("projection %s failed (%s); retrying in %.1f s", self.target.name, self.error, delay)
+            return 0
+        if self._failures:
+            log.warning("projection %s recovered after %d failure(s)", self.target.name, self._failures)
+        self._failures, self.error = 0, None
+        return applied
+
     def run(self, stop: threading.Event, *, idle: float = 0.2) -> None:
         """Follow the feed until ``stop`` is set; errors are recorded and retried with bounded backoff."""
         self.running = True
         try:
             while not stop.is_set():
-                try:
-                    n = self.step()
-                except Exception as exc:  # reported and retried: a projection never stops silently
-                    self._failures += 1
-                    self.error = f"{type(exc).__name__}: {exc}"
-                    delay = min(self.max_backoff, 0.1 * 2 ** min(self._failures, 20))
-                    log.warning("projection %s failed (%s); retrying in %.1f s", self.target.name, self.error, delay)
-                    stop.wait(delay)
-                    continue
-                if self._failures:
-                    log.warning("projection %s recovered after %d failure(s)", self.target.name, self._failures)
-                self._failures, self.error = 0, None
-                if n == 0:
+                if self.tick() == 0:
                     stop.wait(idle)
         finally:
             self.running = False

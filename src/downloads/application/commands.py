@@ -22,6 +22,7 @@ __all__ = [
     "RegisterDevice",
     "ReleaseLicense",
     "RenewLicense",
+    "RevokeLicense",
     "SetTitle",
     "StartPlayback",
     "SyncDevice",
@@ -121,6 +122,16 @@ class ReleaseLicense(AccountCommand):
     name: ClassVar[str] = "release_license"
 
     license_id: str
+
+
+@dataclass(frozen=True)
+class RevokeLicense(AccountCommand):
+    """Sent by the title-withdrawal process manager, never by clients."""
+
+    name: ClassVar[str] = "revoke_license"
+
+    license_id: str
+    reason: str
 
 
 @dataclass(frozen=True)

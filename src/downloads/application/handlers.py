@@ -25,6 +25,7 @@ from downloads.application.commands import (
     RegisterDevice,
     ReleaseLicense,
     RenewLicense,
+    RevokeLicense,
     StartPlayback,
     SyncDevice,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "register_device",
     "release_license",
     "renew_license",
+    "revoke_license",
     "start_playback",
     "sync_device",
 ]
@@ -158,4 +160,10 @@ def renew_license(command: RenewLicense, account: Account, ctx: Context) -> Deci
 @_handles(ReleaseLicense)
 def release_license(command: ReleaseLicense, account: Account, ctx: Context) -> Decision:
     lic = account.release(license_id=command.license_id, now=ctx.now)
+    return Decision(present_license(account, lic))
+
+
+@_handles(RevokeLicense)
+def revoke_license(command: RevokeLicense, account: Account, ctx: Context) -> Decision:
+    lic = account.revoke(license_id=command.license_id, reason=command.reason, now=ctx.now)
     return Decision(present_license(account, lic))

@@ -25,7 +25,14 @@ __all__ = [
     "EventsOut",
     "LicenseOut",
     "LicensesOut",
+    "LookupOut",
+    "ProjectionOut",
+    "ProjectionsOut",
+    "ReportOut",
+    "ReportRowOut",
     "SyncOut",
+    "TitleLicenseOut",
+    "TitleLicensesOut",
     "TitleOut",
     "as_body",
     "iso",
@@ -115,6 +122,50 @@ class TitleOut(BaseModel):
     studio: str
     downloadable: bool
     available_until: str | None
+
+
+class TitleLicenseOut(BaseModel):
+    account_id: str
+    license_id: str
+    device_id: str
+    status: Literal["active", "expired", "released", "revoked"]
+    issued_at: str
+    expires_at: str
+
+
+class TitleLicensesOut(BaseModel):
+    licenses: list[TitleLicenseOut]
+    next: str | None = None  # pass as ``after`` for the next page; null on the last
+
+
+class LookupOut(BaseModel):
+    accounts: list[str]
+
+
+class ReportRowOut(BaseModel):
+    period: str
+    studio: str
+    title_id: str
+    downloads: int
+    renewals: int
+
+
+class ReportOut(BaseModel):
+    rows: list[ReportRowOut]
+
+
+class ProjectionOut(BaseModel):
+    name: str
+    status: Literal["running", "caught_up", "failing", "stopped"]
+    position: int
+    lag_events: int
+    lag_seconds: float
+    updated_at: str | None
+    error: str | None
+
+
+class ProjectionsOut(BaseModel):
+    projections: list[ProjectionOut]
 
 
 def present_device(account: Account, device: Device) -> DeviceOut:

@@ -275,6 +275,15 @@ class Account(Aggregate):
         self.trigger(LicenseReleased(license_id, now, "member"))
         return lic
 
+    def revoke(self, *, license_id: str, reason: str, now: datetime) -> License:
+        """Revoke an active license (a title withdrawn); one that is not active any more is left as it is."""
+        lic = self.license(license_id)
+        if self.status == OPEN:
+            self.expire_due(now)
+        if lic.status == ACTIVE:
+            self.trigger(LicenseRevoked(license_id, now, reason))
+        return lic
+
     def sync(self, *, device_id: str, held: Iterable[str], now: datetime) -> dict[str, list[str]]:
         """Reconcile the device's view: release what it lost, revoke what it should not hold."""
         self._prepare(now)

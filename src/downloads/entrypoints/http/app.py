@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from downloads.adapters.metrics import Metrics, TimedEventStore
 from downloads.adapters.tokens import TokenSigner, parse_max_ttl
 from downloads.application import Clock, system_clock
-from downloads.bootstrap import Runtime, bootstrap
+from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.domain import Policy
 from downloads.entrypoints.http.errors import install_error_handlers
 from downloads.entrypoints.http.middleware import BodyLimit, Gatekeeper, RequestMetrics
-from downloads.entrypoints.http.routes import accounts, devices, health, licenses, titles
+from downloads.entrypoints.http.routes import accounts, devices, health, licenses, readside, titles
 from downloads.settings import Settings
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -39,9 +39,15 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
         settings, clock=clock, observer=metrics, wrap_events=lambda inner: TimedEventStore(inner, metrics)
     )
 
+    read_side = open_read_side(ctx)
+    if read_side is not None and settings.read_side == "background":
+        read_side.start()  # every worker starts one; the lease lets one of them apply at a time
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        if read_side is not None:
+            read_side.close()
         ctx.close()
 
     api = FastAPI(
@@ -59,7 +65,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
     api.state.signer = signer
     api.state.metrics = metrics
     api.state.context = ctx
-    for module in (accounts, devices, licenses, titles, health):
+    api.state.read_side = read_side
+    for module in (accounts, devices, licenses, titles, readside, health):
         api.include_router(module.router)
     _document_policy(api, ctx.policy)
     install_error_handlers(api)

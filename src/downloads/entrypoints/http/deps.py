@@ -14,7 +14,7 @@ from downloads.adapters.tokens import AuthError, Principal, TokenSigner
 from downloads.application import DownloadsService
 from downloads.entrypoints.http.errors import ApiError
 
-__all__ = ["Admin", "Commander", "IdempotencyKey", "Reader", "Service", "authenticate", "authorize"]
+__all__ = ["Admin", "Commander", "IdempotencyKey", "Reader", "Service", "Support", "authenticate", "authorize"]
 
 
 async def _service(request: Request) -> DownloadsService:
@@ -70,4 +70,5 @@ Service = Annotated[DownloadsService, Depends(_service)]
 Reader = Annotated[Principal, Depends(_role("service", "support", "admin"))]
 Commander = Annotated[Principal, Depends(_role("service", "admin"))]
 Admin = Annotated[Principal, Depends(_role("admin"))]
+Support = Annotated[Principal, Depends(_role("support", "admin"))]
 IdempotencyKey = Annotated[str | None, Depends(_idempotency_key)]

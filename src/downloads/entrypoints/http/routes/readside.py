@@ -1,0 +1,122 @@
+"""The read side's routes: a title's licenses, support's lookup, the studios' reports, projections' status."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from downloads.application.presenters import (
+    LookupOut,
+    ProjectionsOut,
+    ReportOut,
+    TitleLicensesOut,
+    iso,
+)
+from downloads.entrypoints.http.deps import Admin, Support
+from downloads.entrypoints.http.errors import ApiError
+from downloads.entrypoints.http.routes._reply import ERRORS, Body
+from downloads.entrypoints.http.schemas import ID_PATTERN, Id
+from downloads.readmodels.readside import ReadSide
+
+__all__ = ["downloads_report", "lookup", "projections", "router", "title_licenses"]
+
+router = APIRouter(tags=["read side"], responses=ERRORS)
+
+CURSOR_PATTERN = r"^[A-Za-z0-9._:-]{1,128}/[A-Za-z0-9._:-]{1,128}$"
+
+
+async def _read_side(request: Request) -> ReadSide:
+    read_side: ReadSide | None = getattr(request.app.state, "read_side", None)
+    if read_side is None:
+        raise ApiError(503, "READ_SIDE_UNAVAILABLE", "this deployment's store has no read models yet")
+    return read_side
+
+
+ReadModels = Annotated[ReadSide, Depends(_read_side)]
+
+
+@router.get("/v1/titles/{title_id}/licenses", response_model=TitleLicensesOut)
+def title_licenses(
+    title_id: Id,
+    read: ReadModels,
+    _: Support,
+    status: Annotated[Literal["active", "expired", "released", "revoked"], Query()] = "active",
+    after: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="the `next` of the page before")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> Body:
+    account, _slash, license_id = (after or "").partition("/")
+    cursor = (account, license_id) if after else None
+    rows, following = read.licenses.page(
+        title_id,
+        status=status,
+        after=cursor,
+        limit=limit,
+        now=datetime.now(UTC),
+    )
+    licenses = [{**row, "issued_at": iso(row["issued_at"]), "expires_at": iso(row["expires_at"])} for row in rows]
+    return {"licenses": licenses, "next": "/".join(following) if following else None}
+
+
+@router.get("/v1/lookup", response_model=LookupOut)
+def lookup(
+    read: ReadModels,
+    _: Support,
+    device_id: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=128)] = None,
+    license_id: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=128)] = None,
+    idempotency_key: Annotated[str | None, Query(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
+) -> Body:
+    given = {
+        k: v
+        for k, v in {"device_id": device_id, "license_id": license_id, "idempotency_key": idempotency_key}.items()
+        if v
+    }
+    if len(given) != 1:
+        raise ApiError(
+            422,
+            "VALIDATION_ERROR",
+            "give exactly one of device_id, license_id, idempotency_key",
+            {"given": sorted(given)},
+        )
+    ((kind, key),) = given.items()
+    return {"accounts": read.lookup.accounts(kind, key)}
+
+
+@router.get("/v1/reports/downloads", response_model=ReportOut)
+def downloads_report(
+    read: ReadModels,
+    _: Admin,
+    studio: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    title_id: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=128)] = None,
+    start: Annotated[date | None, Query(alias="from", description="first day, inclusive")] = None,
+    end: Annotated[date | None, Query(alias="to", description="last day, inclusive")] = None,
+    granularity: Annotated[Literal["day", "month"], Query()] = "day",
+) -> Body:
+    if start is not None and end is not None and start > end:
+        raise ApiError(422, "VALIDATION_ERROR", "from is after to", {"from": str(start), "to": str(end)})
+    rows = read.reports.rows(
+        granularity=granularity,
+        studio=studio,
+        title_id=title_id,
+        start=start.isoformat() if start else None,
+        end=end.isoformat() if end else None,
+    )
+    return {"rows": rows}
+
+
+@router.get("/v1/projections", response_model=ProjectionsOut)
+def projections(read: ReadModels, _: Support) -> Body:
+    found: list[dict[str, Any]] = [
+        {
+            "name": s.name,
+            "status": s.status,
+            "position": s.position,
+            "lag_events": s.lag_events,
+            "lag_seconds": round(s.lag_seconds, 3),
+            "updated_at": iso(s.updated_at),
+            "error": s.error,
+        }
+        for s in read.status()
+    ]
+    return {"projections": found}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from prometheus_client import (
@@ -19,10 +19,13 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from eskit import EventStore, NewEvent, StoredEvent
+from eskit.projection import ProjectionStatus
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "TimedEventStore"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "TimedEventStore", "projection_metrics"]
 
 
 class Metrics:
@@ -106,3 +109,36 @@ class TimedEventStore(EventStore):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def projection_metrics(statuses: Sequence[ProjectionStatus]) -> bytes:
+    """The read side's gauges (position, lag in events and seconds, failing), as of this scrape.
+
+    Built as metric families of a throw-away collector, not as ``Gauge`` objects: in multiprocess
+    mode those would store their values in files shared by every worker.
+    """
+    families = {
+        "position": GaugeMetricFamily("downloads_projection_position", "feed sequence applied", labels=["projection"]),
+        "lag_events": GaugeMetricFamily(
+            "downloads_projection_lag_events", "events in the feed not yet applied", labels=["projection"]
+        ),
+        "lag_seconds": GaugeMetricFamily(
+            "downloads_projection_lag_seconds", "age of the oldest event not applied", labels=["projection"]
+        ),
+        "failing": GaugeMetricFamily(
+            "downloads_projection_failing", "1 while the last attempt failed", labels=["projection"]
+        ),
+    }
+    for status in statuses:
+        families["position"].add_metric([status.name], status.position)
+        families["lag_events"].add_metric([status.name], status.lag_events)
+        families["lag_seconds"].add_metric([status.name], status.lag_seconds)
+        families["failing"].add_metric([status.name], 1 if status.error else 0)
+
+    class _Snapshot(Collector):
+        def collect(self) -> Iterator[Metric]:
+            yield from families.values()
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot())
+    return generate_latest(registry)

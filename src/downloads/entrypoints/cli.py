@@ -15,6 +15,8 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -253,6 +255,83 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_read_side(args: argparse.Namespace) -> tuple[Any, Any]:
+    from downloads.bootstrap import bootstrap, open_read_side
+
+    runtime = bootstrap(_settings(args, create_schema=False))
+    read_side = open_read_side(runtime)
+    if read_side is None:
+        runtime.close()
+        raise UsageError(f"the store {runtime.stores.url.split('?', 1)[0]} has no read side yet (Cassandra)")
+    return runtime, read_side
+
+
+def _cmd_project(args: argparse.Namespace) -> int:
+    """Run the read side in the foreground until interrupted (Ctrl-C), reporting progress."""
+    runtime, read_side = _open_read_side(args)
+    stop = threading.Event()
+    runner = threading.Thread(target=read_side.run, args=(stop,), name="read-side", daemon=True)
+    runner.start()
+    print(f"projecting {runtime.stores.url.split('?', 1)[0]} (Ctrl-C stops)", file=sys.stderr)
+    last = ""
+    try:
+        while runner.is_alive():
+            states = read_side.status()
+            line = "  ".join(f"{s.name}={s.position}/{s.position + s.lag_events}" for s in states)
+            errors = [f"{s.name}: {s.error}" for s in states if s.error]
+            if line != last or errors:
+                print(printable(line + ("  errors: " + "; ".join(errors) if errors else "")), file=sys.stderr)
+                last = line
+            stop.wait(2.0)
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+        read_side.close()
+        runtime.close()
+    return 0
+
+
+def _cmd_projections_status(args: argparse.Namespace) -> int:
+    runtime, read_side = _open_read_side(args)
+    try:
+        print(f"{'name':<20} {'status':<10} {'position':>10} {'lag':>8} {'lag s':>8}  error")
+        for s in read_side.status():
+            status = "caught_up" if s.status == "caught_up" else ("failing" if s.error else "behind")
+            print(
+                printable(
+                    f"{s.name:<20} {status:<10} {s.position:>10} {s.lag_events:>8} {s.lag_seconds:>8.1f}"
+                    f"  {s.error or ''}"
+                )
+            )
+    finally:
+        read_side.close()
+        runtime.close()
+    return 0
+
+
+def _cmd_projections_rebuild(args: argparse.Namespace) -> int:
+    runtime, read_side = _open_read_side(args)
+    started = time.monotonic()
+
+    def progress(position: int, head: int) -> None:
+        rate = position / max(time.monotonic() - started, 1e-9)
+        left = (head - position) / rate if rate else 0.0
+        print(f"  {args.name}: {position} of {head} events ({rate:,.0f}/s, about {left:.0f} s left)", file=sys.stderr)
+
+    try:
+        names = [t.name for t in read_side.targets()]
+        if args.name not in names:
+            raise UsageError(f"no projection {args.name!r}: one of {', '.join(names)}")
+        version = read_side.rebuild(args.name, progress=progress)
+        print(f"{args.name}: rebuilt as version {version} in {time.monotonic() - started:.1f} s; it now answers reads")
+    finally:
+        read_side.close()
+        runtime.close()
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="downloads", description="Download-license accounting service.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -287,6 +366,20 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--subject", default="cli", help="who the token is for (default cli)")
     token.add_argument("--secret", help="signing secret (env DOWNLOADS_AUTH_SECRET)")
     token.set_defaults(run=_cmd_token)
+
+    project = sub.add_parser("project", help="run the read side (projections, title withdrawal) in the foreground")
+    store_option(project)
+    project.set_defaults(run=_cmd_project)
+
+    projections = sub.add_parser("projections", help="the read side's projections")
+    projections_sub = projections.add_subparsers(dest="projections_command", required=True)
+    status = projections_sub.add_parser("status", help="position, lag and last error of each projection")
+    store_option(status)
+    status.set_defaults(run=_cmd_projections_status)
+    rebuild = projections_sub.add_parser("rebuild", help="rebuild a projection from the start, then switch to it")
+    rebuild.add_argument("name", help="projection name (see projections status)")
+    store_option(rebuild)
+    rebuild.set_defaults(run=_cmd_projections_rebuild)
 
     history = sub.add_parser("history", help="print an account's timeline")
     history.add_argument("account", help="account id")

@@ -171,6 +171,10 @@ def test_projections_report_position_lag_and_no_error(shared_server: Server) -> 
         assert names == {"licenses_by_title", "lookup", "download_reports", "title_withdrawal"}
         for projection in answer["projections"]:
             assert projection["lag_events"] == 0 and projection["error"] is None and projection["position"] > 0
+        scraped = httpx.get(shared_server.url + "/metrics").text
+        for name in names:
+            assert f'downloads_projection_lag_events{{projection="{name}"}} 0.0' in scraped
+            assert f'downloads_projection_failing{{projection="{name}"}} 0.0' in scraped
         expect_error(http.get("/v1/projections"), 403, "FORBIDDEN")
         expect_error(http.get("/v1/titles/x/licenses"), 403, "FORBIDDEN")
         expect_error(support.get("/v1/titles/x/licenses", params={"after": "no-slash"}), 422, "VALIDATION_ERROR")

@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from downloads.adapters.metrics import CONTENT_TYPE_LATEST, Metrics
+from downloads.adapters.metrics import CONTENT_TYPE_LATEST, Metrics, projection_metrics
 from downloads.entrypoints.http.routes._reply import json
 from eskit import StoreError
 
@@ -43,4 +43,8 @@ router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=Fals
 @router.get("/metrics")
 def metrics(request: Request) -> Response:
     registry: Metrics = request.app.state.metrics
-    return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
+    body = registry.render()
+    read_side = getattr(request.app.state, "read_side", None)
+    if read_side is not None:
+        body += projection_metrics(read_side.status())
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -156,15 +157,31 @@ def test_processes_racing_on_one_stream_get_one_winner_per_version_and_every_ack
         SPAWN.Process(target=write, args=(str(path), w, str(ack_files[w]), start, None, rounds, 1), name=f"writer-{w}")
         for w in range(writers)
     ]
+    tailed: list[int] = []
+    writing = threading.Event()
+    writing.set()
+
+    def tail() -> None:  # a follower reading the feed while the processes write
+        feed, after = SQLiteEventFeed(SQLiteConnection(path)), 0
+        while writing.is_set() or feed.head() > after:
+            batch = feed.read(after=after, limit=4)
+            tailed.extend(e.sequence for e in batch)
+            after = batch[-1].sequence if batch else after
+
+    follower = threading.Thread(target=tail)
     try:
+        follower.start()
         for process in processes:
             process.start()
         start.set()
         join_all(processes)
         assert [p.exitcode for p in processes] == [0] * writers
     finally:
+        writing.clear()
+        follower.join(timeout=DEADLINE_SECONDS)
         stop_leftovers(processes)
         keeper.close()
+    assert tailed == list(range(1, writers * rounds + 1))  # followed live: no gap, nothing twice
 
     acks = [ack for f in ack_files for ack in read_acks(f)]
     events = stored(path)

@@ -29,10 +29,10 @@ from eskit.stores.sqlite.connection import SQLiteConnection, translate_errors
 from eskit.stores.sqlite.schema import INSERT_EVENT, SELECT_LAST_SEQ, SELECT_VERSION
 from eskit.stores.timestamps import from_micros, to_micros
 
-__all__ = ["SQLiteEventStore"]
+__all__ = ["SQLiteEventStore", "row_to_event"]
 
 
-def _row_to_event(stream_id: str, row: tuple[int, bytes, str, int, bytes, bytes, int]) -> StoredEvent:
+def row_to_event(stream_id: str, row: tuple[int, bytes, str, int, bytes, bytes, int]) -> StoredEvent:
     position, event_id, type_name, schema_version, data, metadata, recorded_at = row
     return StoredEvent(
         stream_id=stream_id,
@@ -193,7 +193,7 @@ class SQLiteEventStore(EventStore):
         conn = self.db.get()
         with translate_errors():
             rows = conn.execute(sql, params).fetchall()
-        return [_row_to_event(stream_id, row) for row in rows]
+        return [row_to_event(stream_id, row) for row in rows]
 
     def version(self, stream_id: str) -> int:
         conn = self.db.get()

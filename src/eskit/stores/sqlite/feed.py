@@ -11,12 +11,9 @@ failed commit stores nothing and so takes no number. One shard.
 
 from __future__ import annotations
 
-import uuid
-
-from eskit.events import StoredEvent
 from eskit.ports import EventFeed, FeedEvent
 from eskit.stores.sqlite.connection import SQLiteConnection, translate_errors
-from eskit.stores.timestamps import from_micros
+from eskit.stores.sqlite.events import row_to_event
 
 __all__ = ["SQLiteEventFeed"]
 
@@ -38,23 +35,7 @@ class SQLiteEventFeed(EventFeed):
         conn = self.db.get()
         with translate_errors():
             rows = conn.execute(_SELECT, (after, limit)).fetchall()
-        return [
-            FeedEvent(
-                shard=0,
-                sequence=seq,
-                event=StoredEvent(
-                    stream_id=stream_id,
-                    position=position,
-                    type_name=type_name,
-                    schema_version=schema_version,
-                    data=bytes(data),
-                    metadata=bytes(metadata),
-                    recorded_at=from_micros(recorded_at),
-                    event_id=uuid.UUID(bytes=bytes(event_id)),
-                ),
-            )
-            for seq, stream_id, position, event_id, type_name, schema_version, data, metadata, recorded_at in rows
-        ]
+        return [FeedEvent(0, row[0], row_to_event(row[1], row[2:])) for row in rows]
 
     def head(self, *, shard: int = 0) -> int:
         conn = self.db.get()

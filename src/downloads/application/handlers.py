@@ -165,5 +165,6 @@ def release_license(command: ReleaseLicense, account: Account, ctx: Context) -> 
 
 @_handles(RevokeLicense)
 def revoke_license(command: RevokeLicense, account: Account, ctx: Context) -> Decision:
-    lic = account.revoke(license_id=command.license_id, reason=command.reason, now=ctx.now)
+    title = ctx.title_of_license(account, command.license_id)
+    lic = account.revoke(license_id=command.license_id, reason=command.reason, title=title, now=ctx.now)
     return Decision(present_license(account, lic))

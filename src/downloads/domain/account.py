@@ -275,12 +275,17 @@ class Account(Aggregate):
         self.trigger(LicenseReleased(license_id, now, "member"))
         return lic
 
-    def revoke(self, *, license_id: str, reason: str, now: datetime) -> License:
-        """Revoke an active license (a title withdrawn); one that is not active any more is left as it is."""
+    def revoke(self, *, license_id: str, reason: str, title: TitleInfo | None, now: datetime) -> License:
+        """Revoke an active license because its title was withdrawn.
+
+        Nothing changes when the license is not active any more, or when the title can be
+        downloaded at ``now`` after all (made downloadable again, or its end moved later since
+        the revocation was asked for): a revocation decided on stale knowledge does no harm.
+        """
         lic = self.license(license_id)
         if self.status == OPEN:
             self.expire_due(now)
-        if lic.status == ACTIVE:
+        if lic.status == ACTIVE and (title is None or not title.downloadable_at(now)):
             self.trigger(LicenseRevoked(license_id, now, reason))
         return lic
 

@@ -52,6 +52,8 @@ class DecodingProjection(SQLiteProjection):
     def __init__(self, models: SQLiteReadModels, codec: EventCodec, **options: Any) -> None:
         super().__init__(models, **options)
         self.codec = codec
+        #: the feed sequence of the event being handled (what a process manager tags its work with)
+        self.current_sequence = 0
 
     def handle(self, conn: sqlite3.Connection, events: Sequence[FeedEvent]) -> None:
         for item in events:
@@ -59,6 +61,7 @@ class DecodingProjection(SQLiteProjection):
             if not stream.startswith((ACCOUNT_PREFIX, TITLE_PREFIX)):
                 continue
             event, metadata = self.codec.decode(item.event)
+            self.current_sequence = item.sequence
             owner = stream.removeprefix(ACCOUNT_PREFIX) if stream.startswith(ACCOUNT_PREFIX) else None
             self.on_event(conn, owner, event, metadata)
 

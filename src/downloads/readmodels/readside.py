@@ -14,11 +14,13 @@ unavailable and says so.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -80,6 +82,10 @@ class ReadSide:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.projectors: dict[str, Projector] = {}
+        #: the withdrawal process manager's own last failure (sending commands), and its backoff
+        self.manager_error: str | None = None
+        self._manager_failures = 0
+        self._manager_retry_at = 0.0
         self.reload()
 
     def _demo_studio(self, title_id: str) -> str:
@@ -120,13 +126,33 @@ class ReadSide:
     def reports(self) -> DownloadReports:
         return DownloadReports(self.models, self.codec, demo_studio=self._demo_studio)
 
+    def _switched(self) -> bool:
+        """Whether a rebuild switched a projection to another version than the one followed here."""
+        return any(
+            p.target.version != self.models.active_version(name)  # type: ignore[attr-defined]
+            for name, p in self.projectors.items()
+        )
+
     def status(self) -> list[ProjectionStatus]:
+        if self._switched():
+            self.reload()
         running = self._thread is not None and self._thread.is_alive()
         found = []
         for projector in self.projectors.values():
             projector.running = running
-            found.append(projector.status())
+            status = projector.status()
+            if projector.target.name == TitleWithdrawal.name:
+                withdrawal = projector.target
+                assert isinstance(withdrawal, TitleWithdrawal)
+                if self.manager_error is not None:
+                    status = dataclasses.replace(status, status="failing", error=self.manager_error)
+            found.append(status)
         return found
+
+    def pending_revocations(self) -> int:
+        withdrawal = self.projectors[TitleWithdrawal.name].target
+        assert isinstance(withdrawal, TitleWithdrawal)
+        return withdrawal.pending()
 
     # -- running ---------------------------------------------------------------------
 
@@ -135,23 +161,40 @@ class ReadSide:
         token = self.models.acquire_lease(LEASE, self.holder, ttl=self.lease_ttl)
         if token is None:
             return 0
-        switched = any(
-            p.target.version != self.models.active_version(name)  # type: ignore[attr-defined]
-            for name, p in self.projectors.items()
-        )
-        if token != self.token or switched:  # a new lease, or a rebuild switched a version
+        if token != self.token or self._switched():  # a new lease, or a rebuild switched a version
             self.token = token
             self.reload()
         applied = sum(projector.tick() for projector in self.projectors.values())
-        withdrawal = self.projectors[TitleWithdrawal.name].target
-        assert isinstance(withdrawal, TitleWithdrawal)
-        try:
-            withdrawal.due(self.clock())
-            applied += withdrawal.send(self.service)
-        except Exception as exc:  # reported with the withdrawal projection, retried next round
-            self.projectors[TitleWithdrawal.name].error = f"{type(exc).__name__}: {exc}"
-            log.warning("title withdrawal failed: %s", exc)
+        applied += self._manage_withdrawals()
         return applied
+
+    def _manage_withdrawals(self) -> int:
+        """Withdraw what is due and send revocations, only from a caught-up, healthy state, while leased.
+
+        A failure is the process manager's own: reported with the withdrawal projection's status and
+        retried after a doubling delay (at most 30 s), not cleared by the projection's next success.
+        """
+        projector = self.projectors[TitleWithdrawal.name]
+        withdrawal = projector.target
+        assert isinstance(withdrawal, TitleWithdrawal)
+        if time.monotonic() < self._manager_retry_at or projector.error is not None:
+            return 0
+        if self.feed.head() > withdrawal.checkpoint():
+            return 0  # behind the feed: its jobs may already be stale
+        if self.models.acquire_lease(LEASE, self.holder, ttl=self.lease_ttl) != self.token:
+            return 0  # the lease moved on while this round ran
+        try:
+            withdrawal.due(self.service.clock())
+            sent = withdrawal.send(self.service)
+        except Exception as exc:  # reported, retried later
+            self._manager_failures += 1
+            self.manager_error = f"{type(exc).__name__}: {exc}"
+            delay = min(30.0, 0.1 * 2 ** min(self._manager_failures, 20))
+            self._manager_retry_at = time.monotonic() + delay
+            log.warning("title withdrawal failed (%s); retrying in %.1f s", self.manager_error, delay)
+            return 0
+        self._manager_failures, self.manager_error = 0, None
+        return sent
 
     def run(self, stop: threading.Event, *, idle: float = 0.2) -> None:
         while not stop.is_set():

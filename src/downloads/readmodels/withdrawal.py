@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from downloads.application import DownloadsService, RevokeLicense
-from downloads.domain import DomainError, NotFound
+from downloads.domain import NotFound
 from downloads.domain.events import (
     LicenseExpired,
     LicenseIssued,
@@ -53,20 +53,22 @@ class TitleWithdrawal(DecodingProjection):
             " title_id TEXT NOT NULL, active INTEGER NOT NULL, PRIMARY KEY (account_id, license_id))",
             "CREATE INDEX IF NOT EXISTS {p}active_by_title ON {p}licenses (title_id, active)",
             "CREATE TABLE IF NOT EXISTS {p}jobs (account_id TEXT NOT NULL, license_id TEXT NOT NULL,"
-            " title_id TEXT NOT NULL, PRIMARY KEY (account_id, license_id))",
+            " title_id TEXT NOT NULL, episode TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+            " PRIMARY KEY (account_id, license_id))",
         ]
 
     def _withdrawn(self, conn: sqlite3.Connection, title_id: str) -> bool:
         row = conn.execute(f"SELECT withdrawn FROM {self.prefix}titles WHERE title_id = ?", (title_id,)).fetchone()
         return bool(row and row[0])
 
-    def _withdraw(self, conn: sqlite3.Connection, title_id: str) -> None:
+    def _withdraw(self, conn: sqlite3.Connection, title_id: str, episode: str) -> None:
+        """Mark the title withdrawn and make a job of each active license, tagged with this withdrawal."""
         p = self.prefix
         conn.execute(f"UPDATE {p}titles SET withdrawn = 1 WHERE title_id = ?", (title_id,))
         conn.execute(
-            f"INSERT OR IGNORE INTO {p}jobs SELECT account_id, license_id, title_id FROM {p}licenses"
-            " WHERE title_id = ? AND active = 1",
-            (title_id,),
+            f"INSERT OR IGNORE INTO {p}jobs (account_id, license_id, title_id, episode)"
+            f" SELECT account_id, license_id, title_id, ? FROM {p}licenses WHERE title_id = ? AND active = 1",
+            (episode, title_id),
         )
 
     def on_event(
@@ -81,7 +83,7 @@ class TitleWithdrawal(DecodingProjection):
             )
             ended = event.available_until is not None and event.available_until <= event.at
             if not event.downloadable or ended:
-                self._withdraw(conn, event.title_id)
+                self._withdraw(conn, event.title_id, f"e{self.current_sequence}")
             else:  # downloadable again: nothing more is revoked
                 conn.execute(f"UPDATE {p}titles SET withdrawn = 0 WHERE title_id = ?", (event.title_id,))
                 conn.execute(f"DELETE FROM {p}jobs WHERE title_id = ?", (event.title_id,))
@@ -102,7 +104,10 @@ class TitleWithdrawal(DecodingProjection):
         # Issued or renewed: on a title already withdrawn (decided on the title as read just before), revoke it too.
         row = conn.execute(f"SELECT title_id FROM {p}licenses WHERE account_id = ? AND license_id = ?", key).fetchone()
         if row is not None and self._withdrawn(conn, row[0]):
-            conn.execute(f"INSERT OR IGNORE INTO {p}jobs VALUES (?, ?, ?)", (*key, row[0]))
+            conn.execute(
+                f"INSERT OR IGNORE INTO {p}jobs (account_id, license_id, title_id, episode) VALUES (?, ?, ?, ?)",
+                (*key, row[0], f"e{self.current_sequence}"),
+            )
 
     def due(self, now: datetime) -> int:
         """Withdraw the titles whose ``available_until`` has passed by ``now``; return how many."""
@@ -115,7 +120,7 @@ class TitleWithdrawal(DecodingProjection):
                 (micros(now),),
             ).fetchall()
             for (title_id,) in rows:
-                self._withdraw(conn, title_id)
+                self._withdraw(conn, title_id, f"t{micros(now)}")
         return len(rows)
 
     def pending(self) -> int:
@@ -124,25 +129,41 @@ class TitleWithdrawal(DecodingProjection):
         return int(count)
 
     def send(self, service: DownloadsService, *, limit: int = 200) -> int:
-        """Send up to ``limit`` pending revocations; return how many were done (a failed one stays for later)."""
+        """Send up to ``limit`` pending revocations; return how many were done.
+
+        Each is keyed by its title, license and withdrawal (the feed event or the moment that
+        made it), so the same withdrawal sent again is one command, and a later withdrawal of the
+        same license is a new one. A job whose command fails is tried again later, after the
+        others (its attempts are counted); the failure is raised once the batch is through.
+        """
         self._ensure_tables()
         conn = self.models.connection()
         jobs = conn.execute(
-            f"SELECT account_id, license_id, title_id FROM {self.prefix}jobs LIMIT ?", (limit,)
+            f"SELECT account_id, license_id, title_id, episode FROM {self.prefix}jobs"
+            " ORDER BY attempts, account_id, license_id LIMIT ?",
+            (limit,),
         ).fetchall()
-        done = 0
-        for account_id, license_id, title_id in jobs:
+        done, failure = 0, None
+        for account_id, license_id, title_id, episode in jobs:
             command = RevokeLicense(account_id, license_id, REASON)
             try:
-                service.handle(command, idempotency_key=f"withdraw:{title_id}:{license_id}")
+                service.handle(command, idempotency_key=f"withdraw:{title_id}:{license_id}:{episode}")
             except NotFound:
                 pass  # nothing to revoke
-            except DomainError as exc:
-                log.warning("withdrawal of %s: %s on account %s: %s", title_id, license_id, account_id, exc)
+            except Exception as exc:  # kept, tried again after the others
+                failure = failure or exc
+                with self.models.db.transaction(immediate=True) as tx:
+                    tx.execute(
+                        f"UPDATE {self.prefix}jobs SET attempts = attempts + 1 WHERE account_id = ? AND license_id = ?",
+                        (account_id, license_id),
+                    )
                 continue
             with self.models.db.transaction(immediate=True) as tx:
                 tx.execute(
-                    f"DELETE FROM {self.prefix}jobs WHERE account_id = ? AND license_id = ?", (account_id, license_id)
+                    f"DELETE FROM {self.prefix}jobs WHERE account_id = ? AND license_id = ? AND episode = ?",
+                    (account_id, license_id, episode),
                 )
             done += 1
+        if failure is not None:
+            raise failure
         return done

@@ -7,11 +7,12 @@ import os
 import signal
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, SetTitle, SyncDevice
+from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, RenewLicense, SetTitle, SyncDevice
 from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.readmodels.readside import ReadSide
 from downloads.readmodels.withdrawal import TitleWithdrawal
@@ -110,9 +111,69 @@ def test_a_withdrawal_over_a_thousand_accounts_revokes_each_license_once_through
     # And sending every revocation again (a runner that lost track of what it sent) changes nothing either.
     with withdrawal.models.db.transaction(immediate=True) as conn:
         conn.executemany(
-            f"INSERT INTO {withdrawal.prefix}jobs VALUES (?, ?, ?)", [(a, lic, TITLE) for a, lic in held.items()]
+            f"INSERT INTO {withdrawal.prefix}jobs (account_id, license_id, title_id, episode) VALUES (?, ?, ?, ?)",
+            [(a, lic, TITLE, "resend") for a, lic in held.items()],
         )
     assert withdrawal.send(service, limit=ACCOUNTS) == ACCOUNTS
     assert revocations(runtime) == counts
     resumed.close()
+    runtime.close()
+
+
+def _one_license(path: Path, clock: object = None) -> tuple[Runtime, ReadSide, str]:
+    runtime = bootstrap(Settings(store=f"sqlite:///{path}", snapshot_every=0), **({"clock": clock} if clock else {}))
+    read_side = open_read_side(runtime)
+    assert read_side is not None
+    service = runtime.service
+    service.set_title(SetTitle(TITLE, "default"))
+    service.handle(OpenAccount("acct", "standard"))
+    service.handle(RegisterDevice("acct", "d1", "phone"))
+    license_id = str(service.handle(AcquireLicense("acct", "d1", TITLE)).body["license_id"])
+    return runtime, read_side, license_id
+
+
+def _withdrawal(read_side: ReadSide) -> TitleWithdrawal:
+    target = read_side.projectors[TitleWithdrawal.name].target
+    assert isinstance(target, TitleWithdrawal)
+    return target
+
+
+def test_a_revocation_sent_after_the_title_became_downloadable_again_revokes_nothing(tmp_path: Path) -> None:
+    runtime, read_side, license_id = _one_license(tmp_path / "d.db")
+    service = runtime.service
+    service.set_title(SetTitle(TITLE, "default", downloadable=False))
+    for projector in read_side.projectors.values():
+        projector.tick()  # the job is made ...
+    assert _withdrawal(read_side).pending() == 1
+    service.set_title(SetTitle(TITLE, "default", downloadable=True))  # ... and the title comes back before it is sent
+
+    _withdrawal(read_side).send(service)
+
+    assert service.get_license("acct", license_id)["status"] == "active"
+    assert revocations(runtime) == Counter()
+    read_side.close()
+    runtime.close()
+
+
+def test_a_license_renewed_after_a_withdrawal_is_revoked_by_the_next_withdrawal(tmp_path: Path) -> None:
+    from tests.downloads.factories import START, FakeClock
+
+    clock = FakeClock(START)
+    runtime, read_side, license_id = _one_license(tmp_path / "d.db", clock)
+    service = runtime.service
+    clock.advance(timedelta(days=31))  # the license is past its expiry, not yet recorded as expired
+    service.set_title(SetTitle(TITLE, "default", downloadable=False))
+    while read_side.step():
+        pass
+    assert service.get_license("acct", license_id)["status"] == "expired"  # nothing to revoke the first time
+
+    service.set_title(SetTitle(TITLE, "default", downloadable=True))
+    assert service.handle(RenewLicense("acct", license_id)).body["status"] == "active"
+    service.set_title(SetTitle(TITLE, "default", downloadable=False))  # withdrawn again, within a day
+    while read_side.step():
+        pass
+
+    assert service.get_license("acct", license_id)["status"] == "revoked"
+    assert revocations(runtime) == Counter({license_id: 1})
+    read_side.close()
     runtime.close()

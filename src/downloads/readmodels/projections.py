@@ -124,8 +124,6 @@ class LicensesByTitle(DecodingProjection):
         self, title_id: str, *, status: str, after: tuple[str, str] | None, limit: int, now: datetime
     ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
         """A page of the title's licenses in (account, license) order; ``active`` leaves out those past expiry."""
-        conn = self.models.connection()
-        self._ensure_tables()
         sql = (
             f"SELECT account_id, license_id, device_id, status, issued_at, expires_at FROM {self.prefix}licenses"
             " WHERE title_id = ? AND status = ?"
@@ -139,7 +137,7 @@ class LicensesByTitle(DecodingProjection):
             params.extend(after)
         sql += " ORDER BY account_id, license_id LIMIT ?"
         params.append(limit + 1)
-        rows = conn.execute(sql, params).fetchall()
+        rows = self.query(sql, params)
         page = [
             {
                 "account_id": a,
@@ -183,12 +181,11 @@ class Lookup(DecodingProjection):
             conn.execute(f"INSERT OR IGNORE INTO {self.prefix}keys VALUES (?, ?, ?)", (kind, key, account_id))
 
     def accounts(self, kind: str, key: str, *, limit: int = 1000) -> list[str]:
-        self._ensure_tables()
-        rows = self.models.connection().execute(
+        rows = self.query(
             f"SELECT account_id FROM {self.prefix}keys WHERE kind = ? AND key = ? ORDER BY account_id LIMIT ?",
             (kind, key, limit),
         )
-        return [row[0] for row in rows]
+        return [str(row[0]) for row in rows]
 
 
 class DownloadReports(DecodingProjection):
@@ -253,7 +250,6 @@ class DownloadReports(DecodingProjection):
         limit: int = 10_000,
     ) -> list[dict[str, Any]]:
         """Totals per period (``day``: 2026-12-01, ``month``: 2026-12), studio and title, dates inclusive."""
-        self._ensure_tables()
         period = "day" if granularity == "day" else "substr(day, 1, 7)"
         sql = f"SELECT {period} AS period, studio, title_id, sum(downloads), sum(renewals) FROM {self.prefix}daily"
         where: list[str] = []
@@ -273,5 +269,5 @@ class DownloadReports(DecodingProjection):
         params.append(limit)
         return [
             {"period": p, "studio": s, "title_id": t, "downloads": int(d), "renewals": int(r)}
-            for p, s, t, d, r in self.models.connection().execute(sql, params)
+            for p, s, t, d, r in self.query(sql, params)
         ]

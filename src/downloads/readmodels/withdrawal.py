@@ -124,9 +124,8 @@ class TitleWithdrawal(DecodingProjection):
         return len(rows)
 
     def pending(self) -> int:
-        self._ensure_tables()
-        (count,) = self.models.connection().execute(f"SELECT count(*) FROM {self.prefix}jobs").fetchone()
-        return int(count)
+        rows = self.query(f"SELECT count(*) FROM {self.prefix}jobs")
+        return int(rows[0][0]) if rows else 0
 
     def send(self, service: DownloadsService, *, limit: int = 200) -> int:
         """Send up to ``limit`` pending revocations; return how many were done.

@@ -3,9 +3,13 @@
 The feed (``events.seq``) arrived after the first files were written: such a
 file gets the column, a number for every event it holds and the unique index,
 in one write transaction, so a crash part-way leaves the file as it was and the
-next open starts again. Old events are numbered stream by stream, in position
-order: each stream's events keep their order, which is all a follower relies on
-(their commit order across streams is not known any more). Progress is logged.
+next open starts again. Old events are numbered by their recorded time, the best
+guess of their commit order (so, for instance, a title put in the catalog before
+its licenses were issued comes first), except that an event never goes before an
+earlier event of its own stream: within a stream, each event counts as recorded
+at the latest time of the events before it. Progress is logged. Once numbered,
+the file refuses an event without a number (code from before the feed), which no
+follower would ever see.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import sqlite3
 import time
 
-from eskit.stores.sqlite.schema import FEED_INDEX
+from eskit.stores.sqlite.schema import FEED_INDEX, FEED_TRIGGER
 
 __all__ = ["add_feed_sequence"]
 
@@ -27,7 +31,8 @@ _CHUNK = 10_000
 def _has_feed(conn: sqlite3.Connection) -> bool:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     indexes = {row[1] for row in conn.execute("PRAGMA index_list(events)")}
-    return "seq" in columns and "events_by_seq" in indexes
+    triggers = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    return "seq" in columns and "events_by_seq" in indexes and "events_need_seq" in triggers
 
 
 def add_feed_sequence(conn: sqlite3.Connection, *, path: str) -> int:
@@ -45,30 +50,31 @@ def add_feed_sequence(conn: sqlite3.Connection, *, path: str) -> int:
         if total:
             log.warning("numbering the %d events of %s for the feed (a one-off migration)", total, path)
         (last,) = conn.execute("SELECT max(seq) FROM events").fetchone()
-        seq, done, started, reported = last or 0, 0, time.monotonic(), time.monotonic()
-        after: tuple[str, int] = ("", 0)
-        while True:
-            keys = conn.execute(
-                "SELECT stream_id, position, seq FROM events WHERE (stream_id, position) > (?, ?)"
-                " ORDER BY stream_id, position LIMIT ?",
-                (*after, _CHUNK),
-            ).fetchall()
-            if not keys:
-                break
-            after = (keys[-1][0], keys[-1][1])
-            updates = []
-            for stream_id, position, current in keys:
-                if current is None:
-                    seq += 1
-                    updates.append((seq, stream_id, position))
-            conn.executemany("UPDATE events SET seq = ? WHERE stream_id = ? AND position = ?", updates)
-            done += len(updates)
+        first, done, started, reported = last or 0, 0, time.monotonic(), time.monotonic()
+        # The order to number in: recorded time, never before an earlier event of the same stream.
+        conn.execute("DROP TABLE IF EXISTS temp.eskit_numbering")
+        conn.execute(
+            "CREATE TEMP TABLE eskit_numbering AS SELECT stream_id, position FROM ("
+            " SELECT stream_id, position, max(recorded_at) OVER (PARTITION BY stream_id ORDER BY position"
+            " ROWS UNBOUNDED PRECEDING) AS at FROM events WHERE seq IS NULL)"
+            " ORDER BY at, stream_id, position"
+        )
+        while done < total:
+            conn.execute(
+                "UPDATE events SET seq = ? + n.rowid FROM temp.eskit_numbering AS n"
+                " WHERE n.rowid > ? AND n.rowid <= ? AND events.stream_id = n.stream_id"
+                " AND events.position = n.position",
+                (first, done, done + _CHUNK),
+            )
+            done = min(total, done + _CHUNK)
             if time.monotonic() - reported >= 2:
                 rate = done / max(time.monotonic() - started, 1e-9)
                 left = (total - done) / rate if rate else 0
                 log.warning("numbered %d of %d events (%.0f/s, about %.0f s left)", done, total, rate, left)
                 reported = time.monotonic()
+        conn.execute("DROP TABLE temp.eskit_numbering")
         conn.execute(FEED_INDEX)
+        conn.execute(FEED_TRIGGER)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

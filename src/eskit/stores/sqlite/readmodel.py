@@ -21,6 +21,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from eskit.exceptions import EskitError
 from eskit.ports import FeedEvent
@@ -136,6 +137,19 @@ class SQLiteProjection(ProjectionTarget):
             for ddl in self.tables():
                 conn.execute(ddl.format(p=self.prefix))
         self._created = True
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read on this version's tables, ``[]`` before they exist; never takes the write lock."""
+        conn = self.models.connection()
+        with translate_errors():
+            if not self._created:
+                (found,) = conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND substr(name, 1, ?) = ?",
+                    (len(self.prefix), self.prefix),
+                ).fetchone()
+                if not found:
+                    return []
+            return [tuple(row) for row in conn.execute(sql, params).fetchall()]
 
     def checkpoint(self) -> int:
         with translate_errors():

@@ -7,7 +7,7 @@ transaction that commits the event, so the committed values are always exactly
 
 from __future__ import annotations
 
-__all__ = ["FEED_INDEX", "INSERT_EVENT", "PRAGMAS", "SCHEMA", "SELECT_LAST_SEQ", "SELECT_VERSION"]
+__all__ = ["FEED_INDEX", "FEED_TRIGGER", "INSERT_EVENT", "PRAGMAS", "SCHEMA", "SELECT_LAST_SEQ", "SELECT_VERSION"]
 
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -42,6 +42,11 @@ SCHEMA = (
 
 #: created after the ``seq`` column is known to exist (files made before the feed get it by migration)
 FEED_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS events_by_seq ON events (seq)"
+#: an event without a feed sequence (written by code from before the feed) would never reach a follower
+FEED_TRIGGER = (
+    "CREATE TRIGGER IF NOT EXISTS events_need_seq BEFORE INSERT ON events WHEN NEW.seq IS NULL"
+    " BEGIN SELECT RAISE(ABORT, 'an event without a feed sequence: this writer predates the feed'); END"
+)
 
 INSERT_EVENT = (
     "INSERT INTO events (stream_id, position, event_id, type_name, schema_version,"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -76,6 +77,8 @@ class ReadSide:
         self.stores, self.codec, self.policy, self.service, self.clock = stores, codec, policy, service, clock
         self.feed = stores.feed
         self.models = SQLiteReadModels(path)
+        #: a temporary folder made for a memory store's read models, removed by close
+        self._scratch = path.parent if stores.url.startswith("memory:") else None
         self.lease_ttl = lease_ttl
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.token: int | None = None
@@ -243,3 +246,5 @@ class ReadSide:
     def close(self) -> None:
         self.stop()
         self.models.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)

@@ -35,6 +35,7 @@ __all__ = [
     "DownloadReports",
     "LicensesByTitle",
     "Lookup",
+    "ReportTooLarge",
     "micros",
 ]
 
@@ -188,6 +189,14 @@ class Lookup(DecodingProjection):
         return [str(row[0]) for row in rows]
 
 
+class ReportTooLarge(Exception):
+    """A report would have more rows than one answer holds."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the report has more than {limit:,} rows")
+        self.limit = limit
+
+
 class DownloadReports(DecodingProjection):
     """Downloads and renewals per day, studio and title, from the licenses' own times."""
 
@@ -266,8 +275,11 @@ class DownloadReports(DecodingProjection):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " GROUP BY period, studio, title_id ORDER BY period, studio, title_id LIMIT ?"
-        params.append(limit)
-        return [
+        params.append(limit + 1)
+        found = [
             {"period": p, "studio": s, "title_id": t, "downloads": int(d), "renewals": int(r)}
             for p, s, t, d, r in self.query(sql, params)
         ]
+        if len(found) > limit:
+            raise ReportTooLarge(limit)
+        return found

@@ -18,6 +18,7 @@ from downloads.entrypoints.http.deps import Admin, Support
 from downloads.entrypoints.http.errors import ApiError
 from downloads.entrypoints.http.routes._reply import ERRORS, Body
 from downloads.entrypoints.http.schemas import ID_PATTERN, Id
+from downloads.readmodels.projections import ReportTooLarge
 from downloads.readmodels.readside import ReadSide
 
 __all__ = ["downloads_report", "lookup", "projections", "router", "title_licenses"]
@@ -95,13 +96,21 @@ def downloads_report(
 ) -> Body:
     if start is not None and end is not None and start > end:
         raise ApiError(422, "VALIDATION_ERROR", "from is after to", {"from": str(start), "to": str(end)})
-    rows = read.reports.rows(
-        granularity=granularity,
-        studio=studio,
-        title_id=title_id,
-        start=start.isoformat() if start else None,
-        end=end.isoformat() if end else None,
-    )
+    try:
+        rows = read.reports.rows(
+            granularity=granularity,
+            studio=studio,
+            title_id=title_id,
+            start=start.isoformat() if start else None,
+            end=end.isoformat() if end else None,
+        )
+    except ReportTooLarge as exc:
+        raise ApiError(
+            422,
+            "VALIDATION_ERROR",
+            f"{exc}: narrow it by studio, title_id, from and to, or ask for granularity=month",
+            {"limit": exc.limit},
+        ) from exc
     return {"rows": rows}
 
 

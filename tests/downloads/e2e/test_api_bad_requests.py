@@ -189,10 +189,11 @@ def test_requests_without_a_valid_token_are_401_unauthenticated(shared_server: S
 
 
 def test_a_token_stops_working_when_it_expires(shared_server: Server) -> None:
-    token = TokenSigner(SECRET).issue("support", ttl_seconds=1)
+    # Token times are whole seconds, so a 2-second token is good for at least one more second.
+    token = TokenSigner(SECRET).issue("support", ttl_seconds=2)
     with httpx.Client(base_url=shared_server.url, headers={"Authorization": f"Bearer {token}"}) as http:
         expect_error(http.get("/v1/titles/nope"), 404, "TITLE_NOT_FOUND")
-        time.sleep(2.1)
+        time.sleep(3.1)
         expect_error(http.get("/v1/titles/nope"), 401, "UNAUTHENTICATED")
 
 

@@ -78,7 +78,9 @@ def _metric(server: Server, status: int) -> float:
 def test_413_and_415_answers_are_counted_in_the_metrics(shared_server: Server) -> None:
     before = (_metric(shared_server, 413), _metric(shared_server, 415))
     with shared_server.client() as http:
-        expect_error(http.post("/v1/accounts", content=b"x" * 70_000), 413, "PAYLOAD_TOO_LARGE")
+        too_large = http.post("/v1/accounts", content=b"x" * 70_000)
+        expect_error(too_large, 413, "PAYLOAD_TOO_LARGE")
+        assert too_large.headers["connection"] == "close"  # the unread body ends the connection
         answer = http.post(
             "/v1/accounts", content=b"a=b", headers={"Content-Type": "application/x-www-form-urlencoded"}
         )

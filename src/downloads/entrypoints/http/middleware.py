@@ -158,8 +158,14 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The rest of the body is never read, so the connection cannot carry another request: say so,
+        # or a client reusing it meets a connection closed under it.
         response = error_response(
-            413, "PAYLOAD_TOO_LARGE", f"request bodies are limited to {self.max_bytes} bytes", {"limit": self.max_bytes}
+            413,
+            "PAYLOAD_TOO_LARGE",
+            f"request bodies are limited to {self.max_bytes} bytes",
+            {"limit": self.max_bytes},
+            {"Connection": "close"},
         )
         await response(scope, receive, send)
 

@@ -70,13 +70,17 @@ def test_appends_whose_outcome_was_unknown_land_exactly_once(cluster_pool: Clust
     try:
         for t in threads:
             t.start()
-        for _ in range(2):
+        # Pause two of three nodes, twice, and more (up to six times) until an append was caught in
+        # flight: writers whose version read failed first send no append, so one pause may catch none.
+        for cycle in range(6):
             time.sleep(1.5)
             cluster.pause_node(2)
             cluster.pause_node(3)
             time.sleep(4)
             cluster.resume_node(2)
             cluster.resume_node(3)
+            if cycle >= 1 and store.outcomes["timed_out"] > 0:
+                break
         pauses_done.set()
         for t in threads:
             t.join(timeout=300)

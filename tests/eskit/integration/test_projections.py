@@ -109,13 +109,15 @@ def test_a_failing_projection_reports_failing_with_its_error(stores: Stores, tmp
     target = Seen(SQLiteReadModels(tmp_path / "models.db"))
     target.fail_at = 1
     projector = Projector(stores.feed, target)
-    with pytest.raises(RuntimeError):
-        projector.step()
-    projector.error = "RuntimeError: the handler failed at 1"  # what run() records
 
+    assert projector.tick() == 0  # the failure is recorded, not raised
     status = projector.status()
     assert (status.status, status.position, status.lag_events) == ("failing", 0, 3)
+    assert status.error == "RuntimeError: the handler failed at 1"
     assert target.rows() == []
+    assert projector.tick() == 0  # within its backoff: not tried again yet
+    projector._retry_at = 0.0  # the backoff has passed
+    assert projector.tick() == 3 and projector.status().error is None  # the error clears on success
 
 
 def test_two_projectors_on_one_model_apply_each_event_exactly_once(stores: Stores, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from eskit.events import NewEvent, Snapshot, StoredEvent
+from eskit.exceptions import EskitError
 from eskit.timetravel import search_version_at
 
 __all__ = ["EventFeed", "EventStore", "FeedEvent", "SnapshotStore"]
@@ -51,6 +52,35 @@ class EventStore(abc.ABC):
 
         ``desc`` returns them newest first; ``limit`` keeps the first ``limit``
         of that order. An unknown stream reads as empty.
+        """
+
+    def append_many(self, appends: Sequence[tuple[str, Sequence[NewEvent], int]]) -> list[int | EskitError]:
+        """Make several appends, each ``(stream_id, events, expected_version)`` as :meth:`append` would.
+
+        For bulk loads (import, copy): a store may commit them together or run
+        them at once. Each append is all or nothing on its own, and each gets
+        its own answer, in order: the stream's new version, or the
+        :class:`~eskit.exceptions.EskitError` that append met (a
+        :class:`~eskit.exceptions.ConcurrencyError` for a stale version), in
+        which case it wrote nothing.
+        """
+        answers: list[int | EskitError] = []
+        for stream_id, events, expected in appends:
+            try:
+                answers.append(self.append(stream_id, events, expected_version=expected))
+            except EskitError as exc:
+                answers.append(exc)
+        return answers
+
+    @abc.abstractmethod
+    def stream_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        """Return up to ``limit`` ids of streams that hold events, in the store's scan order, after ``after``.
+
+        The scan order is the store's own (sorted ids, or a hash order) and
+        stable: walking page by page, each page starting after the previous
+        page's last id, meets every stream that held events when the walk
+        began exactly once. A stream created during the walk may or may not be
+        met (a follower of the feed catches those).
         """
 
     def version(self, stream_id: str) -> int:

@@ -22,7 +22,7 @@ from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from eskit import EventStore, NewEvent, StoredEvent
+from eskit import EskitError, EventStore, NewEvent, StoredEvent
 from eskit.projection import ProjectionStatus
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "TimedEventStore", "projection_metrics"]
@@ -98,8 +98,17 @@ class TimedEventStore(EventStore):
     ) -> list[StoredEvent]:
         return self.inner.read(stream_id, gt=gt, lte=lte, limit=limit, desc=desc)
 
+    def append_many(self, appends: Sequence[tuple[str, Sequence[NewEvent], int]]) -> list[int | EskitError]:
+        return self.inner.append_many(appends)
+
+    def stream_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        return self.inner.stream_ids(after=after, limit=limit)
+
     def version(self, stream_id: str) -> int:
         return self.inner.version(stream_id)
+
+    def recorded_times(self, stream_id: str, positions: Sequence[int]) -> dict[int, datetime]:
+        return self.inner.recorded_times(stream_id, positions)
 
     def version_at(self, stream_id: str, when: datetime) -> int:
         return self.inner.version_at(stream_id, when)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Sequence
 from datetime import datetime
@@ -62,6 +63,12 @@ class InMemoryEventStore(EventStore):
         if desc:
             selected = selected[::-1]
         return selected if limit is None else selected[:limit]
+
+    def stream_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        with self._lock:
+            ids = sorted(self._streams)  # a test store: sorting on each page is fine
+        start = 0 if after is None else bisect.bisect_right(ids, after)
+        return ids[start : start + limit]
 
     def version(self, stream_id: str) -> int:
         with self._lock:

@@ -211,6 +211,34 @@ class EventStoreContract:
             reference = search_version_at(len(times), when, lambda ps: {p: times[p - 1] for p in ps})
             assert store.version_at(stream, when) == reference
 
+    def test_a_walk_over_stream_ids_meets_every_stream_once(self, store: EventStore) -> None:
+        mine = {unique_stream() for _ in range(23)}
+        for n, stream in enumerate(sorted(mine)):
+            store.append(stream, [new_event(k) for k in range(1 + n % 3)], expected_version=0)
+        met: list[str] = []
+        after: str | None = None
+        while page := store.stream_ids(after=after, limit=5):
+            assert len(page) <= 5
+            met.extend(page)
+            after = page[-1]
+        assert len(met) == len(set(met)), "a stream met twice"
+        assert mine <= set(met)
+        assert store.stream_ids(after=met[-1]) == []
+        assert store.stream_ids(limit=0) == []
+
+    def test_append_many_makes_each_append_and_answers_each(self, store: EventStore) -> None:
+        a, b, c = unique_stream(), unique_stream(), unique_stream()
+        store.append(b, [new_event(0)], expected_version=0)
+        assert store.append_many([(a, [new_event(1), new_event(2)], 0), (b, [new_event(3)], 1)]) == [2, 2]
+        answers = store.append_many([(c, [new_event(4)], 0), (a, [new_event(5)], 0), (b, [new_event(6)], 2)])
+        assert answers[0] == 1 and answers[2] == 3
+        assert isinstance(answers[1], ConcurrencyError)
+        # every append was attempted: the one that conflicted wrote nothing, the others stand
+        assert [e.data for e in store.read(a)] == [new_event(1).data, new_event(2).data]
+        assert store.version(b) == 3
+        assert [e.data for e in store.read(c)] == [new_event(4).data]
+        assert store.append_many([]) == []
+
     def test_concurrent_appenders_get_one_winner_per_version(self, store: EventStore) -> None:
         stream = unique_stream()
         wins: list[tuple[int, bytes]] = []

@@ -34,6 +34,7 @@ from typing import Any
 from eskit.events import NewEvent, StoredEvent
 from eskit.exceptions import (
     ConcurrencyError,
+    EskitError,
     InterfaceError,
     OperationalError,
     StoreUnavailable,
@@ -371,6 +372,42 @@ class CassandraEventStore(EventStore):
             if limit is not None and len(found) >= limit:
                 break
         return found
+
+    def stream_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        """Streams in token order: the partitions of their first buckets, one page of partitions at a time."""
+        found: list[str] = []
+        if limit <= 0:
+            return found
+        cursor: tuple[str, int] | None = None if after is None else (after, 0)
+        while len(found) < limit:
+            page = max(limit - len(found), 100)
+            if cursor is None:
+                rows = list(self.db.query(self.sql.first_partitions, (page,)))
+            else:
+                rows = list(self.db.query(self.sql.next_partitions, (*cursor, page)))
+            # Every stream has a bucket 0 (its first append goes there); later buckets are skipped.
+            found.extend(row.stream_id for row in rows if row.bucket == 0)
+            if len(rows) < page:
+                break
+            cursor = (rows[-1].stream_id, rows[-1].bucket)
+        return found[:limit]
+
+    def append_many(self, appends: Sequence[tuple[str, Sequence[NewEvent], int]]) -> list[int | EskitError]:
+        """The appends at once (each its own conditional batch), a bounded number in flight."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not appends:
+            return []
+
+        def one(stream_id: str, events: Sequence[NewEvent], expected: int) -> int | EskitError:
+            try:
+                return self.append(stream_id, events, expected_version=expected)
+            except EskitError as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=min(32, len(appends)), thread_name_prefix="eskit-append") as pool:
+            futures = [pool.submit(one, *append) for append in appends]
+        return [f.result() for f in futures]
 
     def _index_times(self, stream_id: str, times: dict[int, int]) -> None:
         """Record stride positions' times in the time index; a failure costs only speed (it is repaired on read)."""

@@ -35,6 +35,11 @@ class Statements:
             self.select_times = p(
                 f"SELECT position, recorded_at FROM {ks}.events WHERE stream_id = ? AND bucket = ? AND position IN ?"
             )
+            self.first_partitions = p(f"SELECT DISTINCT stream_id, bucket FROM {ks}.events LIMIT ?")
+            self.next_partitions = p(
+                f"SELECT DISTINCT stream_id, bucket FROM {ks}.events"
+                " WHERE token(stream_id, bucket) > token(?, ?) LIMIT ?"
+            )
             self.insert_time = p(f"INSERT INTO {ks}.event_times (stream_id, position, recorded_at) VALUES (?, ?, ?)")
             self.select_indexed_times = p(
                 f"SELECT position, recorded_at FROM {ks}.event_times WHERE stream_id = ? AND position IN ?"

@@ -1,0 +1,331 @@
+"""Export, import and copy: a store's events moved position-faithfully, streaming.
+
+* :func:`export_store` writes an archive (:mod:`eskit.transfer.archive`). On a
+  store with a single-order feed (memory, SQLite) it is a *cut of the feed*:
+  every event committed up to the feed's head when the export began, which is
+  the whole store as it stood at that moment, however the service writes
+  meanwhile. Elsewhere each stream is read whole in turn (*per stream*).
+* :func:`import_store` checks an archive whole (checksum, counts) before it
+  writes anything, into an empty store only (or, with ``resume``, into the
+  prefix an interrupted import left).
+* :func:`copy_store` copies any store into any store. With a source feed it
+  follows the feed from a checkpoint kept in a small state file, so an
+  interrupted copy resumes where it stood and a copy run again catches up
+  with what the source accepted since; without one it walks the streams.
+  Either way every write goes to its exact position (:mod:`eskit.transfer.loader`),
+  so no event is written twice and none is skipped.
+
+Snapshots are not moved: they are a cache the target rebuilds as commands run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from eskit.events import NewEvent, StoredEvent
+from eskit.exceptions import EskitError
+from eskit.ports import EventFeed, EventStore
+from eskit.stores.registry import Stores
+from eskit.transfer.archive import ArchiveHeader, ArchiveReader, ArchiveSummary, ArchiveWriter
+from eskit.transfer.loader import Diverged, Loader
+from eskit.transfer.progress import Progress, quiet
+
+__all__ = [
+    "CopyResult",
+    "CopyState",
+    "ImportResult",
+    "NotEmpty",
+    "copy_store",
+    "export_store",
+    "import_store",
+    "single_feed",
+]
+
+_PAGE = 1000
+
+
+class NotEmpty(EskitError):
+    """The target store holds events already."""
+
+
+def single_feed(stores: Stores) -> EventFeed | None:
+    """The store's feed when it has one commit order (one shard), else None."""
+    return stores.feed if stores.feed is not None and stores.feed.shards == 1 else None
+
+
+def _new(event: StoredEvent) -> NewEvent:
+    return NewEvent(
+        type_name=event.type_name,
+        schema_version=event.schema_version,
+        data=event.data,
+        metadata=event.metadata,
+        recorded_at=event.recorded_at,
+        event_id=event.event_id,
+    )
+
+
+def _walk_streams(store: EventStore, *, after: str | None = None) -> Iterator[str]:
+    while page := store.stream_ids(after=after, limit=_PAGE):
+        yield from page
+        after = page[-1]
+
+
+def _read_stream(store: EventStore, stream_id: str, *, gt: int = 0) -> Iterator[StoredEvent]:
+    while page := store.read(stream_id, gt=gt, limit=_PAGE):
+        yield from page
+        gt = page[-1].position
+
+
+# -- export ------------------------------------------------------------------------
+
+
+def export_store(stores: Stores, path: str, *, progress: Progress = quiet) -> ArchiveSummary:
+    """Write every stream's events to an archive at ``path``; return its summary.
+
+    The file appears at ``path`` only when complete (it is written beside it
+    first); an interrupted export leaves nothing behind.
+    """
+    feed = single_feed(stores)
+    source = stores.url.split(":", 1)[0]
+    now = datetime.now(UTC)
+    if feed is not None:
+        cut = feed.head()
+        header = ArchiveHeader(created_at=now, source=source, consistency="feed-cut", feed_cut=cut)
+        with ArchiveWriter(path, header) as out, progress("exporting", total=cut) as advance:
+            after = 0
+            while after < cut:
+                page = [f for f in feed.read(after=after, limit=min(_PAGE, cut - after)) if f.sequence <= cut]
+                if not page:  # the cut is committed, so this cannot happen short of a damaged store
+                    raise EskitError(f"the feed ends at {after}, before the cut at {cut}")
+                for item in page:
+                    out.write(item.event)
+                after = page[-1].sequence
+                advance(len(page))
+            return out.finish()
+    header = ArchiveHeader(created_at=now, source=source, consistency="per-stream", feed_cut=None)
+    with ArchiveWriter(path, header) as out, progress("exporting", unit="events") as advance:
+        for stream_id in _walk_streams(stores.events):
+            count = 0
+            for event in _read_stream(stores.events, stream_id):
+                out.write(event)
+                count += 1
+            advance(count)
+        return out.finish()
+
+
+# -- import ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    summary: ArchiveSummary
+    written: int
+    skipped: int
+
+
+def _first_streams(store: EventStore, n: int = 3) -> list[str]:
+    return store.stream_ids(limit=n)
+
+
+def import_store(path: str, target: EventStore, *, resume: bool = False, progress: Progress = quiet) -> ImportResult:
+    """Check the archive at ``path`` whole, then write its events into ``target`` at their positions.
+
+    Raises :class:`~eskit.transfer.archive.ArchiveError` (before writing anything)
+    for a damaged, truncated or altered archive, and :class:`NotEmpty` when the
+    target holds events, unless ``resume`` says they are what an interrupted
+    import of this archive left (checked by event id, stream by stream).
+    """
+    reader = ArchiveReader(path)
+    with progress("checking", unit="events") as advance:
+        summary = reader.check()
+        advance(summary.events)
+    found = _first_streams(target)
+    if found and not resume:
+        more = " and more" if len(found) == 3 else ""
+        raise NotEmpty(
+            f"the target store is not empty: it holds {', '.join(repr(s) for s in found)}{more}; "
+            "import into an empty store (or pass --resume to finish an interrupted import of this file)"
+        )
+    loader = Loader(target)
+    with progress("importing", total=summary.events) as advance:
+        done = 0
+        for stream_id, position, event in reader.events():
+            loader.add(stream_id, position, event)
+            done += 1
+            if done % _PAGE == 0:
+                advance(_PAGE)
+        loader.flush()
+        advance(done % _PAGE)
+    return ImportResult(summary, loader.written, loader.skipped)
+
+
+# -- copy --------------------------------------------------------------------------
+
+
+@dataclass
+class CopyState:
+    """Where a copy stands, kept in a file between runs; it only saves work (every write is checked).
+
+    ``feed_after``: the source feed sequence copied up to (copies that follow the feed);
+    ``after_stream``: the last stream copied in the current walk (copies that walk), None at a walk's start.
+    """
+
+    path: str
+    source: str
+    target: str
+    feed_after: int = 0
+    after_stream: str | None = None
+    walks: int = 0
+
+    @classmethod
+    def open(cls, path: str, *, source: str, target: str) -> CopyState:
+        """The state at ``path``, or a fresh one; refuses a file that belongs to another copy."""
+        try:
+            with open(path, "rb") as f:
+                saved = orjson.loads(f.read())
+        except FileNotFoundError:
+            return cls(path, source, target)
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise EskitError(f"cannot read the copy state {path!r}: {exc}") from exc
+        if saved.get("source") != source or saved.get("target") != target:
+            raise EskitError(
+                f"the copy state {path!r} belongs to a copy from {saved.get('source')!r} to "
+                f"{saved.get('target')!r}: give another --state file for this one"
+            )
+        return cls(
+            path, source, target, int(saved.get("feed_after", 0)), saved.get("after_stream"), int(saved.get("walks", 0))
+        )
+
+    @property
+    def started(self) -> bool:
+        return self.feed_after > 0 or self.after_stream is not None or self.walks > 0
+
+    def save(self) -> None:
+        value = {
+            "source": self.source,
+            "target": self.target,
+            "feed_after": self.feed_after,
+            "after_stream": self.after_stream,
+            "walks": self.walks,
+        }
+        partial = self.path + ".partial"
+        with open(partial, "wb") as f:
+            f.write(orjson.dumps(value, option=orjson.OPT_INDENT_2))
+        os.replace(partial, self.path)
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    written: int
+    skipped: int
+    mode: str  # "feed" or "walk"
+    position: int  # the source feed sequence reached (feed mode), streams met (walk mode)
+
+
+def copy_store(
+    source: Stores,
+    target: EventStore,
+    state: CopyState,
+    *,
+    follow: bool = False,
+    stop: Callable[[], bool] = lambda: False,
+    progress: Progress = quiet,
+) -> CopyResult:
+    """Copy ``source``'s events into ``target`` from where ``state`` stands; return what was done.
+
+    Ends when the copy has caught up with the source (the feed's head, or the
+    end of a walk over every stream), or, with ``follow``, keeps catching up
+    until ``stop()`` says so. Raises :class:`NotEmpty` for a non-empty target
+    when ``state`` shows no copy under way, and :class:`~eskit.transfer.loader.Diverged`
+    when the target's events differ from the source's.
+    """
+    if not state.started:
+        found = _first_streams(target)
+        if found:
+            raise NotEmpty(
+                f"the target store is not empty (it holds {', '.join(repr(s) for s in found)}) and no copy "
+                f"state was found at {state.path!r}: copy into an empty store, or give the state file of the "
+                "copy to resume"
+            )
+    events = source.events
+
+    def fill(stream_id: str, gt: int, lte: int) -> Sequence[NewEvent]:
+        return [_new(e) for e in events.read(stream_id, gt=gt, lte=lte)]
+
+    loader = Loader(target, fill=fill)
+    feed = single_feed(source)
+    if feed is not None:
+        return _follow_feed(feed, loader, state, follow=follow, stop=stop, progress=progress)
+    return _walk(events, target, loader, state, follow=follow, stop=stop, progress=progress)
+
+
+def _follow_feed(
+    feed: EventFeed, loader: Loader, state: CopyState, *, follow: bool, stop: Callable[[], bool], progress: Progress
+) -> CopyResult:
+    head = feed.head()
+    with progress("copying", total=max(head - state.feed_after, 0)) as advance:
+        while not stop():
+            page = feed.read(after=state.feed_after, limit=_PAGE)
+            if not page:
+                if not follow:
+                    break
+                time.sleep(0.2)
+                continue
+            for item in page:
+                loader.add(item.event.stream_id, item.event.position, _new(item.event))
+            loader.flush()
+            state.feed_after = page[-1].sequence
+            state.save()
+            advance(len(page))
+    return CopyResult(loader.written, loader.skipped, "feed", state.feed_after)
+
+
+def _check_same(source: EventStore, target: EventStore, stream_id: str, position: int) -> None:
+    """The event the target holds at ``position`` is the source's (a copy resumed, not another store's data)."""
+    theirs = source.read(stream_id, gt=position - 1, lte=position)
+    mine = target.read(stream_id, gt=position - 1, lte=position)
+    if not theirs or not mine or theirs[0].event_id != mine[0].event_id:
+        raise Diverged(
+            f"the target's stream {stream_id!r} holds another event at position {position} than the source "
+            "(or the source holds none there)"
+        )
+
+
+def _walk(
+    events: EventStore,
+    target: EventStore,
+    loader: Loader,
+    state: CopyState,
+    *,
+    follow: bool,
+    stop: Callable[[], bool],
+    progress: Progress,
+) -> CopyResult:
+    met = 0
+    with progress("copying", unit="streams") as advance:
+        while not stop():
+            for stream_id in _walk_streams(events, after=state.after_stream):
+                held = target.version(stream_id)
+                if held:
+                    _check_same(events, target, stream_id, held)
+                for event in _read_stream(events, stream_id, gt=held):
+                    loader.add(stream_id, event.position, _new(event))
+                loader.flush()
+                state.after_stream = stream_id
+                state.save()
+                met += 1
+                advance(1)
+                if stop():
+                    break
+            else:
+                state.after_stream, state.walks = None, state.walks + 1
+                state.save()
+                if not follow:
+                    break
+    return CopyResult(loader.written, loader.skipped, "walk", met)

@@ -1,4 +1,4 @@
-"""The ``downloads`` command: serve, store init, token, history.
+"""The ``downloads`` command: serve, store (init, export, import, copy, verify), token, history, read side.
 
 Every option also reads its ``DOWNLOADS_*`` environment variable (see
 :mod:`downloads.settings`). The project's own errors and bad input print
@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from downloads.adapters.policy_file import PolicyError, parse_duration
+from downloads.entrypoints.store_commands import add_store_commands
 from downloads.settings import Settings
 
 __all__ = ["UsageError", "main", "printable"]
@@ -357,6 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     init = store_sub.add_parser("init", help="create the keyspace and tables")
     store_option(init)
     init.set_defaults(run=_cmd_store_init)
+    add_store_commands(store_sub, store_option)
 
     token = sub.add_parser("token", help="print a signed bearer token")
     token.add_argument("--role", required=True, choices=["service", "support", "admin"])

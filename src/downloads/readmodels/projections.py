@@ -153,6 +153,20 @@ class LicensesByTitle(DecodingProjection):
         following = (rows[limit - 1][0], rows[limit - 1][1]) if len(rows) > limit else None
         return page, following
 
+    def every_license(
+        self, *, after: tuple[str, str, str] | None = None, limit: int = 1000
+    ) -> list[tuple[str, str, str]]:
+        """A page of ``(account_id, license_id, title_id)`` over every row, in key order, after row ``after``."""
+        sql = f"SELECT account_id, license_id, title_id FROM {self.prefix}licenses"
+        params: list[Any] = []
+        if after is not None:
+            sql += " WHERE (account_id, license_id) > (?, ?)"
+            params.extend(after[:2])
+        return [
+            (str(a), str(lic), str(t))
+            for a, lic, t in self.query(sql + " ORDER BY account_id, license_id LIMIT ?", [*params, limit])
+        ]
+
 
 class Lookup(DecodingProjection):
     """Which accounts hold a device id, a license id or an idempotency key (support's first question)."""
@@ -187,6 +201,18 @@ class Lookup(DecodingProjection):
             (kind, key, limit),
         )
         return [str(row[0]) for row in rows]
+
+    def every_key(self, *, after: tuple[str, str, str] | None = None, limit: int = 1000) -> list[tuple[str, str, str]]:
+        """A page of ``(account_id, kind, key)`` over every row, by account (for verification)."""
+        sql = f"SELECT account_id, kind, key FROM {self.prefix}keys"
+        params: list[Any] = []
+        if after is not None:
+            sql += " WHERE (account_id, kind, key) > (?, ?, ?)"
+            params.extend(after)
+        return [
+            (str(a), str(k), str(v))
+            for a, k, v in self.query(sql + " ORDER BY account_id, kind, key LIMIT ?", [*params, limit])
+        ]
 
 
 class ReportTooLarge(Exception):

@@ -142,9 +142,6 @@ def import_store(path: str, target: EventStore, *, resume: bool = False, progres
     import of this archive left (checked by event id, stream by stream).
     """
     reader = ArchiveReader(path)
-    with progress("checking", unit="events") as advance:
-        summary = reader.check()
-        advance(summary.events)
     found = _first_streams(target)
     if found and not resume:
         more = " and more" if len(found) == 3 else ""
@@ -152,6 +149,9 @@ def import_store(path: str, target: EventStore, *, resume: bool = False, progres
             f"the target store is not empty: it holds {', '.join(repr(s) for s in found)}{more}; "
             "import into an empty store (or pass --resume to finish an interrupted import of this file)"
         )
+    with progress("checking", unit="events") as advance:
+        summary = reader.check()
+        advance(summary.events)
     loader = Loader(target)
     with progress("importing", total=summary.events) as advance:
         done = 0

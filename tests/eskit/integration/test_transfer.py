@@ -174,7 +174,7 @@ def _rewrite(archive: str, change: Any) -> None:
     ("damage", "message"),
     [
         (lambda lines: lines[:-1], "no trailer"),
-        (lambda lines: lines[:-3] + [lines[-3][:20]], "truncated"),
+        (lambda lines: [*lines[:-3], lines[-3][:20]], "truncated"),
         (lambda lines: [lines[0], lines[1].replace(b"s-000", b"s-00X"), *lines[2:]], "checksum"),
         (lambda lines: [lines[0], *lines[2:]], "checksum"),
         (lambda lines: [lines[0].replace(b'"version":1', b'"version":9'), *lines[1:]], "version 9"),

@@ -1,0 +1,216 @@
+"""``downloads store export|import|copy|verify``: moving and checking a store's data.
+
+Each shows progress on stderr (items, rate, and an estimate where the total is
+known), stops cleanly on Ctrl-C (exit 130, saying how to resume), and prints a
+summary at the end. The work itself is :mod:`eskit.transfer` and the verifiers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from downloads.settings import Settings
+
+__all__ = ["add_store_commands", "default_state_file"]
+
+
+@contextlib.contextmanager
+def _bar(label: str, *, total: int | None = None, unit: str = "events") -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr: redrawn every second on a terminal, every ten seconds in a log."""
+    from tqdm import tqdm
+
+    terminal = sys.stderr.isatty()
+    with tqdm(
+        total=total,
+        desc=label,
+        unit=f" {unit}",
+        unit_scale=True,
+        file=sys.stderr,
+        mininterval=1.0 if terminal else 10.0,
+        dynamic_ncols=terminal,
+        ascii=not terminal,
+        leave=True,
+    ) as progress:
+        yield progress.update
+
+
+def _url(args: argparse.Namespace, name: str = "store") -> str:
+    given = getattr(args, name, None)
+    return str(given or Settings().store)
+
+
+def _shown(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def _rate(count: int, started: float, unit: str = "events") -> str:
+    elapsed = max(time.monotonic() - started, 1e-9)
+    return f"{count:,} {unit} in {elapsed:.1f} s ({count / elapsed:,.0f}/s)"
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from eskit import open_stores
+    from eskit.transfer import export_store
+
+    url = _url(args)
+    stores = open_stores(url, create_schema=False)
+    started = time.monotonic()
+    try:
+        summary = export_store(stores, args.file, progress=_bar)
+    except KeyboardInterrupt:
+        print(f"interrupted: no archive written (nothing is left at {args.file})", file=sys.stderr)
+        return 130
+    finally:
+        stores.close()
+    print(f"exported {summary.streams:,} streams, {_rate(summary.events, started)}, to {args.file}")
+    print(f"sha256 {summary.sha256}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from eskit import open_stores
+    from eskit.transfer import import_store
+
+    url = _url(args)
+    stores = open_stores(url, create_schema=True)
+    started = time.monotonic()
+    try:
+        result = import_store(args.file, stores.events, resume=args.resume, progress=_bar)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: {_shown(url)} holds part of the archive; run the same command with --resume to finish",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        stores.close()
+    skipped = f" ({result.skipped:,} were there already)" if result.skipped else ""
+    print(f"imported {result.summary.streams:,} streams, {_rate(result.written, started)}{skipped}, into {_shown(url)}")
+    return 0
+
+
+def default_state_file(source: str, target: str) -> str:
+    """Where a copy from ``source`` to ``target`` keeps its progress unless told otherwise."""
+    digest = hashlib.sha256(f"{source}\n{target}".encode()).hexdigest()[:12]
+    return f"downloads-copy-{digest}.json"
+
+
+def _cmd_copy(args: argparse.Namespace) -> int:
+    from eskit import EskitError, open_stores
+    from eskit.transfer import CopyState, copy_store
+
+    source_url, target_url = args.source, args.target
+    if source_url == target_url:
+        raise EskitError("--from and --to name the same store")
+    state_path = os.path.abspath(args.state or default_state_file(source_url, target_url))
+    state = CopyState.open(state_path, source=source_url, target=target_url)
+    source = open_stores(source_url, create_schema=False)
+    try:
+        target = open_stores(target_url, create_schema=True)
+    except BaseException:
+        source.close()
+        raise
+    print(
+        f"copying {_shown(source_url)} to {_shown(target_url)}"
+        f"{' (resuming)' if state.started else ''}; progress kept in {state_path}"
+        f"{'; Ctrl-C stops following' if args.follow else ''}",
+        file=sys.stderr,
+    )
+    started = time.monotonic()
+    try:
+        result = copy_store(source, target.events, state, follow=args.follow, progress=_bar)
+    except KeyboardInterrupt:
+        if not args.follow:
+            print("interrupted: run the same command again to resume where it stopped", file=sys.stderr)
+            return 130
+        print("stopped following", file=sys.stderr)
+        return 0
+    finally:
+        target.close()
+        source.close()
+    skipped = f" ({result.skipped:,} were there already)" if result.skipped else ""
+    reached = (
+        f"source feed position {result.position:,}" if result.mode == "feed" else f"{result.position:,} streams walked"
+    )
+    print(f"copied {_rate(result.written, started)}{skipped}; caught up to {reached}")
+    print("run it again to catch up with writes made since; stop writes to the source for the final run")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from downloads.application.verify import verify_service_store
+    from downloads.bootstrap import bootstrap
+    from downloads.entrypoints.cli import _settings, printable
+    from downloads.readmodels.readside import ReadSide, models_path
+    from downloads.readmodels.verify import verify_read_models
+    from eskit.verify import VerifyReport
+
+    runtime = bootstrap(_settings(args, create_schema=False))
+    report = VerifyReport(keep=args.max_problems)
+    started = time.monotonic()
+    read_rows = 0
+    try:
+        stores = runtime.stores
+        with _bar("verifying", unit="streams") as advance:
+            verify_service_store(runtime.service, stores.events, stores.snapshots, report=report, advance=advance)
+        models = models_path(stores.url)
+        if models is not None and models.exists() and not stores.url.startswith("memory:"):
+            read_side = ReadSide(stores, runtime.service.accounts.codec, runtime.policy, runtime.service)
+            try:
+                with _bar("read models", unit="rows") as advance:
+                    read_rows = verify_read_models(read_side, runtime.service, report, advance=advance)
+            finally:
+                read_side.close()
+    except KeyboardInterrupt:
+        print(f"interrupted after {report.streams:,} streams: nothing was changed", file=sys.stderr)
+        return 130
+    finally:
+        runtime.close()
+    print(
+        f"checked {report.streams:,} streams, {report.events:,} events, {report.snapshots:,} snapshots, "
+        f"{read_rows:,} read-model rows in {time.monotonic() - started:.1f} s"
+    )
+    if report.sound:
+        print("no problems found")
+        return 0
+    kinds = ", ".join(f"{kind}: {n:,}" for kind, n in sorted(report.counts.items()))
+    print(f"{report.total_problems:,} problems ({kinds}); the first {len(report.problems)}:")
+    for problem in report.problems:
+        print(printable(f"  {problem}"))
+    return 1
+
+
+def add_store_commands(store_sub: Any, store_option: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``export``, ``import``, ``copy`` and ``verify`` under ``downloads store``."""
+    export = store_sub.add_parser("export", help="write every stream's events to an archive file")
+    export.add_argument("file", help="archive to write (gzip JSON lines, e.g. backup.jsonl.gz)")
+    store_option(export)
+    export.set_defaults(run=_cmd_export)
+
+    load = store_sub.add_parser("import", help="load an archive into an empty store")
+    load.add_argument("file", help="archive written by store export")
+    load.add_argument(
+        "--resume", action="store_true", help="finish an interrupted import of this file (the store holds part of it)"
+    )
+    store_option(load)
+    load.set_defaults(run=_cmd_import)
+
+    copy = store_sub.add_parser("copy", help="copy every event from one store to another (resumable)")
+    copy.add_argument("--from", dest="source", required=True, help="source store URL")
+    copy.add_argument("--to", dest="target", required=True, help="target store URL (empty, or a copy under way)")
+    copy.add_argument("--state", help="file keeping the copy's progress (default downloads-copy-<hash>.json here)")
+    copy.add_argument("--follow", action="store_true", help="keep copying new writes until Ctrl-C")
+    copy.set_defaults(run=_cmd_copy)
+
+    verify = store_sub.add_parser("verify", help="check every stream, snapshot, limit and read-model row")
+    store_option(verify)
+    verify.add_argument("--policy", help="policy TOML file the limits are checked against (env DOWNLOADS_POLICY)")
+    verify.add_argument("--max-problems", type=int, default=50, help="how many problems to list (default 50)")
+    verify.set_defaults(run=_cmd_verify)

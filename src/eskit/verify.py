@@ -1,0 +1,216 @@
+"""Checking a store: every stream decodes, positions are contiguous, snapshots equal their folds.
+
+:func:`verify_store` walks every stream once, page by page (memory flat in store
+size), and for each:
+
+* reads its events and checks their positions run 1, 2, 3 ... with no gap;
+* decodes each with today's codec (upcasters applied);
+* folds them into the stream's aggregate (the repository whose prefix the stream
+  id has), calling ``inspect(aggregate, recorded)`` before each event is applied
+  so an application can re-check its rules against the state that event met;
+* loads every stored snapshot and compares it with the fold at its version.
+
+Problems are reported, never repaired: a :class:`VerifyReport` counts them by
+kind and keeps the first ``keep`` of them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eskit.aggregate import Aggregate
+from eskit.codec import EventCodec
+from eskit.events import StoredEvent
+from eskit.exceptions import EskitError
+from eskit.ports import EventStore, SnapshotStore
+from eskit.repository import RecordedEvent, Repository
+
+__all__ = ["Inspect", "Problem", "VerifyReport", "verify_store"]
+
+_PAGE = 1000
+
+#: an application's check of one event against the state before it: the problems it finds
+Inspect = Callable[[Aggregate, RecordedEvent], Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing found wrong: its kind (``gap``, ``undecodable``, ``snapshot``, ``rule`` ...), where, and what."""
+
+    kind: str
+    stream_id: str
+    position: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.stream_id if self.position is None else f"{self.stream_id}@{self.position}"
+        return f"{self.kind}: {where}: {self.message}"
+
+
+@dataclass
+class VerifyReport:
+    """Counts of what was checked and of the problems found, with the first ``keep`` problems."""
+
+    keep: int = 50
+    streams: int = 0
+    events: int = 0
+    snapshots: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, problem: Problem) -> None:
+        self.counts[problem.kind] += 1
+        if len(self.problems) < self.keep:
+            self.problems.append(problem)
+
+    @property
+    def sound(self) -> bool:
+        return not self.counts
+
+    @property
+    def total_problems(self) -> int:
+        return sum(self.counts.values())
+
+
+def _walk(store: EventStore) -> Iterator[str]:
+    after: str | None = None
+    while page := store.stream_ids(after=after, limit=_PAGE):
+        yield from page
+        after = page[-1]
+
+
+def _snapshot_versions(snapshots: SnapshotStore, stream_id: str) -> list[int]:
+    """Every stored snapshot's version, oldest first."""
+    versions: list[int] = []
+    below: int | None = None
+    while (found := snapshots.load(stream_id, lte=below)) is not None:
+        versions.append(found.version)
+        if found.version <= 1:
+            break
+        below = found.version - 1
+    return versions[::-1]
+
+
+def verify_store(
+    events: EventStore,
+    codec: EventCodec,
+    repositories: Sequence[Repository[Any]],
+    *,
+    snapshots: SnapshotStore | None = None,
+    inspect: Inspect | None = None,
+    report: VerifyReport | None = None,
+    advance: Callable[[int], None] = lambda _n: None,
+) -> VerifyReport:
+    """Check every stream of ``events`` (see the module docstring); ``advance`` is told of each stream done."""
+    report = report or VerifyReport()
+    for stream_id in _walk(events):
+        _verify_stream(stream_id, events, codec, repositories, snapshots, inspect, report)
+        report.streams += 1
+        advance(1)
+    return report
+
+
+def _repository_for(stream_id: str, repositories: Sequence[Repository[Any]]) -> Repository[Any] | None:
+    matching = [r for r in repositories if stream_id.startswith(r.stream_prefix)]
+    return max(matching, key=lambda r: len(r.stream_prefix), default=None)
+
+
+def _verify_stream(
+    stream_id: str,
+    events: EventStore,
+    codec: EventCodec,
+    repositories: Sequence[Repository[Any]],
+    snapshots: SnapshotStore | None,
+    inspect: Inspect | None,
+    report: VerifyReport,
+) -> None:
+    repository = _repository_for(stream_id, repositories)
+    aggregate: Aggregate | None = None
+    if repository is not None:
+        aggregate = repository.aggregate_cls(stream_id[len(repository.stream_prefix) :])
+    pending = _snapshot_versions(snapshots, stream_id) if snapshots is not None and repository is not None else []
+    report.snapshots += len(pending)
+    expected, gt = 1, 0
+    while page := events.read(stream_id, gt=gt, limit=_PAGE):
+        gt = page[-1].position
+        for stored in page:
+            report.events += 1
+            if stored.position != expected:
+                report.add(
+                    Problem(
+                        "gap",
+                        stream_id,
+                        stored.position,
+                        f"positions jump from {expected - 1} to {stored.position}: events are missing",
+                    )
+                )
+                aggregate = None  # a fold with a hole in it proves nothing more
+            expected = stored.position + 1
+            recorded = _decode(codec, stored, report)
+            if recorded is None:
+                aggregate = None
+                continue
+            if aggregate is not None:
+                aggregate = _fold(aggregate, recorded, stream_id, inspect, report)
+            while aggregate is not None and pending and pending[0] == stored.position:
+                assert repository is not None and snapshots is not None
+                _compare_snapshot(repository, snapshots, aggregate, pending.pop(0), report)
+    for version in pending:
+        if version >= expected:
+            report.add(
+                Problem("snapshot", stream_id, version, f"a snapshot at version {version}, past the stream's end")
+            )
+
+
+def _decode(codec: EventCodec, stored: StoredEvent, report: VerifyReport) -> RecordedEvent | None:
+    try:
+        event, metadata = codec.decode(stored)
+    except (EskitError, ValueError, TypeError, KeyError) as exc:
+        report.add(Problem("undecodable", stored.stream_id, stored.position, f"{stored.type_name}: {exc}"))
+        return None
+    return RecordedEvent(stored.position, stored.type_name, event, metadata)
+
+
+def _fold(
+    aggregate: Aggregate, recorded: RecordedEvent, stream_id: str, inspect: Inspect | None, report: VerifyReport
+) -> Aggregate | None:
+    if inspect is not None:
+        for message in inspect(aggregate, recorded):
+            report.add(Problem("rule", stream_id, recorded.position, message))
+    try:
+        aggregate.replay(recorded.event, recorded.metadata)
+    except Exception as exc:  # an event the state cannot take (a license that was never issued ...)
+        report.add(Problem("fold", stream_id, recorded.position, f"{recorded.type_name} cannot apply: {exc!r}"))
+        return None
+    return aggregate
+
+
+def _compare_snapshot(
+    repository: Repository[Any], snapshots: SnapshotStore, aggregate: Aggregate, version: int, report: VerifyReport
+) -> None:
+    stream_id = repository.stream_id(aggregate.id)
+    snapshot = snapshots.load(stream_id, lte=version)
+    if snapshot is None or snapshot.version != version:
+        return  # removed meanwhile
+    serializer = repository.codec.serializer
+    try:
+        stored = serializer.loads(snapshot.state)
+    except EskitError as exc:
+        report.add(Problem("snapshot", stream_id, version, f"unreadable: {exc}"))
+        return
+    if snapshot.schema_version != type(aggregate).snapshot_version:
+        return  # an older schema: the repository upcasts or ignores it, the events decide
+    folded = serializer.loads(serializer.dumps(aggregate.to_snapshot()))
+    if stored != folded:
+        differing = sorted(k for k in set(stored) | set(folded) if stored.get(k) != folded.get(k))
+        report.add(
+            Problem(
+                "snapshot",
+                stream_id,
+                version,
+                f"differs from the fold of its events (in {', '.join(map(str, differing)) or 'its shape'})",
+            )
+        )

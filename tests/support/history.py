@@ -1,0 +1,74 @@
+"""Stores full of history made by the service itself, for the data tools' tests and benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from downloads.application import (
+    AccountCommand,
+    AcquireLicense,
+    ChangePlan,
+    DownloadsService,
+    OpenAccount,
+    RegisterDevice,
+    ReleaseLicense,
+    RenewLicense,
+    SetTitle,
+    StartPlayback,
+    SyncDevice,
+)
+from eskit import EventStore
+
+
+@dataclass
+class Built:
+    """What was built: the accounts, and every command sent under a key with the answer it got."""
+
+    accounts: list[str] = field(default_factory=list)
+    keyed: list[tuple[AccountCommand, str, dict[str, Any], bool]] = field(
+        default_factory=list
+    )  # cmd, key, body, created
+
+
+def build_history(service: DownloadsService, accounts: int, *, prefix: str = "acct") -> Built:
+    """``accounts`` accounts, each with devices, licenses played, renewed, released and synced, most under keys."""
+    built = Built()
+    service.set_title(SetTitle(title_id="t-open", studio="default"))
+    service.set_title(SetTitle(title_id="t-rare", studio="restricted"))
+
+    def send(command: AccountCommand, key: str | None) -> dict[str, Any]:
+        stream = service.accounts.stream_id(command.account_id)
+        before = service.accounts.events.version(stream)
+        reply = service.handle(command, idempotency_key=key)
+        if key is not None:
+            wrote = service.accounts.events.version(stream) > before
+            built.keyed.append((command, key, reply.body, reply.created, wrote))
+        return reply.body
+
+    for n in range(accounts):
+        a = f"{prefix}-{n:05d}"
+        built.accounts.append(a)
+        send(OpenAccount(account_id=a, plan="premium" if n % 3 else "basic"), f"{a}-open")
+        send(RegisterDevice(account_id=a, device_id=f"{a}-d1", model="phone"), f"{a}-reg1")
+        send(RegisterDevice(account_id=a, device_id=f"{a}-d2", model="tablet"), None)
+        first = send(AcquireLicense(account_id=a, device_id=f"{a}-d1", title_id="t-open"), f"{a}-acq1")
+        second = send(AcquireLicense(account_id=a, device_id=f"{a}-d1", title_id="t-rare"), f"{a}-acq2")
+        send(StartPlayback(account_id=a, license_id=first["license_id"]), f"{a}-play")
+        send(RenewLicense(account_id=a, license_id=second["license_id"]), f"{a}-renew")
+        send(ReleaseLicense(account_id=a, license_id=first["license_id"]), None)
+        send(SyncDevice(account_id=a, device_id=f"{a}-d1", license_ids=(second["license_id"], "gone")), f"{a}-sync")
+        if n % 5 == 0:
+            send(ChangePlan(account_id=a, plan="standard"), f"{a}-plan")
+    return built
+
+
+def all_events(store: EventStore) -> list[Any]:
+    """Every stored event of every stream, ordered by stream and position."""
+    found: list[Any] = []
+    after = None
+    while page := store.stream_ids(after=after, limit=500):
+        for stream in page:
+            found.extend(store.read(stream))
+        after = page[-1]
+    return sorted(found, key=lambda e: (e.stream_id, e.position))

@@ -72,3 +72,16 @@ def all_events(store: EventStore) -> list[Any]:
             found.extend(store.read(stream))
         after = page[-1]
     return sorted(found, key=lambda e: (e.stream_id, e.position))
+
+
+def archive_of_history(path: str, accounts: int) -> tuple[Any, Built]:
+    """A memory store of ``accounts`` accounts built by the service (snapshots every 4 events), exported to
+    ``path``; returns the source runtime (still open) and what was built."""
+    from downloads.bootstrap import bootstrap
+    from downloads.settings import Settings
+    from eskit.transfer import export_store
+
+    source = bootstrap(Settings(store="memory://", snapshot_every=4))
+    built = build_history(source.service, accounts)
+    export_store(source.stores, path)
+    return source, built

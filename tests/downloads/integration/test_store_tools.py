@@ -17,8 +17,7 @@ from downloads.entrypoints.cli import main
 from downloads.readmodels.readside import models_path
 from downloads.settings import Settings
 from eskit import EventMetadata
-from eskit.transfer import export_store
-from tests.support.history import Built, all_events, build_history
+from tests.support.history import Built, all_events, archive_of_history, build_history
 
 
 def wired(url: str, **options: Any) -> Runtime:
@@ -44,10 +43,8 @@ def assert_replays(service: DownloadsService, built: Built) -> None:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A store of 2,000 accounts built by the service (with snapshots and keyed commands), and its export."""
-    source = wired("memory://")
-    built = build_history(source.service, 2000)
     archive = str(tmp_path_factory.mktemp("export") / "downloads.jsonl.gz")
-    export_store(source.stores, archive)
+    source, built = archive_of_history(archive, 2000)
     yield source, built, archive
     source.close()
 

@@ -26,9 +26,8 @@ class Built:
     """What was built: the accounts, and every command sent under a key with the answer it got."""
 
     accounts: list[str] = field(default_factory=list)
-    keyed: list[tuple[AccountCommand, str, dict[str, Any], bool]] = field(
-        default_factory=list
-    )  # cmd, key, body, created
+    #: command, key, body, created, and whether it wrote events (a command that wrote none leaves no key record)
+    keyed: list[tuple[AccountCommand, str, dict[str, Any], bool, bool]] = field(default_factory=list)
 
 
 def build_history(service: DownloadsService, accounts: int, *, prefix: str = "acct") -> Built:

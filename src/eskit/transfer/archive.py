@@ -93,8 +93,10 @@ class ArchiveWriter:
         self.path = path
         self._partial = path + ".partial"
         self._raw = open(self._partial, "wb")  # noqa: SIM115 - closed by finish or abort
-        self._out = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6)
+        self._out = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=1)
         self._digest = hashlib.sha256()
+        self._buffer: list[bytes] = []  # lines not yet compressed: one write per MiB costs less than one per line
+        self._buffered = 0
         self.streams = 0
         self.events = 0
         self._line(
@@ -110,8 +112,16 @@ class ArchiveWriter:
 
     def _line(self, value: dict[str, Any]) -> None:
         line = orjson.dumps(value) + b"\n"
-        self._digest.update(line)
-        self._out.write(line)
+        self._buffer.append(line)
+        self._buffered += len(line)
+        if self._buffered >= 1 << 20:
+            self._flush()
+
+    def _flush(self) -> None:
+        chunk = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        self._digest.update(chunk)
+        self._out.write(chunk)
 
     def write(self, event: StoredEvent) -> None:
         line: dict[str, Any] = {
@@ -130,6 +140,7 @@ class ArchiveWriter:
             self.streams += 1
 
     def finish(self) -> ArchiveSummary:
+        self._flush()
         summary = ArchiveSummary(self.streams, self.events, self._digest.hexdigest())
         trailer = {"end": True, "streams": summary.streams, "events": summary.events, "sha256": summary.sha256}
         self._out.write(orjson.dumps(trailer) + b"\n")

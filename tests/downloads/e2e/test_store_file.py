@@ -84,3 +84,34 @@ def test_a_full_disk_is_503_and_not_ready(tmp_path: Path) -> None:
 def test_readyz_tells_anonymous_callers_only_a_status(tmp_path: Path) -> None:
     with running_server(tmp_path) as server:
         assert _readyz(server) == (200, {"status": "ready"})
+
+
+def _chattr(flag: str, paths: list[Path]) -> bool:
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        return False
+    import subprocess
+
+    done = subprocess.run([chattr, flag, *map(str, paths)], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def test_a_store_file_made_read_only_while_serving_is_503_and_not_ready(tmp_path: Path) -> None:
+    db = tmp_path / "downloads.db"
+    with running_server(tmp_path, store=f"sqlite:///{db}") as server:
+        assert _open_account(server) == 201
+        files = [p for p in _db_files(db) if not p.name.endswith("-shm")]
+        # The immutable flag refuses writes even through descriptors already open (a chmod would
+        # not), which is what a file turned read-only under a running server looks like to it.
+        # The -shm index stays writable: SQLite maps it into memory, where a refused write is a
+        # SIGBUS, not an error it could report.
+        if not _chattr("+i", files):
+            pytest.skip("cannot set the immutable flag here (needs root on ext4, xfs or btrfs)")
+        try:
+            with server.client() as http:
+                for _ in range(5):
+                    answer = http.post("/v1/accounts", json={"account_id": unique_id(), "plan": "basic"})
+                    expect_error(answer, 503, "STORE_UNAVAILABLE")
+            assert _readyz(server) == (503, {"status": "unavailable"})
+        finally:
+            _chattr("-i", files)

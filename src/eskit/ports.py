@@ -123,6 +123,14 @@ class SnapshotStore(abc.ABC):
     def load(self, stream_id: str, *, lte: int | None = None) -> Snapshot | None:
         """Return the newest snapshot at or below version ``lte`` (any if None), or None."""
 
+    @abc.abstractmethod
+    def versions(self, stream_id: str) -> list[int]:
+        """Return the versions of the stream's stored snapshots, oldest first."""
+
+    @abc.abstractmethod
+    def delete(self, stream_id: str, versions: Sequence[int]) -> None:
+        """Remove the stream's snapshots at ``versions`` (a version with none is ignored)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the store must not be used afterwards."""
 

@@ -43,16 +43,41 @@ class RecordedEvent:
 
 @dataclass(frozen=True)
 class SnapshotPolicy:
-    """When to snapshot: after a save that crosses a multiple of ``every`` events.
+    """When to snapshot, and which snapshots to keep.
 
-    ``every=0`` turns snapshots off.
+    A snapshot is taken after a save that crosses a multiple of ``every``
+    events (``every=0`` turns snapshots off). After each one, older snapshots
+    are removed except the newest ``keep_latest`` and the oldest one in each
+    span of ``keep_every`` versions: loading the latest state needs only the
+    newest, and time travel to any version still starts from a snapshot at
+    most about ``keep_every + every`` events before it, so its cost stays flat
+    in history length while a stream keeps about one snapshot per
+    ``keep_every`` events instead of one per ``every`` (``keep_every=0`` keeps
+    only the newest ``keep_latest``).
     """
 
     every: int = 100
+    keep_latest: int = 2
+    keep_every: int = 1000
 
     def due(self, before: int, after: int) -> bool:
         """Tell whether a save moving the stream from ``before`` to ``after`` should snapshot."""
         return self.every > 0 and after // self.every > before // self.every
+
+    def expendable(self, versions: Sequence[int]) -> list[int]:
+        """Which of a stream's snapshot ``versions`` (oldest first) the policy no longer keeps."""
+        newest = set(versions[-self.keep_latest :]) if self.keep_latest > 0 else set()
+        spans: set[int] = set()
+        dropped: list[int] = []
+        for version in versions:
+            if version in newest:
+                continue
+            span = version // self.keep_every if self.keep_every > 0 else None
+            if span is not None and span not in spans:
+                spans.add(span)
+                continue
+            dropped.append(version)
+        return dropped
 
 
 class Repository(Generic[A]):
@@ -206,4 +231,15 @@ class Repository(Generic[A]):
         except Exception:  # a snapshot is an optimisation: never fail the command for it
             log.exception("snapshot of %s v%d failed", aggregate.id, aggregate.version)
             return False
+        self._prune(self.stream_id(aggregate.id))
         return True
+
+    def _prune(self, stream_id: str) -> None:
+        """Remove the stream's snapshots the policy no longer keeps (a failure only leaves them a while longer)."""
+        assert self.snapshots is not None
+        try:
+            dropped = self.snapshot_policy.expendable(self.snapshots.versions(stream_id))
+            if dropped:
+                self.snapshots.delete(stream_id, dropped)
+        except Exception:
+            log.exception("pruning the snapshots of %s failed", stream_id)

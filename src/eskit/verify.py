@@ -84,14 +84,7 @@ def _walk(store: EventStore) -> Iterator[str]:
 
 def _snapshot_versions(snapshots: SnapshotStore, stream_id: str) -> list[int]:
     """Every stored snapshot's version, oldest first."""
-    versions: list[int] = []
-    below: int | None = None
-    while (found := snapshots.load(stream_id, lte=below)) is not None:
-        versions.append(found.version)
-        if found.version <= 1:
-            break
-        below = found.version - 1
-    return versions[::-1]
+    return snapshots.versions(stream_id)
 
 
 def verify_store(

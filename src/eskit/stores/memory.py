@@ -118,6 +118,16 @@ class InMemorySnapshotStore(SnapshotStore):
             versions = [v for v in self._snapshots.get(stream_id, {}) if lte is None or v <= lte]
             return self._snapshots[stream_id][max(versions)] if versions else None
 
+    def versions(self, stream_id: str) -> list[int]:
+        with self._lock:
+            return sorted(self._snapshots.get(stream_id, {}))
+
+    def delete(self, stream_id: str, versions: Sequence[int]) -> None:
+        with self._lock:
+            held = self._snapshots.get(stream_id, {})
+            for version in versions:
+                held.pop(version, None)
+
 
 def open_stores(url: str, **_: Any) -> Stores:
     """New, empty in-memory stores (``memory://``); every call gets its own."""

@@ -326,6 +326,19 @@ class SnapshotStoreContract:
         loaded = snapshots.load(stream)
         assert loaded is not None and loaded.state == b'{"a":2}'
 
+    def test_versions_list_and_delete_removes_only_what_it_names(self, snapshots: SnapshotStore) -> None:
+        stream, other = unique_stream(), unique_stream()
+        for version in (30, 10, 20, 40):
+            snapshots.save(self.snap(stream, version))
+        snapshots.save(self.snap(other, 10))
+        assert snapshots.versions(stream) == [10, 20, 30, 40]
+        snapshots.delete(stream, [10, 30, 99])
+        assert snapshots.versions(stream) == [20, 40]
+        assert snapshots.load(stream, lte=35) == self.snap(stream, 20)
+        assert snapshots.versions(other) == [10]
+        assert snapshots.versions(unique_stream()) == []
+        snapshots.delete(stream, [])
+
     def test_snapshots_of_streams_are_independent(self, snapshots: SnapshotStore) -> None:
         a, b = unique_stream(), unique_stream()
         snapshots.save(self.snap(a, 3))

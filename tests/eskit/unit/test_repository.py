@@ -115,6 +115,7 @@ class Backend:
         self,
         *,
         every: int = 0,
+        keep_every: int = 1000,
         snapshot_upcasters: Upcasters | None = None,
         aggregate: type[Counter] = Counter,
     ) -> Repository[Counter]:
@@ -123,7 +124,7 @@ class Backend:
             self.events,
             EventCodec([Added]),
             snapshots=self.snapshots,
-            snapshot_policy=SnapshotPolicy(every=every),
+            snapshot_policy=SnapshotPolicy(every=every, keep_every=keep_every),
             snapshot_upcasters=snapshot_upcasters,
             stream_prefix="counter-",
         )
@@ -200,6 +201,32 @@ def test_a_snapshot_that_fails_to_be_taken_does_not_fail_the_save(backend: Backe
 
     assert snapshot_state(backend) is None
     assert repo.load("c").total == 11
+
+
+def test_a_stream_keeps_its_newest_two_snapshots_and_the_first_of_each_span(backend: Backend) -> None:
+    # Snapshots used to be kept forever: one per 10 events here, a hundred of them.
+    repo = backend.repository(every=10, keep_every=100)
+    add_one_by_one(repo, [1] * 1000)
+
+    assert backend.snapshots.versions("counter-c") == [10, 100, 200, 300, 400, 500, 600, 700, 800, 900, 990, 1000]
+    assert snapshot_state(backend) == (1000, {"total": 1000, "additions": 1000})
+
+
+def test_after_pruning_time_travel_still_starts_from_a_snapshot_near_the_point(backend: Backend) -> None:
+    repo = backend.repository(every=10, keep_every=100)
+    add_one_by_one(repo, [1] * 600)
+    for version in (9, 55, 150, 199, 201, 399, 455, 589, 600):
+        counter = repo.load("c", version=version)
+        started = backend.events_read_after()
+        assert (counter.version, counter.total) == (version, version)
+        assert version - started <= 100 + 10, (version, started)
+
+
+def test_keeping_no_spans_leaves_only_the_newest_snapshots(backend: Backend) -> None:
+    repo = backend.repository(every=5, keep_every=0)
+    add_one_by_one(repo, [2] * 40)
+
+    assert backend.snapshots.versions("counter-c") == [35, 40]
 
 
 # -- loading from snapshots -----------------------------------------------------

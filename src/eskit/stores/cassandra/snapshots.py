@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from eskit.events import Snapshot
 from eskit.ports import SnapshotStore
 from eskit.stores.cassandra.session import CassandraSession
@@ -38,6 +40,13 @@ class CassandraSnapshotStore(SnapshotStore):
         return Snapshot(
             stream_id, row.version, row.type_name, row.schema_version, bytes(row.state), from_micros(row.recorded_at)
         )
+
+    def versions(self, stream_id: str) -> list[int]:
+        return sorted(int(row.version) for row in self.db.query(self.sql.select_snapshot_versions, (stream_id,)))
+
+    def delete(self, stream_id: str, versions: Sequence[int]) -> None:
+        for version in versions:
+            self.db.query(self.sql.delete_snapshot, (stream_id, version))
 
     def close(self) -> None:
         """The connection is shared with the event store, which closes it."""

@@ -48,6 +48,8 @@ class Statements:
                 f"INSERT INTO {ks}.snapshots (stream_id, version, type_name, schema_version, state, recorded_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)"
             )
+            self.select_snapshot_versions = p(f"SELECT version FROM {ks}.snapshots WHERE stream_id = ?")
+            self.delete_snapshot = p(f"DELETE FROM {ks}.snapshots WHERE stream_id = ? AND version = ?")
             self.select_snapshot = p(
                 f"SELECT version, type_name, schema_version, state, recorded_at FROM {ks}.snapshots"
                 " WHERE stream_id = ? AND version <= ? LIMIT 1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from eskit.events import Snapshot
 from eskit.ports import SnapshotStore
@@ -52,6 +53,20 @@ class SQLiteSnapshotStore(SnapshotStore):
             state=bytes(state),
             recorded_at=from_micros(recorded_at),
         )
+
+    def versions(self, stream_id: str) -> list[int]:
+        conn = self.db.get()
+        with translate_errors():
+            rows = conn.execute("SELECT version FROM snapshots WHERE stream_id = ? ORDER BY version", (stream_id,))
+            return [int(row[0]) for row in rows.fetchall()]
+
+    def delete(self, stream_id: str, versions: Sequence[int]) -> None:
+        if not versions:
+            return
+        with self.db.transaction(immediate=True) as conn:
+            conn.executemany(
+                "DELETE FROM snapshots WHERE stream_id = ? AND version = ?", [(stream_id, v) for v in versions]
+            )
 
     def close(self) -> None:
         self.db.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 _PAGE = 1000
+#: streams read at once by an export that walks the streams
+_READERS = 16
 
 
 class NotEmpty(EskitError):
@@ -109,13 +112,25 @@ def export_store(stores: Stores, path: str, *, progress: Progress = quiet) -> Ar
                 advance(len(page))
             return out.finish()
     header = ArchiveHeader(created_at=now, source=source, consistency="per-stream", feed_cut=None)
-    with ArchiveWriter(path, header) as out, progress("exporting", unit="events") as advance:
-        for stream_id in _walk_streams(stores.events):
-            count = 0
-            for event in _read_stream(stores.events, stream_id):
-                out.write(event)
-                count += 1
-            advance(count)
+    events = stores.events
+
+    def whole(stream_id: str) -> list[StoredEvent]:
+        return list(_read_stream(events, stream_id))
+
+    # Streams are read a few dozen at a time in parallel (each read is a round trip or two on a
+    # networked store) and written in walk order; memory holds at most one such group of streams.
+    with (
+        ArchiveWriter(path, header) as out,
+        progress("exporting", unit="events") as advance,
+        ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="eskit-export") as pool,
+    ):
+        last: str | None = None
+        while streams := events.stream_ids(after=last, limit=_READERS * 2):
+            for stream in pool.map(whole, streams):
+                for event in stream:
+                    out.write(event)
+                advance(len(stream))
+            last = streams[-1]
         return out.finish()
 
 

@@ -316,3 +316,17 @@ def test_appends_racing_a_load_are_never_overwritten(sqlite: Any) -> None:
     with pytest.raises(Diverged):
         loader.flush()
     assert target.events.version("x") == 1
+
+
+def test_a_store_without_a_single_feed_is_exported_stream_by_stream(tmp_path: Path, sqlite: Any) -> None:
+    full = sqlite("source.db")
+    _fill(full.events, streams=70)
+    source = Stores(full.url, full.events, full.snapshots, None)
+    archive = str(tmp_path / "d.jsonl.gz")
+    summary = export_store(source, archive)
+    header = ArchiveReader(archive).header
+    assert (header.consistency, header.feed_cut) == ("per-stream", None)
+    target = sqlite("target.db")
+    import_store(archive, target.events)
+    assert summary.streams == 71
+    assert _everything(target.events) == _everything(full.events)

@@ -45,8 +45,9 @@ def bootstrap(
     policy: Policy | None = None,
     observer: ServiceObserver | None = None,
     wrap_events: Callable[[EventStore], EventStore] | None = None,
+    codec: EventCodec | None = None,
 ) -> Runtime:
-    """Open the stores, load the policy and wire the service.
+    """Open the stores, load the policy and wire the service (``codec`` replaces :func:`make_codec`'s).
 
     Raises :class:`~downloads.adapters.policy_file.PolicyError` for a bad policy file
     and eskit store errors for a bad or unreachable store.
@@ -56,7 +57,7 @@ def bootstrap(
     events: EventStore = stores.events
     if wrap_events is not None:
         events = wrap_events(events)
-    codec = make_codec()
+    codec = codec or make_codec()
     snapshots = SnapshotPolicy(every=settings.snapshot_every)
     accounts = Repository(
         Account,
@@ -84,7 +85,7 @@ def bootstrap(
 def open_read_side(runtime: Runtime) -> ReadSide | None:
     """The read side of a wired runtime (not started), or None for a store that has none yet (Cassandra)."""
     try:
-        return ReadSide(runtime.stores, make_codec(), runtime.policy, runtime.service)
+        return ReadSide(runtime.stores, runtime.service.accounts.codec, runtime.policy, runtime.service)
     except ReadSideUnavailable as exc:
         log.warning("no read side: %s", exc)
         return None

@@ -20,7 +20,7 @@ from downloads.entrypoints.cli import main
 from downloads.settings import Settings
 from eskit import open_stores
 from eskit.transfer import ArchiveReader, CopyState, copy_store
-from tests.downloads.integration.test_store_tools import answers, assert_replays
+from tests.downloads.integration.test_store_tools import answers, assert_replays, newer_codec
 from tests.support.cassandra import ClusterPool, fresh_keyspace, store_url
 from tests.support.history import all_events, archive_of_history, build_history
 from tests.support.server import running_server
@@ -38,7 +38,7 @@ def test_an_archive_imported_into_cassandra_holds_every_event_and_answers_and_re
     url = store_url(cluster, fresh_keyspace("imported"))
     try:
         assert main(["store", "import", archive, "--store", url]) == 0
-        target = bootstrap(Settings(store=url, snapshot_every=4))
+        target = bootstrap(Settings(store=url, snapshot_every=4), codec=newer_codec())  # one schema later
         try:
             assert all_events(target.stores.events) == all_events(source.stores.events)
             assert answers(target.service, built.accounts) == answers(source.service, built.accounts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import sqlite3
 from pathlib import Path
@@ -12,16 +13,33 @@ import pytest
 
 from downloads.application import DownloadsService
 from downloads.bootstrap import Runtime, bootstrap, open_read_side
-from downloads.domain.events import LicenseIssued
+from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS
+from downloads.domain.events import DeviceRegistered, LicenseIssued
 from downloads.entrypoints.cli import main
 from downloads.readmodels.readside import models_path
 from downloads.settings import Settings
-from eskit import EventMetadata
+from eskit import EventCodec, EventMetadata, Upcasters
 from tests.support.history import Built, all_events, archive_of_history, build_history
 
 
-def wired(url: str, **options: Any) -> Runtime:
-    return bootstrap(Settings(store=url, snapshot_every=4, **options))
+def wired(url: str, *, codec: EventCodec | None = None) -> Runtime:
+    return bootstrap(Settings(store=url, snapshot_every=4), codec=codec)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceRegisteredV2(DeviceRegistered):
+    """Code that moved on after the store was written: ``DeviceRegistered`` at schema 2 has a new field."""
+
+    version = 2
+    registered_from: str = "app"
+
+
+def newer_codec() -> EventCodec:
+    """Today's codec with DeviceRegistered at v2 and the upcaster from the v1 events the store holds."""
+    upcasters = Upcasters()
+    upcasters.register("DeviceRegistered", 1, lambda data: {**data, "registered_from": "before-v2"})
+    classes = [DeviceRegisteredV2 if cls is DeviceRegistered else cls for cls in (*ACCOUNT_EVENTS, *TITLE_EVENTS)]
+    return EventCodec(classes, upcasters=upcasters)
 
 
 def answers(service: DownloadsService, accounts: list[str]) -> list[Any]:
@@ -57,9 +75,13 @@ def test_an_import_into_sqlite_holds_every_event_and_answers_and_replays_as_befo
     url = f"sqlite:///{tmp_path / 'imported.db'}"
     assert main(["store", "import", archive, "--store", url]) == 0
     assert "imported 2,002 streams" in capsys.readouterr().out  # 2,000 accounts and two titles
-    target = wired(url)
+    # The imported store is read by code one schema later: its v1 events go through the upcaster.
+    target = wired(url, codec=newer_codec())
     try:
         assert all_events(target.stores.events) == all_events(source.stores.events)
+        registered = [r.event for r in target.service.accounts.history(built.accounts[7])[1:3]]
+        assert [type(e) for e in registered] == [DeviceRegisteredV2, DeviceRegisteredV2]
+        assert {e.registered_from for e in registered} == {"before-v2"}  # type: ignore[attr-defined]
         assert answers(target.service, built.accounts) == answers(source.service, built.accounts)
         assert_replays(target.service, built)
     finally:

@@ -7,14 +7,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from downloads.adapters.denials import CassandraDenialLog, InMemoryDenialLog, SQLiteDenialLog, denial_log_path
 from downloads.adapters.policy_file import load_policy
 from downloads.application import Clock, DownloadsService, ServiceObserver, system_clock
+from downloads.application.ports import DenialLog
 from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS, Account, Policy, Title
 from downloads.readmodels.readside import ReadSide, ReadSideUnavailable
 from downloads.settings import Settings
 from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, Stores, open_stores
+from eskit.stores.sqlite import sqlite_path
 
-__all__ = ["Runtime", "bootstrap", "make_codec", "open_read_side"]
+__all__ = ["Runtime", "bootstrap", "make_codec", "open_denial_log", "open_read_side"]
 
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ class Runtime:
     service: DownloadsService
 
     def close(self) -> None:
+        if self.service.denials is not None:
+            self.service.denials.close()
         self.stores.close()
 
 
@@ -71,6 +76,7 @@ def bootstrap(
         Title, events, codec, snapshots=stores.snapshots, snapshot_policy=snapshots, stream_prefix="title-"
     )
     service = DownloadsService(
+        denials=open_denial_log(stores, kept=settings.denials_kept),
         accounts=accounts,
         titles=titles,
         policy=policy,
@@ -80,6 +86,16 @@ def bootstrap(
         cache_size=settings.cache_size,
     )
     return Runtime(settings=settings, policy=policy, stores=stores, service=service)
+
+
+def open_denial_log(stores: Stores, *, kept: int) -> DenialLog:
+    """Where the store's deployment keeps denials: a file beside a SQLite store's, a table in a keyspace."""
+    if stores.url.startswith("sqlite:"):
+        return SQLiteDenialLog(denial_log_path(sqlite_path(stores.url)), kept=kept)
+    if stores.url.startswith("cassandra:"):
+        session = stores.events.db  # type: ignore[attr-defined]
+        return CassandraDenialLog(session.session, session.settings.keyspace, kept=kept)
+    return InMemoryDenialLog(kept=kept)
 
 
 def open_read_side(runtime: Runtime) -> ReadSide | None:

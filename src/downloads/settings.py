@@ -19,6 +19,7 @@
 | max_header_bytes | DOWNLOADS_MAX_HEADER_BYTES | 65536 | a larger request head is 431 |
 | body_timeout | DOWNLOADS_BODY_TIMEOUT | 10 | seconds to receive a request's whole body (408 after) |
 | max_concurrency | DOWNLOADS_MAX_CONCURRENCY | 256 | requests one worker handles at once; more wait in the backlog |
+| denials_kept | DOWNLOADS_DENIALS_KEPT | 1000 | refused commands kept per account, newest (Cassandra: 90 days) |
 | read_side | DOWNLOADS_READ_SIDE | background | background: serve runs the read side (one runner at a time); |
 |  |  |  | off: `downloads project` runs it |
 | create_schema | DOWNLOADS_CREATE_SCHEMA | (backend's) | create tables on first use (SQLite always; Cassandra if |
@@ -61,3 +62,4 @@ class Settings(BaseSettings):
     body_timeout: float = Field(default=10.0, gt=0, le=600)
     max_concurrency: int = Field(default=256, ge=1, le=100_000)
     read_side: Literal["background", "off"] = "background"
+    denials_kept: int = Field(default=1000, ge=1, le=100_000)

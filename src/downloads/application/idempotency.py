@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from downloads.application.commands import AccountCommand
+from downloads.application.presenters import jsonable
 from downloads.domain import AcceptedRequest, Account, Invalid
 from downloads.domain.requests import reply_record
 from eskit import EventMetadata, Repository
@@ -54,17 +55,22 @@ def command_metadata(
     created: bool,
     keep: timedelta,
 ) -> list[EventMetadata]:
-    """The metadata of a command's ``events`` events; under a key, the first holds the key record."""
+    """The metadata of a command's ``events`` events.
+
+    Every event names the command; the first also holds its arguments (what a re-decision under
+    another policy needs) and, under a key, the key record.
+    """
     each = EventMetadata(recorded_at=at, request_id=key or f"auto-{uuid.uuid4().hex}", command=command.name)
+    arguments = jsonable(command.arguments())
     if key is None:
-        return [each] * events
+        return [dataclasses.replace(each, extra={"args": arguments})] + [each] * (events - 1)
     record = {
         "fingerprint": fingerprint(command),
         "created": created,
         "body": body,
         "keep_seconds": keep.total_seconds(),
     }
-    return [dataclasses.replace(each, extra={"reply": record})] + [each] * (events - 1)
+    return [dataclasses.replace(each, extra={"args": arguments, "reply": record})] + [each] * (events - 1)
 
 
 def original_body(accounts: Repository[Account], account_id: str, prior: AcceptedRequest) -> dict[str, Any]:

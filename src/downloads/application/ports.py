@@ -1,12 +1,13 @@
-"""What the application needs from outside: a clock and an observer of outcomes."""
+"""What the application needs from outside: a clock, an observer of outcomes, and a log of denials."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["Clock", "ServiceObserver", "system_clock"]
+__all__ = ["Clock", "Denial", "DenialLog", "ServiceObserver", "system_clock"]
 
 #: the time now, aware
 Clock = Callable[[], datetime]
@@ -23,3 +24,35 @@ class ServiceObserver(Protocol):
     def conflict(self, command: str, attempt: int) -> None: ...
 
     def outcome(self, command: str, code: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Denial:
+    """A command a rule refused: when it was decided, what it asked, and why it was refused.
+
+    ``args`` and ``details`` are JSON-ready (times as ISO strings with a ``Z``).
+    """
+
+    at: datetime
+    command: str
+    args: dict[str, Any]
+    code: str
+    message: str
+    details: dict[str, Any]
+    request_id: str | None
+
+
+class DenialLog(Protocol):
+    """Where denials are kept, apart from the account's events, so recording one never conflicts with a
+    command the account accepts; each account keeps its newest ``kept`` denials and no more."""
+
+    kept: int
+
+    def record(self, account_id: str, denial: Denial) -> None:
+        """Keep ``denial``, dropping the account's oldest beyond the bound."""
+
+    def page(self, account_id: str, *, after: str | None, limit: int) -> tuple[list[Denial], str | None]:
+        """The account's denials newest first, after cursor ``after``; and the cursor of the next page."""
+
+    def close(self) -> None:
+        """Release what the log holds open."""

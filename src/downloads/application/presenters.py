@@ -8,17 +8,22 @@ the tests read answers through them (product spec section 4).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel
 
+from downloads.application.ports import Denial
 from downloads.domain import Account, Device, License, Policy, TitleInfo
 from downloads.domain.model import ACTIVE
 
 __all__ = [
     "AccountOut",
     "DeactivatedOut",
+    "DenialOut",
+    "DenialsOut",
     "DeviceOut",
     "DownloadsOut",
     "EventOut",
@@ -36,8 +41,10 @@ __all__ = [
     "TitleOut",
     "as_body",
     "iso",
+    "jsonable",
     "present_account",
     "present_deactivated",
+    "present_denials",
     "present_device",
     "present_license",
     "present_title",
@@ -115,6 +122,21 @@ class EventOut(BaseModel):
 class EventsOut(BaseModel):
     events: list[EventOut]
     next: int | None
+
+
+class DenialOut(BaseModel):
+    at: str
+    command: str
+    args: dict[str, Any]
+    code: str
+    message: str
+    details: dict[str, Any]
+    request_id: str | None
+
+
+class DenialsOut(BaseModel):
+    denials: list[DenialOut]
+    next: str | None
 
 
 class TitleOut(BaseModel):
@@ -220,3 +242,27 @@ def present_title(info: TitleInfo) -> TitleOut:
 def as_body(model: BaseModel) -> dict[str, Any]:
     """A presented answer as the JSON-ready mapping that replies store and replay."""
     return model.model_dump(mode="json")
+
+
+def jsonable(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` with times as ISO 8601 strings in UTC with a ``Z`` (and anything else not JSON as text)."""
+    result: dict[str, Any] = orjson.loads(orjson.dumps(value, option=orjson.OPT_UTC_Z, default=str))
+    return result
+
+
+def present_denials(denials: Sequence[Denial], following: str | None) -> DenialsOut:
+    return DenialsOut(
+        denials=[
+            DenialOut(
+                at=iso(d.at) or "",
+                command=d.command,
+                args=d.args,
+                code=d.code,
+                message=d.message,
+                details=d.details,
+                request_id=d.request_id,
+            )
+            for d in denials
+        ],
+        next=following,
+    )

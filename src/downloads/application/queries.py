@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from downloads.application.ports import Clock
+from downloads.application.ports import Clock, DenialLog
 from downloads.application.presenters import (
     DownloadsOut,
     EventOut,
@@ -19,6 +19,7 @@ from downloads.application.presenters import (
     as_body,
     iso,
     present_account,
+    present_denials,
     present_license,
     present_title,
 )
@@ -39,11 +40,29 @@ def title_not_found(title_id: str) -> NotFound:
 class DownloadsQueries:
     """Read-only answers over the account and title repositories."""
 
-    def __init__(self, *, accounts: Repository[Account], titles: Repository[Title], policy: Policy, clock: Clock):
+    def __init__(
+        self,
+        *,
+        accounts: Repository[Account],
+        titles: Repository[Title],
+        policy: Policy,
+        clock: Clock,
+        denials: DenialLog | None = None,
+    ):
         self.accounts = accounts
         self.titles = titles
         self.policy = policy
         self.clock = clock
+        self.denials = denials
+
+    def list_denials(self, account_id: str, *, after: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """A page of the account's recorded denials, newest first (``ACCOUNT_NOT_FOUND`` for no account)."""
+        if self.accounts.events.version(self.accounts.stream_id(account_id)) == 0:
+            raise account_not_found(account_id)
+        if self.denials is None:
+            return as_body(present_denials([], None))
+        found, following = self.denials.page(account_id, after=after, limit=limit)
+        return as_body(present_denials(found, following))
 
     def title_info(self, title_id: str) -> TitleInfo | None:
         """The title from the catalog, or from the policy's demo catalog, or None."""

@@ -9,6 +9,7 @@ and save the events with metadata that records the key once.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,13 +17,15 @@ from typing import Any
 from downloads.application.commands import AccountCommand, SetTitle
 from downloads.application.handlers import HANDLERS, Context
 from downloads.application.idempotency import command_metadata, original_body, remembered
-from downloads.application.ports import Clock, ServiceObserver, system_clock
-from downloads.application.presenters import as_body, present_title
+from downloads.application.ports import Clock, Denial, DenialLog, ServiceObserver, system_clock
+from downloads.application.presenters import as_body, jsonable, present_title
 from downloads.application.queries import DownloadsQueries, account_not_found
-from downloads.domain import Account, DomainError, Policy, Title, TitleInfo
+from downloads.domain import Account, Denied, DomainError, NotFound, Policy, Title, TitleInfo
 from eskit import CommandRunner, EventMetadata, Repository
 
 __all__ = ["DownloadsService", "Reply"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,9 @@ class DownloadsService(DownloadsQueries):
         observer: ServiceObserver | None = None,
         max_attempts: int = 20,
         cache_size: int = 0,
+        denials: DenialLog | None = None,
     ) -> None:
-        super().__init__(accounts=accounts, titles=titles, policy=policy, clock=clock)
+        super().__init__(accounts=accounts, titles=titles, policy=policy, clock=clock, denials=denials)
         self.account_commands = CommandRunner(accounts, cache_size=cache_size)
         self.title_commands = CommandRunner(titles)
         self.keep_requests = keep_requests
@@ -58,11 +62,16 @@ class DownloadsService(DownloadsQueries):
         self.max_attempts = max_attempts
 
     def handle(self, command: AccountCommand, *, idempotency_key: str | None = None) -> Reply:
-        """Run an account command; raise :class:`~downloads.domain.DomainError` when a rule refuses it."""
+        """Run an account command; raise :class:`~downloads.domain.DomainError` when a rule refuses it.
+
+        A refusal of a command on an account that exists is recorded in the denial log (when
+        there is one), apart from the account's events.
+        """
+        seen: dict[str, Any] = {}
         try:
             reply = self.account_commands.run(
                 command.account_id,
-                lambda account: self._decide(command, account, idempotency_key),
+                lambda account: self._decide(command, account, idempotency_key, seen),
                 metadata=lambda account, reply: command_metadata(
                     command,
                     key=idempotency_key,
@@ -78,12 +87,31 @@ class DownloadsService(DownloadsQueries):
             )
         except DomainError as exc:
             self._outcome(command, exc.code)
+            if seen.get("exists") and isinstance(exc, Denied | NotFound) and self.denials is not None:
+                self._record_denial(command, exc, seen["now"], idempotency_key)
             raise
         self._outcome(command, "REPLAYED" if reply.replayed else "OK")
         return reply
 
-    def _decide(self, command: AccountCommand, account: Account, key: str | None) -> Reply:
+    def _record_denial(self, command: AccountCommand, exc: DomainError, at: datetime, key: str | None) -> None:
+        assert self.denials is not None
+        denial = Denial(
+            at=at,
+            command=command.name,
+            args=jsonable(command.arguments()),
+            code=exc.code,
+            message=exc.message,
+            details=jsonable(exc.details),
+            request_id=key,
+        )
+        try:
+            self.denials.record(command.account_id, denial)
+        except Exception:  # the answer stands whether or not its record could be kept
+            log.exception("could not record the denial of %s on %s", command.name, command.account_id)
+
+    def _decide(self, command: AccountCommand, account: Account, key: str | None, seen: dict[str, Any]) -> Reply:
         now = account.decision_time(self.clock())
+        seen["now"], seen["exists"] = now, account.exists
         if key is not None:
             prior = remembered(account, key, command, now)
             if prior is not None:

@@ -231,7 +231,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
             events.extend(page["events"])
         if as_of is not None:
             events = [e for e in events if _parse_time(e["recorded_at"]) <= as_of]
-        for event in events:
+        shown = [e for e in events if _wanted(e["type"], _parse_time(e["recorded_at"]), args)]
+        for event in shown:
             data = " ".join(f"{k}={v}" for k, v in event["data"].items() if k not in ("at", "account_id"))
             print(printable(f"{event['seq']:>6}  {event['recorded_at']}  {event['type']:<18} {data}"))
         state = service.get_account(args.account, as_of=as_of)
@@ -251,9 +252,39 @@ def _cmd_history(args: argparse.Namespace) -> int:
                     f"{device['active_downloads']} active download(s)"
                 )
             )
+        if args.denials:
+            _print_denials(service, args)
     finally:
         app.close()
     return 0
+
+
+def _wanted(kind: str, at: datetime, args: argparse.Namespace) -> bool:
+    """Whether the history's filters (``--type``, ``--from``, ``--to``) keep an entry."""
+    if args.type and kind not in args.type:
+        return False
+    if args.since and at < _parse_time(args.since):
+        return False
+    return not (args.until and at > _parse_time(args.until))
+
+
+def _print_denials(service: Any, args: argparse.Namespace) -> None:
+    """The account's recorded denials (newest first), under the same time and command filters."""
+    print("\ndenied commands (newest first):")
+    after, count = None, 0
+    while True:
+        page = service.list_denials(args.account, after=after, limit=1000)
+        for d in page["denials"]:
+            if not _wanted(d["command"], _parse_time(d["at"]), args):
+                continue
+            arguments = " ".join(f"{k}={v}" for k, v in d["args"].items())
+            print(printable(f"  {d['at']}  {d['command']:<18} {arguments}  -> {d['code']}: {d['message']}"))
+            count += 1
+        if page["next"] is None:
+            break
+        after = page["next"]
+    if count == 0:
+        print("  (none)")
 
 
 def _open_read_side(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -386,6 +417,14 @@ def _parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="print an account's timeline")
     history.add_argument("account", help="account id")
     history.add_argument("--as-of", help="show the timeline and state up to this ISO 8601 time")
+    history.add_argument(
+        "--type",
+        action="append",
+        help="show only events of this type (e.g. LicenseIssued) or denials of this command; repeatable",
+    )
+    history.add_argument("--from", dest="since", help="show only what was recorded at or after this ISO 8601 time")
+    history.add_argument("--to", dest="until", help="show only what was recorded at or before this ISO 8601 time")
+    history.add_argument("--denials", action="store_true", help="also list the account's refused commands")
     store_option(history)
     history.set_defaults(run=_cmd_history)
     return parser

@@ -200,3 +200,38 @@ def test_history_as_of_a_time_with_no_utc_form_is_an_error_not_a_traceback(tmp_p
 
     assert result.returncode == 1
     assert result.stderr.startswith("UsageError: ") and "Traceback" not in result.stderr
+
+
+def test_history_filters_by_type_and_time_and_lists_denials(tmp_path: Path) -> None:
+    from downloads.application import AcquireLicense
+    from downloads.bootstrap import bootstrap
+    from downloads.domain import DomainError
+    from downloads.settings import Settings
+
+    store = f"sqlite:///{tmp_path / 'downloads.db'}"
+    app = bootstrap(Settings(store=store))
+    try:
+        app.service.handle(OpenAccount("acct-1", "basic"))
+        for device in ("d1", "d2"):
+            app.service.handle(RegisterDevice("acct-1", device, "phone"))
+        app.service.handle(AcquireLicense("acct-1", "d1", "demo-title-1"))
+        with pytest.raises(DomainError):
+            app.service.handle(AcquireLicense("acct-1", "d2", "demo-title-1"), idempotency_key="denied-1")
+    finally:
+        app.close()
+
+    only = _downloads("history", "acct-1", "--type", "DeviceRegistered", "--store", store)
+    assert only.returncode == 0, only.stderr
+    timeline = only.stdout.split("\n\n")[0].splitlines()
+    assert len(timeline) == 2 and all("DeviceRegistered" in line for line in timeline)
+    assert "denied" not in only.stdout
+
+    later = _downloads("history", "acct-1", "--from", "2999-01-01T00:00:00Z", "--store", store)
+    assert later.returncode == 0 and later.stdout.startswith("\n"), later.stdout  # no event that late
+
+    with_denials = _downloads("history", "acct-1", "--denials", "--store", store)
+    assert with_denials.returncode == 0, with_denials.stderr
+    denials = with_denials.stdout.split("denied commands (newest first):\n")[1].splitlines()
+    assert len(denials) == 1
+    assert "acquire_license" in denials[0] and "device_id=d2" in denials[0]
+    assert "DEVICE_LIMIT_REACHED" in denials[0]

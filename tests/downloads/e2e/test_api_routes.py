@@ -340,3 +340,41 @@ def test_license_lists_are_paged_in_issue_order(shared_server: Server) -> None:
         assert [lic["license_id"] for lic in active["licenses"]] == [issued[1]] and active["next"] == issued[1]
         expect_error(http.get(f"/v1/accounts/{account}/licenses", params={"after": "nope"}), 422, "INVALID_CURSOR")
         expect_error(http.get(f"/v1/accounts/{account}/licenses", params={"limit": 1001}), 422, "VALIDATION_ERROR")
+
+
+def test_denials_route_lists_refused_commands_newest_first_for_every_reading_role(shared_server: Server) -> None:
+    account = unique_id()
+    with shared_server.client() as http:
+        http.post("/v1/accounts", json={"account_id": account, "plan": "basic"}).raise_for_status()
+        for device in ("d1", "d2"):
+            http.post(f"/v1/accounts/{account}/devices", json={"device_id": device, "model": "m"}).raise_for_status()
+        http.post(f"/v1/accounts/{account}/licenses", json={"device_id": "d1", "title_id": "demo-title-1"})
+        for n in range(3):
+            refused = http.post(
+                f"/v1/accounts/{account}/licenses",
+                json={"device_id": "d2", "title_id": "demo-title-1"},
+                headers={"Idempotency-Key": f"deny-{n}"},
+            )
+            expect_error(refused, 409, "DEVICE_LIMIT_REACHED")
+        expect_error(http.post(f"/v1/accounts/{account}/licenses/nope/play"), 404, "LICENSE_NOT_FOUND")
+        page = http.get(f"/v1/accounts/{account}/denials", params={"limit": 2})
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert set(body) == {"denials", "next"} and body["next"]
+        first = body["denials"][0]
+        assert set(first) == {"at", "command", "args", "code", "message", "details", "request_id"}
+        assert (first["command"], first["code"], first["args"]) == (
+            "start_playback",
+            "LICENSE_NOT_FOUND",
+            {"license_id": "nope"},
+        )
+        _iso(first["at"])
+        rest = http.get(f"/v1/accounts/{account}/denials", params={"after": body["next"], "limit": 10}).json()
+        older = [*body["denials"][1:], *rest["denials"]]
+        assert [d["request_id"] for d in older] == ["deny-2", "deny-1", "deny-0"] and rest["next"] is None
+        assert older[0]["details"] == {"limit": 1, "used": 1, "plan": "basic"}
+        expect_error(http.get(f"/v1/accounts/{unique_id()}/denials"), 404, "ACCOUNT_NOT_FOUND")
+    with shared_server.client(role="support") as http:
+        assert len(http.get(f"/v1/accounts/{account}/denials").json()["denials"]) == 4
+    with shared_server.client(role=None) as http:
+        expect_error(http.get(f"/v1/accounts/{account}/denials"), 401, "UNAUTHENTICATED")

@@ -1,4 +1,4 @@
-"""Accounts: open, read (also as of a time or version), change plan, close, history."""
+"""Accounts: open, read (also as of a time or version), change plan, close, history, denials."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from downloads.application import ChangePlan, CloseAccount, OpenAccount
-from downloads.application.presenters import AccountOut, EventsOut
+from downloads.application.presenters import AccountOut, DenialsOut, EventsOut
 from downloads.entrypoints.http.deps import Commander, IdempotencyKey, Reader, Service
 from downloads.entrypoints.http.errors import ApiError
 from downloads.entrypoints.http.routes._links import ACCOUNT_LINKS
 from downloads.entrypoints.http.routes._reply import ERRORS, Body, reply
 from downloads.entrypoints.http.schemas import AccountIn, Id, PlanIn
 
-__all__ = ["account_events", "change_plan", "close_account", "get_account", "open_account", "router"]
+__all__ = ["account_denials", "account_events", "change_plan", "close_account", "get_account", "open_account", "router"]
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=ERRORS)
 
@@ -62,3 +62,15 @@ def account_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Body:
     return service.history(account_id, after=after, limit=limit)
+
+
+@router.get("/{account_id}/denials", response_model=DenialsOut)
+def account_denials(
+    account_id: Id,
+    service: Service,
+    _: Reader,
+    after: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9a-f-]+$", description="cursor from next")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Body:
+    """The account's refused commands, newest first: when, what was asked, the code and why."""
+    return service.list_denials(account_id, after=after, limit=limit)

@@ -1,0 +1,189 @@
+"""Denial logs: in memory, in a SQLite file beside the store's, and in the Cassandra keyspace.
+
+Each keeps an account's newest denials up to a bound, newest first, with an
+opaque cursor for paging. None of them touches the account's stream, so a flood
+of denied commands can never make an accepted one conflict and retry.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import random
+import threading
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from downloads.application.ports import Denial, DenialLog
+from eskit.stores.sqlite import SQLiteConnection
+from eskit.stores.sqlite.connection import translate_errors
+
+__all__ = ["CassandraDenialLog", "InMemoryDenialLog", "SQLiteDenialLog", "denial_log_path"]
+
+
+def _encode(denial: Denial) -> bytes:
+    return orjson.dumps(
+        {
+            "at": denial.at,
+            "command": denial.command,
+            "args": denial.args,
+            "code": denial.code,
+            "message": denial.message,
+            "details": denial.details,
+            "request_id": denial.request_id,
+        },
+        option=orjson.OPT_UTC_Z,
+        default=str,
+    )
+
+
+def _decode(data: bytes) -> Denial:
+    value: dict[str, Any] = orjson.loads(data)
+    return Denial(
+        at=datetime.fromisoformat(value["at"]),
+        command=value["command"],
+        args=value["args"],
+        code=value["code"],
+        message=value["message"],
+        details=value["details"],
+        request_id=value["request_id"],
+    )
+
+
+class InMemoryDenialLog(DenialLog):
+    """Denials in this process (memory stores, tests)."""
+
+    def __init__(self, *, kept: int = 1000) -> None:
+        self.kept = kept
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._by_account: dict[str, collections.deque[tuple[int, bytes]]] = {}
+
+    def record(self, account_id: str, denial: Denial) -> None:
+        with self._lock:
+            held = self._by_account.setdefault(account_id, collections.deque(maxlen=self.kept))
+            held.append((next(self._ids), _encode(denial)))
+
+    def page(self, account_id: str, *, after: str | None, limit: int) -> tuple[list[Denial], str | None]:
+        below = int(after) if after and after.isdigit() else None
+        with self._lock:
+            rows = [r for r in reversed(self._by_account.get(account_id, ())) if below is None or r[0] < below]
+        page = rows[:limit]
+        following = str(page[-1][0]) if len(rows) > limit else None
+        return [_decode(body) for _, body in page], following
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def denial_log_path(store_path: str) -> Path:
+    """``x.denials.db`` beside a store's ``x.db``."""
+    path = Path(store_path)
+    return path.with_name(path.stem + ".denials" + (path.suffix or ".db"))
+
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS denials (id INTEGER PRIMARY KEY AUTOINCREMENT, account_id TEXT NOT NULL,"
+    " body BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS denials_by_account ON denials (account_id, id)",
+)
+
+
+class SQLiteDenialLog(DenialLog):
+    """Denials in their own SQLite file: its write lock is not the store's, so denials never slow appends."""
+
+    def __init__(self, path: str | Path, *, kept: int = 1000) -> None:
+        self.kept = kept
+        self.db = SQLiteConnection(path, create=True, event_store=False)
+        self._ready = False  # the file is made by the first denial or read, not by opening the log
+
+    def _schema(self) -> None:
+        if not self._ready:
+            with self.db.transaction(immediate=True) as conn:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            self._ready = True
+
+    def record(self, account_id: str, denial: Denial) -> None:
+        self._schema()
+        with self.db.transaction(immediate=True) as conn:
+            conn.execute("INSERT INTO denials (account_id, body) VALUES (?, ?)", (account_id, _encode(denial)))
+            oldest_kept = conn.execute(
+                "SELECT id FROM denials WHERE account_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+                (account_id, self.kept - 1),
+            ).fetchone()
+            if oldest_kept is not None:
+                conn.execute("DELETE FROM denials WHERE account_id = ? AND id < ?", (account_id, oldest_kept[0]))
+
+    def page(self, account_id: str, *, after: str | None, limit: int) -> tuple[list[Denial], str | None]:
+        below = int(after) if after and after.isdigit() else 2**62
+        if not self._ready and not Path(self.db.path).exists():
+            return [], None  # nothing was ever denied here: reading makes no file
+        self._schema()
+        conn = self.db.get()
+        with translate_errors():
+            rows = conn.execute(
+                "SELECT id, body FROM denials WHERE account_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                (account_id, below, limit + 1),
+            ).fetchall()
+        page = rows[:limit]
+        following = str(page[-1][0]) if len(rows) > limit else None
+        return [_decode(bytes(body)) for _, body in page], following
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class CassandraDenialLog(DenialLog):
+    """Denials in the keyspace, one partition per account, newest first, each kept at most 90 days.
+
+    The count bound is kept by a range delete below the account's ``kept``-th newest
+    denial, run on about one record in 20 (so a partition holds at most about
+    ``kept + 20`` rows), instead of a read on every record.
+    """
+
+    TTL = 90 * 86400
+
+    def __init__(self, session: Any, keyspace: str, *, kept: int = 1000) -> None:
+        self.kept = kept
+        self.session = session
+        table = f"{keyspace}.denials"
+        session.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (account_id text, id timeuuid, body blob,"
+            " PRIMARY KEY (account_id, id)) WITH CLUSTERING ORDER BY (id DESC)",
+            timeout=60,
+        )
+        self._insert = session.prepare(
+            f"INSERT INTO {table} (account_id, id, body) VALUES (?, ?, ?) USING TTL {self.TTL}"
+        )
+        self._nth = session.prepare(f"SELECT id FROM {table} WHERE account_id = ? LIMIT ?")
+        self._prune = session.prepare(f"DELETE FROM {table} WHERE account_id = ? AND id < ?")
+        self._first = session.prepare(f"SELECT id, body FROM {table} WHERE account_id = ? LIMIT ?")
+        self._next = session.prepare(f"SELECT id, body FROM {table} WHERE account_id = ? AND id < ? LIMIT ?")
+
+    def record(self, account_id: str, denial: Denial) -> None:
+        self.session.execute(self._insert, (account_id, uuid.uuid1(), _encode(denial)))
+        if random.random() < 0.05:
+            rows = list(self.session.execute(self._nth, (account_id, self.kept)))
+            if len(rows) == self.kept:
+                self.session.execute(self._prune, (account_id, rows[-1].id))
+
+    def page(self, account_id: str, *, after: str | None, limit: int) -> tuple[list[Denial], str | None]:
+        if after:
+            try:
+                cursor = uuid.UUID(after)
+            except ValueError:
+                return [], None
+            rows = list(self.session.execute(self._next, (account_id, cursor, limit + 1)))
+        else:
+            rows = list(self.session.execute(self._first, (account_id, limit + 1)))
+        page = rows[:limit]
+        following = str(page[-1].id) if len(rows) > limit else None
+        return [_decode(bytes(row.body)) for row in page], following
+
+    def close(self) -> None:
+        """The session is the store's, which closes it."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from downloads.domain.policy import CatalogTitle, Plan, Policy, Studio
 
-__all__ = ["PolicyError", "load_policy", "parse_duration", "parse_policy"]
+__all__ = ["PolicyError", "load_policy", "parse_duration", "parse_policy", "policy_from_text"]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([dhms])\s*$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -169,4 +169,13 @@ def load_policy(path: str | Path | None) -> Policy:
         raise PolicyError(f"cannot read policy file {str(path)!r}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"policy file {str(path)!r} is not valid TOML: {exc}") from exc
+    return parse_policy(data)
+
+
+def policy_from_text(text: str) -> Policy:
+    """Read a policy from TOML text (a what-if request's); :class:`PolicyError` names what is wrong."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"the policy is not valid TOML: {exc}") from exc
     return parse_policy(data)

@@ -64,6 +64,8 @@ class Context:
     policy: Policy
     now: datetime
     title: Callable[[str], TitleInfo | None]
+    #: the id a new license gets (a re-decision keeps the id the license had); None: a fresh one
+    license_id: str | None = None
 
     def title_of_license(self, account: Account, license_id: str) -> TitleInfo | None:
         lic = account.licenses.get(license_id)
@@ -139,6 +141,7 @@ def acquire_license(command: AcquireLicense, account: Account, ctx: Context) -> 
         title=ctx.title(command.title_id),
         policy=ctx.policy,
         now=ctx.now,
+        license_id=ctx.license_id,
     )
     return Decision(present_license(account, lic), created=created)
 

@@ -31,6 +31,7 @@ __all__ = [
     "LicenseOut",
     "LicensesOut",
     "LookupOut",
+    "OutcomeOut",
     "ProjectionOut",
     "ProjectionsOut",
     "ReportOut",
@@ -39,6 +40,9 @@ __all__ = [
     "TitleLicenseOut",
     "TitleLicensesOut",
     "TitleOut",
+    "WhatIfAccountsOut",
+    "WhatIfDecisionOut",
+    "WhatIfOut",
     "as_body",
     "iso",
     "jsonable",
@@ -137,6 +141,30 @@ class DenialOut(BaseModel):
 class DenialsOut(BaseModel):
     denials: list[DenialOut]
     next: str | None
+
+
+class OutcomeOut(BaseModel):
+    status: Literal["accepted", "denied", "not_redecidable"]
+    code: str | None
+
+
+class WhatIfDecisionOut(BaseModel):
+    at: str
+    command: str
+    args: dict[str, Any]
+    was: OutcomeOut
+    would_be: OutcomeOut
+
+
+class WhatIfAccountsOut(BaseModel):
+    was: AccountOut
+    would_be: AccountOut
+
+
+class WhatIfOut(BaseModel):
+    decisions: list[WhatIfDecisionOut]
+    changed: int
+    account: WhatIfAccountsOut
 
 
 class TitleOut(BaseModel):

@@ -287,6 +287,67 @@ def _print_denials(service: Any, args: argparse.Namespace) -> None:
         print("  (none)")
 
 
+def _cmd_what_if(args: argparse.Namespace) -> int:
+    """Re-decide recorded commands under another policy; print what would change. Writes nothing."""
+    from downloads.adapters.policy_file import load_policy
+    from downloads.application.whatif import WhatIf, summarise
+    from downloads.bootstrap import bootstrap
+    from downloads.entrypoints.store_commands import progress_bar
+
+    other = load_policy(args.what_policy)
+    runtime = bootstrap(_settings(args, create_schema=False))
+    since = _parse_time(args.since) if args.since else None
+    until = _parse_time(args.until) if args.until else None
+    try:
+        engine = WhatIf(runtime.service, other)
+        if args.accounts:
+            for account_id in args.accounts:
+                result = engine.account(account_id, since=since, until=until)
+                print(printable(f"account {account_id}: {result.changed} of {result.commands} decisions change"))
+                for d in result.decisions:
+                    arguments = " ".join(f"{k}={v}" for k, v in d.args.items())
+                    before = d.was[1] or d.was[0]
+                    after = d.would_be[1] or d.would_be[0]
+                    print(printable(f"  {d.at.isoformat()}  {d.command:<16} {arguments}: {before} -> {after}"))
+                old, new = result.was, result.would_be
+                print(
+                    printable(
+                        f"  in the end: {len(old.active_licenses())} -> {len(new.active_licenses())} active "
+                        f"licenses, {len(old.devices_with_downloads())} -> {len(new.devices_with_downloads())} "
+                        "devices with downloads"
+                    )
+                )
+            return 0
+        prefix = runtime.service.accounts.stream_prefix
+        events = runtime.stores.events
+
+        def account_ids() -> Any:
+            after = None
+            while page := events.stream_ids(after=after, limit=1000):
+                yield from (s[len(prefix) :] for s in page if s.startswith(prefix))
+                after = page[-1]
+
+        started = time.monotonic()
+        try:
+            with progress_bar("re-deciding", unit="accounts") as advance:
+                summary = summarise(engine, account_ids(), advance=advance)
+        except KeyboardInterrupt:
+            print("interrupted: nothing was written", file=sys.stderr)
+            return 130
+        print(
+            f"{summary.accounts:,} accounts, {summary.commands:,} commands re-decided in "
+            f"{time.monotonic() - started:.1f} s: {summary.changed:,} decisions would change"
+            + (f", {summary.not_redecidable:,} recorded before commands were" if summary.not_redecidable else "")
+        )
+        if summary.by_change:
+            print(f"  {'count':>7}  {'command':<16} {'was':<28} {'would be':<28} studio")
+            for (command, was_code, would_code, studio), n in summary.by_change.most_common():
+                print(printable(f"  {n:>7}  {command:<16} {was_code:<28} {would_code:<28} {studio}"))
+    finally:
+        runtime.close()
+    return 0
+
+
 def _open_read_side(args: argparse.Namespace) -> tuple[Any, Any]:
     from downloads.bootstrap import bootstrap, open_read_side
 
@@ -413,6 +474,15 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument("name", help="projection name (see projections status)")
     store_option(rebuild)
     rebuild.set_defaults(run=_cmd_projections_rebuild)
+
+    what_if = sub.add_parser("what-if", help="re-decide recorded commands under another policy (writes nothing)")
+    what_if.add_argument("accounts", nargs="*", metavar="ACCOUNT", help="accounts to show in detail (default: all)")
+    what_if.add_argument("--policy", dest="what_policy", required=True, help="the other policy (TOML file)")
+    what_if.add_argument("--from", dest="since", help="re-decide commands from this ISO 8601 time")
+    what_if.add_argument("--to", dest="until", help="re-decide commands up to this ISO 8601 time")
+    what_if.add_argument("--current-policy", dest="policy", help="the policy in force (env DOWNLOADS_POLICY)")
+    store_option(what_if)
+    what_if.set_defaults(run=_cmd_what_if)
 
     history = sub.add_parser("history", help="print an account's timeline")
     history.add_argument("account", help="account id")

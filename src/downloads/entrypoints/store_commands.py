@@ -18,11 +18,11 @@ from typing import Any
 
 from downloads.settings import Settings
 
-__all__ = ["add_store_commands", "default_state_file"]
+__all__ = ["add_store_commands", "default_state_file", "progress_bar"]
 
 
 @contextlib.contextmanager
-def _bar(label: str, *, total: int | None = None, unit: str = "events") -> Iterator[Callable[[int], None]]:
+def progress_bar(label: str, *, total: int | None = None, unit: str = "events") -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr: redrawn every second on a terminal, every ten seconds in a log."""
     from tqdm import tqdm
 
@@ -63,7 +63,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     stores = open_stores(url, create_schema=False)
     started = time.monotonic()
     try:
-        summary = export_store(stores, args.file, progress=_bar)
+        summary = export_store(stores, args.file, progress=progress_bar)
     except KeyboardInterrupt:
         print(f"interrupted: no archive written (nothing is left at {args.file})", file=sys.stderr)
         return 130
@@ -82,7 +82,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     stores = open_stores(url, create_schema=True)
     started = time.monotonic()
     try:
-        result = import_store(args.file, stores.events, resume=args.resume, progress=_bar)
+        result = import_store(args.file, stores.events, resume=args.resume, progress=progress_bar)
     except KeyboardInterrupt:
         print(
             f"interrupted: {_shown(url)} holds part of the archive; run the same command with --resume to finish",
@@ -125,7 +125,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     try:
-        result = copy_store(source, target.events, state, follow=args.follow, progress=_bar)
+        result = copy_store(source, target.events, state, follow=args.follow, progress=progress_bar)
     except KeyboardInterrupt:
         if not args.follow:
             print("interrupted: run the same command again to resume where it stopped", file=sys.stderr)
@@ -158,13 +158,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     read_rows = 0
     try:
         stores = runtime.stores
-        with _bar("verifying", unit="streams") as advance:
+        with progress_bar("verifying", unit="streams") as advance:
             verify_service_store(runtime.service, stores.events, stores.snapshots, report=report, advance=advance)
         models = models_path(stores.url)
         if models is not None and models.exists() and not stores.url.startswith("memory:"):
             read_side = ReadSide(stores, runtime.service.accounts.codec, runtime.policy, runtime.service)
             try:
-                with _bar("read models", unit="rows") as advance:
+                with progress_bar("read models", unit="rows") as advance:
                     read_rows = verify_read_models(read_side, runtime.service, report, advance=advance)
             finally:
                 read_side.close()

@@ -235,3 +235,33 @@ def test_history_filters_by_type_and_time_and_lists_denials(tmp_path: Path) -> N
     assert len(denials) == 1
     assert "acquire_license" in denials[0] and "device_id=d2" in denials[0]
     assert "DEVICE_LIMIT_REACHED" in denials[0]
+
+
+def test_what_if_prints_an_account_s_changes_and_a_fleet_summary(tmp_path: Path) -> None:
+    from downloads.application import AcquireLicense
+    from downloads.bootstrap import bootstrap
+    from downloads.settings import Settings
+
+    store = f"sqlite:///{tmp_path / 'downloads.db'}"
+    app = bootstrap(Settings(store=store))
+    try:
+        for n in range(3):
+            app.service.handle(OpenAccount(f"acct-{n}", "basic"))
+            app.service.handle(RegisterDevice(f"acct-{n}", "d1", "phone"))
+            app.service.handle(AcquireLicense(f"acct-{n}", "d1", "demo-title-1"))
+    finally:
+        app.close()
+    policy = tmp_path / "strict.toml"
+    policy.write_text("[plans.basic]\ndownload_devices = 0\n")
+
+    one = _downloads("what-if", "--policy", str(policy), "acct-1", "--store", store)
+    assert one.returncode == 0, one.stderr
+    assert "account acct-1: 1 of 3 decisions change" in one.stdout
+    assert "acquire_license  device_id=d1 title_id=demo-title-1: accepted -> DEVICE_LIMIT_REACHED" in one.stdout
+
+    fleet = _downloads("what-if", "--policy", str(policy), "--store", store)
+    assert fleet.returncode == 0, fleet.stderr
+    assert "3 accounts, 9 commands re-decided" in fleet.stdout and "3 decisions would change" in fleet.stdout
+    assert "re-deciding" in fleet.stderr  # progress
+    row = next(line for line in fleet.stdout.splitlines() if "DEVICE_LIMIT_REACHED" in line)
+    assert row.split()[:4] == ["3", "acquire_license", "accepted", "DEVICE_LIMIT_REACHED"]

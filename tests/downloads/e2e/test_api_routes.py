@@ -378,3 +378,48 @@ def test_denials_route_lists_refused_commands_newest_first_for_every_reading_rol
         assert len(http.get(f"/v1/accounts/{account}/denials").json()["denials"]) == 4
     with shared_server.client(role=None) as http:
         expect_error(http.get(f"/v1/accounts/{account}/denials"), 401, "UNAUTHENTICATED")
+
+
+STRICT_POLICY = """
+[plans.basic]
+download_devices = 0
+[plans.standard]
+download_devices = 2
+[plans.premium]
+download_devices = 6
+"""
+
+
+def test_what_if_re_decides_an_account_under_a_posted_policy_and_writes_nothing(shared_server: Server) -> None:
+    account = unique_id()
+    with shared_server.client() as http:
+        http.post("/v1/accounts", json={"account_id": account, "plan": "basic"}).raise_for_status()
+        http.post(f"/v1/accounts/{account}/devices", json={"device_id": "d1", "model": "m"}).raise_for_status()
+        issued = http.post(f"/v1/accounts/{account}/licenses", json={"device_id": "d1", "title_id": "demo-title-1"})
+        issued.raise_for_status()
+        expect_error(http.post(f"/v1/accounts/{account}/what-if", json={"policy": ""}), 403, "FORBIDDEN")
+        version = http.get(f"/v1/accounts/{account}").json()["version"]
+    with shared_server.client(role="support") as http:
+        same = http.post(f"/v1/accounts/{account}/what-if", json={"policy": ""})
+        assert same.status_code == 200, same.text
+        assert set(same.json()) == {"decisions", "changed", "account"} and same.json()["changed"] == 0
+        strict = http.post(f"/v1/accounts/{account}/what-if", json={"policy": STRICT_POLICY, "from": None, "to": None})
+        assert strict.status_code == 200, strict.text
+        body = strict.json()
+        assert body["changed"] == 1
+        (decision,) = body["decisions"]
+        assert set(decision) == {"at", "command", "args", "was", "would_be"}
+        assert (decision["command"], decision["args"]) == (
+            "acquire_license",
+            {"device_id": "d1", "title_id": "demo-title-1"},
+        )
+        assert decision["was"] == {"status": "accepted", "code": None}
+        assert decision["would_be"] == {"status": "denied", "code": "DEVICE_LIMIT_REACHED"}
+        assert body["account"]["was"]["devices_with_downloads"] == 1
+        assert body["account"]["would_be"]["devices_with_downloads"] == 0
+        _iso(decision["at"])
+        bad = http.post(f"/v1/accounts/{account}/what-if", json={"policy": "[plans.basic\\n"})
+        expect_error(bad, 422, "INVALID_POLICY")
+        expect_error(http.post(f"/v1/accounts/{account}/what-if", json={}), 422, "VALIDATION_ERROR")
+        expect_error(http.post(f"/v1/accounts/{unique_id()}/what-if", json={"policy": ""}), 404, "ACCOUNT_NOT_FOUND")
+        assert http.get(f"/v1/accounts/{account}").json()["version"] == version

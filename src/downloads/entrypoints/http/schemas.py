@@ -20,6 +20,7 @@ __all__ = [
     "PlanIn",
     "SyncIn",
     "TitleIn",
+    "WhatIfIn",
 ]
 
 #: identifiers: 1 to 128 letters, digits and ``._:-``, not only dots (``.`` and ``..`` cannot be addressed
@@ -106,3 +107,23 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+class WhatIfIn(BaseModel):
+    """A what-if request: the other policy as TOML text, and the time range to re-decide."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    policy: Annotated[str, Field(strict=True, max_length=32_768)]
+    since: Annotated[datetime | None, Field(alias="from")] = None
+    until: Annotated[datetime | None, Field(alias="to")] = None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+        except OverflowError:
+            raise ValueError("the time is out of range in UTC") from None

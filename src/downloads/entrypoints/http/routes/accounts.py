@@ -1,4 +1,4 @@
-"""Accounts: open, read (also as of a time or version), change plan, close, history, denials."""
+"""Accounts: open, read (also as of a time or version), change plan, close, history, denials, what-if."""
 
 from __future__ import annotations
 
@@ -8,15 +8,26 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from downloads.adapters.policy_file import PolicyError, policy_from_text
 from downloads.application import ChangePlan, CloseAccount, OpenAccount
-from downloads.application.presenters import AccountOut, DenialsOut, EventsOut
-from downloads.entrypoints.http.deps import Commander, IdempotencyKey, Reader, Service
+from downloads.application.presenters import AccountOut, DenialsOut, EventsOut, WhatIfOut
+from downloads.application.whatif import WhatIf
+from downloads.entrypoints.http.deps import Commander, IdempotencyKey, Reader, Service, Support
 from downloads.entrypoints.http.errors import ApiError
 from downloads.entrypoints.http.routes._links import ACCOUNT_LINKS
 from downloads.entrypoints.http.routes._reply import ERRORS, Body, reply
-from downloads.entrypoints.http.schemas import AccountIn, Id, PlanIn
+from downloads.entrypoints.http.schemas import AccountIn, Id, PlanIn, WhatIfIn
 
-__all__ = ["account_denials", "account_events", "change_plan", "close_account", "get_account", "open_account", "router"]
+__all__ = [
+    "account_denials",
+    "account_events",
+    "change_plan",
+    "close_account",
+    "get_account",
+    "open_account",
+    "router",
+    "what_if",
+]
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=ERRORS)
 
@@ -74,3 +85,14 @@ def account_denials(
 ) -> Body:
     """The account's refused commands, newest first: when, what was asked, the code and why."""
     return service.list_denials(account_id, after=after, limit=limit)
+
+
+@router.post("/{account_id}/what-if", response_model=WhatIfOut)
+def what_if(account_id: Id, body: WhatIfIn, service: Service, _: Support) -> Body:
+    """The account's recorded commands re-decided under another policy: what would change. Writes nothing."""
+    try:
+        policy = policy_from_text(body.policy)
+    except PolicyError as exc:
+        raise ApiError(422, "INVALID_POLICY", str(exc), {}) from exc
+    engine = WhatIf(service, policy)
+    return engine.present(engine.account(account_id, since=body.since, until=body.until))

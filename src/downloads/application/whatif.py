@@ -1,0 +1,288 @@
+"""What-if: an account's recorded commands re-decided, in order, under another policy, in memory.
+
+The commands come from two records: every accepted command's events carry its
+name (each event) and its arguments (its first event), and every refused one is
+in the denial log. They are merged by decision time and re-decided one by one
+on an account built in memory from nothing, by the same handlers the service
+runs, at the time each was first decided and against the catalog as it stood
+then. Nothing is written. A license keeps the id it had, so later commands that
+name it find it (unless the other policy never issued it).
+
+Events recorded before commands recorded their arguments cannot be re-decided:
+they are applied as they were and reported as ``not_redecidable``, never
+guessed. Commands past ``to`` are left out; commands before ``from`` are
+applied as they were, so the re-decision starts from the state they made.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from downloads.application.commands import AccountCommand
+from downloads.application.handlers import HANDLERS, Context
+from downloads.application.presenters import as_body, iso, present_account
+from downloads.application.queries import account_not_found
+from downloads.application.service import DownloadsService
+from downloads.domain import Account, DomainError, Policy, TitleInfo
+from downloads.domain.events import LicenseIssued
+from eskit import AggregateNotFound, EventMetadata, RecordedEvent
+
+__all__ = [
+    "COMMANDS",
+    "Decision",
+    "RecordedCommand",
+    "WhatIf",
+    "WhatIfResult",
+    "WhatIfSummary",
+    "recorded_commands",
+    "summarise",
+]
+
+#: command name -> its class
+COMMANDS: dict[str, type[AccountCommand]] = {cls.name: cls for cls in HANDLERS}
+
+
+@dataclass
+class RecordedCommand:
+    """One command as recorded: when, what, how it was decided, and (if accepted) the events it wrote."""
+
+    at: datetime
+    name: str
+    args: dict[str, Any] | None  # None: recorded before commands recorded their arguments
+    code: str | None  # None: accepted
+    events: list[RecordedEvent] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "accepted" if self.code is None else "denied"
+
+    def command(self, account_id: str) -> AccountCommand | None:
+        cls = COMMANDS.get(self.name)
+        if cls is None or self.args is None:
+            return None
+        args = dict(self.args)
+        if "license_ids" in args:
+            args["license_ids"] = tuple(args["license_ids"])
+        try:
+            return cls(account_id, **args)
+        except TypeError:
+            return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A command whose decision changes (or that could not be re-decided)."""
+
+    at: datetime
+    command: str
+    args: dict[str, Any]
+    was: tuple[str, str | None]  # (status, code)
+    would_be: tuple[str, str | None]
+    studio: str | None = None
+
+    def as_body(self) -> dict[str, Any]:
+        return {
+            "at": iso(self.at),
+            "command": self.command,
+            "args": self.args,
+            "was": {"status": self.was[0], "code": self.was[1]},
+            "would_be": {"status": self.would_be[0], "code": self.would_be[1]},
+        }
+
+
+def _groups(history: list[RecordedEvent]) -> Iterator[RecordedCommand]:
+    """The account's accepted commands: its events grouped by the command (request id) that wrote them."""
+    current: RecordedCommand | None = None
+    current_id: str | None = None
+    for recorded in history:
+        meta = recorded.metadata
+        if current is not None and meta.request_id is not None and meta.request_id == current_id:
+            current.events.append(recorded)
+            continue
+        if current is not None:
+            yield current
+        args = meta.extra.get("args") if meta.extra else None
+        current = RecordedCommand(meta.recorded_at, meta.command or "", args, None, [recorded])
+        current_id = meta.request_id
+    if current is not None:
+        yield current
+
+
+def recorded_commands(service: DownloadsService, account_id: str) -> list[RecordedCommand]:
+    """The account's commands, accepted and refused, in the order they were decided."""
+    history = service.accounts.history(account_id)
+    if not history:
+        raise account_not_found(account_id)
+    accepted = list(_groups(history))
+    denied: list[RecordedCommand] = []
+    if service.denials is not None:
+        after = None
+        while True:
+            found, after = service.denials.page(account_id, after=after, limit=1000)
+            denied.extend(RecordedCommand(d.at, d.command, d.args, d.code) for d in found)
+            if after is None:
+                break
+    # Stable: at equal times an accepted command stays before a refusal (the refusal saw its events).
+    ordered = [(c.at, 0, n, c) for n, c in enumerate(accepted)] + [(c.at, 1, n, c) for n, c in enumerate(denied[::-1])]
+    return [c for *_, c in sorted(ordered, key=lambda item: item[:3])]
+
+
+def _apply_as_it_was(account: Account, recorded: RecordedEvent) -> None:
+    """Apply a recorded event to a re-decided account, unless what it names never came to be there."""
+    try:
+        account.replay(recorded.event, recorded.metadata)
+    except KeyError:
+        account.version += 1  # e.g. the release of a license the other policy never issued
+
+
+class _Catalog:
+    """Each title's states over time, read once, to answer "what was this title at time t"."""
+
+    def __init__(self, service: DownloadsService) -> None:
+        self.service = service
+        self._timelines: dict[str, tuple[list[datetime], list[TitleInfo]]] = {}
+
+    def at(self, title_id: str, when: datetime) -> TitleInfo | None:
+        if title_id not in self._timelines:
+            times: list[datetime] = []
+            infos: list[TitleInfo] = []
+            title = self.service.titles.aggregate_cls(title_id)
+            for recorded in self.service.titles.history(title_id):
+                title.replay(recorded.event, recorded.metadata)
+                if title.info is not None:
+                    times.append(recorded.metadata.recorded_at)
+                    infos.append(title.info)
+            self._timelines[title_id] = (times, infos)
+        times, infos = self._timelines[title_id]
+        index = bisect.bisect_right(times, when) - 1
+        if index >= 0:
+            return infos[index]
+        listed = self.service.policy.titles.get(title_id)
+        return TitleInfo(title_id, listed.studio) if listed else None
+
+
+@dataclass
+class WhatIfResult:
+    decisions: list[Decision]
+    changed: int
+    was: Account
+    would_be: Account
+    commands: int
+
+
+class WhatIf:
+    """Re-decides accounts' recorded commands under ``policy`` (see the module docstring)."""
+
+    def __init__(self, service: DownloadsService, policy: Policy) -> None:
+        self.service = service
+        self.policy = policy
+        self.catalog = _Catalog(service)
+
+    def account(self, account_id: str, *, since: datetime | None = None, until: datetime | None = None) -> WhatIfResult:
+        commands = recorded_commands(self.service, account_id)
+        if until is not None:
+            commands = [c for c in commands if c.at <= until]
+        was = Account(account_id)
+        would_be = Account(account_id)
+        decisions: list[Decision] = []
+        changed = 0
+        fresh = 0
+        for recorded in commands:
+            for event in recorded.events:
+                was.replay(event.event, event.metadata)
+            command = recorded.command(account_id)
+            if (since is not None and recorded.at < since) or command is None:
+                for event in recorded.events:  # as it was: applied, not decided again
+                    _apply_as_it_was(would_be, event)
+                if command is None and (since is None or recorded.at >= since):
+                    decisions.append(self._decision(recorded, ("not_redecidable", None)))
+                continue
+            issued = [e.event.license_id for e in recorded.events if isinstance(e.event, LicenseIssued)]
+            if not issued:
+                fresh += 1
+            outcome = self._decide(would_be, command, recorded.at, issued[0] if issued else f"what-if-{fresh}")
+            if outcome != (recorded.status, recorded.code):
+                changed += 1
+                decisions.append(self._decision(recorded, outcome))
+        return WhatIfResult(decisions, changed, was, would_be, len(commands))
+
+    def _decide(
+        self, account: Account, command: AccountCommand, at: datetime, license_id: str
+    ) -> tuple[str, str | None]:
+        last_at = account.last_at
+        now = account.decision_time(at)
+        ctx = Context(self.policy, now, lambda title_id: self.catalog.at(title_id, now), license_id=license_id)
+        try:
+            HANDLERS[type(command)](command, account, ctx)
+            outcome: tuple[str, str | None] = ("accepted", None)
+        except DomainError as exc:
+            outcome = ("denied", exc.code)
+        # A refusal can only have recorded due expirations, which the next command would record
+        # the same (they carry the expiry time): keep them, but a refusal does not move time on.
+        account.mark_saved(EventMetadata(recorded_at=now))
+        if outcome[0] == "denied":
+            account.last_at = last_at
+        return outcome
+
+    def _decision(self, recorded: RecordedCommand, would_be: tuple[str, str | None]) -> Decision:
+        studio = None
+        title_id = (recorded.args or {}).get("title_id")
+        if isinstance(title_id, str):
+            info = self.catalog.at(title_id, recorded.at)
+            studio = info.studio if info else None
+        return Decision(
+            recorded.at, recorded.name, recorded.args or {}, (recorded.status, recorded.code), would_be, studio
+        )
+
+    def present(self, result: WhatIfResult) -> dict[str, Any]:
+        """The answer of ``POST /v1/accounts/{a}/what-if``."""
+        return {
+            "decisions": [d.as_body() for d in result.decisions],
+            "changed": result.changed,
+            "account": {
+                "was": as_body(present_account(result.was, self.service.policy)),
+                "would_be": as_body(present_account(result.would_be, self.policy)),
+            },
+        }
+
+
+@dataclass
+class WhatIfSummary:
+    """Over many accounts: how many decisions would change, by command, outcome and studio."""
+
+    accounts: int = 0
+    commands: int = 0
+    changed: int = 0
+    not_redecidable: int = 0
+    by_change: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)  # command, was, would be, studio
+
+    def add(self, result: WhatIfResult) -> None:
+        self.accounts += 1
+        self.commands += result.commands
+        self.changed += result.changed
+        for d in result.decisions:
+            if d.would_be[0] == "not_redecidable":
+                self.not_redecidable += 1
+                continue
+            was = d.was[1] or "accepted"
+            would_be = d.would_be[1] or "accepted"
+            self.by_change[(d.command, was, would_be, d.studio or "-")] += 1
+
+
+def summarise(
+    what_if: WhatIf, account_ids: Iterator[str], *, advance: Callable[[int], None] = lambda _n: None
+) -> WhatIfSummary:
+    """Re-decide every account of ``account_ids`` and add up the changes."""
+    summary = WhatIfSummary()
+    for account_id in account_ids:
+        try:
+            summary.add(what_if.account(account_id))
+        except (AggregateNotFound, DomainError):
+            continue  # a stream that is not an account after all
+        advance(1)
+    return summary

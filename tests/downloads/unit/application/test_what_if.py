@@ -1,0 +1,180 @@
+"""What-if (section 9): recorded commands re-decided under another policy, exactly the changes, nothing written."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, ReleaseLicense
+from downloads.application.whatif import WhatIf, summarise
+from downloads.domain import DomainError, Plan, Policy, Studio
+from downloads.domain.events import DeviceRegistered
+from eskit import EventMetadata
+from tests.downloads.factories import Downloads, start_service
+
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+
+DEFAULT = Policy()
+STRICTER = dataclasses.replace(
+    DEFAULT,
+    plans={**DEFAULT.plans, "standard": Plan(1)},  # no device beyond the first
+    studios={**DEFAULT.studios, "restricted": Studio(max_downloads_per_title=2)},
+)
+
+
+def _send(d: Downloads, command: Any) -> tuple[str, str | None, Any]:
+    try:
+        return "accepted", None, d.service.handle(command).body
+    except DomainError as exc:
+        return "denied", exc.code, None
+
+
+def a_year_of_commands(d: Downloads, account: str = "acct-1") -> list[tuple[int, str, str, tuple[str, str | None]]]:
+    """A month-by-month year; returns (month, step, command, outcome) of every command sent."""
+    d.title("film", studio="default")
+    d.title("rare", studio="restricted")
+    d.service.handle(OpenAccount(account, "standard"))
+    d.service.handle(RegisterDevice(account, "phone", "p"))
+    d.service.handle(RegisterDevice(account, "tablet", "t"))
+    start = d.clock.now
+    sent = []
+    for month in range(12):
+        d.clock.now = start + month * 30 * DAY
+        status, code, body = _send(d, AcquireLicense(account, "phone", "film"))
+        sent.append((month, "phone film", "acquire_license", (status, code)))
+        d.clock.now += HOUR
+        status, code, body = _send(d, AcquireLicense(account, "phone", "rare"))
+        sent.append((month, "phone rare", "acquire_license", (status, code)))
+        if status == "accepted":
+            d.clock.now += HOUR / 2
+            sent.append(
+                (month, "release rare", "release_license", _send(d, ReleaseLicense(account, body["license_id"]))[:2])
+            )
+        d.clock.now += HOUR
+        status, code, body = _send(d, AcquireLicense(account, "tablet", "film"))
+        sent.append((month, "tablet film", "acquire_license", (status, code)))
+        if status == "accepted":
+            d.clock.now += HOUR
+            sent.append(
+                (month, "release tablet", "release_license", _send(d, ReleaseLicense(account, body["license_id"]))[:2])
+            )
+    return sent
+
+
+def expected_under_stricter(sent: list[tuple[int, str, str, tuple[str, str | None]]]) -> list[tuple[str, Any, Any]]:
+    """Worked out by hand from the rules, not by the engine: which decisions the stricter policy changes."""
+    changes = []
+    rare_accepted = 0
+    for _month, step, command, was in sent:
+        would_be = was
+        if step == "phone rare" and was[0] == "accepted":
+            rare_accepted += 1
+            if rare_accepted > 2:  # the stricter studio allows two a year
+                would_be = ("denied", "TITLE_YEARLY_LIMIT_REACHED")
+        elif step == "release rare" and rare_accepted > 2:
+            would_be = ("denied", "LICENSE_NOT_FOUND")  # that license was never issued
+        elif step == "tablet film":  # the phone holds film all month: a second device is one too many
+            would_be = ("denied", "DEVICE_LIMIT_REACHED")
+        elif step == "release tablet":
+            would_be = ("denied", "LICENSE_NOT_FOUND")
+        if would_be != was:
+            changes.append((command, was, would_be))
+    return changes
+
+
+def _outcomes(body: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    return [
+        (d["command"], (d["was"]["status"], d["was"]["code"]), (d["would_be"]["status"], d["would_be"]["code"]))
+        for d in body["decisions"]
+    ]
+
+
+def _files(tmp_path: Path) -> dict[str, str]:
+    """The store's files and the denial log's, by digest (the -shm files are SQLite's shared-memory index
+    of the WAL, where readers mark what they read: not data, and changed by any read)."""
+    files = [p for p in sorted(tmp_path.glob("downloads*")) if not p.name.endswith("-shm")]
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_a_year_re_decided_reports_exactly_the_decisions_that_change_and_writes_nothing(tmp_path: Path) -> None:
+    d = start_service(store=f"sqlite:///{tmp_path / 'downloads.db'}", snapshot_every=10)
+    sent = a_year_of_commands(d)
+    assert ("denied", "TITLE_YEARLY_LIMIT_REACHED") in [s[3] for s in sent]  # denials are part of the year
+    before = _files(tmp_path)
+
+    same = WhatIf(d.service, DEFAULT)
+    body = same.present(same.account("acct-1"))
+    assert (body["changed"], body["decisions"]) == (0, [])
+    assert body["account"]["was"] == body["account"]["would_be"]
+
+    stricter = WhatIf(d.service, STRICTER)
+    body = stricter.present(stricter.account("acct-1"))
+    assert _outcomes(body) == expected_under_stricter(sent)
+    assert body["changed"] == len(expected_under_stricter(sent)) == 2 + 24
+    assert body["account"]["was"] == d.service.get_account("acct-1") | {"device_limit": 2}
+    assert body["account"]["would_be"]["device_limit"] == 1
+    assert all(x["at"].endswith("Z") for x in body["decisions"])
+    assert _files(tmp_path) == before  # byte for byte
+    d.close()
+
+
+def test_a_time_range_re_decides_only_the_commands_inside_it() -> None:
+    d = start_service()
+    sent = a_year_of_commands(d)
+    start = d.service.accounts.history("acct-1")[0].metadata.recorded_at
+    engine = WhatIf(d.service, STRICTER)
+    first_half = engine.account("acct-1", until=start + 6 * 30 * DAY - HOUR)
+    changes = [(c.command, c.was, c.would_be) for c in first_half.decisions]
+    # months 0-5: six tablet acquires and releases change; the third rare acquire (month 2) and its release
+    assert len(changes) == 12 + 2
+    late = engine.account("acct-1", since=start + 6 * 30 * DAY)
+    assert late.changed == 12  # only the tablet's, months 6-11: the rare ones were denied anyway
+    del sent
+
+
+def test_events_recorded_before_commands_were_are_reported_as_not_re_decidable() -> None:
+    d = start_service()
+    d.service.handle(OpenAccount("acct-1", "basic"))
+    account = d.service.accounts.load("acct-1")
+    account.trigger(DeviceRegistered("old-phone", "m", d.clock.now))  # as written by code from before
+    d.service.accounts.save(
+        account, EventMetadata(recorded_at=d.clock.now, request_id="old", command="register_device")
+    )
+    d.clock.advance(HOUR)
+    d.service.handle(AcquireLicense("acct-1", "old-phone", "demo-title-1"))
+    result = WhatIf(d.service, Policy()).account("acct-1")
+    assert [(x.command, x.would_be) for x in result.decisions] == [("register_device", ("not_redecidable", None))]
+    assert result.changed == 0  # the acquire on that device is re-decided, on the device as it was
+
+
+def test_the_fleet_summary_is_the_sum_of_every_account_s_result() -> None:
+    d = start_service()
+    d.title("rare", studio="restricted")
+    for n in range(1000):
+        account = f"acct-{n:04d}"
+        d.service.handle(OpenAccount(account, "standard" if n % 2 else "basic"))
+        d.service.handle(RegisterDevice(account, "phone", "p"))
+        d.service.handle(RegisterDevice(account, "tablet", "t"))
+        for device in ("phone", "tablet", "phone"):
+            try:
+                lic = d.service.handle(AcquireLicense(account, device, "rare")).body["license_id"]
+                d.service.handle(ReleaseLicense(account, lic))
+            except DomainError:
+                pass
+    engine = WhatIf(d.service, STRICTER)
+    accounts = [f"acct-{n:04d}" for n in range(1000)]
+    summary = summarise(engine, iter(accounts))
+    results = [engine.account(a) for a in accounts]
+    assert summary.accounts == 1000
+    assert summary.changed == sum(r.changed for r in results) > 0
+    assert summary.commands == sum(r.commands for r in results)
+    total: dict[tuple[str, str, str, str], int] = {}
+    for r in results:
+        for x in r.decisions:
+            key = (x.command, x.was[1] or "accepted", x.would_be[1] or "accepted", x.studio or "-")
+            total[key] = total.get(key, 0) + 1
+    assert dict(summary.by_change) == total
+    assert ("acquire_license", "accepted", "TITLE_YEARLY_LIMIT_REACHED", "restricted") in total

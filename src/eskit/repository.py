@@ -39,6 +39,7 @@ class RecordedEvent:
     type_name: str
     event: DomainEvent
     metadata: EventMetadata
+    schema_version: int = 0  # the schema the event was stored in (before upcasting)
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ class Repository(Generic[A]):
 
     def _decode(self, stored: StoredEvent) -> RecordedEvent:
         event, metadata = self.codec.decode(stored)
-        return RecordedEvent(stored.position, stored.type_name, event, metadata)
+        return RecordedEvent(stored.position, stored.type_name, event, metadata, stored.schema_version)
 
     def _from_snapshot(self, aggregate_id: str, stream_id: str, version: int | None) -> A | None:
         cls = self.aggregate_cls

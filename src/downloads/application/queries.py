@@ -24,7 +24,7 @@ from downloads.application.presenters import (
     present_title,
 )
 from downloads.domain import Account, Invalid, NotFound, Policy, Title, TitleInfo
-from eskit import AggregateNotFound, Repository
+from eskit import AggregateNotFound, RecordedEvent, Repository
 
 __all__ = ["DownloadsQueries", "account_not_found", "title_not_found"]
 
@@ -156,27 +156,70 @@ class DownloadsQueries:
             )
         )
 
-    def history(self, account_id: str, *, after: int = 0, limit: int = 100) -> dict[str, Any]:
-        """A page of the account's events, oldest first, with the next cursor."""
-        if self.accounts.events.version(self.accounts.stream_id(account_id)) == 0:
+    #: the most events one history page reads while looking for ones that pass its filters
+    HISTORY_SCAN = 10_000
+
+    def history(
+        self,
+        account_id: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        types: frozenset[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, Any]:
+        """A page of the account's events, oldest first, with the next cursor.
+
+        ``types``, ``since`` and ``until`` keep only events of those types recorded in that time
+        range. A page reads at most :attr:`HISTORY_SCAN` events: a filter that matches little may
+        answer fewer than ``limit`` events with a ``next`` to continue from.
+        """
+        stream = self.accounts.stream_id(account_id)
+        if self.accounts.events.version(stream) == 0:
             raise account_not_found(account_id)
-        page = self.accounts.history(account_id, gt=after, limit=limit + 1)
-        events = [
-            EventOut(
-                seq=r.position,
-                type=r.type_name,
-                recorded_at=iso(r.metadata.recorded_at) or "",
-                data=_jsonable(r.event.to_dict()),
-                metadata={
-                    k: v
-                    for k, v in {"request_id": r.metadata.request_id, "command": r.metadata.command}.items()
-                    if v is not None
-                },
-            )
-            for r in page[:limit]
-        ]
-        more = len(page) > limit
-        return as_body(EventsOut(events=events, next=events[-1].seq if more and events else None))
+        if since is not None:  # recorded times never go backwards in an account: skip to the first at or after
+            after = max(after, self.accounts.events.version_at(stream, since - timedelta(microseconds=1)))
+        kept: list[RecordedEvent] = []
+        position, scanned, ended = after, 0, False
+        filtered = types is not None or until is not None
+        while len(kept) <= limit and scanned < self.HISTORY_SCAN:
+            size = min(1000, self.HISTORY_SCAN - scanned) if filtered else limit + 1
+            page = self.accounts.history(account_id, gt=position, limit=size)
+            for r in page:
+                if until is not None and r.metadata.recorded_at > until:
+                    ended = True
+                    break
+                scanned, position = scanned + 1, r.position
+                if types is None or r.type_name in types:
+                    kept.append(r)
+                    if len(kept) > limit:
+                        break
+            if ended or len(page) < size:
+                ended = True
+                break
+        if len(kept) > limit:
+            following: int | None = kept[limit - 1].position
+        else:
+            following = None if ended else position  # the scan budget ran out: continue from here
+        events = [_present_event(r) for r in kept[:limit]]
+        return as_body(EventsOut(events=events, next=following))
+
+
+def _present_event(r: RecordedEvent) -> EventOut:
+    meta = {
+        "request_id": r.metadata.request_id,
+        "command": r.metadata.command,
+        "args": r.metadata.extra.get("args") if r.metadata.extra else None,
+        "schema_version": r.schema_version or None,
+    }
+    return EventOut(
+        seq=r.position,
+        type=r.type_name,
+        recorded_at=iso(r.metadata.recorded_at) or "",
+        data=_jsonable(r.event.to_dict()),
+        metadata={k: v for k, v in meta.items() if v is not None},
+    )
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:

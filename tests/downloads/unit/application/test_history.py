@@ -177,3 +177,50 @@ def test_a_restarted_service_on_the_same_sqlite_file_sees_the_same_accounts(tmp_
     assert again.service.get_title("film") == d.service.get_title("film")
     assert again.event_types("acct-1") == d.event_types("acct-1")
     d.close()
+
+
+def test_history_filters_by_type_and_time_and_pages_through_the_matches() -> None:
+    from datetime import timedelta
+
+    from downloads.application import AcquireLicense, ReleaseLicense
+    from tests.downloads.factories import start_service
+
+    d = start_service()
+    d.account("acct-1", devices=["phone"])
+    times = []
+    for _ in range(30):
+        d.clock.advance(timedelta(hours=1))
+        times.append(d.clock.now)
+        lic = d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1")).body["license_id"]
+        d.service.handle(ReleaseLicense("acct-1", lic))
+    issued, after = [], 0
+    while True:
+        page = d.service.history("acct-1", after=after, limit=7, types=frozenset({"LicenseIssued"}))
+        issued.extend(page["events"])
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert len(issued) == 30 and {e["type"] for e in issued} == {"LicenseIssued"}
+    assert [e["seq"] for e in issued] == sorted(e["seq"] for e in issued)
+    window = d.service.history("acct-1", since=times[10], until=times[12], limit=100)
+    assert [e["type"] for e in window["events"]] == ["LicenseIssued", "LicenseReleased"] * 3
+    assert window["next"] is None
+    assert window["events"][0]["metadata"]["args"] == {"device_id": "phone", "title_id": "demo-title-1"}
+    assert window["events"][0]["metadata"]["schema_version"] == 1
+
+
+def test_a_filter_that_matches_little_stops_after_its_scan_budget_with_a_cursor() -> None:
+    from downloads.application.queries import DownloadsQueries
+    from tests.downloads.factories import start_service
+
+    d = start_service()
+    d.account("acct-1", devices=[f"d{n}" for n in range(15)])
+    budget = DownloadsQueries.HISTORY_SCAN
+    DownloadsQueries.HISTORY_SCAN = 5
+    try:
+        page = d.service.history("acct-1", types=frozenset({"AccountClosed"}))
+        assert page["events"] == [] and page["next"] == 5
+        page = d.service.history("acct-1", after=15, types=frozenset({"AccountClosed"}))
+        assert page == {"events": [], "next": None}
+    finally:
+        DownloadsQueries.HISTORY_SCAN = budget

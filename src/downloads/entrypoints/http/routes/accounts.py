@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import Field
 from starlette.responses import Response
 
 from downloads.adapters.policy_file import PolicyError, policy_from_text
@@ -71,8 +72,26 @@ def account_events(
     _: Reader,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    type: Annotated[
+        list[Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z]+$")]] | None,
+        Query(max_length=20, description="only events of these types (repeatable)"),
+    ] = None,
+    since: Annotated[datetime | None, Query(alias="from", description="only events recorded at or after")] = None,
+    until: Annotated[datetime | None, Query(alias="to", description="only events recorded at or before")] = None,
 ) -> Body:
-    return service.history(account_id, after=after, limit=limit)
+    since, until = _utc(since), _utc(until)
+    types = frozenset(type) if type else None
+    return service.history(account_id, after=after, limit=limit, types=types, since=since, until=until)
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when.year < 1971 or when.year > 9998:
+        raise ApiError(422, "VALIDATION_ERROR", "the time is out of range", {"time": str(when)})
+    return when.astimezone(UTC)
 
 
 @router.get("/{account_id}/denials", response_model=DenialsOut)

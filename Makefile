@@ -7,7 +7,7 @@ NODES  ?= 3
 DCS    ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint format bench cassandra-fetch cassandra-up cassandra-down cassandra-status clean
+.PHONY: install system-deps run test test-fast lint format bench cassandra-fetch cassandra-up cassandra-down cassandra-status clean
 
 install: $(STAMP)
 
@@ -20,7 +20,18 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/downloads serve
 
-test: install
+# Debian packages some tests use: faketime (a server whose clock is an hour off) and chromium (the
+# real browser the admin page is tested in). Installed when missing and allowed (root with apt-get).
+SYSTEM_PACKAGES := faketime chromium
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && apt-get install -y -qq $$missing; \
+		else echo "some tests need Debian packages:$$missing (apt-get install$$missing)" >&2; fi; \
+	fi
+
+test: install system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: install

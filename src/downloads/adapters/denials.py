@@ -152,11 +152,16 @@ class CassandraDenialLog(DenialLog):
         self.kept = kept
         self.session = session
         table = f"{keyspace}.denials"
-        session.execute(
-            f"CREATE TABLE IF NOT EXISTS {table} (account_id text, id timeuuid, body blob,"
-            " PRIMARY KEY (account_id, id)) WITH CLUSTERING ORDER BY (id DESC)",
-            timeout=60,
-        )
+        known = session.cluster.metadata.keyspaces.get(keyspace)
+        if known is None or "denials" not in known.tables:
+            # Made once, by the first process of a deployment that needs it; schema changes are not
+            # free of races between clients, so a process that finds the table leaves it alone.
+            session.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (account_id text, id timeuuid, body blob,"
+                " PRIMARY KEY (account_id, id)) WITH CLUSTERING ORDER BY (id DESC)",
+                timeout=60,
+            )
+            session.cluster.control_connection.wait_for_schema_agreement(wait_time=60)
         self._insert = session.prepare(
             f"INSERT INTO {table} (account_id, id, body) VALUES (?, ?, ?) USING TTL {self.TTL}"
         )

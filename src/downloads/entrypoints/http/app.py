@@ -13,6 +13,7 @@ from downloads.adapters.tokens import TokenSigner, parse_max_ttl
 from downloads.application import Clock, system_clock
 from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.domain import Policy
+from downloads.entrypoints import admin
 from downloads.entrypoints.http.errors import install_error_handlers
 from downloads.entrypoints.http.middleware import BodyLimit, Gatekeeper, RequestMetrics
 from downloads.entrypoints.http.routes import accounts, devices, health, licenses, readside, titles
@@ -68,6 +69,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
     api.state.read_side = read_side
     for module in (accounts, devices, licenses, titles, readside, health):
         api.include_router(module.router)
+    api.include_router(admin.router)
     _document_policy(api, ctx.policy)
     install_error_handlers(api)
     # Outermost last: metrics see every answer; paths and credentials are checked before a body is read.

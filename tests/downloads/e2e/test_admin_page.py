@@ -1,0 +1,236 @@
+"""The admin page in a real browser (Debian's Chromium, driven by Playwright) against a real server.
+
+A support engineer signs in, finds an account by a device id, pages through a
+timeline of 1,000 events, filters it, opens an event, looks at a past state and
+its difference to now, reads why a download was denied, runs a what-if and sees
+the read side's lag. A support token sees no command button; an admin's does.
+Screenshots of each view go to the test's folder (and, with
+``ADMIN_SCREENSHOTS=<dir>``, there too: that is how docs/admin/ is made).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from downloads.application import AcquireLicense, DeactivateDevice, OpenAccount, RegisterDevice
+from downloads.bootstrap import bootstrap
+from downloads.domain import DomainError
+from downloads.settings import Settings
+from tests.support.server import Server, running_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.slow
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _build_store(path: Path) -> None:
+    """An account of 1,000+ events (devices registered and deactivated), with a license and a denial."""
+    runtime = bootstrap(Settings(store=f"sqlite:///{path}", snapshot_every=100))
+    service = runtime.service
+    try:
+        service.handle(OpenAccount("acct-big", "basic"))
+        for n in range(500):
+            service.handle(RegisterDevice("acct-big", f"dev-{n}", "old phone"))
+            service.handle(DeactivateDevice("acct-big", f"dev-{n}"))
+        service.handle(RegisterDevice("acct-big", "phone-77", "phone"))
+        service.handle(RegisterDevice("acct-big", "tablet-9", "tablet"))
+        service.handle(AcquireLicense("acct-big", "phone-77", "demo-title-1"))
+        with pytest.raises(DomainError):
+            service.handle(AcquireLicense("acct-big", "tablet-9", "demo-title-1"), idempotency_key="why-denied")
+    finally:
+        runtime.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("admin")
+    _build_store(folder / "downloads.db")
+    with running_server(folder, store=f"sqlite:///{folder / 'downloads.db'}") as running:
+        with running.client(role="support") as http:  # the read side catches up in the background
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                found = http.get("/v1/lookup", params={"device_id": "phone-77"})
+                if found.status_code == 200 and found.json()["accounts"]:
+                    break
+                time.sleep(0.2)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Chromium is needed for the admin page tests: apt-get install chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: Server) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    opened.set_default_timeout(15_000)
+    opened.goto(server.url + "/admin")
+    try:
+        yield opened
+    finally:
+        context.close()
+
+
+def expect(locator: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def _shot(page: Any, tmp_path: Path, name: str, part: str | None = None) -> None:
+    """A screenshot of the page (and, for the docs, of the part of it this view is about)."""
+    page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+    docs = os.environ.get("ADMIN_SCREENSHOTS")
+    if docs:
+        Path(docs).mkdir(parents=True, exist_ok=True)
+        target = page.locator(part) if part else page
+        target.screenshot(path=str(Path(docs) / f"{name}.png"))
+
+
+def _sign_in(page: Any, token: str) -> None:
+    page.get_by_label("Support or admin token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_a_bad_token_is_refused_and_a_service_token_is_not_enough(page: Any, server: Server, tmp_path: Path) -> None:
+    _sign_in(page, "not-a-token")
+    page.get_by_text("That token was refused").wait_for()
+    assert page.locator("#app").is_hidden()
+    _sign_in(page, server.token("service"))
+    page.get_by_text("needs a support or admin token").wait_for()
+    assert page.locator("#app").is_hidden()
+    _shot(page, tmp_path, "sign-in-refused")
+
+
+def test_why_was_this_download_denied_answered_from_one_page(page: Any, server: Server, tmp_path: Path) -> None:
+    _sign_in(page, server.token("support"))
+    page.get_by_text("signed in as support").wait_for()
+    # find the account by a device id (the lookup read model)
+    page.get_by_label("By").select_option("device_id")
+    page.get_by_label("Value").fill("phone-77")
+    page.get_by_role("button", name="Find").click()
+    page.get_by_role("heading", name="Account acct-big").wait_for()
+    _shot(page, tmp_path, "account")
+    assert page.get_by_role("button", name="Deactivate").count() == 0  # support reads only
+
+    # the timeline, 50 events a page: forward to the end and back
+    rows = page.locator("#timeline tbody tr")
+    assert rows.count() == 50 and rows.first.get_attribute("data-seq") == "1"
+    seen = {rows.nth(i).get_attribute("data-seq") for i in range(rows.count())}
+    pages = 1
+    while page.get_by_role("button", name="Next page").is_enabled():
+        page.get_by_role("button", name="Next page").click()
+        expect(page.locator("#page-info")).to_contain_text(f"(page {pages + 1})")
+        pages += 1
+        seen |= {rows.nth(i).get_attribute("data-seq") for i in range(rows.count())}
+    total = len(seen)
+    assert total >= 1000 and seen == {str(n) for n in range(1, total + 1)} and pages == -(-total // 50)
+    page.get_by_role("button", name="Previous page").click()
+    expect(page.locator("#page-info")).to_contain_text(f"(page {pages - 1})")
+    _shot(page, tmp_path, "timeline", "#timeline")
+
+    # filtered by type
+    page.get_by_label("Event type").select_option("LicenseIssued")
+    page.get_by_role("button", name="Apply").click()
+    expect(rows).to_have_count(1)
+    assert "LicenseIssued" in rows.first.inner_text()
+
+    # an event and the state after it, and what changed since
+    page.get_by_role("button", name="Open event").first.click()
+    page.get_by_role("heading", name="LicenseIssued").wait_for()
+    meta = page.locator("#event-meta").inner_text()
+    assert "acquire_license" in meta and "schema version" in meta and "phone-77" in meta
+    _shot(page, tmp_path, "event", "#event")
+    page.get_by_label("Event type").select_option("")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#page-info")).to_contain_text("(page 1)")
+    expect(rows).to_have_count(50)
+    page.get_by_role("button", name="Open event 10").click()
+    page.get_by_role("button", name="Difference to now").click()
+    page.locator("#diff").wait_for()
+    assert page.locator("#state-title").inner_text() == "State after event 10"
+    diff = page.locator("#diff").inner_text()
+    assert "version" in diff and "phone-77" in diff  # a device registered since
+    _shot(page, tmp_path, "state-and-diff", "#state")
+
+    # the denial, with its reason
+    denial = page.locator("#denials tbody tr").first.inner_text()
+    assert "DEVICE_LIMIT_REACHED" in denial and "acquire_license" in denial and "tablet-9" in denial
+    assert "the plan allows downloads on 1 device(s)" in denial
+    _shot(page, tmp_path, "denials", "#denials")
+
+    # what if the basic plan allowed two devices?
+    page.get_by_label("Another policy (TOML)").fill(
+        "[plans.basic]\ndownload_devices = 2\n[plans.standard]\ndownload_devices = 2\n"
+        "[plans.premium]\ndownload_devices = 6\n"
+    )
+    page.get_by_role("button", name="Re-decide").click()
+    page.get_by_text("1 decision(s) would change").wait_for()
+    result = page.locator("#what-if tbody tr").first.inner_text()
+    assert "denied (DEVICE_LIMIT_REACHED)" in result and "accepted" in result
+    _shot(page, tmp_path, "what-if", "#what-if")
+
+    # the read side's status and lag
+    page.get_by_role("button", name="Refresh").click()
+    projections = page.locator("#projection-table").inner_text()
+    assert "licenses_by_title" in projections and "lookup" in projections
+    _shot(page, tmp_path, "projections", "#projections")
+
+
+def test_an_admin_acts_through_the_ordinary_commands(page: Any, server: Server) -> None:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token('admin')}"}) as http:
+        http.post("/v1/accounts", json={"account_id": "acct-admin", "plan": "premium"}).raise_for_status()
+        http.post("/v1/accounts/acct-admin/devices", json={"device_id": "d1", "model": "m"}).raise_for_status()
+    _sign_in(page, server.token("admin"))
+    page.get_by_text("signed in as admin").wait_for()
+    page.get_by_label("Value").fill("acct-admin")
+    page.get_by_role("button", name="Find").click()
+    page.get_by_role("heading", name="Account acct-admin").wait_for()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Deactivate").click()
+    page.get_by_text("Device d1 deactivated.").wait_for()
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token('support')}"}) as http:
+        assert http.get("/v1/accounts/acct-admin").json()["devices"][0]["status"] == "deactivated"
+
+
+def test_the_page_is_usable_from_the_keyboard_and_every_field_has_a_label(page: Any, server: Server) -> None:
+    page.keyboard.type(server.token("support"))  # the token field has the focus
+    page.keyboard.press("Enter")
+    page.get_by_text("signed in as support").wait_for()
+    page.keyboard.type("acct-big")  # then the search field
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Account acct-big").wait_for()
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, textarea')]
+             .filter(f => !document.querySelector(`label[for="${f.id}"]`)).map(f => f.id)"""
+    )
+    assert unlabelled == []

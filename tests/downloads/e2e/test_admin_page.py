@@ -139,17 +139,20 @@ def test_why_was_this_download_denied_answered_from_one_page(page: Any, server: 
     page.get_by_label("Value").fill("phone-77")
     page.get_by_role("button", name="Find").click()
     page.get_by_role("heading", name="Account acct-big").wait_for()
+    expect(page.locator("#status")).to_have_text("Account acct-big.")  # timeline and denials loaded
     _shot(page, tmp_path, "account")
     assert page.get_by_role("button", name="Deactivate").count() == 0  # support reads only
 
     # the timeline, 50 events a page: forward to the end and back
     rows = page.locator("#timeline tbody tr")
-    assert rows.count() == 50 and rows.first.get_attribute("data-seq") == "1"
+    expect(rows).to_have_count(50)
+    assert rows.first.get_attribute("data-seq") == "1"
     seen = {rows.nth(i).get_attribute("data-seq") for i in range(rows.count())}
     pages = 1
     while page.get_by_role("button", name="Next page").is_enabled():
         page.get_by_role("button", name="Next page").click()
         expect(page.locator("#page-info")).to_contain_text(f"(page {pages + 1})")
+        expect(rows.first).to_have_attribute("data-seq", str(pages * 50 + 1))
         pages += 1
         seen |= {rows.nth(i).get_attribute("data-seq") for i in range(rows.count())}
     total = len(seen)
@@ -180,6 +183,14 @@ def test_why_was_this_download_denied_answered_from_one_page(page: Any, server: 
     assert page.locator("#state-title").inner_text() == "State after event 10"
     diff = page.locator("#diff").inner_text()
     assert "version" in diff and "phone-77" in diff  # a device registered since
+    # and between two points of the past: mark event 10, then compare event 20 with it
+    page.get_by_role("button", name="Mark for comparison").click()
+    page.get_by_text("event 10 is marked").wait_for()
+    page.get_by_role("button", name="Open event 20").click()
+    page.get_by_role("button", name="Difference to the marked event").click()
+    expect(page.locator("#diff thead")).to_contain_text("after event 20")
+    between = page.locator("#diff tbody").inner_text()
+    assert "dev-5" in between and "dev-9" in between and "phone-77" not in between
     _shot(page, tmp_path, "state-and-diff", "#state")
 
     # the denial, with its reason
@@ -201,8 +212,9 @@ def test_why_was_this_download_denied_answered_from_one_page(page: Any, server: 
 
     # the read side's status and lag
     page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#projection-table tbody")).to_contain_text("licenses_by_title")
     projections = page.locator("#projection-table").inner_text()
-    assert "licenses_by_title" in projections and "lookup" in projections
+    assert "lookup" in projections and "caught_up" in projections
     _shot(page, tmp_path, "projections", "#projections")
 
 
@@ -215,6 +227,7 @@ def test_an_admin_acts_through_the_ordinary_commands(page: Any, server: Server) 
     page.get_by_label("Value").fill("acct-admin")
     page.get_by_role("button", name="Find").click()
     page.get_by_role("heading", name="Account acct-admin").wait_for()
+    expect(page.locator("#status")).to_have_text("Account acct-admin.")
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Deactivate").click()
     page.get_by_text("Device d1 deactivated.").wait_for()

@@ -8,7 +8,7 @@ const EVENT_TYPES = [
 ];
 const PAGE = 50;
 
-const state = { token: null, role: null, account: null, cursors: [0], next: null, filter: {}, event: null };
+const state = { token: null, role: null, account: null, cursors: [0], next: null, filter: {}, event: null, mark: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, text, attrs) {
@@ -264,6 +264,21 @@ async function diffToNow() {
   const then = await showState("version=" + state.event.seq, "after event " + state.event.seq);
   if (!then) return;
   const now = await api("GET", "/v1/accounts/" + encodeURIComponent(state.account));
+  showDiff(then, now, "after event " + state.event.seq, "now");
+}
+
+async function diffToMarked() {
+  const [first, second] = [state.mark, state.event.seq].sort((x, y) => x - y);
+  const then = await showState("version=" + first, "after event " + first);
+  if (!then) return;
+  const later = await api("GET", "/v1/accounts/" + encodeURIComponent(state.account) + "?version=" + second);
+  showDiff(then, later, "after event " + first, "after event " + second);
+}
+
+function showDiff(then, now, thenLabel, nowLabel) {
+  const heads = $("diff").querySelectorAll("thead th");
+  heads[1].textContent = thenLabel;
+  heads[2].textContent = nowLabel;
   const a = flatten(then, "", {});
   const b = flatten(now, "", {});
   clear("diff");
@@ -339,6 +354,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("prev-page").addEventListener("click", () => { if (state.cursors.length > 1) { state.cursors.pop(); loadTimeline(); } });
   $("state-at").addEventListener("click", () => showState("version=" + state.event.seq, "after event " + state.event.seq));
   $("diff-now").addEventListener("click", diffToNow);
+  $("mark").addEventListener("click", () => {
+    state.mark = state.event.seq;
+    $("marked").textContent = "event " + state.mark + " is marked";
+    $("diff-marked").disabled = false;
+  });
+  $("diff-marked").addEventListener("click", diffToMarked);
   $("as-of-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const when = utc($("as-of").value);

@@ -102,6 +102,17 @@ class StoredEvent:
     recorded_at: datetime
     event_id: uuid.UUID
 
+    def to_new(self) -> NewEvent:
+        """The same event, ready to append elsewhere (same id, bytes and time): for copies and restores."""
+        return NewEvent(
+            type_name=self.type_name,
+            schema_version=self.schema_version,
+            data=self.data,
+            metadata=self.metadata,
+            recorded_at=self.recorded_at,
+            event_id=self.event_id,
+        )
+
 
 @dataclass(frozen=True)
 class Snapshot:

@@ -258,18 +258,7 @@ class ArchiveReader:
             if value.get("end") is True:
                 return
             stored = self._event(number, value)
-            yield (
-                stored.stream_id,
-                stored.position,
-                NewEvent(
-                    type_name=stored.type_name,
-                    schema_version=stored.schema_version,
-                    data=stored.data,
-                    metadata=stored.metadata,
-                    recorded_at=stored.recorded_at,
-                    event_id=stored.event_id,
-                ),
-            )
+            yield stored.stream_id, stored.position, stored.to_new()
 
     def _event(self, number: int, value: dict[str, Any]) -> StoredEvent:
         try:

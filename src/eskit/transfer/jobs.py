@@ -62,17 +62,6 @@ def single_feed(stores: Stores) -> EventFeed | None:
     return stores.feed if stores.feed is not None and stores.feed.shards == 1 else None
 
 
-def _new(event: StoredEvent) -> NewEvent:
-    return NewEvent(
-        type_name=event.type_name,
-        schema_version=event.schema_version,
-        data=event.data,
-        metadata=event.metadata,
-        recorded_at=event.recorded_at,
-        event_id=event.event_id,
-    )
-
-
 def _walk_streams(store: EventStore, *, after: str | None = None) -> Iterator[str]:
     while page := store.stream_ids(after=after, limit=_PAGE):
         yield from page
@@ -271,7 +260,7 @@ def copy_store(
     events = source.events
 
     def fill(stream_id: str, gt: int, lte: int) -> Sequence[NewEvent]:
-        return [_new(e) for e in events.read(stream_id, gt=gt, lte=lte)]
+        return [e.to_new() for e in events.read(stream_id, gt=gt, lte=lte)]
 
     loader = Loader(target, fill=fill)
     feed = single_feed(source)
@@ -293,7 +282,7 @@ def _follow_feed(
                 time.sleep(0.2)
                 continue
             for item in page:
-                loader.add(item.event.stream_id, item.event.position, _new(item.event))
+                loader.add(item.event.stream_id, item.event.position, item.event.to_new())
             loader.flush()
             state.feed_after = page[-1].sequence
             state.save()
@@ -330,7 +319,7 @@ def _walk(
                 if held:
                     _check_same(events, target, stream_id, held)
                 for event in _read_stream(events, stream_id, gt=held):
-                    loader.add(stream_id, event.position, _new(event))
+                    loader.add(stream_id, event.position, event.to_new())
                 loader.flush()
                 state.after_stream = stream_id
                 state.save()

@@ -209,6 +209,8 @@ class WhatIf:
             if outcome != (recorded.status, recorded.code):
                 changed += 1
                 decisions.append(self._decision(recorded, outcome))
+        if not was.exists:  # nothing recorded by ``until``: the account did not exist yet
+            raise account_not_found(account_id)
         return WhatIfResult(decisions, changed, was, would_be, len(commands))
 
     def _decide(

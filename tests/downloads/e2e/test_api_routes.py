@@ -421,5 +421,9 @@ def test_what_if_re_decides_an_account_under_a_posted_policy_and_writes_nothing(
         bad = http.post(f"/v1/accounts/{account}/what-if", json={"policy": "[plans.basic\\n"})
         expect_error(bad, 422, "INVALID_POLICY")
         expect_error(http.post(f"/v1/accounts/{account}/what-if", json={}), 422, "VALIDATION_ERROR")
+        early = {"policy": "", "to": "0044-07-31T16:18:13Z"}  # found by the fuzzer: was a 500
+        expect_error(http.post(f"/v1/accounts/{account}/what-if", json=early), 422, "VALIDATION_ERROR")
+        before = {"policy": "", "to": "2000-01-01T00:00:00Z"}
+        expect_error(http.post(f"/v1/accounts/{account}/what-if", json=before), 404, "ACCOUNT_NOT_FOUND")
         expect_error(http.post(f"/v1/accounts/{unique_id()}/what-if", json={"policy": ""}), 404, "ACCOUNT_NOT_FOUND")
         assert http.get(f"/v1/accounts/{account}").json()["version"] == version

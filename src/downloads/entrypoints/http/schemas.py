@@ -124,6 +124,9 @@ class WhatIfIn(BaseModel):
         if value is None:
             return None
         try:
-            return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+            value = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
         except OverflowError:
             raise ValueError("the time is out of range in UTC") from None
+        if value.year < 1971:
+            raise ValueError("the time is before any possible event")
+        return value

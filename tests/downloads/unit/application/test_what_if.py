@@ -178,3 +178,13 @@ def test_the_fleet_summary_is_the_sum_of_every_account_s_result() -> None:
             total[key] = total.get(key, 0) + 1
     assert dict(summary.by_change) == total
     assert ("acquire_license", "accepted", "TITLE_YEARLY_LIMIT_REACHED", "restricted") in total
+
+
+def test_a_range_that_ends_before_the_account_existed_is_account_not_found() -> None:
+    # Found by the fuzzer: a what-if "to" year 44 re-decided nothing and presenting the empty account was a 500.
+    from tests.downloads.factories import refusal
+
+    d = start_service()
+    d.account("acct-1")
+    engine = WhatIf(d.service, STRICTER)
+    assert refusal(lambda: engine.account("acct-1", until=d.clock.now - DAY)).code == "ACCOUNT_NOT_FOUND"

@@ -120,7 +120,7 @@ class SQLiteDenialLog(DenialLog):
                 conn.execute("DELETE FROM denials WHERE account_id = ? AND id < ?", (account_id, oldest_kept[0]))
 
     def page(self, account_id: str, *, after: str | None, limit: int) -> tuple[list[Denial], str | None]:
-        below = int(after) if after and after.isdigit() else 2**62
+        below = min(int(after), 2**62) if after and after.isdigit() else 2**62
         if not self._ready and not Path(self.db.path).exists():
             return [], None  # nothing was ever denied here: reading makes no file
         self._schema()

@@ -178,4 +178,6 @@ def policy_from_text(text: str) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"the policy is not valid TOML: {exc}") from exc
+    except RecursionError:  # arrays or tables nested thousands deep: no policy looks like that
+        raise PolicyError("the policy nests too deeply to be a policy") from None
     return parse_policy(data)

@@ -374,6 +374,8 @@ def test_denials_route_lists_refused_commands_newest_first_for_every_reading_rol
         assert [d["request_id"] for d in older] == ["deny-2", "deny-1", "deny-0"] and rest["next"] is None
         assert older[0]["details"] == {"limit": 1, "used": 1, "plan": "basic"}
         expect_error(http.get(f"/v1/accounts/{unique_id()}/denials"), 404, "ACCOUNT_NOT_FOUND")
+        huge = http.get(f"/v1/accounts/{account}/denials", params={"after": "9" * 60})  # past any id: no 500
+        assert huge.status_code == 200, huge.text
     with shared_server.client(role="support") as http:
         assert len(http.get(f"/v1/accounts/{account}/denials").json()["denials"]) == 4
     with shared_server.client(role=None) as http:
@@ -420,6 +422,8 @@ def test_what_if_re_decides_an_account_under_a_posted_policy_and_writes_nothing(
         _iso(decision["at"])
         bad = http.post(f"/v1/accounts/{account}/what-if", json={"policy": "[plans.basic\\n"})
         expect_error(bad, 422, "INVALID_POLICY")
+        deep = http.post(f"/v1/accounts/{account}/what-if", json={"policy": "a = " + "[" * 10_000})
+        expect_error(deep, 422, "INVALID_POLICY")  # was a RecursionError in the TOML parser: a 500
         expect_error(http.post(f"/v1/accounts/{account}/what-if", json={}), 422, "VALIDATION_ERROR")
         early = {"policy": "", "to": "0044-07-31T16:18:13Z"}  # found by the fuzzer: was a 500
         expect_error(http.post(f"/v1/accounts/{account}/what-if", json=early), 422, "VALIDATION_ERROR")

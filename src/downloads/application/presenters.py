@@ -158,7 +158,7 @@ class WhatIfDecisionOut(BaseModel):
 
 class WhatIfAccountsOut(BaseModel):
     was: AccountOut
-    would_be: AccountOut
+    would_be: AccountOut | None  # None: the other policy would never have opened the account
 
 
 class WhatIfOut(BaseModel):

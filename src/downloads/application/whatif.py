@@ -101,7 +101,8 @@ def _groups(history: list[RecordedEvent]) -> Iterator[RecordedCommand]:
     current_id: str | None = None
     for recorded in history:
         meta = recorded.metadata
-        if current is not None and meta.request_id is not None and meta.request_id == current_id:
+        starts = bool(meta.extra and "args" in meta.extra)  # a command's first event holds its arguments
+        if current is not None and not starts and meta.request_id is not None and meta.request_id == current_id:
             current.events.append(recorded)
             continue
         if current is not None:
@@ -216,6 +217,8 @@ class WhatIf:
     def _decide(
         self, account: Account, command: AccountCommand, at: datetime, license_id: str
     ) -> tuple[str, str | None]:
+        if not command.creates_account and not account.exists:
+            return "denied", "ACCOUNT_NOT_FOUND"  # as the service answers: the other policy never opened it
         last_at = account.last_at
         now = account.decision_time(at)
         ctx = Context(self.policy, now, lambda title_id: self.catalog.at(title_id, now), license_id=license_id)
@@ -248,7 +251,8 @@ class WhatIf:
             "changed": result.changed,
             "account": {
                 "was": as_body(present_account(result.was, self.service.policy)),
-                "would_be": as_body(present_account(result.would_be, self.policy)),
+                # None: under the other policy the account would never have been opened
+                "would_be": as_body(present_account(result.would_be, self.policy)) if result.would_be.exists else None,
             },
         }
 

@@ -188,3 +188,26 @@ def test_a_range_that_ends_before_the_account_existed_is_account_not_found() -> 
     d.account("acct-1")
     engine = WhatIf(d.service, STRICTER)
     assert refusal(lambda: engine.account("acct-1", until=d.clock.now - DAY)).code == "ACCOUNT_NOT_FOUND"
+
+
+def test_a_policy_without_the_account_s_plan_shows_an_account_that_would_never_have_opened() -> None:
+    # Found in review: the re-decided open failed with UNKNOWN_PLAN and presenting it was a 500.
+    d = start_service()
+    d.account("acct-1", plan="basic", devices=["phone"])
+    only_gold = dataclasses.replace(DEFAULT, plans={"gold": Plan(3)})
+    engine = WhatIf(d.service, only_gold)
+    body = engine.present(engine.account("acct-1"))
+    assert body["account"]["would_be"] is None
+    assert _outcomes(body)[0] == ("open_account", ("accepted", None), ("denied", "UNKNOWN_PLAN"))
+    assert _outcomes(body)[1] == ("register_device", ("accepted", None), ("denied", "ACCOUNT_NOT_FOUND"))
+
+
+def test_a_key_used_again_after_its_retention_is_two_commands() -> None:
+    # Found in review: grouping events by request id alone merged two commands sent under one key.
+    d = start_service(idempotency_hours=1)
+    d.account("acct-1", plan="basic", devices=["phone", "tablet"])
+    d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-1"), idempotency_key="same")
+    d.clock.advance(2 * HOUR)
+    d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-2"), idempotency_key="same")
+    result = WhatIf(d.service, STRICTER).account("acct-1")
+    assert result.commands == 5  # open, two registrations, two acquires

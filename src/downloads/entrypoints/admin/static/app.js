@@ -127,6 +127,9 @@ async function openAccount(accountId) {
   try {
     const account = await api("GET", "/v1/accounts/" + encodeURIComponent(accountId));
     state.account = accountId;
+    state.mark = null;
+    $("marked").textContent = "";
+    $("diff-marked").disabled = true;
     showAccount(account);
     $("account").hidden = false;
     $("event").hidden = true;
@@ -317,8 +320,10 @@ async function whatIf(policy) {
     for (const d of answer.decisions) {
       row("what-if", [d.at, d.command, describe(d.args), outcome(d.was), outcome(d.would_be)]);
     }
-    $("what-if-summary").textContent = answer.changed + " decision(s) would change; devices with downloads "
-      + answer.account.was.devices_with_downloads + " -> " + answer.account.would_be.devices_with_downloads + ".";
+    const after = answer.account.would_be;
+    $("what-if-summary").textContent = answer.changed + " decision(s) would change; "
+      + (after === null ? "the account would never have been opened."
+        : "devices with downloads " + answer.account.was.devices_with_downloads + " -> " + after.devices_with_downloads + ".");
   } catch (e) {
     $("what-if-summary").textContent = "";
     say(e.message, true);

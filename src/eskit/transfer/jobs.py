@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -186,6 +187,8 @@ class CopyState:
     feed_after: int = 0
     after_stream: str | None = None
     walks: int = 0
+    #: the last event written, ``[stream_id, position, event_id]``: a resumed copy checks the target holds it
+    last: list[Any] | None = None
 
     @classmethod
     def open(cls, path: str, *, source: str, target: str) -> CopyState:
@@ -203,8 +206,30 @@ class CopyState:
                 f"{saved.get('target')!r}: give another --state file for this one"
             )
         return cls(
-            path, source, target, int(saved.get("feed_after", 0)), saved.get("after_stream"), int(saved.get("walks", 0))
+            path,
+            source,
+            target,
+            int(saved.get("feed_after", 0)),
+            saved.get("after_stream"),
+            int(saved.get("walks", 0)),
+            saved.get("last"),
         )
+
+    def wrote(self, event: StoredEvent) -> None:
+        """Remember ``event`` as the last one written (saved with the next :meth:`save`)."""
+        self.last = [event.stream_id, event.position, str(event.event_id)]
+
+    def check_target(self, target: EventStore) -> None:
+        """Raise unless ``target`` holds the last event this copy wrote (it was not emptied or replaced)."""
+        if not self.last:
+            return
+        stream_id, position, event_id = self.last
+        there = target.read(stream_id, gt=position - 1, lte=position)
+        if not there or str(there[0].event_id) != event_id:
+            raise EskitError(
+                f"the target does not hold the last event this copy wrote ({stream_id!r} at {position}): it was "
+                f"emptied or replaced since. Start the copy again with another state file than {self.path!r}"
+            )
 
     @property
     def started(self) -> bool:
@@ -217,6 +242,7 @@ class CopyState:
             "feed_after": self.feed_after,
             "after_stream": self.after_stream,
             "walks": self.walks,
+            "last": self.last,
         }
         partial = self.path + ".partial"
         with open(partial, "wb") as f:
@@ -249,7 +275,9 @@ def copy_store(
     when ``state`` shows no copy under way, and :class:`~eskit.transfer.loader.Diverged`
     when the target's events differ from the source's.
     """
-    if not state.started:
+    if state.started:
+        state.check_target(target)
+    else:
         found = _first_streams(target)
         if found:
             raise NotEmpty(
@@ -285,6 +313,7 @@ def _follow_feed(
                 loader.add(item.event.stream_id, item.event.position, item.event.to_new())
             loader.flush()
             state.feed_after = page[-1].sequence
+            state.wrote(page[-1].event)
             state.save()
             advance(len(page))
     return CopyResult(loader.written, loader.skipped, "feed", state.feed_after)
@@ -318,9 +347,13 @@ def _walk(
                 held = target.version(stream_id)
                 if held:
                     _check_same(events, target, stream_id, held)
+                newest: StoredEvent | None = None
                 for event in _read_stream(events, stream_id, gt=held):
                     loader.add(stream_id, event.position, event.to_new())
+                    newest = event
                 loader.flush()
+                if newest is not None:
+                    state.wrote(newest)
                 state.after_stream = stream_id
                 state.save()
                 met += 1

@@ -1,7 +1,7 @@
 """Writing events at their exact positions into a target store, in bulk, idempotently.
 
 The loader takes events in any order that keeps each stream's positions
-ascending, groups them per stream and writes each group with
+ascending, gathers runs of one stream's consecutive events and writes each run with
 :meth:`~eskit.ports.EventStore.append_many` at ``expected_version = first
 position - 1``. A write is therefore only ever accepted at the right place:
 an event the target holds already (a resumed run) makes its group conflict,
@@ -39,11 +39,16 @@ Fill = Callable[[str, int, int], Sequence[NewEvent]]
 
 @dataclass
 class Loader:
-    """Buffers events per stream and writes them in batches; call :meth:`flush` at the end.
+    """Buffers events and writes them in batches; call :meth:`flush` at the end.
 
-    ``max_events`` bounds what is buffered (memory stays flat); each stream
-    appears at most once in one ``append_many`` call, so stores that run the
-    appends of a call at once never race a stream against itself.
+    ``max_events`` bounds what is buffered (memory stays flat). A store whose
+    ``append_many`` commits in order (memory, SQLite: one transaction) gets
+    runs of consecutive same-stream events in the order they came, so the
+    target's commit order across streams is the source's (a read side rebuilt
+    there meets a title's event before the accounts' events that need it). A
+    store that runs the appends of a call at once (``concurrent_appends``,
+    Cassandra, where there is no order across streams to keep) gets each
+    stream at most once per call, so a stream never races itself.
     """
 
     target: EventStore
@@ -51,27 +56,37 @@ class Loader:
     max_events: int = 2000
     written: int = 0  # events this loader wrote
     skipped: int = 0  # events the target held already
-    _pending: dict[str, tuple[int, list[NewEvent]]] = field(default_factory=dict)
+    _runs: list[tuple[str, int, list[NewEvent]]] = field(default_factory=list)
+    _streams: set[str] = field(default_factory=set)
     _buffered: int = 0
 
+    @property
+    def ordered(self) -> bool:
+        return not getattr(self.target, "concurrent_appends", False)
+
     def add(self, stream_id: str, position: int, event: NewEvent) -> None:
-        held = self._pending.get(stream_id)
-        if held is not None and (held[0] + len(held[1]) != position or len(held[1]) >= MAX_APPEND):
-            self.flush()
-            held = None
-        if held is None:
-            self._pending[stream_id] = (position, [event])
-        else:
-            held[1].append(event)
+        last = self._runs[-1] if self._runs else None
+        if last is not None and last[0] == stream_id and last[1] + len(last[2]) == position:
+            if len(last[2]) < MAX_APPEND:
+                last[2].append(event)
+                self._count()
+                return
+            self.flush()  # a long run: one append of MAX_APPEND at a time
+        elif stream_id in self._streams and not self.ordered:
+            self.flush()  # this stream is in the batch already: it may not race itself
+        self._runs.append((stream_id, position, [event]))
+        self._streams.add(stream_id)
+        self._count()
+
+    def _count(self) -> None:
         self._buffered += 1
         if self._buffered >= self.max_events:
             self.flush()
 
     def flush(self) -> None:
-        if not self._pending:
+        if not self._runs:
             return
-        groups = [(sid, first, events) for sid, (first, events) in self._pending.items()]
-        self._pending, self._buffered = {}, 0
+        groups, self._runs, self._streams, self._buffered = self._runs, [], set(), 0
         answers = self.target.append_many([(sid, events, first - 1) for sid, first, events in groups])
         failed = [a for a in answers if isinstance(a, EskitError) and not isinstance(a, ConcurrencyError)]
         for (sid, first, events), answer in zip(groups, answers, strict=True):

@@ -15,6 +15,7 @@ import pytest
 
 from eskit import (
     DomainEvent,
+    EskitError,
     EventCodec,
     EventMetadata,
     Stores,
@@ -330,3 +331,47 @@ def test_a_store_without_a_single_feed_is_exported_stream_by_stream(tmp_path: Pa
     import_store(archive, target.events)
     assert summary.streams == 71
     assert _everything(target.events) == _everything(full.events)
+
+
+def _feed_order(stores: Stores) -> list[tuple[str, int]]:
+    assert stores.feed is not None
+    return [(f.event.stream_id, f.event.position) for f in stores.feed.read(after=0, limit=100_000)]
+
+
+def test_an_import_and_a_copy_into_sqlite_keep_the_source_s_commit_order_across_streams(
+    tmp_path: Path, sqlite: Any
+) -> None:
+    # Found in review: the loader grouped each batch by stream, so A1 T1 A2 came back as A1 A2 T1, and a
+    # projection rebuilt on the restored store met an account's event before the title event it needs.
+    source = open_stores("memory://")
+    for n in range(300):
+        for stream in ("account-a", f"title-{n % 7}", "account-b"):
+            source.events.append(stream, [_one()], expected_version=source.events.version(stream))
+    archive = str(tmp_path / "d.jsonl.gz")
+    export_store(source, archive)
+    imported = sqlite("imported.db")
+    import_store(archive, imported.events)
+    assert _feed_order(imported) == _feed_order(source)
+    copied = sqlite("copied.db")
+    copy_store(source, copied.events, _state(tmp_path, source, copied))
+    assert _feed_order(copied) == _feed_order(source)
+
+
+def test_a_copy_resumed_into_a_target_that_was_emptied_is_refused(tmp_path: Path, sqlite: Any) -> None:
+    # Found in review: the state file said "copied up to N", the target was new and empty, and the copy
+    # carried on from N, leaving out every stream written before.
+    source = sqlite("source.db")
+    _fill(source.events, streams=20)
+    target = sqlite("target.db")
+    state = _state(tmp_path, source, target)
+    copy_store(source, target.events, state)
+    target.close()
+    for leftover in tmp_path.glob("target.db*"):
+        leftover.unlink()
+    emptied = open_stores(target.url)
+    try:
+        with pytest.raises(EskitError, match="does not hold the last event"):
+            copy_store(source, emptied.events, _state(tmp_path, source, emptied))
+        assert emptied.events.stream_ids() == []
+    finally:
+        emptied.close()

@@ -67,6 +67,9 @@ def _row_to_event(stream_id: str, row: Any) -> StoredEvent:
 class CassandraEventStore(EventStore):
     """Event streams in Cassandra; see the module docstring for the design."""
 
+    #: ``append_many`` runs its appends at once: a bulk load must not give it one stream twice
+    concurrent_appends = True
+
     def __init__(self, connection: CassandraSession) -> None:
         self.db = connection
         assert connection.statements is not None, "the session's statements are prepared by open_stores"

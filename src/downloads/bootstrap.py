@@ -93,8 +93,7 @@ def open_denial_log(stores: Stores, *, kept: int) -> DenialLog:
     if stores.url.startswith("sqlite:"):
         return SQLiteDenialLog(denial_log_path(sqlite_path(stores.url)), kept=kept)
     if stores.url.startswith("cassandra:"):
-        session = stores.events.db  # type: ignore[attr-defined]
-        return CassandraDenialLog(session.session, session.settings.keyspace, kept=kept)
+        return CassandraDenialLog(stores.events.db, kept=kept)  # type: ignore[attr-defined]
     return InMemoryDenialLog(kept=kept)
 
 

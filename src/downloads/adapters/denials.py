@@ -35,6 +35,7 @@ def _encode(denial: Denial) -> bytes:
             "message": denial.message,
             "details": denial.details,
             "request_id": denial.request_id,
+            "version": denial.version,
         },
         option=orjson.OPT_UTC_Z,
         default=str,
@@ -51,6 +52,7 @@ def _decode(data: bytes) -> Denial:
         message=value["message"],
         details=value["details"],
         request_id=value["request_id"],
+        version=value.get("version"),
     )
 
 
@@ -148,9 +150,12 @@ class CassandraDenialLog(DenialLog):
 
     TTL = 90 * 86400
 
-    def __init__(self, session: Any, keyspace: str, *, kept: int = 1000) -> None:
+    def __init__(self, connection: Any, *, kept: int = 1000) -> None:
+        """``connection``: the store's :class:`~eskit.stores.cassandra.session.CassandraSession` (retries, errors)."""
         self.kept = kept
-        self.session = session
+        self.db = connection
+        session = connection.session
+        keyspace = connection.settings.keyspace
         table = f"{keyspace}.denials"
         known = session.cluster.metadata.keyspaces.get(keyspace)
         if known is None or "denials" not in known.tables:
@@ -171,11 +176,11 @@ class CassandraDenialLog(DenialLog):
         self._next = session.prepare(f"SELECT id, body FROM {table} WHERE account_id = ? AND id < ? LIMIT ?")
 
     def record(self, account_id: str, denial: Denial) -> None:
-        self.session.execute(self._insert, (account_id, uuid.uuid1(), _encode(denial)))
+        self.db.query(self._insert, (account_id, uuid.uuid1(), _encode(denial)), idempotent=False)
         if random.random() < 0.05:
-            rows = list(self.session.execute(self._nth, (account_id, self.kept)))
+            rows = list(self.db.query(self._nth, (account_id, self.kept)))
             if len(rows) == self.kept:
-                self.session.execute(self._prune, (account_id, rows[-1].id))
+                self.db.query(self._prune, (account_id, rows[-1].id))
 
     def page(self, account_id: str, *, after: str | None, limit: int) -> tuple[list[Denial], str | None]:
         if after:
@@ -183,9 +188,11 @@ class CassandraDenialLog(DenialLog):
                 cursor = uuid.UUID(after)
             except ValueError:
                 return [], None
-            rows = list(self.session.execute(self._next, (account_id, cursor, limit + 1)))
+            if cursor.version != 1:  # not a cursor this log gave (they are time-based ids)
+                return [], None
+            rows = list(self.db.query(self._next, (account_id, cursor, limit + 1)))
         else:
-            rows = list(self.session.execute(self._first, (account_id, limit + 1)))
+            rows = list(self.db.query(self._first, (account_id, limit + 1)))
         page = rows[:limit]
         following = str(page[-1].id) if len(rows) > limit else None
         return [_decode(bytes(row.body)) for row in page], following

@@ -40,6 +40,8 @@ class Denial:
     message: str
     details: dict[str, Any]
     request_id: str | None
+    #: the account's version the refusal was decided on (orders it among the accepted commands)
+    version: int | None = None
 
 
 class DenialLog(Protocol):

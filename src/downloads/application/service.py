@@ -88,12 +88,14 @@ class DownloadsService(DownloadsQueries):
         except DomainError as exc:
             self._outcome(command, exc.code)
             if seen.get("exists") and isinstance(exc, Denied | NotFound) and self.denials is not None:
-                self._record_denial(command, exc, seen["now"], idempotency_key)
+                self._record_denial(command, exc, seen["now"], seen["version"], idempotency_key)
             raise
         self._outcome(command, "REPLAYED" if reply.replayed else "OK")
         return reply
 
-    def _record_denial(self, command: AccountCommand, exc: DomainError, at: datetime, key: str | None) -> None:
+    def _record_denial(
+        self, command: AccountCommand, exc: DomainError, at: datetime, version: int, key: str | None
+    ) -> None:
         assert self.denials is not None
         denial = Denial(
             at=at,
@@ -103,6 +105,7 @@ class DownloadsService(DownloadsQueries):
             message=exc.message,
             details=jsonable(exc.details),
             request_id=key,
+            version=version,
         )
         try:
             self.denials.record(command.account_id, denial)
@@ -111,7 +114,7 @@ class DownloadsService(DownloadsQueries):
 
     def _decide(self, command: AccountCommand, account: Account, key: str | None, seen: dict[str, Any]) -> Reply:
         now = account.decision_time(self.clock())
-        seen["now"], seen["exists"] = now, account.exists
+        seen["now"], seen["exists"], seen["version"] = now, account.exists, account.version
         if key is not None:
             prior = remembered(account, key, command, now)
             if prior is not None:

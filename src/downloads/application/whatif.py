@@ -120,17 +120,24 @@ def recorded_commands(service: DownloadsService, account_id: str) -> list[Record
     if not history:
         raise account_not_found(account_id)
     accepted = list(_groups(history))
-    denied: list[RecordedCommand] = []
+    denied: list[tuple[int | None, RecordedCommand]] = []
     if service.denials is not None:
         after = None
         while True:
             found, after = service.denials.page(account_id, after=after, limit=1000)
-            denied.extend(RecordedCommand(d.at, d.command, d.args, d.code) for d in found)
+            denied.extend((d.version, RecordedCommand(d.at, d.command, d.args, d.code)) for d in found)
             if after is None:
                 break
-    # Stable: at equal times an accepted command stays before a refusal (the refusal saw its events).
-    ordered = [(c.at, 0, n, c) for n, c in enumerate(accepted)] + [(c.at, 1, n, c) for n, c in enumerate(denied[::-1])]
-    return [c for *_, c in sorted(ordered, key=lambda item: item[:3])]
+    denied.reverse()  # oldest first
+    if all(version is not None for version, _ in denied):
+        # A refusal decided on version v came after the command that wrote v and before the next one:
+        # placed by version, it is in the right place even when clocks made equal times.
+        keyed = [((c.events[0].position - 1, 1), n, c) for n, c in enumerate(accepted)]
+        keyed += [((version or 0, 0), n, c) for n, (version, c) in enumerate(denied)]
+        return [c for *_, c in sorted(keyed, key=lambda item: item[:2])]
+    # Denials recorded before they kept a version: by time (at equal times the accepted command first).
+    timed = [(c.at, 0, n, c) for n, c in enumerate(accepted)] + [(c.at, 1, n, c) for n, (_, c) in enumerate(denied)]
+    return [c for *_, c in sorted(timed, key=lambda item: item[:3])]
 
 
 def _apply_as_it_was(account: Account, recorded: RecordedEvent) -> None:

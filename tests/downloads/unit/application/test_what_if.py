@@ -211,3 +211,17 @@ def test_a_key_used_again_after_its_retention_is_two_commands() -> None:
     d.service.handle(AcquireLicense("acct-1", "phone", "demo-title-2"), idempotency_key="same")
     result = WhatIf(d.service, STRICTER).account("acct-1")
     assert result.commands == 5  # open, two registrations, two acquires
+
+
+def test_refusals_keep_their_place_among_commands_decided_at_the_same_instant() -> None:
+    # Found in review: ordered by time alone, a refusal at the same instant as later accepted commands was
+    # re-decided after them, against a state it never met (here: after the release that freed the device).
+    d = start_service()  # the fake clock stands still: every command below is decided at one instant
+    d.account("acct-1", plan="basic", devices=["phone", "tablet"])
+    phone = d.license("acct-1", "phone", "demo-title-1")
+    refused = _send(d, AcquireLicense("acct-1", "tablet", "demo-title-1"))
+    assert refused[:2] == ("denied", "DEVICE_LIMIT_REACHED")
+    d.service.handle(ReleaseLicense("acct-1", phone))
+    d.license("acct-1", "tablet", "demo-title-1")
+    result = WhatIf(d.service, DEFAULT).account("acct-1")
+    assert (result.changed, result.decisions) == (0, [])

@@ -164,7 +164,7 @@ def _decode(codec: EventCodec, stored: StoredEvent, report: VerifyReport) -> Rec
     except (EskitError, ValueError, TypeError, KeyError) as exc:
         report.add(Problem("undecodable", stored.stream_id, stored.position, f"{stored.type_name}: {exc}"))
         return None
-    return RecordedEvent(stored.position, stored.type_name, event, metadata)
+    return RecordedEvent(stored.position, stored.type_name, event, metadata, stored.schema_version)
 
 
 def _fold(

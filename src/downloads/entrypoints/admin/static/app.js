@@ -266,16 +266,24 @@ function flatten(value, prefix, out) {
 async function diffToNow() {
   const then = await showState("version=" + state.event.seq, "after event " + state.event.seq);
   if (!then) return;
-  const now = await api("GET", "/v1/accounts/" + encodeURIComponent(state.account));
-  showDiff(then, now, "after event " + state.event.seq, "now");
+  try {
+    const now = await api("GET", "/v1/accounts/" + encodeURIComponent(state.account));
+    showDiff(then, now, "after event " + state.event.seq, "now");
+  } catch (e) {
+    say(e.message, true);
+  }
 }
 
 async function diffToMarked() {
   const [first, second] = [state.mark, state.event.seq].sort((x, y) => x - y);
   const then = await showState("version=" + first, "after event " + first);
   if (!then) return;
-  const later = await api("GET", "/v1/accounts/" + encodeURIComponent(state.account) + "?version=" + second);
-  showDiff(then, later, "after event " + first, "after event " + second);
+  try {
+    const later = await api("GET", "/v1/accounts/" + encodeURIComponent(state.account) + "?version=" + second);
+    showDiff(then, later, "after event " + first, "after event " + second);
+  } catch (e) {
+    say(e.message, true);
+  }
 }
 
 function showDiff(then, now, thenLabel, nowLabel) {

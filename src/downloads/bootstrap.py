@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from downloads.adapters.denials import CassandraDenialLog, InMemoryDenialLog, SQLiteDenialLog, denial_log_path
 from downloads.adapters.policy_file import load_policy
@@ -16,6 +17,9 @@ from downloads.readmodels.readside import ReadSide, ReadSideUnavailable
 from downloads.settings import Settings
 from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, Stores, open_stores
 from eskit.stores.sqlite import sqlite_path
+
+if TYPE_CHECKING:
+    from downloads.readmodels.clusterside import ClusterReadSide
 
 __all__ = ["Runtime", "bootstrap", "make_codec", "open_denial_log", "open_read_side"]
 
@@ -97,10 +101,15 @@ def open_denial_log(stores: Stores, *, kept: int) -> DenialLog:
     return InMemoryDenialLog(kept=kept)
 
 
-def open_read_side(runtime: Runtime) -> ReadSide | None:
-    """The read side of a wired runtime (not started), or None for a store that has none yet (Cassandra)."""
+def open_read_side(runtime: Runtime) -> ReadSide | ClusterReadSide | None:
+    """The read side of a wired runtime (not started): in SQLite beside the store, or in the Cassandra cluster."""
+    codec = runtime.service.accounts.codec
+    if runtime.stores.stream_feed is not None:
+        from downloads.readmodels.clusterside import ClusterReadSide
+
+        return ClusterReadSide(runtime.stores, codec, runtime.policy, runtime.service)
     try:
-        return ReadSide(runtime.stores, runtime.service.accounts.codec, runtime.policy, runtime.service)
+        return ReadSide(runtime.stores, codec, runtime.policy, runtime.service)
     except ReadSideUnavailable as exc:
         log.warning("no read side: %s", exc)
         return None

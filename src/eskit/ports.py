@@ -16,7 +16,7 @@ from eskit.events import NewEvent, Snapshot, StoredEvent
 from eskit.exceptions import EskitError
 from eskit.timetravel import search_version_at
 
-__all__ = ["EventFeed", "EventStore", "FeedEvent", "SnapshotStore"]
+__all__ = ["EventFeed", "EventStore", "FeedEvent", "SnapshotStore", "StreamFeed"]
 
 
 class EventStore(abc.ABC):
@@ -171,6 +171,39 @@ class EventFeed(abc.ABC):
     @abc.abstractmethod
     def head(self, *, shard: int = 0) -> int:
         """The sequence of the shard's last accepted event (0 for none): a follower's lag is ``head - checkpoint``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the feed must not be used afterwards."""
+
+
+class StreamFeed(abc.ABC):
+    """Port: the streams that may hold accepted events a follower has not applied (a store without one order).
+
+    Where a store has no commit order across streams (Cassandra), its feed
+    tells a follower *which streams* to look at instead of giving it a
+    sequence: every append leaves a hint before it is proposed, and a follower
+    that has applied a stream up to a head it read *settles* the stream, which
+    removes its hints at or below that head. A follower that keeps listing and
+    settling never misses an accepted event, and reads each stream in position
+    order from its own per-stream checkpoint.
+    """
+
+    @property
+    @abc.abstractmethod
+    def shards(self) -> int:
+        """How many shards the hints are spread over; a follower lists each."""
+
+    @abc.abstractmethod
+    def pending(self, *, shard: int, limit: int = 1000) -> dict[str, int]:
+        """Up to ``limit`` hinted streams of ``shard``, each with the highest head hinted for it."""
+
+    @abc.abstractmethod
+    def settle(self, *, shard: int, stream_id: str, upto: int) -> None:
+        """Remove the stream's hints at or below ``upto``: call only once every follower applied it up to there."""
+
+    @abc.abstractmethod
+    def backlog(self, *, limit: int = 10_000) -> tuple[int, datetime | None]:
+        """How many hints stand (up to ``limit`` per shard) and the time of the oldest (None for none)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the feed must not be used afterwards."""

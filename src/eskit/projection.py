@@ -19,11 +19,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from eskit.exceptions import EskitError
-from eskit.ports import EventFeed, FeedEvent
+from eskit.events import StoredEvent
+from eskit.exceptions import EskitError, OperationalError
+from eskit.ports import EventFeed, EventStore, FeedEvent, StreamFeed
 
-__all__ = ["CheckpointMoved", "ProjectionStatus", "ProjectionTarget", "Projector"]
+__all__ = [
+    "CheckpointMoved",
+    "FollowerStats",
+    "ProjectionStatus",
+    "ProjectionTarget",
+    "Projector",
+    "StreamFollower",
+    "StreamTarget",
+]
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +172,167 @@ class Projector:
         return ProjectionStatus(
             self.target.name, state, position, max(0, head - position), lag_seconds, self.updated_at, self.error
         )
+
+
+# -- following each stream (a store without one commit order: Cassandra) -------------------
+
+
+class StreamTarget(abc.ABC):
+    """Port: a read model that follows every stream from a checkpoint of its own.
+
+    Its effects must be *idempotent in position*: applying a stream's event again
+    (after a crash before the checkpoint moved, or by a second runner at the same
+    time) changes nothing more, and applying an older event after a newer one
+    cannot undo the newer one. Then each event has exactly one effect without a
+    transaction across the read model's partitions.
+    """
+
+    #: the projection's name
+    name: str
+
+    @property
+    @abc.abstractmethod
+    def key(self) -> str:
+        """The projection's name and version (``name@version``): what its checkpoints belong to."""
+
+    @abc.abstractmethod
+    def checkpoints(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """Each stream's checkpoint: the position its events are applied up to (0 for none)."""
+
+    @abc.abstractmethod
+    def apply(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
+        """Apply the stream's events (which follow its checkpoint, in order), then move the checkpoint to the last."""
+
+
+@dataclass
+class FollowerStats:
+    """What a follower knows of one target: events applied since it started, the last error, when it last applied."""
+
+    applied: int = 0
+    error: str | None = None
+    updated_at: datetime | None = None
+
+
+class StreamFollower:
+    """Follows a :class:`~eskit.ports.StreamFeed` into a set of :class:`StreamTarget`.
+
+    One *round* lists each shard's hinted streams, reads their heads, then reads
+    which targets exist (``targets()``, e.g. from a registry of versions: read
+    *after* the heads, so a target registered later is filled by its own sweep
+    from a head read after its registration), brings every target up to each
+    head, and settles each stream that every target reached. A stream that fails
+    keeps its hints and is tried in a later round; the error is kept per target.
+    :meth:`sweep` brings targets up on every stream of the store, hinted or not:
+    a new version of a projection is filled that way.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        feed: StreamFeed,
+        targets: Callable[[], Sequence[StreamTarget]],
+        *,
+        streams: int = 200,
+        page: int = 1000,
+        workers: int = 8,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store, self.feed, self.targets = store, feed, targets
+        self.streams, self.page, self.workers, self.clock = streams, page, workers, clock
+        self.stats: dict[str, FollowerStats] = {}
+        self.error: str | None = None  # the feed's own (listing, reading heads)
+        self._pool: Any = None
+
+    def _map(self, fn: Callable[[str], Any], items: Sequence[str]) -> list[Any]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="eskit-follow")
+        return list(self._pool.map(fn, items))
+
+    def _stats(self, target: StreamTarget) -> FollowerStats:
+        return self.stats.setdefault(target.key, FollowerStats())
+
+    def bring_up(self, stream_id: str, head: int, targets: Sequence[StreamTarget]) -> bool:
+        """Apply the stream's events up to ``head`` to every target; True when all of them got there."""
+        checkpoints = {t.key: t.checkpoints([stream_id]).get(stream_id, 0) for t in targets}
+        low = min(checkpoints.values(), default=head)
+        failed: set[str] = set()
+        while low < head:
+            events = self.store.read(stream_id, gt=low, lte=min(head, low + self.page))
+            if not events or events[0].position != low + 1:
+                raise OperationalError(f"stream {stream_id!r} returned no events after {low} though its head is {head}")
+            for target in targets:
+                if target.key in failed:
+                    continue
+                mine = [e for e in events if e.position > checkpoints[target.key]]
+                if not mine:
+                    continue
+                stats = self._stats(target)
+                try:
+                    target.apply(stream_id, mine)
+                except Exception as exc:  # kept per target; the stream is tried again next round
+                    failed.add(target.key)
+                    stats.error = f"{type(exc).__name__}: {exc}"
+                    log.warning("projection %s failed on %s: %s", target.key, stream_id, stats.error)
+                    continue
+                checkpoints[target.key] = mine[-1].position
+                stats.applied += len(mine)
+                stats.updated_at = self.clock()
+            low = events[-1].position
+        return not failed
+
+    def step(self, shard: int) -> int:
+        """One shard's round; returns how many hinted streams were settled."""
+        pending = list(self.feed.pending(shard=shard, limit=self.streams))
+        if not pending:
+            return 0
+        heads = dict(zip(pending, self._map(self.store.version, pending), strict=True))
+        targets = list(self.targets())  # after the heads: see the class docstring
+
+        def one(stream_id: str) -> bool:
+            try:
+                done = self.bring_up(stream_id, heads[stream_id], targets)
+            except Exception as exc:  # reading the stream failed: kept, tried next round
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.warning("feed: cannot bring %s up: %s", stream_id, self.error)
+                return False
+            if done:
+                self.feed.settle(shard=shard, stream_id=stream_id, upto=heads[stream_id])
+            return done
+
+        settled = sum(1 for done in self._map(one, pending) if done)
+        if settled == len(pending):
+            for target in targets:
+                self._stats(target).error = None
+        return settled
+
+    def round(self) -> int:
+        """Every shard once; returns how many streams were settled. Raises what listing the feed raised."""
+        settled = sum(self.step(shard) for shard in range(self.feed.shards))
+        self.error = None if settled or self.error is None else self.error
+        return settled
+
+    def sweep(
+        self, targets: Sequence[StreamTarget], *, after: str | None = None, limit: int = 500
+    ) -> tuple[int, str | None]:
+        """Bring ``targets`` up on one page of the store's streams after ``after``; returns (events applied, cursor).
+
+        The cursor is None once the last stream was swept. Nothing is settled: hints are the rounds' business.
+        """
+        streams = self.store.stream_ids(after=after, limit=limit)
+        before = sum(self._stats(t).applied for t in targets)
+        heads = dict(zip(streams, self._map(self.store.version, streams), strict=True))
+        results = self._map(lambda s: self.bring_up(s, heads[s], targets), streams)
+        if not all(results):
+            failed = [t.key for t in targets if self._stats(t).error]
+            raise OperationalError(f"sweep: some streams could not be applied ({', '.join(failed)})")
+        applied = sum(self._stats(t).applied for t in targets) - before
+        return applied, (streams[-1] if len(streams) == limit else None)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

@@ -355,7 +355,7 @@ def _open_read_side(args: argparse.Namespace) -> tuple[Any, Any]:
     read_side = open_read_side(runtime)
     if read_side is None:
         runtime.close()
-        raise UsageError(f"the store {runtime.stores.url.split('?', 1)[0]} has no read side yet (Cassandra)")
+        raise UsageError(f"the store {runtime.stores.url.split('?', 1)[0]} has no read side")
     return runtime, read_side
 
 
@@ -409,6 +409,9 @@ def _cmd_projections_rebuild(args: argparse.Namespace) -> int:
     started = time.monotonic()
 
     def progress(position: int, head: int) -> None:
+        if head < 0:  # a Cassandra rebuild sweeps streams; their count is not known in advance
+            print(f"  {args.name}: {position:,} streams swept", file=sys.stderr)
+            return
         rate = position / max(time.monotonic() - started, 1e-9)
         left = (head - position) / rate if rate else 0.0
         print(f"  {args.name}: {position} of {head} events ({rate:,.0f}/s, about {left:.0f} s left)", file=sys.stderr)

@@ -148,6 +148,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from downloads.application.verify import verify_service_store
     from downloads.bootstrap import bootstrap
     from downloads.entrypoints.cli import _settings, printable
+    from downloads.readmodels.clusterside import ClusterReadSide
     from downloads.readmodels.readside import ReadSide, models_path
     from downloads.readmodels.verify import verify_read_models
     from eskit.verify import VerifyReport
@@ -161,8 +162,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         with progress_bar("verifying", unit="streams") as advance:
             verify_service_store(runtime.service, stores.events, stores.snapshots, report=report, advance=advance)
         models = models_path(stores.url)
-        if models is not None and models.exists() and not stores.url.startswith("memory:"):
+        read_side: ReadSide | ClusterReadSide | None = None
+        if stores.stream_feed is not None:
+            read_side = ClusterReadSide(stores, runtime.service.accounts.codec, runtime.policy, runtime.service)
+        elif models is not None and models.exists() and not stores.url.startswith("memory:"):
             read_side = ReadSide(stores, runtime.service.accounts.codec, runtime.policy, runtime.service)
+        if read_side is not None:
             try:
                 with progress_bar("read models", unit="rows") as advance:
                     read_rows = verify_read_models(read_side, runtime.service, report, advance=advance)

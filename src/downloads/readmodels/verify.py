@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 from downloads.application import DownloadsService
 from downloads.domain import Account
+from downloads.readmodels.clusterside import ClusterReadSide
 from downloads.readmodels.readside import ReadSide
 from eskit import AggregateNotFound
 from eskit.verify import Problem, VerifyReport
@@ -20,7 +21,7 @@ __all__ = ["verify_read_models"]
 
 
 def verify_read_models(
-    read_side: ReadSide,
+    read_side: ReadSide | ClusterReadSide,
     service: DownloadsService,
     report: VerifyReport,
     *,

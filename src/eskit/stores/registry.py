@@ -19,7 +19,7 @@ from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from eskit.exceptions import InterfaceError
-from eskit.ports import EventFeed, EventStore, SnapshotStore
+from eskit.ports import EventFeed, EventStore, SnapshotStore, StreamFeed
 
 __all__ = ["ADAPTERS", "Adapter", "Stores", "open_stores"]
 
@@ -32,11 +32,15 @@ class Stores:
     events: EventStore
     snapshots: SnapshotStore
     feed: EventFeed | None = None
+    #: the feed of a store without one commit order (Cassandra): which streams to look at
+    stream_feed: StreamFeed | None = None
 
     def close(self) -> None:
         """Close the stores."""
         if self.feed is not None:
             self.feed.close()
+        if self.stream_feed is not None:
+            self.stream_feed.close()
         self.snapshots.close()
         self.events.close()
 

@@ -11,14 +11,28 @@ from __future__ import annotations
 from typing import Any
 
 from eskit.stores.cassandra.events import CassandraEventStore
-from eskit.stores.cassandra.schema import check_paxos_variant, check_schema, choose_levels, create_keyspace
+from eskit.stores.cassandra.feed import CassandraStreamFeed
+from eskit.stores.cassandra.schema import (
+    check_paxos_variant,
+    check_schema,
+    choose_levels,
+    create_keyspace,
+    feed_shards,
+)
 from eskit.stores.cassandra.session import CassandraSession
 from eskit.stores.cassandra.settings import CassandraSettings
 from eskit.stores.cassandra.snapshots import CassandraSnapshotStore
 from eskit.stores.cassandra.statements import Statements
 from eskit.stores.registry import Stores
 
-__all__ = ["CassandraEventStore", "CassandraSession", "CassandraSettings", "CassandraSnapshotStore", "open_stores"]
+__all__ = [
+    "CassandraEventStore",
+    "CassandraSession",
+    "CassandraSettings",
+    "CassandraSnapshotStore",
+    "CassandraStreamFeed",
+    "open_stores",
+]
 
 
 def open_stores(url: str, *, create_schema: bool | None = None, **_: Any) -> Stores:
@@ -37,7 +51,8 @@ def open_stores(url: str, *, create_schema: bool | None = None, **_: Any) -> Sto
         check_paxos_variant(session)
         choose_levels(session)
         session.statements = Statements(session)
+        feed = CassandraStreamFeed(session, feed_shards(session))
     except BaseException:
         session.close()
         raise
-    return Stores(url, CassandraEventStore(session), CassandraSnapshotStore(session))
+    return Stores(url, CassandraEventStore(session, feed), CassandraSnapshotStore(session), stream_feed=feed)

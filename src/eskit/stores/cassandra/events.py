@@ -27,6 +27,7 @@ compared by event id, which tells our own earlier write from another writer's.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -41,6 +42,7 @@ from eskit.exceptions import (
     UnknownOutcome,
 )
 from eskit.ports import EventStore
+from eskit.stores.cassandra.feed import CassandraStreamFeed
 from eskit.stores.cassandra.session import CassandraSession, backoff, translate
 from eskit.stores.checks import check_append, check_read
 from eskit.stores.timestamps import from_micros, to_micros
@@ -70,8 +72,10 @@ class CassandraEventStore(EventStore):
     #: ``append_many`` runs its appends at once: a bulk load must not give it one stream twice
     concurrent_appends = True
 
-    def __init__(self, connection: CassandraSession) -> None:
+    def __init__(self, connection: CassandraSession, feed: CassandraStreamFeed | None = None) -> None:
         self.db = connection
+        #: the feed's hints, written before every append (None only in tools that never append)
+        self.feed = feed
         assert connection.statements is not None, "the session's statements are prepared by open_stores"
         self.sql = connection.statements
         self.bucket_size = connection.settings.bucket_size
@@ -137,18 +141,27 @@ class CassandraEventStore(EventStore):
     # -- append ----------------------------------------------------------------
 
     def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
+        check_append(stream_id, events, expected_version)
+        if len(events) > self.bucket_size:
+            raise InterfaceError(f"an append holds at most bucket_size={self.bucket_size} events")
+        head, writer = expected_version + len(events), uuid.uuid4()  # one hint per attempt, never shared
+        if self.feed is not None:
+            # Hint first: an append whose hint could not be written is not proposed (see feed.py).
+            self.feed.hint(stream_id, head, writer, to_micros(events[0].recorded_at))
         try:
             return self._append(stream_id, events, expected_version)
         except ConcurrencyError:
+            if self.feed is not None:  # definitely not appended: its hint would only cost followers a look
+                try:
+                    self.feed.withdraw(stream_id, head, writer)
+                except EskitError as exc:
+                    log.info("stale hint of %s@%d left: %s", stream_id, head, exc)
             if len(self._read_serially) >= 100_000:
                 self._read_serially.clear()  # a hint only: a non-serial reload conflicts once more
             self._read_serially.add(stream_id)
             raise
 
     def _append(self, stream_id: str, events: Sequence[NewEvent], expected_version: int) -> int:
-        check_append(stream_id, events, expected_version)
-        if len(events) > self.bucket_size:
-            raise InterfaceError(f"an append holds at most bucket_size={self.bucket_size} events")
         bucket = self._bucket_of_version(expected_version)
         # Guess whether this is the bucket's first append (true when the previous append ended
         # exactly on a bucket boundary, as single-event appends do); a wrong guess shows in the

@@ -11,13 +11,26 @@ from eskit.stores.cassandra.session import CassandraSession, translated
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_paxos_variant", "check_schema", "choose_levels", "create_keyspace", "first_dc"]
+__all__ = [
+    "FEED_SHARDS",
+    "check_paxos_variant",
+    "check_schema",
+    "choose_levels",
+    "create_keyspace",
+    "feed_shards",
+    "first_dc",
+]
+
+#: how many partitions the feed's hints are spread over; recorded when the keyspace is created
+FEED_SHARDS = 16
+#: the tables every keyspace must have (``downloads store init`` adds the missing ones)
+TABLES = {"events", "snapshots", "eskit_settings", "event_times", "feed_hints"}
 
 
 def create_keyspace(session: CassandraSession) -> None:
     s, ks = session.settings, session.settings.keyspace
     existing = session.cluster.metadata.keyspaces.get(ks)
-    if existing is not None and {"events", "snapshots", "eskit_settings", "event_times"} <= set(existing.tables):
+    if existing is not None and set(existing.tables) >= TABLES:
         return  # schema changes are not free of races between clients: skip them when not needed
     factors = s.replication_map(s.dc or first_dc(session))
     replication = ", ".join(f"'{dc}': {n}" for dc, n in factors.items())
@@ -41,6 +54,14 @@ def create_keyspace(session: CassandraSession) -> None:
             stream_id text, position bigint, recorded_at bigint,
             PRIMARY KEY (stream_id, position)
         )""",
+        # The feed (see eskit.stores.cassandra.feed): a hint per append, written before it is
+        # proposed and deleted once followers applied the stream past it. A deleted hint that comes
+        # back (a missed tombstone) only costs a follower one more look, so tombstones need not wait
+        # for repair long.
+        f"""CREATE TABLE IF NOT EXISTS {ks}.feed_hints (
+            shard int, stream_id text, head bigint, writer uuid, at bigint,
+            PRIMARY KEY ((shard), stream_id, head, writer)
+        ) WITH gc_grace_seconds = 3600""",
     ]
     with translated("cannot create the Cassandra schema"):
         for statement in statements:
@@ -49,6 +70,11 @@ def create_keyspace(session: CassandraSession) -> None:
         session.session.execute(
             f"INSERT INTO {ks}.eskit_settings (name, value) VALUES ('bucket_size', %s) IF NOT EXISTS",
             (str(s.bucket_size),),
+            timeout=60,
+        )
+        session.session.execute(
+            f"INSERT INTO {ks}.eskit_settings (name, value) VALUES ('feed_shards', %s) IF NOT EXISTS",
+            (str(FEED_SHARDS),),
             timeout=60,
         )
 
@@ -79,8 +105,21 @@ def check_schema(session: CassandraSession) -> None:
             f"keyspace {ks!r} was created with bucket_size={row.value}, the URL asks for "
             f"{session.settings.bucket_size}: the bucket size of a keyspace can never change"
         )
-    if "event_times" not in session.cluster.metadata.keyspaces[ks].tables:
-        raise SchemaError(f"keyspace {ks!r} has no event_times table: run `downloads store init` to add it")
+    missing = sorted(TABLES - set(session.cluster.metadata.keyspaces[ks].tables))
+    if missing:
+        raise SchemaError(f"keyspace {ks!r} has no {', '.join(missing)} table: run `downloads store init` to add it")
+
+
+def feed_shards(session: CassandraSession) -> int:
+    """The number of hint partitions recorded for the keyspace."""
+    ks = session.settings.keyspace
+    with translated("cannot read the keyspace settings"):
+        row = session.session.execute(
+            f"SELECT value FROM {ks}.eskit_settings WHERE name = 'feed_shards'", timeout=30
+        ).one()
+    if row is None:
+        raise SchemaError(f"keyspace {ks!r} has no recorded feed_shards: run `downloads store init` to add the feed")
+    return int(row.value)
 
 
 def check_paxos_variant(session: CassandraSession) -> None:

@@ -65,8 +65,12 @@ class CassandraSession:
         """
         from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
         from cassandra.cluster import NoHostAvailable
+        from cassandra.query import BoundStatement
 
-        bound = statement.bind(params) if hasattr(statement, "bind") else statement
+        if isinstance(statement, BoundStatement):
+            bound = statement  # bound already, with its own levels
+        else:
+            bound = statement.bind(params) if hasattr(statement, "bind") else statement
         if serial:
             bound.consistency_level = self.serial_cl
         attempts = self.settings.retries + 1 if idempotent else 1

@@ -18,6 +18,7 @@ from downloads.entrypoints.http.deps import Admin, Support
 from downloads.entrypoints.http.errors import ApiError
 from downloads.entrypoints.http.routes._reply import ERRORS, Body
 from downloads.entrypoints.http.schemas import ID_PATTERN, Id
+from downloads.readmodels.clusterside import ClusterReadSide
 from downloads.readmodels.projections import ReportTooLarge
 from downloads.readmodels.readside import ReadSide
 
@@ -28,14 +29,14 @@ router = APIRouter(tags=["read side"], responses=ERRORS)
 CURSOR_PATTERN = r"^[A-Za-z0-9._:-]{1,128}/[A-Za-z0-9._:-]{1,128}$"
 
 
-async def _read_side(request: Request) -> ReadSide:
-    read_side: ReadSide | None = getattr(request.app.state, "read_side", None)
+async def _read_side(request: Request) -> ReadSide | ClusterReadSide:
+    read_side: ReadSide | ClusterReadSide | None = getattr(request.app.state, "read_side", None)
     if read_side is None:
         raise ApiError(503, "READ_SIDE_UNAVAILABLE", "this deployment's store has no read models yet")
     return read_side
 
 
-ReadModels = Annotated[ReadSide, Depends(_read_side)]
+ReadModels = Annotated[ReadSide | ClusterReadSide, Depends(_read_side)]
 
 
 @router.get("/v1/titles/{title_id}/licenses", response_model=TitleLicensesOut)

@@ -1,0 +1,260 @@
+"""Read models in the cluster: per-stream checkpoints, effects idempotent in position, versions and a lease.
+
+Cassandra has no transaction across partitions, and a read model's rows live
+in many (by title, by studio, by device). So instead of committing a batch and
+its checkpoint together, every effect of an event is made *idempotent in
+position*: each cell a projection writes belongs to rows written by one stream
+only, and is written ``USING TIMESTAMP`` the event's position in that stream.
+Cassandra keeps, per cell, the write with the highest timestamp, so:
+
+* applying an event again (a runner killed after its effects and before its
+  checkpoint, or two runners at once) writes the same cells at the same
+  timestamps: no further effect;
+* applying an older event after a newer one (a runner paused and woken up)
+  loses to the newer cells: it cannot undo anything.
+
+Rows that many streams touch (an index of the titles reported in a month) hold
+no values, only their key, so writing them twice is the same. The checkpoint of
+stream ``s`` is a cell of its own, also written at its position, so it only
+moves forward. Together: each event has exactly one effect, with no fencing
+needed; the lease below only keeps runners from doing the same work twice.
+
+Each projection version has its own tables (``rm_<name>_v<version>_...``). The
+registry ``eskit_projections`` says which versions exist and which answers
+reads: a rebuild registers a new version as ``building``, sweeps every stream
+into it while the old one serves, marks it ``active`` and drops the old one.
+Tables are created only by the process that registers a version (the runner
+or a rebuild), never by readers, so two processes do not race a schema change.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eskit.events import StoredEvent
+from eskit.projection import StreamTarget
+from eskit.stores.cassandra.session import CassandraSession, translated
+
+__all__ = ["CassandraProjection", "CassandraReadModels", "Effects", "Version"]
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS {ks}.eskit_projections (name text, version int, state text, cursor text,"
+    " PRIMARY KEY (name, version))",
+    "CREATE TABLE IF NOT EXISTS {ks}.eskit_leases (name text PRIMARY KEY, holder text, fence bigint,"
+    " expires_at double)",
+)
+
+
+@dataclass(frozen=True)
+class Version:
+    """A projection version in the registry: ``building`` (being swept), ``active`` (answers reads)."""
+
+    name: str
+    version: int
+    state: str
+    cursor: str | None
+
+
+class CassandraReadModels:
+    """The registry of projection versions and the runner lease, in the store's keyspace."""
+
+    def __init__(self, db: CassandraSession) -> None:
+        self.db = db
+        self.ks = db.settings.keyspace
+        self._prepared: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._ready = False
+
+    def prepare(self, cql: str) -> Any:
+        """A prepared statement for ``cql`` (``{ks}`` is the keyspace), prepared once per process."""
+        with self._lock:
+            found = self._prepared.get(cql)
+        if found is None:
+            with translated("cannot prepare a read-model statement"):
+                found = self.db.session.prepare(cql.format(ks=self.ks))
+            with self._lock:
+                self._prepared[cql] = found
+        return found
+
+    def run(self, cql: str, params: Sequence[Any] = (), *, serial: bool = False) -> Any:
+        statement = self.prepare(cql).bind(params)
+        if " IF " in cql:  # a conditional write: Paxos at the store's serial level
+            statement.serial_consistency_level = self.db.serial_cl
+            statement.consistency_level = self.db.write_cl
+        elif not serial and not cql.lstrip().upper().startswith("SELECT"):
+            statement.consistency_level = self.db.write_cl
+        return self.db.query(statement, serial=serial, idempotent=" IF " not in cql)
+
+    def has_table(self, table: str) -> bool:
+        keyspace = self.db.cluster.metadata.keyspaces.get(self.ks)
+        return keyspace is not None and table in keyspace.tables
+
+    def create(self, statements: Sequence[str]) -> None:
+        """Run schema statements (``{ks}`` for the keyspace) and wait until every node agrees on them."""
+        with translated("cannot create read-model tables"):
+            for statement in statements:
+                self.db.session.execute(statement.format(ks=self.ks), timeout=60)
+            self.db.cluster.control_connection.wait_for_schema_agreement(wait_time=60)
+
+    def ensure(self) -> None:
+        """Create the registry and lease tables (by a runner or a rebuild, not by readers)."""
+        if not self._ready:
+            if not (self.has_table("eskit_projections") and self.has_table("eskit_leases")):
+                self.create(_SCHEMA)
+            self._ready = True
+
+    # -- the registry ---------------------------------------------------------------
+
+    def versions(self, name: str) -> list[Version]:
+        if not self.has_table("eskit_projections"):
+            return []
+        rows = self.run("SELECT version, state, cursor FROM {ks}.eskit_projections WHERE name = ?", (name,))
+        return [Version(name, r.version, r.state, r.cursor) for r in rows]
+
+    def register(self, name: str, version: int, state: str, cursor: str | None = None) -> None:
+        self.run(
+            "INSERT INTO {ks}.eskit_projections (name, version, state, cursor) VALUES (?, ?, ?, ?)",
+            (name, version, state, cursor),
+        )
+
+    def set_cursor(self, name: str, version: int, cursor: str | None) -> None:
+        self.run("UPDATE {ks}.eskit_projections SET cursor = ? WHERE name = ? AND version = ?", (cursor, name, version))
+
+    def forget(self, name: str, version: int) -> None:
+        self.run("DELETE FROM {ks}.eskit_projections WHERE name = ? AND version = ?", (name, version))
+
+    # -- the lease (conditional writes only: no plain write ever touches its partition) ----
+
+    def acquire_lease(self, name: str, holder: str, *, ttl: float) -> int | None:
+        """Take or renew lease ``name`` for ``holder``; its token, or None while another holds it."""
+        self.ensure()
+        now = time.time()
+        row = self.run(
+            "SELECT holder, fence, expires_at FROM {ks}.eskit_leases WHERE name = ?", (name,), serial=True
+        ).one()
+        if row is None:
+            result = self.run(
+                "INSERT INTO {ks}.eskit_leases (name, holder, fence, expires_at) VALUES (?, ?, 1, ?) IF NOT EXISTS",
+                (name, holder, now + ttl),
+            )
+            return 1 if result.was_applied else None
+        if row.holder != holder and row.expires_at > now:
+            return None
+        token = row.fence if row.holder == holder else row.fence + 1
+        result = self.run(
+            "UPDATE {ks}.eskit_leases SET holder = ?, fence = ?, expires_at = ? WHERE name = ? IF fence = ?",
+            (holder, token, now + ttl, name, row.fence),
+        )
+        return token if result.was_applied else None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        if self.has_table("eskit_leases"):
+            self.run("UPDATE {ks}.eskit_leases SET expires_at = 0 WHERE name = ? IF holder = ?", (name, holder))
+
+    def close(self) -> None:  # the session belongs to the stores
+        pass
+
+
+class Effects:
+    """The writes of one batch, sent at once and awaited together (:meth:`flush`)."""
+
+    def __init__(self, models: CassandraReadModels) -> None:
+        self.models = models
+        self._futures: list[Any] = []
+
+    def write(self, cql: str, params: Sequence[Any]) -> None:
+        """A write; its CQL says ``USING TIMESTAMP ?`` with the event's position (see the module docstring)."""
+        statement = self.models.prepare(cql).bind(params)
+        statement.consistency_level = self.models.db.write_cl
+        self._futures.append((self.models.db.session.execute_async(statement), statement))
+
+    def flush(self) -> None:
+        """Wait for every write so far; one that failed is sent again (it is idempotent) with retries."""
+        futures, self._futures = self._futures, []
+        for future, statement in futures:
+            try:
+                future.result()
+            except Exception:
+                self.models.db.query(statement)
+
+
+class CassandraProjection(StreamTarget):
+    """A projection whose tables are in the cluster; subclasses give :meth:`tables` and :meth:`handle`."""
+
+    name: str = ""
+
+    def __init__(self, models: CassandraReadModels, *, version: int) -> None:
+        self.models, self.version = models, version
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def prefix(self) -> str:
+        """``{ks}.rm_<name>_v<version>_``: put before a table name in CQL."""
+        return "{ks}." + self.table_prefix
+
+    @property
+    def table_prefix(self) -> str:
+        return f"rm_{self.name}_v{self.version}_"
+
+    @abc.abstractmethod
+    def tables(self) -> Sequence[str]:
+        """The DDL of the projection's tables (``{p}`` for :attr:`prefix`), besides its checkpoints."""
+
+    @abc.abstractmethod
+    def handle(self, stream_id: str, events: Sequence[StoredEvent], effects: Effects) -> None:
+        """Write the effects of the stream's ``events`` (each at its own position) through ``effects``."""
+
+    def create_tables(self) -> None:
+        ddl = [
+            *self.tables(),
+            "CREATE TABLE IF NOT EXISTS {p}checkpoints (stream_id text PRIMARY KEY, position bigint)",
+        ]
+        self.models.create([d.replace("{p}", self.prefix) for d in ddl])
+
+    def exists(self) -> bool:
+        return self.models.has_table(self.table_prefix + "checkpoints")
+
+    def query(self, cql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of a read on this version's tables (``{p}`` for the prefix); ``[]`` before they exist."""
+        if not self.exists():
+            return []
+        return list(self.models.run(cql.replace("{p}", self.prefix), params))
+
+    def checkpoints(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        cql = "SELECT position FROM {p}checkpoints WHERE stream_id = ?".replace("{p}", self.prefix)
+        statement = self.models.prepare(cql)
+        results = self.models.db.query_all([(statement, (s,)) for s in stream_ids])
+        found = {}
+        for stream_id, rows in zip(stream_ids, results, strict=True):
+            row = rows.one()
+            found[stream_id] = int(row.position) if row is not None and row.position is not None else 0
+        return found
+
+    def apply(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
+        if not events:
+            return
+        effects = Effects(self.models)
+        self.handle(stream_id, events, effects)
+        effects.flush()  # every effect stands before the checkpoint moves past them
+        last = events[-1].position
+        effects.write(
+            "INSERT INTO {p}checkpoints (stream_id, position) VALUES (?, ?) USING TIMESTAMP ?".replace(
+                "{p}", self.prefix
+            ),
+            (stream_id, last, last),
+        )
+        effects.flush()
+
+    def drop(self) -> None:
+        """Drop this version's tables (an old version, once a rebuilt one is active)."""
+        keyspace = self.models.db.cluster.metadata.keyspaces.get(self.models.ks)
+        names = [t for t in (keyspace.tables if keyspace else {}) if t.startswith(self.table_prefix)]
+        self.models.create([f"DROP TABLE IF EXISTS {{ks}}.{table}" for table in names])

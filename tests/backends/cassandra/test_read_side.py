@@ -1,0 +1,166 @@
+"""The read side in a Cassandra cluster: a withdrawal over 1,000 accounts through a killed runner, and rebuilds."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, SetTitle, SyncDevice
+from downloads.bootstrap import Runtime, bootstrap, open_read_side
+from downloads.readmodels.cluster import ClusterTitleWithdrawal
+from downloads.readmodels.clusterside import ClusterReadSide
+from downloads.settings import Settings
+from tests.support.cassandra import ClusterPool, fresh_keyspace, store_url
+
+pytestmark = [pytest.mark.cassandra, pytest.mark.cluster(nodes=1)]
+
+ACCOUNTS = 1000
+TITLE = "film-withdrawn"
+
+
+def wired(url: str) -> tuple[Runtime, ClusterReadSide]:
+    runtime = bootstrap(Settings(store=url, snapshot_every=0))
+    read_side = open_read_side(runtime)
+    assert isinstance(read_side, ClusterReadSide)
+    return runtime, read_side
+
+
+def revocations(runtime: Runtime, accounts: list[str]) -> Counter[str]:
+    """License id -> how many LicenseRevoked events name it, read from every account's stream."""
+    counts: Counter[str] = Counter()
+    for account in accounts:
+        for stored in runtime.stores.events.read(runtime.service.accounts.stream_id(account)):
+            if stored.type_name == "LicenseRevoked":
+                event, _ = runtime.service.accounts.codec.decode(stored)
+                counts[event.license_id] += 1  # type: ignore[attr-defined]
+    return counts
+
+
+def revoked_count(runtime: Runtime, accounts: list[str]) -> int:
+    return sum(revocations(runtime, accounts).values())
+
+
+def _run_until_killed(url: str) -> None:
+    """A read-side runner with a short lease, until it is killed."""
+    runtime, read_side = wired(url)
+    read_side.lease_ttl = 1.0
+    while True:
+        read_side.step()
+
+
+def settle(read_side: ClusterReadSide, *, rounds: int = 200) -> None:
+    """Run rounds until the feed is empty and nothing is left to send."""
+    for _ in range(rounds):
+        if read_side.step() == 0 and read_side.feed.backlog()[0] == 0 and read_side.pending_revocations() == 0:
+            return
+    raise AssertionError("the read side did not settle")
+
+
+@pytest.mark.slow
+def test_a_withdrawal_over_a_thousand_accounts_revokes_each_license_once_through_a_killed_runner(
+    cluster_pool: ClusterPool,
+) -> None:
+    url = store_url(cluster_pool.get(1), fresh_keyspace("withdraw"))
+    runtime, read_side = wired(url)
+    service = runtime.service
+    service.set_title(SetTitle(TITLE, "default"))
+    held: dict[str, str] = {}
+    for n in range(ACCOUNTS):
+        account = f"acct-{n:04d}"
+        service.handle(OpenAccount(account, "standard"))
+        service.handle(RegisterDevice(account, "d1", "phone"))
+        held[account] = str(service.handle(AcquireLicense(account, "d1", TITLE)).body["license_id"])
+    settle(read_side)
+    page, _ = read_side.licenses.page(TITLE, status="active", after=None, limit=1000, now=datetime.now(UTC))
+    assert len(page) == ACCOUNTS
+    service.set_title(SetTitle(TITLE, "default", downloadable=False))
+    read_side.close()
+
+    # A runner that dies part-way: SIGKILLed after it revoked some.
+    accounts = list(held)
+    victim = multiprocessing.get_context("spawn").Process(target=_run_until_killed, args=(url,))
+    victim.start()
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and revoked_count(runtime, accounts[:100]) < 10:
+            time.sleep(0.2)
+        assert victim.pid is not None and victim.is_alive()
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(timeout=30)
+    finally:
+        if victim.is_alive():
+            victim.kill()
+            victim.join(timeout=30)
+    part_way = revoked_count(runtime, accounts)
+    assert 10 <= part_way < ACCOUNTS
+
+    # The next runner takes the lease once the dead one's has run out, and finishes the job.
+    time.sleep(1.2)
+    _, resumed = wired(url)
+    settle(resumed)
+    counts = revocations(runtime, accounts)
+    assert counts == Counter({license_id: 1 for license_id in held.values()})  # every one, exactly once
+    for account in ("acct-0000", "acct-0500", "acct-0999"):
+        synced = service.handle(SyncDevice(account, "d1", (held[account],)))
+        assert synced.body["revoked"] == [held[account]]
+    revoked, _ = resumed.licenses.page(TITLE, status="revoked", after=None, limit=1000, now=datetime.now(UTC))
+    assert len(revoked) == ACCOUNTS
+
+    # A re-run of the process manager from the start (a rebuilt version, every license marked
+    # again) sends its commands again and changes nothing.
+    assert resumed.rebuild(ClusterTitleWithdrawal.name) == 2
+    withdrawal = resumed.withdrawal
+    assert withdrawal.version == 2
+    assert withdrawal.manage(service, service.clock()) == 0  # nothing is active any more: nothing to send
+    withdrawal.models.run(  # a mark as if the title were withdrawn again: every license is scanned once more
+        withdrawal.cql("INSERT INTO {p}marks (bucket, title_id, stream_id, position) VALUES (0, ?, 'again', 1)"),
+        (TITLE,),
+    )
+    settle(resumed)
+    assert revocations(runtime, accounts) == counts
+    resumed.close()
+    runtime.close()
+
+
+def test_a_rebuilt_projection_holds_what_the_old_one_held_and_answers_reads_once_switched(
+    cluster_pool: ClusterPool,
+) -> None:
+    url = store_url(cluster_pool.get(1), fresh_keyspace("rebuild"))
+    runtime, read_side = wired(url)
+    service = runtime.service
+    try:
+        service.set_title(SetTitle("film-r", "default"))
+        for n in range(30):
+            account = f"r-{n:02d}"
+            service.handle(OpenAccount(account, "standard"))
+            service.handle(RegisterDevice(account, "d1", "phone"))
+            service.handle(AcquireLicense(account, "d1", "film-r"), idempotency_key=f"key-{n}")
+        settle(read_side)
+        now = datetime.now(UTC)
+        before, _ = read_side.licenses.page("film-r", status="active", after=None, limit=100, now=now)
+        keys_before = read_side.lookup.every_key(limit=1000)
+        assert len(before) == 30 and len(keys_before) == 90  # a device, a license and a key per account
+
+        progress: list[int] = []
+        version = read_side.rebuild("licenses_by_title", progress=lambda done, _total: progress.append(done))
+        assert version == 2 and read_side.licenses.version == 2 and progress
+        after, _ = read_side.licenses.page("film-r", status="active", after=None, limit=100, now=now)
+        assert after == before
+        assert not read_side.models.has_table("rm_licenses_by_title_v1_licenses")  # the old one is dropped
+        # the new version follows the feed like the old one did
+        service.handle(OpenAccount("r-late", "standard"))
+        service.handle(RegisterDevice("r-late", "d1", "phone"))
+        service.handle(AcquireLicense("r-late", "d1", "film-r"))
+        settle(read_side)
+        late, _ = read_side.licenses.page("film-r", status="active", after=None, limit=100, now=datetime.now(UTC))
+        assert len(late) == 31
+        assert [s.status for s in read_side.status()] == ["caught_up"] * 4
+    finally:
+        read_side.close()
+        runtime.close()

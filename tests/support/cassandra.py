@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -71,3 +72,25 @@ def store_url(cluster: LocalCassandraCluster, keyspace: str, **options: str) -> 
 
 def fresh_keyspace(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def drop_keyspace(cluster: LocalCassandraCluster, keyspace: str) -> None:
+    """Drop a test's keyspace (its tables cost the nodes' heaps for the rest of the session)."""
+    from cassandra.cluster import Cluster
+
+    driver = Cluster(cluster.contact_points, protocol_version=5)
+    try:
+        session = driver.connect()
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        driver.shutdown()
+
+
+@contextmanager
+def keyspace_url(cluster: LocalCassandraCluster, prefix: str, **options: str) -> Iterator[str]:
+    """A store URL on a fresh keyspace of ``cluster``, dropped afterwards."""
+    keyspace = fresh_keyspace(prefix)
+    try:
+        yield store_url(cluster, keyspace, **options)
+    finally:
+        drop_keyspace(cluster, keyspace)

@@ -93,14 +93,23 @@ def running_server(
     policy: Path | None = None,
     env: Mapping[str, str] | None = None,
     prefix: Sequence[str] = (),
+    read_side: bool | None = None,
 ) -> Iterator[Server]:
-    """Start a server on a fresh SQLite file (unless ``store`` is given); stop it whatever happens."""
+    """Start a server on a fresh SQLite file (unless ``store`` is given); stop it whatever happens.
+
+    ``read_side`` None runs the background read side on SQLite and leaves it off on Cassandra,
+    where it would add some thirty tables to the test's keyspace (the nodes' small heaps hold the
+    schema of every keyspace a session makes): tests of the read side ask for it.
+    """
+    store = store or f"sqlite:///{tmp_path / 'downloads.db'}"
+    if read_side is None:
+        read_side = not store.startswith("cassandra:")
     server = Server(
-        store=store or f"sqlite:///{tmp_path / 'downloads.db'}",
+        store=store,
         port=free_port(),
         workers=workers,
         policy=policy,
-        env=env or {},
+        env={"DOWNLOADS_READ_SIDE": "background" if read_side else "off", **(env or {})},
         prefix=prefix,
         log_path=tmp_path / "server.log",
     )

@@ -177,10 +177,12 @@ class ClusterReadSide:
         if token is None:
             return 0
         self.token = token
-        registered = self._registered()
-        for name, versions in registered.items():
-            if not versions:
-                self._begin(name, 1)
+        missing = [name for name, versions in self._registered().items() if not versions]
+        if missing:  # the first round of a deployment: every table at once (schema changes are slow)
+            first = [self.target(name, 1) for name in missing]
+            self.models.create([statement for target in first for statement in target.ddl()])
+            for target in first:
+                self.models.register(target.name, 1, "building")
         work = self.follower.round()
         for versions in self._registered().values():
             for version in versions:

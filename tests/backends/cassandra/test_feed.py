@@ -14,7 +14,7 @@ from eskit import ConcurrencyError, EskitError, NewEvent, StoredEvent, Stores, o
 from eskit.projection import StreamFollower
 from eskit.stores.cassandra.readmodel import CassandraProjection, CassandraReadModels, Effects
 from eskit.testing.contract import new_event
-from tests.support.cassandra import ClusterPool, fresh_keyspace, store_url
+from tests.support.cassandra import ClusterPool, keyspace_url
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.cluster(nodes=1)]
 
@@ -34,11 +34,12 @@ def hints(stores: Stores) -> dict[str, list[int]]:
 
 @pytest.fixture
 def stores(cluster_pool: ClusterPool) -> Iterator[Stores]:
-    opened = open_stores(store_url(cluster_pool.get(1), fresh_keyspace("feed")))
-    try:
-        yield opened
-    finally:
-        opened.close()
+    with keyspace_url(cluster_pool.get(1), "feed") as url:
+        opened = open_stores(url)
+        try:
+            yield opened
+        finally:
+            opened.close()
 
 
 class Recorded(CassandraProjection):

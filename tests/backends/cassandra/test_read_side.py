@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -16,7 +17,7 @@ from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.readmodels.cluster import ClusterTitleWithdrawal
 from downloads.readmodels.clusterside import ClusterReadSide
 from downloads.settings import Settings
-from tests.support.cassandra import ClusterPool, fresh_keyspace, store_url
+from tests.support.cassandra import ClusterPool, keyspace_url
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.cluster(nodes=1)]
 
@@ -48,7 +49,7 @@ def revoked_count(runtime: Runtime, accounts: list[str]) -> int:
 
 def _run_until_killed(url: str) -> None:
     """A read-side runner with a short lease, until it is killed."""
-    runtime, read_side = wired(url)
+    _runtime, read_side = wired(url)
     read_side.lease_ttl = 1.0
     while True:
         read_side.step()
@@ -62,11 +63,14 @@ def settle(read_side: ClusterReadSide, *, rounds: int = 200) -> None:
     raise AssertionError("the read side did not settle")
 
 
+@pytest.fixture
+def url(cluster_pool: ClusterPool) -> Iterator[str]:
+    with keyspace_url(cluster_pool.get(1), "readside") as made:
+        yield made
+
+
 @pytest.mark.slow
-def test_a_withdrawal_over_a_thousand_accounts_revokes_each_license_once_through_a_killed_runner(
-    cluster_pool: ClusterPool,
-) -> None:
-    url = store_url(cluster_pool.get(1), fresh_keyspace("withdraw"))
+def test_a_withdrawal_over_a_thousand_accounts_revokes_each_license_once_through_a_killed_runner(url: str) -> None:
     runtime, read_side = wired(url)
     service = runtime.service
     service.set_title(SetTitle(TITLE, "default"))
@@ -128,10 +132,7 @@ def test_a_withdrawal_over_a_thousand_accounts_revokes_each_license_once_through
     runtime.close()
 
 
-def test_a_rebuilt_projection_holds_what_the_old_one_held_and_answers_reads_once_switched(
-    cluster_pool: ClusterPool,
-) -> None:
-    url = store_url(cluster_pool.get(1), fresh_keyspace("rebuild"))
+def test_a_rebuilt_projection_holds_what_the_old_one_held_and_answers_reads_once_switched(url: str) -> None:
     runtime, read_side = wired(url)
     service = runtime.service
     try:

@@ -2,18 +2,20 @@
 
 A module that sets ``ON_CASSANDRA = True`` runs each of its tests twice: with the
 server's store on a SQLite file, and on a fresh keyspace of the 3-node cluster
-(those runs are marked ``cassandra``). Every other module runs on SQLite only.
+(those runs are marked ``cassandra``; the keyspace is dropped afterwards, and the server runs its
+background read side there only when the module also sets ``READ_SIDE = True``). Every other
+module runs on SQLite only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.support.cassandra import ClusterPool, fresh_keyspace, store_url
+from tests.support.cassandra import ClusterPool, keyspace_url
 from tests.support.server import Server, running_server
 
 SERVER_FIXTURES = ("server", "shared_server", "strict_server")
@@ -40,8 +42,21 @@ def start_server(
     if backend == "sqlite":
         return running_server(tmp_path, workers=workers, policy=policy)
     pool: ClusterPool = request.getfixturevalue("cluster_pool")
-    store = store_url(pool.get(3), fresh_keyspace("api"))
-    return running_server(tmp_path, store=store, workers=workers, policy=policy)
+    return _on_cassandra(
+        pool, tmp_path, workers=workers, policy=policy, read_side=getattr(request.module, "READ_SIDE", None)
+    )
+
+
+@contextmanager
+def _on_cassandra(
+    pool: ClusterPool, tmp_path: Path, *, workers: int, policy: Path | None, read_side: bool | None
+) -> Iterator[Server]:
+    """A server on a fresh keyspace of the 3-node cluster, the keyspace dropped afterwards."""
+    with (
+        keyspace_url(pool.get(3), "api") as store,
+        running_server(tmp_path, store=store, workers=workers, policy=policy, read_side=read_side) as running,
+    ):
+        yield running
 
 
 @pytest.fixture

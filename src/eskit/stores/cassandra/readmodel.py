@@ -30,6 +30,7 @@ or a rebuild), never by readers, so two processes do not race a schema change.
 from __future__ import annotations
 
 import abc
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -41,6 +42,8 @@ from eskit.projection import StreamTarget
 from eskit.stores.cassandra.session import CassandraSession, translated
 
 __all__ = ["CassandraProjection", "CassandraReadModels", "Effects", "Version"]
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS {ks}.eskit_projections (name text, version int, state text, cursor text,"
@@ -97,9 +100,15 @@ class CassandraReadModels:
     def create(self, statements: Sequence[str]) -> None:
         """Run schema statements (``{ks}`` for the keyspace) and wait until every node agrees on them."""
         with translated("cannot create read-model tables"):
-            for statement in statements:
-                self.db.session.execute(statement.format(ks=self.ks), timeout=60)
-            self.db.cluster.control_connection.wait_for_schema_agreement(wait_time=60)
+            # All at once: each is answered after the driver waited for the nodes to agree on it, and
+            # they touch different tables (one process creates them: see the module docstring).
+            futures = [self.db.session.execute_async(s.format(ks=self.ks), timeout=60) for s in statements]
+            for future in futures:
+                future.result()
+            if not self.db.cluster.control_connection.wait_for_schema_agreement(wait_time=60):
+                # A node that is down or paused learns the tables when it is back; until then a
+                # statement it coordinates is refused, and the runner tries that stream again.
+                log.warning("read-model tables created, but not every node agrees on the schema yet")
 
     def ensure(self) -> None:
         """Create the registry and lease tables (by a runner or a rebuild, not by readers)."""
@@ -212,12 +221,16 @@ class CassandraProjection(StreamTarget):
     def handle(self, stream_id: str, events: Sequence[StoredEvent], effects: Effects) -> None:
         """Write the effects of the stream's ``events`` (each at its own position) through ``effects``."""
 
-    def create_tables(self) -> None:
+    def ddl(self) -> list[str]:
+        """Every statement that creates this version's tables, its checkpoints' too (``{ks}`` left to fill)."""
         ddl = [
             *self.tables(),
             "CREATE TABLE IF NOT EXISTS {p}checkpoints (stream_id text PRIMARY KEY, position bigint)",
         ]
-        self.models.create([d.replace("{p}", self.prefix) for d in ddl])
+        return [d.replace("{p}", self.prefix) for d in ddl]
+
+    def create_tables(self) -> None:
+        self.models.create(self.ddl())
 
     def exists(self) -> bool:
         return self.models.has_table(self.table_prefix + "checkpoints")

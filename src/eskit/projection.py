@@ -241,6 +241,7 @@ class StreamFollower:
         self.streams, self.page, self.workers, self.clock = streams, page, workers, clock
         self.stats: dict[str, FollowerStats] = {}
         self.error: str | None = None  # the feed's own (listing, reading heads)
+        self._failed = False
         self._pool: Any = None
 
     def _map(self, fn: Callable[[str], Any], items: Sequence[str]) -> list[Any]:
@@ -296,6 +297,7 @@ class StreamFollower:
             try:
                 done = self.bring_up(stream_id, heads[stream_id], targets)
             except Exception as exc:  # reading the stream failed: kept, tried next round
+                self._failed = True
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.warning("feed: cannot bring %s up: %s", stream_id, self.error)
                 return False
@@ -311,8 +313,10 @@ class StreamFollower:
 
     def round(self) -> int:
         """Every shard once; returns how many streams were settled. Raises what listing the feed raised."""
+        self._failed = False
         settled = sum(self.step(shard) for shard in range(self.feed.shards))
-        self.error = None if settled or self.error is None else self.error
+        if not self._failed:
+            self.error = None
         return settled
 
     def sweep(

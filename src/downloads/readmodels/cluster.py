@@ -552,15 +552,17 @@ class ClusterTitleWithdrawal(ClusterProjection):
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="withdraw") as pool:
             return sum(pool.map(revoke, active))
 
-    def manage(self, service: DownloadsService, now: datetime, *, marks: int = 1000) -> int:
-        """Revoke the active licenses of marked titles and of titles whose availability ended; return how many.
+    def manage(self, service: DownloadsService, now: datetime, *, marks: int = 1000, ends: bool = True) -> int:
+        """Revoke the active licenses of marked titles and (with ``ends``) of titles whose availability ended.
 
-        Raises the first command that failed, after the rest; the marks of a title not fully handled stay.
+        Returns how many revocations were sent. Raises the first command that failed, after the rest; the
+        marks of a title not fully handled stay.
         """
         if not self.exists():
             return 0
         sent, failure = 0, None
-        for row in self.query("SELECT title_id, available_until FROM {p}until WHERE bucket = 0"):
+        ended = self.query("SELECT title_id, available_until FROM {p}until WHERE bucket = 0") if ends else []
+        for row in ended:
             if row.available_until is None or row.available_until > micros(now):
                 continue
             episode = f"t{row.available_until}"

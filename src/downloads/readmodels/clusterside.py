@@ -42,6 +42,7 @@ from downloads.readmodels.cluster import (
 from eskit import EventCodec, Stores
 from eskit.projection import ProjectionStatus, StreamFollower
 from eskit.stores.cassandra.readmodel import CassandraReadModels, Version
+from eskit.stores.timestamps import from_micros, to_micros
 
 __all__ = ["ClusterReadSide"]
 
@@ -78,6 +79,9 @@ class ClusterReadSide:
         self._stop = threading.Event()
         self.error: str | None = None
         self.manager_error: str | None = None
+        self._renew_at = 0.0
+        self._ends_at = 0.0  # the next time the manager looks for titles whose availability ended
+        self._reported: dict[str, tuple[int, str | None]] = {}
         self._failures = 0
         self._retry_at = 0.0
 
@@ -173,10 +177,12 @@ class ClusterReadSide:
 
     def step(self) -> int:
         """One round, if this runner holds the lease (see the module docstring); returns the work done."""
-        token = self.models.acquire_lease(LEASE, self.holder, ttl=self.lease_ttl)
-        if token is None:
-            return 0
-        self.token = token
+        if self.token is None or time.monotonic() >= self._renew_at:  # renewed at half its time, not every round
+            token = self.models.acquire_lease(LEASE, self.holder, ttl=self.lease_ttl)
+            if token is None:
+                self.token = None
+                return 0
+            self.token, self._renew_at = token, time.monotonic() + self.lease_ttl / 2
         missing = [name for name, versions in self._registered().items() if not versions]
         if missing:  # the first round of a deployment: every table at once (schema changes are slow)
             first = [self.target(name, 1) for name in missing]
@@ -190,14 +196,33 @@ class ClusterReadSide:
                     self._sweep(version)
                     work += 1
         work += self._manage()
+        self._report()
         return work
+
+    def _report(self) -> None:
+        """Write what changed in this runner's progress into the registry, where every process reads it."""
+        for (name, version), target in list(self._targets.items()):
+            stats = self.follower.stats.get(target.key)
+            if stats is None:
+                continue
+            error = self.manager_error if name == ClusterTitleWithdrawal.name and self.manager_error else stats.error
+            reported = self._reported.get(target.key)
+            if reported == (stats.applied, error):
+                continue
+            updated = to_micros(stats.updated_at) if stats.updated_at is not None else None
+            applied = stats.applied - (reported[0] if reported else 0)
+            self.models.report(name, version, applied=applied, updated_at=updated, error=error)
+            self._reported[target.key] = (stats.applied, error)
 
     def _manage(self) -> int:
         withdrawal = self.withdrawal
         if time.monotonic() < self._retry_at:
             return 0
+        ends = time.monotonic() >= self._ends_at
+        if ends:
+            self._ends_at = time.monotonic() + 1.0
         try:
-            sent = withdrawal.manage(self.service, self.service.clock())
+            sent = withdrawal.manage(self.service, self.service.clock(), ends=ends)
         except Exception as exc:  # reported, retried later
             self._failures += 1
             self.manager_error = f"{type(exc).__name__}: {exc}"
@@ -260,31 +285,37 @@ class ClusterReadSide:
     # -- reporting ---------------------------------------------------------------------
 
     def status(self) -> list[ProjectionStatus]:
+        """Each projection's status as the runner of the deployment (in whichever process) reported it.
+
+        ``position`` is the events applied to the version answering reads, by every runner (there is no
+        single feed position on Cassandra); lag is the feed's hints not yet settled and the oldest's age.
+        """
         running = self._thread is not None and self._thread.is_alive()
         backlog, oldest = self.feed.backlog()
         lag_seconds = max(0.0, (self.clock() - oldest).total_seconds()) if oldest is not None else 0.0
         found = []
         for target in self.targets():
-            stats = self.follower.stats.get(target.key)
             versions = {v.version: v for v in self.models.versions(target.name)}
-            building = versions.get(target.version) is not None and versions[target.version].state == "building"
-            error = (stats.error if stats else None) or self.follower.error or self.error
+            current = versions.get(target.version)
+            building = current is not None and current.state == "building"
+            error = (current.error if current else None) or self.follower.error or self.error
             if target.name == ClusterTitleWithdrawal.name and self.manager_error is not None:
                 error = self.manager_error
             if error is not None:
                 state = "failing"
             elif backlog or building:
-                state = "running" if running else "stopped"
+                state = "running" if running or self.token is None else "stopped"
             else:
                 state = "caught_up"
+            updated = from_micros(current.updated_at) if current and current.updated_at else None
             found.append(
                 ProjectionStatus(
                     target.name,
                     state,
-                    stats.applied if stats else 0,
+                    self.models.applied(target.name, target.version),
                     backlog,
                     lag_seconds if backlog else 0.0,
-                    stats.updated_at if stats else None,
+                    updated,
                     error,
                 )
             )

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS {ks}.eskit_projections (name text, version int, state text, cursor text,"
+    " updated_at bigint, error text, PRIMARY KEY (name, version))",
+    "CREATE TABLE IF NOT EXISTS {ks}.eskit_projection_counts (name text, version int, applied counter,"
     " PRIMARY KEY (name, version))",
     "CREATE TABLE IF NOT EXISTS {ks}.eskit_leases (name text PRIMARY KEY, holder text, fence bigint,"
     " expires_at double)",
@@ -55,12 +57,17 @@ _SCHEMA = (
 
 @dataclass(frozen=True)
 class Version:
-    """A projection version in the registry: ``building`` (being swept), ``active`` (answers reads)."""
+    """A projection version in the registry: ``building`` (being swept), ``active`` (answers reads).
+
+    ``updated_at`` (microseconds) and ``error`` are what the runner last reported, for every process to read.
+    """
 
     name: str
     version: int
     state: str
     cursor: str | None
+    updated_at: int | None = None
+    error: str | None = None
 
 
 class CassandraReadModels:
@@ -113,7 +120,7 @@ class CassandraReadModels:
     def ensure(self) -> None:
         """Create the registry and lease tables (by a runner or a rebuild, not by readers)."""
         if not self._ready:
-            if not (self.has_table("eskit_projections") and self.has_table("eskit_leases")):
+            if not all(self.has_table(t) for t in ("eskit_projections", "eskit_projection_counts", "eskit_leases")):
                 self.create(_SCHEMA)
             self._ready = True
 
@@ -122,8 +129,31 @@ class CassandraReadModels:
     def versions(self, name: str) -> list[Version]:
         if not self.has_table("eskit_projections"):
             return []
-        rows = self.run("SELECT version, state, cursor FROM {ks}.eskit_projections WHERE name = ?", (name,))
-        return [Version(name, r.version, r.state, r.cursor) for r in rows]
+        rows = self.run(
+            "SELECT version, state, cursor, updated_at, error FROM {ks}.eskit_projections WHERE name = ?", (name,)
+        )
+        return [Version(name, r.version, r.state, r.cursor, r.updated_at, r.error) for r in rows]
+
+    def report(self, name: str, version: int, *, applied: int, updated_at: int | None, error: str | None) -> None:
+        """Record a runner's progress on a version: events applied (added up), when, and its error (or none)."""
+        if applied:
+            self.run(
+                "UPDATE {ks}.eskit_projection_counts SET applied = applied + ? WHERE name = ? AND version = ?",
+                (applied, name, version),
+            )
+        self.run(
+            "UPDATE {ks}.eskit_projections SET updated_at = ?, error = ? WHERE name = ? AND version = ?",
+            (updated_at, error, name, version),
+        )
+
+    def applied(self, name: str, version: int) -> int:
+        """Events applied to a version by every runner so far (an event applied twice counts twice)."""
+        if not self.has_table("eskit_projection_counts"):
+            return 0
+        row = self.run(
+            "SELECT applied FROM {ks}.eskit_projection_counts WHERE name = ? AND version = ?", (name, version)
+        ).one()
+        return int(row.applied) if row is not None and row.applied is not None else 0
 
     def register(self, name: str, version: int, state: str, cursor: str | None = None) -> None:
         self.run(
@@ -136,6 +166,7 @@ class CassandraReadModels:
 
     def forget(self, name: str, version: int) -> None:
         self.run("DELETE FROM {ks}.eskit_projections WHERE name = ? AND version = ?", (name, version))
+        self.run("DELETE FROM {ks}.eskit_projection_counts WHERE name = ? AND version = ?", (name, version))
 
     # -- the lease (conditional writes only: no plain write ever touches its partition) ----
 

@@ -243,8 +243,10 @@ class StreamFollower:
         self.error: str | None = None  # the feed's own (listing, reading heads)
         self._failed = False
         self._pool: Any = None
+        self._target_pool: Any = None
+        self._lock = threading.Lock()
 
-    def _map(self, fn: Callable[[str], Any], items: Sequence[str]) -> list[Any]:
+    def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         from concurrent.futures import ThreadPoolExecutor
 
         if len(items) <= 1:
@@ -256,21 +258,33 @@ class StreamFollower:
     def _stats(self, target: StreamTarget) -> FollowerStats:
         return self.stats.setdefault(target.key, FollowerStats())
 
+    def _each_target(self, fn: Callable[[StreamTarget], Any], targets: Sequence[StreamTarget]) -> list[Any]:
+        """``fn`` on every target at once: targets are independent of each other."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if len(targets) <= 1:
+            return [fn(t) for t in targets]
+        if self._target_pool is None:
+            self._target_pool = ThreadPoolExecutor(max_workers=4 * self.workers, thread_name_prefix="eskit-target")
+        return list(self._target_pool.map(fn, targets))
+
     def bring_up(self, stream_id: str, head: int, targets: Sequence[StreamTarget]) -> bool:
         """Apply the stream's events up to ``head`` to every target; True when all of them got there."""
-        checkpoints = {t.key: t.checkpoints([stream_id]).get(stream_id, 0) for t in targets}
+        found = self._each_target(lambda t: t.checkpoints([stream_id]).get(stream_id, 0), targets)
+        checkpoints = {t.key: cp for t, cp in zip(targets, found, strict=True)}
         low = min(checkpoints.values(), default=head)
         failed: set[str] = set()
         while low < head:
             events = self.store.read(stream_id, gt=low, lte=min(head, low + self.page))
             if not events or events[0].position != low + 1:
                 raise OperationalError(f"stream {stream_id!r} returned no events after {low} though its head is {head}")
-            for target in targets:
+
+            def apply(target: StreamTarget, events: Sequence[StoredEvent] = events) -> None:
                 if target.key in failed:
-                    continue
+                    return
                 mine = [e for e in events if e.position > checkpoints[target.key]]
                 if not mine:
-                    continue
+                    return
                 stats = self._stats(target)
                 try:
                     target.apply(stream_id, mine)
@@ -278,16 +292,19 @@ class StreamFollower:
                     failed.add(target.key)
                     stats.error = f"{type(exc).__name__}: {exc}"
                     log.warning("projection %s failed on %s: %s", target.key, stream_id, stats.error)
-                    continue
+                    return
                 checkpoints[target.key] = mine[-1].position
-                stats.applied += len(mine)
+                with self._lock:
+                    stats.applied += len(mine)
                 stats.updated_at = self.clock()
+
+            self._each_target(apply, targets)
             low = events[-1].position
         return not failed
 
-    def step(self, shard: int) -> int:
-        """One shard's round; returns how many hinted streams were settled."""
-        pending = list(self.feed.pending(shard=shard, limit=self.streams))
+    def step(self, shard: int, listed: dict[str, int] | None = None) -> int:
+        """One shard's round (on its hinted streams, ``listed`` if given); returns how many were settled."""
+        pending = list(self.feed.pending(shard=shard, limit=self.streams) if listed is None else listed)
         if not pending:
             return 0
         heads = dict(zip(pending, self._map(self.store.version, pending), strict=True))
@@ -314,7 +331,8 @@ class StreamFollower:
     def round(self) -> int:
         """Every shard once; returns how many streams were settled. Raises what listing the feed raised."""
         self._failed = False
-        settled = sum(self.step(shard) for shard in range(self.feed.shards))
+        listed = self._map(lambda shard: self.feed.pending(shard=shard, limit=self.streams), range(self.feed.shards))
+        settled = sum(self.step(shard, found) for shard, found in enumerate(listed) if found)
         if not self._failed:
             self.error = None
         return settled
@@ -337,6 +355,7 @@ class StreamFollower:
         return applied, (streams[-1] if len(streams) == limit else None)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in (self._pool, self._target_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._target_pool = None

@@ -108,7 +108,7 @@ class ClusterReadSide:
         return found
 
     def _registered(self) -> dict[str, list[Version]]:
-        return {name: sorted(self.models.versions(name), key=lambda v: v.version) for name in NAMES}
+        return self.models.versions_of(NAMES)
 
     def _following(self) -> Sequence[ClusterProjection]:
         """Every registered version (active and building): what a round brings up. Read after the heads."""
@@ -201,6 +201,7 @@ class ClusterReadSide:
 
     def _report(self) -> None:
         """Write what changed in this runner's progress into the registry, where every process reads it."""
+        progress = []
         for (name, version), target in list(self._targets.items()):
             stats = self.follower.stats.get(target.key)
             if stats is None:
@@ -210,9 +211,10 @@ class ClusterReadSide:
             if reported == (stats.applied, error):
                 continue
             updated = to_micros(stats.updated_at) if stats.updated_at is not None else None
-            applied = stats.applied - (reported[0] if reported else 0)
-            self.models.report(name, version, applied=applied, updated_at=updated, error=error)
+            progress.append((name, version, stats.applied - (reported[0] if reported else 0), updated, error))
             self._reported[target.key] = (stats.applied, error)
+        if progress:
+            self.models.report(progress)
 
     def _manage(self) -> int:
         withdrawal = self.withdrawal
@@ -294,9 +296,9 @@ class ClusterReadSide:
         backlog, oldest = self.feed.backlog()
         lag_seconds = max(0.0, (self.clock() - oldest).total_seconds()) if oldest is not None else 0.0
         found = []
+        registered = self._registered()
         for target in self.targets():
-            versions = {v.version: v for v in self.models.versions(target.name)}
-            current = versions.get(target.version)
+            current = next((v for v in registered[target.name] if v.version == target.version), None)
             building = current is not None and current.state == "building"
             error = (current.error if current else None) or self.follower.error or self.error
             if target.name == ClusterTitleWithdrawal.name and self.manager_error is not None:

@@ -134,17 +134,43 @@ class CassandraReadModels:
         )
         return [Version(name, r.version, r.state, r.cursor, r.updated_at, r.error) for r in rows]
 
-    def report(self, name: str, version: int, *, applied: int, updated_at: int | None, error: str | None) -> None:
-        """Record a runner's progress on a version: events applied (added up), when, and its error (or none)."""
-        if applied:
-            self.run(
-                "UPDATE {ks}.eskit_projection_counts SET applied = applied + ? WHERE name = ? AND version = ?",
-                (applied, name, version),
-            )
-        self.run(
-            "UPDATE {ks}.eskit_projections SET updated_at = ?, error = ? WHERE name = ? AND version = ?",
-            (updated_at, error, name, version),
+    def versions_of(self, names: Sequence[str]) -> dict[str, list[Version]]:
+        """The registered versions of several projections (one request), each list in version order."""
+        found: dict[str, list[Version]] = {name: [] for name in names}
+        if not self.has_table("eskit_projections"):
+            return found
+        rows = self.run(
+            "SELECT name, version, state, cursor, updated_at, error FROM {ks}.eskit_projections WHERE name IN ?",
+            (list(names),),
         )
+        for r in rows:
+            found.setdefault(r.name, []).append(Version(r.name, r.version, r.state, r.cursor, r.updated_at, r.error))
+        return {name: sorted(versions, key=lambda v: v.version) for name, versions in found.items()}
+
+    def report(self, progress: Sequence[tuple[str, int, int, int | None, str | None]]) -> None:
+        """Record a runner's progress, ``(name, version, events applied since, updated_at, error)`` each, at once."""
+        statements: list[tuple[str, tuple[object, ...]]] = []
+        for name, version, applied, updated_at, error in progress:
+            if applied:
+                statements.append(
+                    (
+                        "UPDATE {ks}.eskit_projection_counts SET applied = applied + ? WHERE name = ? AND version = ?",
+                        (applied, name, version),
+                    )
+                )
+            statements.append(
+                (
+                    "UPDATE {ks}.eskit_projections SET updated_at = ?, error = ? WHERE name = ? AND version = ?",
+                    (updated_at, error, name, version),
+                )
+            )
+        futures = []
+        for cql, params in statements:
+            bound = self.prepare(cql).bind(params)
+            bound.consistency_level = self.db.write_cl
+            futures.append(self.db.session.execute_async(bound))
+        for future in futures:
+            future.result()
 
     def applied(self, name: str, version: int) -> int:
         """Events applied to a version by every runner so far (an event applied twice counts twice)."""

@@ -194,8 +194,8 @@ class StreamFeed(abc.ABC):
         """How many shards the hints are spread over; a follower lists each."""
 
     @abc.abstractmethod
-    def pending(self, *, shard: int, limit: int = 1000) -> dict[str, int]:
-        """Up to ``limit`` hinted streams of ``shard``, each with the highest head hinted for it."""
+    def pending(self, *, shard: int, limit: int = 1000, after: str | None = None) -> dict[str, int]:
+        """Up to ``limit`` hinted streams of ``shard`` in stream order after ``after``, each with its highest hint."""
 
     @abc.abstractmethod
     def settle(self, *, shard: int, stream_id: str, upto: int) -> None:

@@ -245,6 +245,8 @@ class StreamFollower:
         self._pool: Any = None
         self._target_pool: Any = None
         self._lock = threading.Lock()
+        self._cursors: dict[int, str] = {}  # per shard: the last stream listed, when the listing was cut
+        self._failed_targets: set[str] = set()
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         from concurrent.futures import ThreadPoolExecutor
@@ -290,6 +292,7 @@ class StreamFollower:
                     target.apply(stream_id, mine)
                 except Exception as exc:  # kept per target; the stream is tried again next round
                     failed.add(target.key)
+                    self._failed_targets.add(target.key)
                     stats.error = f"{type(exc).__name__}: {exc}"
                     log.warning("projection %s failed on %s: %s", target.key, stream_id, stats.error)
                     return
@@ -303,38 +306,70 @@ class StreamFollower:
         return not failed
 
     def step(self, shard: int, listed: dict[str, int] | None = None) -> int:
-        """One shard's round (on its hinted streams, ``listed`` if given); returns how many were settled."""
-        pending = list(self.feed.pending(shard=shard, limit=self.streams) if listed is None else listed)
+        """One shard's round (on its hinted streams, ``listed`` if given); returns how many were settled.
+
+        A stream counts only when its head reached its highest hint: a hint above the head (an append
+        in flight, or one whose outcome stayed unknown) is not work done, so an idle runner rests.
+        """
+        hinted = self.feed.pending(shard=shard, limit=self.streams) if listed is None else listed
+        pending = list(hinted)
         if not pending:
             return 0
-        heads = dict(zip(pending, self._map(self.store.version, pending), strict=True))
+
+        def head(stream_id: str) -> int | None:
+            try:
+                return self.store.version(stream_id)
+            except Exception as exc:  # this stream waits for the next round; the others go on
+                self._failed = True
+                self.error = f"{type(exc).__name__}: {exc}"
+                return None
+
+        heads = dict(zip(pending, self._map(head, pending), strict=True))
         targets = list(self.targets())  # after the heads: see the class docstring
+        if not targets:
+            return 0  # never settle what nothing applied
 
         def one(stream_id: str) -> bool:
+            found = heads[stream_id]
+            if found is None:
+                return False
             try:
-                done = self.bring_up(stream_id, heads[stream_id], targets)
+                done = self.bring_up(stream_id, found, targets)
             except Exception as exc:  # reading the stream failed: kept, tried next round
                 self._failed = True
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.warning("feed: cannot bring %s up: %s", stream_id, self.error)
                 return False
             if done:
-                self.feed.settle(shard=shard, stream_id=stream_id, upto=heads[stream_id])
-            return done
+                self.feed.settle(shard=shard, stream_id=stream_id, upto=found)
+            return done and found >= hinted[stream_id]
 
-        settled = sum(1 for done in self._map(one, pending) if done)
-        if settled == len(pending):
-            for target in targets:
-                self._stats(target).error = None
-        return settled
+        return sum(1 for done in self._map(one, pending) if done)
 
     def round(self) -> int:
-        """Every shard once; returns how many streams were settled. Raises what listing the feed raised."""
+        """Every shard once; returns how many streams were settled. Raises what listing the feed raised.
+
+        Each shard is listed from where its last listing stopped, so streams that keep failing (or
+        keep a hint above their head) cannot hide the ones after them.
+        """
         self._failed = False
-        listed = self._map(lambda shard: self.feed.pending(shard=shard, limit=self.streams), range(self.feed.shards))
+        self._failed_targets.clear()
+
+        def listing(shard: int) -> dict[str, int]:
+            found = self.feed.pending(shard=shard, limit=self.streams, after=self._cursors.get(shard))
+            if len(found) < self.streams:
+                self._cursors.pop(shard, None)  # the end of the shard: start over next time
+            else:
+                self._cursors[shard] = max(found)
+            return found
+
+        listed = self._map(listing, range(self.feed.shards))
         settled = sum(self.step(shard, found) for shard, found in enumerate(listed) if found)
         if not self._failed:
             self.error = None
+        for key, stats in self.stats.items():
+            if key not in self._failed_targets:
+                stats.error = None
         return settled
 
     def sweep(

@@ -40,6 +40,7 @@ from downloads.domain.events import (
 )
 from downloads.readmodels.projections import ACCOUNT_PREFIX, TITLE_PREFIX, ReportTooLarge, micros
 from eskit import DomainEvent, EventCodec, EventMetadata, StoredEvent
+from eskit.exceptions import OperationalError
 from eskit.stores.cassandra.readmodel import CassandraProjection, CassandraReadModels, Effects
 from eskit.stores.timestamps import from_micros
 
@@ -98,7 +99,9 @@ class ClusterProjection(CassandraProjection):
             self.cql("SELECT title_id FROM {p}titles_of WHERE account_id = ? AND license_id = ?"),
             (account_id, license_id),
         ).one()
-        return None if row is None else str(row.title_id)
+        if row is None:  # its LicenseIssued was applied (it comes first in the stream): not visible yet
+            raise OperationalError(f"the title of license {license_id!r} of {account_id!r} is not readable yet")
+        return str(row.title_id)
 
     def remember_title(
         self, effects: Effects, account_id: str, license_id: str, title_id: str, position: int, batch: dict[str, Any]
@@ -430,6 +433,13 @@ class ClusterTitleWithdrawal(ClusterProjection):
     name = "title_withdrawal"
     REASON = "title_withdrawn"
 
+    def __init__(
+        self, models: CassandraReadModels, codec: EventCodec, *, version: int, clock: Callable[[], datetime] = _now
+    ) -> None:
+        super().__init__(models, codec, version=version)
+        #: the manager's clock: an end of availability is judged by the same clock on both sides
+        self.clock = clock
+
     def tables(self) -> Sequence[str]:
         return [
             "CREATE TABLE IF NOT EXISTS {p}titles (title_id text PRIMARY KEY, withdrawn boolean,"
@@ -513,7 +523,7 @@ class ClusterTitleWithdrawal(ClusterProjection):
         effects.flush()  # the active license stands before its title is read
         title = self._title(title_id)
         if title is not None and (
-            title.withdrawn or (title.available_until is not None and title.available_until <= micros(at or _now()))
+            title.withdrawn or (title.available_until is not None and title.available_until <= micros(self.clock()))
         ):
             self._mark(effects, title_id, stream_id, position)
 

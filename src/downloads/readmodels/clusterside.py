@@ -40,7 +40,7 @@ from downloads.readmodels.cluster import (
     ClusterTitleWithdrawal,
 )
 from eskit import EventCodec, Stores
-from eskit.projection import ProjectionStatus, StreamFollower
+from eskit.projection import FollowerStats, ProjectionStatus, StreamFollower
 from eskit.stores.cassandra.readmodel import CassandraReadModels, Version
 from eskit.stores.timestamps import from_micros, to_micros
 
@@ -82,6 +82,7 @@ class ClusterReadSide:
         self._renew_at = 0.0
         self._ends_at = 0.0  # the next time the manager looks for titles whose availability ended
         self._reported: dict[str, tuple[int, str | None]] = {}
+        self._live: set[tuple[str, int]] = set()  # the versions the last registry read listed
         self._failures = 0
         self._retry_at = 0.0
 
@@ -101,18 +102,22 @@ class ClusterReadSide:
             elif name == ClusterDownloadReports.name:
                 found = ClusterDownloadReports(self.models, self.codec, version=version, demo_studio=self._demo_studio)
             elif name == ClusterTitleWithdrawal.name:
-                found = ClusterTitleWithdrawal(self.models, self.codec, version=version)
+                found = ClusterTitleWithdrawal(self.models, self.codec, version=version, clock=self.service.clock)
             else:
                 raise KeyError(name)
             self._targets[(name, version)] = found
         return found
 
     def _registered(self) -> dict[str, list[Version]]:
-        return self.models.versions_of(NAMES)
+        """The registered versions, without rows a late progress report wrote after their version was dropped."""
+        found = self.models.versions_of(NAMES)
+        return {name: [v for v in versions if v.state in ("building", "active")] for name, versions in found.items()}
 
     def _following(self) -> Sequence[ClusterProjection]:
         """Every registered version (active and building): what a round brings up. Read after the heads."""
-        return [self.target(v.name, v.version) for versions in self._registered().values() for v in versions]
+        registered = self._registered()
+        self._live = {(v.name, v.version) for versions in registered.values() for v in versions}
+        return [self.target(v.name, v.version) for versions in registered.values() for v in versions]
 
     def _reading(self, name: str) -> ClusterProjection:
         """The version that answers reads: the newest active one, else the one being built."""
@@ -155,9 +160,21 @@ class ClusterReadSide:
         self.models.register(name, version, "building")
         return target
 
-    def _sweep(self, version: Version) -> bool:
-        """Sweep one page of streams into a building version; True once it is through (and switched)."""
+    def _sweep(self, version: Version) -> int:
+        """Sweep one page of streams into a building version (switching it once through); 1 when it did work.
+
+        A failure is kept as the version's error and tried again next round; the round goes on.
+        """
         target = self.target(version.name, version.version)
+        try:
+            self._sweep_page(version, target)
+            return 1
+        except Exception as exc:
+            self.follower.stats.setdefault(target.key, FollowerStats()).error = f"{type(exc).__name__}: {exc}"
+            log.warning("sweep of %s failed: %s", target.key, exc)
+            return 0
+
+    def _sweep_page(self, version: Version, target: ClusterProjection) -> bool:
         _applied, cursor = self.follower.sweep([target], after=version.cursor, limit=self.sweep_page)
         if cursor is not None:
             self.models.set_cursor(version.name, version.version, cursor)
@@ -171,7 +188,10 @@ class ClusterReadSide:
             if old.version < version:
                 self.models.forget(name, old.version)
                 self.target(name, old.version).drop()
-                self._targets.pop((name, old.version), None)
+                dropped = self._targets.pop((name, old.version), None)
+                if dropped is not None:
+                    self.follower.stats.pop(dropped.key, None)
+                    self._reported.pop(dropped.key, None)
 
     # -- running -----------------------------------------------------------------------
 
@@ -189,12 +209,16 @@ class ClusterReadSide:
             self.models.create([statement for target in first for statement in target.ddl()])
             for target in first:
                 self.models.register(target.name, 1, "building")
-        work = self.follower.round()
-        for versions in self._registered().values():
+        try:
+            work = self.follower.round()
+            registered = self._registered()
+            self._live = {(v.name, v.version) for versions in registered.values() for v in versions}
+        finally:
+            self._report()  # even when the round failed: other processes read the error there
+        for versions in registered.values():
             for version in versions:
                 if version.state == "building":
-                    self._sweep(version)
-                    work += 1
+                    work += self._sweep(version)
         work += self._manage()
         self._report()
         return work
@@ -203,6 +227,8 @@ class ClusterReadSide:
         """Write what changed in this runner's progress into the registry, where every process reads it."""
         progress = []
         for (name, version), target in list(self._targets.items()):
+            if (name, version) not in self._live:
+                continue  # dropped by a rebuild (maybe in another process): its registry row stays gone
             stats = self.follower.stats.get(target.key)
             if stats is None:
                 continue
@@ -306,7 +332,9 @@ class ClusterReadSide:
             if error is not None:
                 state = "failing"
             elif backlog or building:
-                state = "running" if running or self.token is None else "stopped"
+                last = current.updated_at if current is not None else None
+                recent = last is not None and time.time() - last / 1e6 < 30  # the runner applied lately
+                state = "running" if running or recent else "stopped"
             else:
                 state = "caught_up"
             updated = from_micros(current.updated_at) if current and current.updated_at else None

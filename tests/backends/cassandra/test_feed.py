@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -166,3 +167,27 @@ def test_two_followers_apply_every_event_once_while_writers_race_on_hot_and_cold
         assert rows.get(stream, []) == [(e.position, e.event_id) for e in events], stream  # each once, none else
         assert lasts.get(stream, 0) == len(events) == checkpoints[stream]
     assert sum(f.stats[target.key].applied for f in followers) >= sum(len(v) for v in rows.values())
+
+
+def test_hints_above_their_streams_heads_neither_hide_other_streams_nor_keep_a_follower_busy(stores: Stores) -> None:
+    """Hints whose appends never happened (a writer killed after its hint) stay: they must not starve the rest."""
+    assert stores.stream_feed is not None
+    feed = stores.stream_feed
+    models = CassandraReadModels(stores.events.db)  # type: ignore[attr-defined]
+    target = Recorded(models, version=1)
+    target.create_tables()
+    shard = feed.shard("z-real")  # type: ignore[attr-defined]
+    stale = [s for s in (f"a-stale-{n:03d}" for n in range(400)) if feed.shard(s) == shard][:12]  # type: ignore[attr-defined]
+    assert len(stale) == 12
+    for stream in stale:  # sorted before the real stream, in the same shard
+        feed.hint(stream, 1, uuid.uuid4(), 0)  # type: ignore[attr-defined]
+    stores.events.append("z-real", [event(1), event(2)], expected_version=0)
+    follower = StreamFollower(stores.events, feed, lambda: [target], streams=5, workers=2)
+    try:
+        for _ in range(6):
+            follower.round()
+        assert target.checkpoints(["z-real"]) == {"z-real": 2}  # reached past the twelve stale ones
+        assert follower.round() == 0  # nothing left but hints above their heads: no work, so the runner rests
+        assert sorted(feed.pending(shard=shard, limit=100)) == sorted(stale)  # and they are kept
+    finally:
+        follower.close()

@@ -53,7 +53,10 @@ class FeedStatements:
         )
         self.settle = p(f"DELETE FROM {ks}.feed_hints WHERE shard = ? AND stream_id = ? AND head <= ?")
         self.pending = p(
-            f"SELECT stream_id, max(head) AS head, min(at) AS at FROM {ks}.feed_hints WHERE shard = ?"
+            f"SELECT stream_id, max(head) AS head FROM {ks}.feed_hints WHERE shard = ? GROUP BY stream_id LIMIT ?"
+        )
+        self.pending_after = p(
+            f"SELECT stream_id, max(head) AS head FROM {ks}.feed_hints WHERE shard = ? AND stream_id > ?"
             " GROUP BY stream_id LIMIT ?"
         )
         self.count = p(f"SELECT stream_id, head, at FROM {ks}.feed_hints WHERE shard = ? LIMIT ?")
@@ -90,8 +93,12 @@ class CassandraStreamFeed(StreamFeed):
 
     # -- the follower's side ------------------------------------------------------------
 
-    def pending(self, *, shard: int, limit: int = 1000) -> dict[str, int]:
-        return {row.stream_id: row.head for row in self.db.query(self.sql.pending, (shard, limit))}
+    def pending(self, *, shard: int, limit: int = 1000, after: str | None = None) -> dict[str, int]:
+        if after is None:
+            rows = self.db.query(self.sql.pending, (shard, limit))
+        else:
+            rows = self.db.query(self.sql.pending_after, (shard, after, limit))
+        return {row.stream_id: row.head for row in rows}
 
     def settle(self, *, shard: int, stream_id: str, upto: int) -> None:
         statement = self.sql.settle.bind((shard, stream_id, upto))

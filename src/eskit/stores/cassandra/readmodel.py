@@ -95,8 +95,9 @@ class CassandraReadModels:
         statement = self.prepare(cql).bind(params)
         if " IF " in cql:  # a conditional write: Paxos at the store's serial level
             statement.serial_consistency_level = self.db.serial_cl
-            statement.consistency_level = self.db.write_cl
-        elif not serial and not cql.lstrip().upper().startswith("SELECT"):
+        if not serial:
+            # Reads too: what a runner writes at the commit level (QUORUM when several regions write)
+            # must be what the next runner reads, wherever it runs.
             statement.consistency_level = self.db.write_cl
         return self.db.query(statement, serial=serial, idempotent=" IF " not in cql)
 
@@ -301,6 +302,7 @@ class CassandraProjection(StreamTarget):
     def checkpoints(self, stream_ids: Sequence[str]) -> dict[str, int]:
         cql = "SELECT position FROM {p}checkpoints WHERE stream_id = ?".replace("{p}", self.prefix)
         statement = self.models.prepare(cql)
+        statement.consistency_level = self.models.db.write_cl  # see CassandraReadModels.run
         results = self.models.db.query_all([(statement, (s,)) for s in stream_ids])
         found = {}
         for stream_id, rows in zip(stream_ids, results, strict=True):

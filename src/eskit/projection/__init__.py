@@ -1,0 +1,28 @@
+"""Projections: following the feed into read models, each accepted event with exactly one effect.
+
+Two ways to follow, one per kind of feed:
+
+* :mod:`eskit.projection.sequence`: a store with one commit order (SQLite) has
+  an :class:`~eskit.ports.EventFeed`; a :class:`Projector` applies it in
+  batches, each batch and the checkpoint in one atomic step.
+* :mod:`eskit.projection.streams`: a store without one (Cassandra, and memory's
+  stream feed) has a :class:`~eskit.ports.StreamFeed` of hinted streams; a
+  :class:`StreamFollower` brings each stream up from a per-stream checkpoint,
+  with effects idempotent in position.
+
+Read models over either are built with :mod:`eskit.readmodel` (tables, a
+registry of versions, a runner).
+"""
+
+from eskit.projection.sequence import CheckpointMoved, ProjectionStatus, ProjectionTarget, Projector
+from eskit.projection.streams import FollowerStats, StreamFollower, StreamTarget
+
+__all__ = [
+    "CheckpointMoved",
+    "FollowerStats",
+    "ProjectionStatus",
+    "ProjectionTarget",
+    "Projector",
+    "StreamFollower",
+    "StreamTarget",
+]

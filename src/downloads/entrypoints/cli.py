@@ -352,11 +352,11 @@ def _open_read_side(args: argparse.Namespace) -> tuple[Any, Any]:
     from downloads.bootstrap import bootstrap, open_read_side
 
     runtime = bootstrap(_settings(args, create_schema=False))
-    read_side = open_read_side(runtime)
-    if read_side is None:
+    try:
+        return runtime, open_read_side(runtime)
+    except BaseException:
         runtime.close()
-        raise UsageError(f"the store {runtime.stores.url.split('?', 1)[0]} has no read side")
-    return runtime, read_side
+        raise
 
 
 def _cmd_project(args: argparse.Namespace) -> int:
@@ -370,7 +370,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
     try:
         while runner.is_alive():
             states = read_side.status()
-            line = "  ".join(f"{s.name}={s.position}/{s.position + s.lag_events}" for s in states)
+            line = "  ".join(f"{s.name}: {s.position} applied, {s.lag_events} behind" for s in states)
             errors = [f"{s.name}: {s.error}" for s in states if s.error]
             if line != last or errors:
                 print(printable(line + ("  errors: " + "; ".join(errors) if errors else "")), file=sys.stderr)
@@ -408,16 +408,16 @@ def _cmd_projections_rebuild(args: argparse.Namespace) -> int:
     runtime, read_side = _open_read_side(args)
     started = time.monotonic()
 
-    def progress(position: int, head: int) -> None:
-        if head < 0:  # a Cassandra rebuild sweeps streams; their count is not known in advance
-            print(f"  {args.name}: {position:,} streams swept", file=sys.stderr)
+    def progress(done: int, total: int | None) -> None:
+        if total is None:  # filled stream by stream: how many streams there are is not known in advance
+            print(f"  {args.name}: {done:,} streams swept", file=sys.stderr)
             return
-        rate = position / max(time.monotonic() - started, 1e-9)
-        left = (head - position) / rate if rate else 0.0
-        print(f"  {args.name}: {position} of {head} events ({rate:,.0f}/s, about {left:.0f} s left)", file=sys.stderr)
+        rate = done / max(time.monotonic() - started, 1e-9)
+        left = (total - done) / rate if rate else 0.0
+        print(f"  {args.name}: {done:,} of {total:,} events ({rate:,.0f}/s, about {left:.0f} s left)", file=sys.stderr)
 
     try:
-        names = [t.name for t in read_side.targets()]
+        names = read_side.names
         if args.name not in names:
             raise UsageError(f"no projection {args.name!r}: one of {', '.join(names)}")
         version = read_side.rebuild(args.name, progress=progress)

@@ -146,10 +146,8 @@ def _cmd_copy(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from downloads.application.verify import verify_service_store
-    from downloads.bootstrap import bootstrap
+    from downloads.bootstrap import bootstrap, open_read_side
     from downloads.entrypoints.cli import _settings, printable
-    from downloads.readmodels.clusterside import ClusterReadSide
-    from downloads.readmodels.readside import ReadSide, models_path
     from downloads.readmodels.verify import verify_read_models
     from eskit.verify import VerifyReport
 
@@ -161,18 +159,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         stores = runtime.stores
         with progress_bar("verifying", unit="streams") as advance:
             verify_service_store(runtime.service, stores.events, stores.snapshots, report=report, advance=advance)
-        models = models_path(stores.url)
-        read_side: ReadSide | ClusterReadSide | None = None
-        if stores.stream_feed is not None:
-            read_side = ClusterReadSide(stores, runtime.service.accounts.codec, runtime.policy, runtime.service)
-        elif models is not None and models.exists() and not stores.url.startswith("memory:"):
-            read_side = ReadSide(stores, runtime.service.accounts.codec, runtime.policy, runtime.service)
-        if read_side is not None:
-            try:
+        read_side = open_read_side(runtime)
+        try:
+            if read_side.exists():
                 with progress_bar("read models", unit="rows") as advance:
                     read_rows = verify_read_models(read_side, runtime.service, report, advance=advance)
-            finally:
-                read_side.close()
+        finally:
+            read_side.close()
     except KeyboardInterrupt:
         print(f"interrupted after {report.streams:,} streams: nothing was changed", file=sys.stderr)
         return 130

@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterator
 
 from downloads.application import DownloadsService
 from downloads.domain import Account
-from downloads.readmodels.clusterside import ClusterReadSide
-from downloads.readmodels.readside import ReadSide
+from downloads.readmodels.ports import ReadModels
 from eskit import AggregateNotFound
 from eskit.verify import Problem, VerifyReport
 
@@ -21,7 +20,7 @@ __all__ = ["verify_read_models"]
 
 
 def verify_read_models(
-    read_side: ReadSide | ClusterReadSide,
+    read_side: ReadModels,
     service: DownloadsService,
     report: VerifyReport,
     *,
@@ -30,8 +29,7 @@ def verify_read_models(
     """Check every row of the read models that names a license or a device; return how many were checked."""
     checked = 0
     account = _Accounts(service)
-    licenses = read_side.licenses
-    for account_id, license_id, title_id in _pages(licenses.every_license):
+    for account_id, license_id, title_id in _pages(read_side.every_license):
         checked += 1
         advance(1)
         found = account.get(account_id)
@@ -58,7 +56,7 @@ def verify_read_models(
                     f"{where} is for title {title_id!r}, the account says {found.licenses[license_id].title_id!r}",
                 )
             )
-    for account_id, kind, key in _pages(read_side.lookup.every_key):
+    for account_id, kind, key in _pages(read_side.every_key):
         if kind == "idempotency_key":
             continue  # keys are remembered for a retention period only: an old key may be gone from the account
         checked += 1

@@ -256,8 +256,11 @@ class ProjectionRunner:
         self.token, self._renew_at = token, time.monotonic() + self.settings.lease_ttl / 2
         return True
 
-    def step(self) -> int:
-        """One round, if this runner holds the lease (see the module docstring); return the work done."""
+    def step(self, *, manage: bool = True) -> int:
+        """One round, if this runner holds the lease (see the module docstring); return the work done.
+
+        ``manage=False`` leaves the process managers out of this round.
+        """
         if not self._hold_lease():
             return 0
         registered = self._prepare()
@@ -266,8 +269,9 @@ class ProjectionRunner:
             work += self._fill()
         finally:
             self._report()  # even when a step failed: other processes read the errors there
-        work += self._manage()
-        self._report()
+        if manage:
+            work += self._manage()
+            self._report()
         return work
 
     def _follow(self, registered: dict[str, list[Version]]) -> int:

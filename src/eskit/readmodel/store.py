@@ -30,7 +30,7 @@ from eskit.events import StoredEvent
 from eskit.projection import ProjectionTarget, StreamTarget
 from eskit.readmodel.tables import Table, TableSet, Writer
 
-__all__ = ["Handler", "Progress", "ReadModelStore", "Version"]
+__all__ = ["ACTIVE", "BUILDING", "Handler", "Progress", "ReadModelStore", "Version", "table_prefix"]
 
 #: a projection's effect function: one stored event of a stream, and the writer of its effects
 Handler = Callable[[str, StoredEvent, Writer], None]
@@ -84,6 +84,10 @@ class ReadModelStore(abc.ABC):
 
     #: how its targets follow the feed: ``sequence`` (an EventFeed) or ``streams`` (a StreamFeed)
     follows: Literal["sequence", "streams"]
+
+    @abc.abstractmethod
+    def exists(self) -> bool:
+        """Whether read models were ever kept here (opening the store creates nothing until a runner writes)."""
 
     # -- tables and targets ------------------------------------------------------------
 

@@ -115,6 +115,9 @@ class Writer(Rows):
     def put(self, table: str, key: Sequence[Any], values: Mapping[str, Any] | None = None) -> None:
         """Set ``values`` of the row at ``key`` (see :class:`Put`), as an effect of the event being applied."""
 
+    def barrier(self) -> None:
+        """Every write made before stands before any made after is sent (a reader meets them in that order)."""
+
 
 class TableSet(Rows):
     """One projection version's tables in a backend: made, dropped, read, and written outside the feed.

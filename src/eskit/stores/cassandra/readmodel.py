@@ -222,6 +222,9 @@ class _EventWriter(Writer):
             except Exception:
                 self.tables.models.db.query(statement)
 
+    def barrier(self) -> None:
+        self.flush()
+
     def get(self, table: str, key: Sequence[Any]) -> Row | None:
         self.flush()
         return self.tables.get(table, key)
@@ -333,6 +336,9 @@ class CassandraReadModels(ReadModelStore):
         if table is not None and "layout" not in table.columns:
             self.create(["ALTER TABLE {ks}.eskit_projections ADD layout int"])
         self._ready = True
+
+    def exists(self) -> bool:
+        return self.has_table("eskit_projections")
 
     # -- tables and targets ----------------------------------------------------------------
 

@@ -197,6 +197,10 @@ class InMemoryReadModels(ReadModelStore):
         self._versions: dict[tuple[str, int], Version] = {}
         self._leases: dict[str, tuple[str, int, float]] = {}
 
+    def exists(self) -> bool:
+        with self._lock:
+            return bool(self._versions)
+
     def tables(self, name: str, version: int, tables: Sequence[Table]) -> TableSet:
         return _Tables(self, table_prefix(name, version), tables)
 

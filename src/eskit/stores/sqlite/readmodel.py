@@ -305,6 +305,9 @@ class SQLiteReadModels(ReadModelStore):
         with translate_errors():
             return [tuple(r) for r in conn.execute(sql, params).fetchall()]
 
+    def exists(self) -> bool:
+        return self.path.exists()
+
     # -- tables and targets ----------------------------------------------------------------
 
     def tables(self, name: str, version: int, tables: Sequence[Table]) -> TableSet:

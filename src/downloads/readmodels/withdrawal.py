@@ -45,7 +45,7 @@ from downloads.readmodels.model import BARRIER, TITLES_OF, Barrier, ReadModel, S
 from eskit.readmodel import ProcessManager, Put, Rows, Table, TableSet
 from eskit.stores.timestamps import to_micros
 
-__all__ = ["NAME", "REASON", "TitleWithdrawal", "marked", "read_model"]
+__all__ = ["NAME", "REASON", "TitleWithdrawal", "decider", "marked", "read_model"]
 
 log = logging.getLogger(__name__)
 

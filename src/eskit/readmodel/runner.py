@@ -165,6 +165,11 @@ class ProjectionRunner:
         version = self._reading(self.store.versions([name])[name])
         return self.store.tables(name, version.version if version else 1, spec.tables)
 
+    def target(self, name: str) -> ProjectionTarget | StreamTarget:
+        """The target of the version of ``name`` that answers reads (its checkpoints tell how far it is)."""
+        version = self._reading(self.store.versions([name])[name])
+        return self._target(name, version.version if version else 1)
+
     @staticmethod
     def _reading(versions: Sequence[Version]) -> Version | None:
         active = [v for v in versions if v.state == ACTIVE]

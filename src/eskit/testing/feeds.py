@@ -33,7 +33,7 @@ from eskit.readmodel import ReadModelStore, Table, TableSet, Writer
 from eskit.stores.registry import Stores
 from eskit.testing.contract import new_event
 
-__all__ = ["FollowerContract", "Killed"]
+__all__ = ["FollowerContract", "Killed", "OutOfOrder"]
 
 #: what the contract's projection keeps: every event it applied, and each stream's last position
 SEEN = Table(

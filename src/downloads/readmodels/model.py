@@ -6,7 +6,7 @@ Each read model module (:mod:`~downloads.readmodels.licenses`,
 *decision*: a generator that, given an event of an account or title stream
 (:class:`Seen`) and what the read model knows (its own rows, read through
 :class:`~eskit.readmodel.Rows`), yields the writes the event calls for
-(:class:`~eskit.readmodel.Put`) and, where order matters to a reader,
+(:class:`~eskit.readmodel.Put`, :class:`~eskit.readmodel.Delete`) and, where order matters to a reader,
 :data:`BARRIER`. The decisions are the same on every store; eskit's backends
 only keep the writes, each with its own argument for applying every event once
 (see :mod:`eskit.readmodel.tables`). Decisions may depend on a stream's own
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from eskit import DomainEvent, EventCodec, EventMetadata, OperationalError, StoredEvent
-from eskit.readmodel import ProjectionSpec, Put, Rows, Table, Writer
+from eskit.readmodel import Delete, ProjectionSpec, Put, Rows, Table, Writer
 
 __all__ = [
     "ACCOUNT_PREFIX",
@@ -64,7 +64,7 @@ class Seen:
 
 
 #: a read model's decision: the event and what the read model knows, to the writes it calls for
-Decide = Callable[[Seen, Rows], Iterator[Put | Barrier]]
+Decide = Callable[[Seen, Rows], Iterator[Put | Delete | Barrier]]
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,12 @@ class ReadModel:
             if seen is None:
                 return
             for effect in self.decide(seen, writer):
-                if isinstance(effect, Barrier):
-                    writer.barrier()
-                else:
+                if isinstance(effect, Put):
                     writer.put(effect.table, effect.key, effect.values)
+                elif isinstance(effect, Delete):
+                    writer.delete(effect.table, effect.key)
+                else:
+                    writer.barrier()
 
         return ProjectionSpec(self.name, self.tables, handle, self.layout)
 

@@ -11,10 +11,11 @@
 
 from eskit.readmodel.runner import ProcessManager, ProjectionRunner, ProjectionSpec, RunnerSettings
 from eskit.readmodel.store import Handler, Progress, ReadModelStore, Version
-from eskit.readmodel.tables import Kind, Put, Row, Rows, Table, TableSet, Writer
+from eskit.readmodel.tables import Delete, Kind, Put, Row, Rows, Table, TableSet, Writer
 from eskit.stores.registry import open_read_models
 
 __all__ = [
+    "Delete",
     "Handler",
     "Kind",
     "ProcessManager",

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Kind", "Put", "Row", "Rows", "Table", "TableSet", "Writer"]
+__all__ = ["Delete", "Kind", "Put", "Row", "Rows", "Table", "TableSet", "Writer"]
 
 #: column kinds: text, a 64-bit integer, a boolean
 Kind = Literal["text", "int", "bool"]
@@ -76,6 +76,14 @@ class Put:
     values: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Delete:
+    """A write: remove the row at ``key`` (as of the event being applied: a later event may write it again)."""
+
+    table: str
+    key: tuple[Any, ...]
+
+
 class Rows(abc.ABC):
     """Port: reading one projection version's tables."""
 
@@ -114,6 +122,10 @@ class Writer(Rows):
     @abc.abstractmethod
     def put(self, table: str, key: Sequence[Any], values: Mapping[str, Any] | None = None) -> None:
         """Set ``values`` of the row at ``key`` (see :class:`Put`), as an effect of the event being applied."""
+
+    @abc.abstractmethod
+    def delete(self, table: str, key: Sequence[Any]) -> None:
+        """Remove the row at ``key``, as an effect of the event being applied (see :class:`Delete`)."""
 
     def barrier(self) -> None:
         """Every write made before stands before any made after is sent (a reader meets them in that order)."""

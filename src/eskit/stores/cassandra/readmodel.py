@@ -222,6 +222,10 @@ class _EventWriter(Writer):
             except Exception:
                 self.tables.models.db.query(statement)
 
+    def delete(self, table: str, key: Sequence[Any]) -> None:
+        statements = self.tables.cql(table)
+        self.write(f"DELETE FROM {statements.name} USING TIMESTAMP ? WHERE {statements.where_key}", (self.position, *key))
+
     def barrier(self) -> None:
         self.flush()
 

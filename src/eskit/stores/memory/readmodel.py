@@ -23,7 +23,7 @@ from eskit.readmodel.tables import Row, Table, TableSet, Writer
 
 __all__ = ["InMemoryReadModels"]
 
-#: a process manager's writes and deletes win over every position (positions are far below)
+#: a process manager's writes and deletes are stamped above every position (positions are far below), in order
 _MANAGER = 2**62
 
 
@@ -85,13 +85,12 @@ class _Tables(TableSet):
             self._data(table).setdefault(tuple(key), _Row()).write(at, values)
 
     def put(self, table: str, key: Sequence[Any], values: Mapping[str, Any] | None = None) -> None:
-        self.write(table, key, values or {}, _MANAGER)
+        self.write(table, key, values or {}, self.models.stamp())
 
-    def delete(self, table: str, key: Sequence[Any]) -> None:
+    def delete(self, table: str, key: Sequence[Any], at: int | None = None) -> None:
         with self.models._lock:
-            row = self._data(table).get(tuple(key))
-            if row is not None:
-                row.deleted = _MANAGER
+            row = self._data(table).setdefault(tuple(key), _Row())
+            row.deleted = max(row.deleted, self.models.stamp() if at is None else at)
 
     def _rows(self, table: str) -> list[tuple[tuple[Any, ...], Row]]:
         spec = self.tables[table]
@@ -145,6 +144,9 @@ class _StreamWriter(Writer):
     def put(self, table: str, key: Sequence[Any], values: Mapping[str, Any] | None = None) -> None:
         self.tables.write(table, key, values or {}, self.position)
 
+    def delete(self, table: str, key: Sequence[Any]) -> None:
+        self.tables.delete(table, key, self.position)
+
     def get(self, table: str, key: Sequence[Any]) -> Row | None:
         return self.tables.get(table, key)
 
@@ -196,6 +198,13 @@ class InMemoryReadModels(ReadModelStore):
         self._checkpoints: dict[str, dict[str, int]] = {}
         self._versions: dict[tuple[str, int], Version] = {}
         self._leases: dict[str, tuple[str, int, float]] = {}
+        self._stamps = _MANAGER
+
+    def stamp(self) -> int:
+        """The stamp of a process manager's write: above every position, and above the one before."""
+        with self._lock:
+            self._stamps += 1
+            return self._stamps
 
     def exists(self) -> bool:
         with self._lock:

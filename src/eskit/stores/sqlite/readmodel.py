@@ -228,6 +228,9 @@ class _BatchWriter(Writer):
     def put(self, table: str, key: Sequence[Any], values: Mapping[str, Any] | None = None) -> None:
         self.tables.write(self.conn, table, key, values or {})
 
+    def delete(self, table: str, key: Sequence[Any]) -> None:
+        self.conn.execute(self.tables.sql(table).delete, tuple(key))
+
     def get(self, table: str, key: Sequence[Any]) -> Row | None:
         return self.tables.get(table, key, self.conn)
 

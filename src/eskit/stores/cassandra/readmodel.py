@@ -224,7 +224,9 @@ class _EventWriter(Writer):
 
     def delete(self, table: str, key: Sequence[Any]) -> None:
         statements = self.tables.cql(table)
-        self.write(f"DELETE FROM {statements.name} USING TIMESTAMP ? WHERE {statements.where_key}", (self.position, *key))
+        self.write(
+            f"DELETE FROM {statements.name} USING TIMESTAMP ? WHERE {statements.where_key}", (self.position, *key)
+        )
 
     def barrier(self) -> None:
         self.flush()

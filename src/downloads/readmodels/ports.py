@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from downloads.application.presenters import LookupOut, ReportOut, TitleLicensesOut
+from downloads.application.presenters import DeviceLicensesOut, LookupOut, ReportOut, TitleLicensesOut
 from eskit.projection import ProjectionStatus
 
 __all__ = ["Progress", "ReadModels"]
@@ -41,6 +41,10 @@ class ReadModels(abc.ABC):
         self, title_id: str, *, status: str, after: tuple[str, str] | None, limit: int, now: datetime
     ) -> TitleLicensesOut:
         """A page of a title's licenses with ``status`` across accounts, by account and license."""
+
+    @abc.abstractmethod
+    def device_licenses(self, device_id: str) -> DeviceLicensesOut:
+        """The active licenses a device id holds, in any account (at most 1,000)."""
 
     @abc.abstractmethod
     def lookup(self, kind: str, key: str) -> LookupOut:

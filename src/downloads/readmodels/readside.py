@@ -14,9 +14,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from downloads.application import DownloadsService
-from downloads.application.presenters import LookupOut, ReportOut, ReportRowOut, TitleLicenseOut, TitleLicensesOut, iso
+from downloads.application.presenters import (
+    DeviceLicenseOut,
+    DeviceLicensesOut,
+    LookupOut,
+    ReportOut,
+    ReportRowOut,
+    TitleLicenseOut,
+    TitleLicensesOut,
+    iso,
+)
 from downloads.domain import Policy
-from downloads.readmodels import licenses, lookup, reports, withdrawal
+from downloads.readmodels import devices, licenses, lookup, reports, withdrawal
 from downloads.readmodels.model import Decoder, ReadModel
 from downloads.readmodels.ports import Progress, ReadModels
 from eskit import EventCodec, Stores
@@ -47,6 +56,7 @@ class ReadSide(ReadModels):
             lookup.read_model(),
             reports.read_model(),
             withdrawal.read_model(service.clock),
+            devices.read_model(),
         ]
         decoder = Decoder(codec)
         self.runner = ProjectionRunner(
@@ -82,6 +92,12 @@ class ReadSide(ReadModels):
             for row in rows
         ]
         return TitleLicensesOut(licenses=found, next="/".join(following) if following else None)
+
+    def device_licenses(self, device_id: str) -> DeviceLicensesOut:
+        found = devices.held(self.runner.tables("licenses_by_device"), device_id)
+        return DeviceLicensesOut(
+            licenses=[DeviceLicenseOut(**{**r, "expires_at": iso(r["expires_at"])}) for r in found]
+        )
 
     def lookup(self, kind: str, key: str) -> LookupOut:
         return LookupOut(accounts=lookup.accounts(self.runner.tables("lookup"), kind, key))

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from downloads.application.presenters import (
+    DeviceLicensesOut,
     LookupOut,
     ProjectionsOut,
     ReportOut,
@@ -22,7 +23,7 @@ from downloads.entrypoints.http.schemas import ID_PATTERN, Id
 from downloads.readmodels.ports import ReadModels
 from downloads.readmodels.reports import ReportTooLarge
 
-__all__ = ["downloads_report", "lookup", "projections", "router", "title_licenses"]
+__all__ = ["device_licenses", "downloads_report", "lookup", "projections", "router", "title_licenses"]
 
 router = APIRouter(tags=["read side"], responses=ERRORS)
 
@@ -51,6 +52,12 @@ def title_licenses(
     account, _slash, license_id = (after or "").partition("/")
     cursor = (account, license_id) if after else None
     return as_body(read.title_licenses(title_id, status=status, after=cursor, limit=limit, now=datetime.now(UTC)))
+
+
+@router.get("/v1/devices/{device_id}/licenses", response_model=DeviceLicensesOut)
+def device_licenses(device_id: Id, read: ReadSide, _: Support) -> Body:
+    """The active licenses a device id holds, in any account (support's question when a member calls)."""
+    return as_body(read.device_licenses(device_id))
 
 
 @router.get("/v1/lookup", response_model=LookupOut)

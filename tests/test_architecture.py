@@ -154,6 +154,32 @@ def test_the_application_imports_the_domain_and_eskit_but_no_adapter_or_entrypoi
     assert offenders(SRC / "downloads" / "application", allowed) == {}
 
 
+def test_read_models_speak_to_eskits_read_model_port_never_to_a_store_adapter() -> None:
+    """Read models are written once: decisions and queries over eskit.readmodel, whatever keeps them."""
+
+    def allowed(name: str) -> bool:
+        if within(name, "downloads"):
+            return any(
+                within(name, inner) for inner in ("downloads.domain", "downloads.application", "downloads.readmodels")
+            )
+        if within(name, "eskit.stores"):
+            return name == "eskit.stores.timestamps"  # the time encoding every backend shares
+        return True
+
+    assert offenders(SRC / "downloads" / "readmodels", allowed) == {}
+
+
+def test_adapters_serve_the_application_and_import_no_entrypoint_read_side_or_composition_root() -> None:
+    def allowed(name: str) -> bool:
+        if within(name, "downloads"):
+            return any(
+                within(name, inner) for inner in ("downloads.domain", "downloads.application", "downloads.adapters")
+            )
+        return True
+
+    assert offenders(SRC / "downloads" / "adapters", allowed) == {}
+
+
 def test_nothing_outside_the_entrypoints_imports_one() -> None:
     found: dict[str, list[str]] = {}
     for folder in (SRC, ROOT / "tools", ROOT / "bench"):

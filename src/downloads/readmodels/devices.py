@@ -14,7 +14,7 @@ from downloads.readmodels.model import Barrier, ReadModel, Seen
 from eskit.readmodel import Delete, Put, Rows, Table
 from eskit.stores.timestamps import from_micros, to_micros
 
-__all__ = ["HELD", "held", "read_model"]
+__all__ = ["HELD", "ISSUED", "decide", "held", "read_model"]
 
 HELD = Table(
     "held",

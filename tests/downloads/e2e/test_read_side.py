@@ -187,7 +187,8 @@ def test_projections_report_position_lag_and_no_error(shared_server: Server) -> 
             assert f'downloads_projection_failing{{projection="{name}"}} 0.0' in scraped
         expect_error(http.get("/v1/projections"), 403, "FORBIDDEN")
         expect_error(http.get("/v1/titles/x/licenses"), 403, "FORBIDDEN")
-        expect_error(support.get("/v1/titles/x/licenses", params={"after": "no-slash"}), 422, "VALIDATION_ERROR")
+        for cursor in ("no-slash", "abc", "a/b/c"):
+            expect_error(support.get("/v1/titles/x/licenses", params={"after": cursor}), 422, "INVALID_CURSOR")
 
 
 def test_two_server_processes_on_one_file_project_every_event_once(tmp_path: Any) -> None:

@@ -23,7 +23,7 @@ from downloads.application import (
     SyncDevice,
 )
 from downloads.domain import Invalid
-from tests.downloads.factories import Downloads, refusal, start_service
+from tests.downloads.factories import Downloads, make_policy, refusal, start_service
 
 
 @dataclass(frozen=True)
@@ -250,3 +250,50 @@ def test_a_retried_command_that_recorded_nothing_still_gets_its_original_answer(
 
     assert (again.body, again.created, again.replayed) == (first.body, False, True)
     assert d.stream_version("acct-1") == before
+
+
+def test_a_replayed_sync_answers_its_original_body_with_the_ids_it_did_not_store(tmp_path: Path) -> None:
+    d = start_service(store=f"sqlite:///{tmp_path}/downloads.db")
+    d.account("acct-1", devices=["phone", "tablet"])
+    kept = d.license("acct-1", "phone", "demo-title-1")
+    dropped = d.license("acct-1", "phone", "demo-title-2")
+    elsewhere = d.license("acct-1", "tablet", "demo-title-1")
+    held = ["made-up-2", kept, "made-up-1", elsewhere, "made-up-2"]
+    before = d.stream_version("acct-1")
+    first = d.service.handle(SyncDevice("acct-1", "phone", held), idempotency_key="sync-1")
+    d.clock.advance(timedelta(hours=1))
+    d.service.handle(ReleaseLicense("acct-1", kept))
+    d = d.restart()
+
+    again = d.service.handle(SyncDevice("acct-1", "phone", held), idempotency_key="sync-1")
+
+    assert first.body == {"active": [kept], "released": [dropped], "revoked": ["made-up-2", "made-up-1", elsewhere]}
+    assert (again.body, again.replayed) == (first.body, True)
+    stored = d.service.accounts.history("acct-1", gt=before)
+    assert "made-up" not in str([(r.metadata.extra, r.event) for r in stored])
+    assert stored[0].metadata.extra["args"] == {"device_id": "phone", "license_ids": [kept], "license_ids_sent": 5}
+    assert stored[0].metadata.extra["reply"]["body"] == {"active": [kept], "released": [dropped]}
+    reused = refusal(
+        lambda: d.service.handle(SyncDevice("acct-1", "phone", held[:-1]), idempotency_key="sync-1"), Invalid
+    )
+    assert reused.code == "IDEMPOTENCY_KEY_REUSED"  # the fingerprint is of every id sent, not of those stored
+    d.close()
+
+
+def test_a_sync_naming_more_ids_than_a_device_may_hold_is_invalid_and_writes_nothing() -> None:
+    d = start_service(policy=make_policy(max_active_downloads=3))
+    d.account("acct-1", devices=["phone"])
+    before = d.stream_version("acct-1")
+
+    for device in ("phone", "ghost"):
+        error = refusal(
+            lambda device=device: d.service.handle(
+                SyncDevice("acct-1", device, ["a", "b", "c", "d"]), idempotency_key="k"
+            ),
+            Invalid,
+        )
+        assert (error.code, error.details) == ("TOO_MANY_LICENSE_IDS", {"limit": 3, "sent": 4})
+    d.service.handle(SyncDevice("acct-1", "phone", ["a", "b", "c"]))
+
+    assert d.stream_version("acct-1") == before
+    assert d.service.list_denials("acct-1")["denials"] == []

@@ -1,8 +1,9 @@
 """Idempotency: a command sent again under its ``Idempotency-Key`` gets its first answer and writes nothing.
 
 In one place: the command's fingerprint, the key record written once with the
-command's first event, the check of a key the account already remembers, and
-reading the first answer back. The account's index of keys is the domain's
+command's first event (a command that changed nothing writes one ``RequestAnswered``
+event to hold it), the check of a key the account already remembers, and reading
+the first answer back. The account's index of keys is the domain's
 (:mod:`downloads.domain.requests`).
 """
 

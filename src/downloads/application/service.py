@@ -125,6 +125,10 @@ class DownloadsService(DownloadsQueries):
         if not command.creates_account and not account.exists:
             raise account_not_found(account.id)
         decision = HANDLERS[type(command)](command, account, Context(self.policy, now, self.title_info))
+        if key is not None and not account.pending_events:
+            # The key must be remembered with the account's version, by the same conditional append as
+            # any decision: an event that changes nothing carries its record.
+            account.answered_unchanged(command=command.name, now=now)
         return Reply(as_body(decision.answer), decision.created, at=now)
 
     def set_title(self, command: SetTitle) -> dict[str, Any]:

@@ -120,7 +120,16 @@ def test_lookup_finds_accounts_by_device_license_and_idempotency_key(shared_serv
         )
         license_id = got.json()["license_id"]
 
-        for kind, value in (("license_id", license_id), ("idempotency_key", key)):
+        # A retry under another key, answered without a change: its key is remembered by an event of its own.
+        again_key = unique_id("key")
+        again = http.post(
+            f"/v1/accounts/{account}/licenses",
+            json={"device_id": "d0", "title_id": "demo-title-1"},
+            headers={"Idempotency-Key": again_key},
+        )
+        assert again.status_code == 200 and again.json()["license_id"] == license_id
+
+        for kind, value in (("license_id", license_id), ("idempotency_key", key), ("idempotency_key", again_key)):
             found = eventually(
                 lambda k=kind, v=value: support.get("/v1/lookup", params={k: v}).json()["accounts"], f"lookup by {kind}"
             )

@@ -90,6 +90,9 @@ def test_a_hostile_sync_stores_a_few_kilobytes_whether_accepted_or_denied(tmp_pa
         first = http.post(sync, json=body, headers={"Idempotency-Key": "hostile"})
         accepted = _stored_bytes(db) - before
         replayed = http.post(sync, json=body, headers={"Idempotency-Key": "hostile"})
+        before = _stored_bytes(db)
+        unchanged = http.post(sync, json=body, headers={"Idempotency-Key": "hostile-again"})  # nothing to release
+        answered = _stored_bytes(db) - before
 
         before = _denial_bytes(db)
         denied = http.post(f"/v1/accounts/{account}/devices/ghost/sync", json=body, headers={"Idempotency-Key": "d"})
@@ -100,6 +103,7 @@ def test_a_hostile_sync_stores_a_few_kilobytes_whether_accepted_or_denied(tmp_pa
     assert first.status_code == 200, first.text
     expect_error(denied, 404, "DEVICE_NOT_FOUND")
     assert accepted < 4 * 1024, accepted  # was about 128 KB: the ids as arguments, and again as `revoked`
+    assert unchanged.status_code == 200 and answered < 2 * 1024, answered  # one RequestAnswered event
     assert denial < 2 * 1024, denial  # was about 63 KB
     assert len(denials.content) < 4 * 1024 and len(events.content) < 8 * 1024
     assert "xxxxxxxxxx" not in denials.text + events.text  # no made-up id is stored
@@ -134,6 +138,10 @@ def test_closing_an_account_with_600_licenses_and_a_junk_sync_grow_the_store_a_l
             )
             assert synced.status_code == 200 and len(synced.json()["revoked"]) == 1000
             after_sync = _stored_bytes(db)
+            resent = http.post(
+                f"/v1/accounts/{account}/devices/tablet/sync", json=junk, headers={"Idempotency-Key": "s"}
+            )
+            assert resent.json() == synced.json() and resent.headers.get("idempotent-replayed") == "true"
             closed = http.post(f"/v1/accounts/{account}/close", headers={"Idempotency-Key": "close-1"})
             assert closed.status_code == 200
             after_close = _stored_bytes(db)
@@ -141,6 +149,7 @@ def test_closing_an_account_with_600_licenses_and_a_junk_sync_grow_the_store_a_l
             again = http.post(f"/v1/accounts/{account}/close", headers={"Idempotency-Key": "close-1"})
             assert again.json() == closed.json() and again.headers.get("idempotent-replayed") == "true"
 
-    assert after_sync - before < 64 * 1024  # a sync that releases nothing writes nothing
+    # A sync that releases nothing writes one small event under its key, never the ids it was sent.
+    assert after_sync - before < 4 * 1024, after_sync - before
     # 600 revocations (about 300 bytes each) and the reply (about 6 KB) once: a few hundred KiB.
     assert after_close - after_sync < 400 * 1024, after_close - after_sync

@@ -65,11 +65,8 @@ class RecordedCommand:
         cls = COMMANDS.get(self.name)
         if cls is None or self.args is None:
             return None
-        args = dict(self.args)
-        if "license_ids" in args:
-            args["license_ids"] = tuple(args["license_ids"])
         try:
-            return cls(account_id, **args)
+            return cls.from_recorded(account_id, self.args)
         except TypeError:
             return None
 
@@ -213,7 +210,9 @@ class WhatIf:
             issued = [e.event.license_id for e in recorded.events if isinstance(e.event, LicenseIssued)]
             if not issued:
                 fresh += 1
-            outcome = self._decide(would_be, command, recorded.at, issued[0] if issued else f"what-if-{fresh}")
+            # A license the record never issued gets an id no request can name (" " and "#" are not id
+            # characters), so no id a sync sent but did not keep could have named it.
+            outcome = self._decide(would_be, command, recorded.at, issued[0] if issued else f"what-if #{fresh}")
             if outcome != (recorded.status, recorded.code):
                 changed += 1
                 decisions.append(self._decision(recorded, outcome))

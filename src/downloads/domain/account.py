@@ -31,6 +31,7 @@ from downloads.domain.events import (
     LicenseRevoked,
     PlanChanged,
     PlaybackStarted,
+    RequestAnswered,
 )
 from downloads.domain.model import (
     ACTIVE,
@@ -306,6 +307,10 @@ class Account(Aggregate):
 
     # -- idempotency and time ------------------------------------------------------
 
+    def answered_unchanged(self, *, command: str, now: datetime) -> None:
+        """Record that ``command`` was answered without a change (so its idempotency key is kept)."""
+        self.trigger(RequestAnswered(command, now))
+
     def accepted(self, request_id: str, now: datetime) -> AcceptedRequest | None:
         """The record of an accepted request id, if still within its retention at ``now``."""
         return self.requests.get(request_id, now)
@@ -356,6 +361,8 @@ class Account(Aggregate):
             lic = self.licenses[event.license_id]
             self._set_status(lic, EXPIRED)
             lic.ended_at, lic.end_reason = event.at, "expired"
+        elif isinstance(event, RequestAnswered):
+            pass  # no state: its metadata holds a key record, which observe indexes
 
     # -- snapshots ---------------------------------------------------------------
 

@@ -42,7 +42,8 @@ CHROMIUM_ARGS = [
 
 
 def _build_store(path: Path) -> None:
-    """An account of 1,000+ events (devices registered and deactivated), with a license and a denial."""
+    """An account of 1,000+ events (devices registered and deactivated), with a license, a request
+    answered without a change, and a denial."""
     runtime = bootstrap(Settings(store=f"sqlite:///{path}", snapshot_every=100))
     service = runtime.service
     try:
@@ -53,6 +54,8 @@ def _build_store(path: Path) -> None:
         service.handle(RegisterDevice("acct-big", "phone-77", "phone"))
         service.handle(RegisterDevice("acct-big", "tablet-9", "tablet"))
         service.handle(AcquireLicense("acct-big", "phone-77", "demo-title-1"))
+        # asked again under a key: answered without a change, the key kept by a RequestAnswered event
+        service.handle(AcquireLicense("acct-big", "phone-77", "demo-title-1"), idempotency_key="asked-again")
         with pytest.raises(DomainError):
             service.handle(AcquireLicense("acct-big", "tablet-9", "demo-title-1"), idempotency_key="why-denied")
     finally:
@@ -173,6 +176,11 @@ def test_why_was_this_download_denied_answered_from_one_page(page: Any, server: 
     meta = page.locator("#event-meta").inner_text()
     assert "acquire_license" in meta and "schema version" in meta and "phone-77" in meta
     _shot(page, tmp_path, "event", "#event")
+    page.get_by_label("Event type").select_option("RequestAnswered")
+    page.get_by_role("button", name="Apply").click()
+    expect(rows.first).to_contain_text("RequestAnswered")  # the filtered page replaced the one before
+    expect(rows).to_have_count(1)
+    assert "command=acquire_license" in rows.first.inner_text()
     page.get_by_label("Event type").select_option("")
     page.get_by_role("button", name="Apply").click()
     expect(page.locator("#page-info")).to_contain_text("(page 1)")

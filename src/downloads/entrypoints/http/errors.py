@@ -102,6 +102,10 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": err.get("type")}
             for err in exc.errors()
         ]
+        cursor = [err for err in exc.errors() if tuple(err.get("loc", ())) == ("query", "after")]
+        if cursor and len(cursor) == len(problems):  # a paging cursor no page gave: one code for every route
+            details = {"after": str(cursor[0].get("input", "")), "errors": problems}
+            return error_response(422, "INVALID_CURSOR", "after is not a cursor a page gave", details)
         return error_response(422, "VALIDATION_ERROR", "the request is not valid", {"errors": problems})
 
     @app.exception_handler(StarletteHTTPException)

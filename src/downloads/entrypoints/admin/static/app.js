@@ -5,6 +5,7 @@
 const EVENT_TYPES = [
   "AccountOpened", "PlanChanged", "AccountClosed", "DeviceRegistered", "DeviceDeactivated",
   "LicenseIssued", "PlaybackStarted", "LicenseRenewed", "LicenseReleased", "LicenseRevoked", "LicenseExpired",
+  "RequestAnswered",
 ];
 const PAGE = 50;
 

@@ -2,7 +2,7 @@
 
 Every option also reads its ``DOWNLOADS_*`` environment variable (see
 :mod:`downloads.settings`). The project's own errors and bad input print
-``ErrorName: message`` and exit 1; anything else is a bug and shows as one.
+``ErrorName: message`` and exit 1 (2 for a bad policy); anything else is a bug and shows as one.
 Whatever comes from the store is printed with non-printable characters escaped,
 so stored text cannot drive the operator's terminal.
 """
@@ -519,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, ValidationError):
             message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         print(printable(f"{type(exc).__name__}: {message}"), file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, PolicyError) else 1
     except DomainError as exc:
         print(printable(f"{type(exc).__name__}: {exc.code}: {exc.message}"), file=sys.stderr)
         return 1

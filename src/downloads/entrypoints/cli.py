@@ -290,7 +290,7 @@ def _print_denials(service: Any, args: argparse.Namespace) -> None:
 def _cmd_what_if(args: argparse.Namespace) -> int:
     """Re-decide recorded commands under another policy; print what would change. Writes nothing."""
     from downloads.adapters.policy_file import load_policy
-    from downloads.application.whatif import WhatIf, summarise
+    from downloads.application.whatif import WhatIf, WhatIfLimits, summarise
     from downloads.bootstrap import bootstrap
     from downloads.entrypoints.store_commands import progress_bar
 
@@ -299,7 +299,9 @@ def _cmd_what_if(args: argparse.Namespace) -> int:
     since = _parse_time(args.since) if args.since else None
     until = _parse_time(args.until) if args.until else None
     try:
-        engine = WhatIf(runtime.service, other)
+        settings = runtime.settings
+        limits = WhatIfLimits(commands=settings.what_if_max_commands, answer_bytes=settings.what_if_max_bytes)
+        engine = WhatIf(runtime.service, other, limits=limits)  # per account; the summary keeps no decisions
         if args.accounts:
             for account_id in args.accounts:
                 result = engine.account(account_id, since=since, until=until)

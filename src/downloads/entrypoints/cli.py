@@ -167,7 +167,10 @@ def _cmd_token(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("DOWNLOADS_AUTH_SECRET")
     if not secret:
         raise UsageError("no secret: set DOWNLOADS_AUTH_SECRET (the one the server uses) or pass --secret")
-    ttl = parse_duration(args.ttl, "--ttl")
+    try:
+        ttl = parse_duration(args.ttl, "--ttl")
+    except PolicyError as exc:  # a bad option, not a bad policy: exit 1 as other usage errors do
+        raise UsageError(str(exc)) from None
     signer = _signer(secret, _settings(args))
     try:
         token = signer.issue(args.role, ttl_seconds=ttl.total_seconds(), subject=args.subject)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Self
 
 from downloads.domain import rules
@@ -68,7 +68,7 @@ class Account(Aggregate):
         self.devices: dict[str, Device] = {}
         self.licenses: dict[str, License] = {}
         self._active: dict[str, License] = {}  # the active subset of licenses, kept by apply
-        self.downloads: dict[str, list[datetime]] = {}  # title id -> times counted
+        self.downloads: dict[str, list[datetime]] = {}  # title id -> times counted, oldest first
         self.requests = RememberedRequests()
         self.last_at: datetime | None = None  # the latest time recorded in the account
 
@@ -97,10 +97,6 @@ class Account(Aggregate):
             self._active[lic.license_id] = lic
         else:
             self._active.pop(lic.license_id, None)
-
-    def counted_downloads(self, title_id: str, now: datetime, window: timedelta) -> list[datetime]:
-        """The times this title's downloads were counted after ``now - window``, oldest first."""
-        return rules.counted_in_window(self.downloads.get(title_id, []), now, window)
 
     def device(self, device_id: str) -> Device:
         found = self.devices.get(device_id)
@@ -143,10 +139,11 @@ class Account(Aggregate):
     def title_quota(self, title: TitleInfo, policy: Policy, now: datetime) -> TitleQuota:
         """The studio's per-title limit in the rolling window, how much of it is used, and when one more fits."""
         limit = policy.studio(title.studio).max_downloads_per_title
-        counted = self.counted_downloads(title.title_id, now, policy.window)
-        return rules.title_quota(limit=limit, counted=counted, window=policy.window)
+        return rules.window_quota(self.downloads.get(title.title_id, []), limit=limit, now=now, window=policy.window)
 
     def _check_title_limit(self, title: TitleInfo, policy: Policy, now: datetime) -> None:
+        if policy.studio(title.studio).max_downloads_per_title == 0:
+            return  # the studio sets no limit: nothing to count
         rules.check_title_limit(title.title_id, self.title_quota(title, policy, now), policy.window)
 
     # -- commands ----------------------------------------------------------------
@@ -336,7 +333,7 @@ class Account(Aggregate):
             self.licenses[event.license_id] = issued
             self._set_status(issued, ACTIVE)
             if event.counted:
-                self.downloads.setdefault(event.title_id, []).append(event.issued_at)
+                rules.count_download(self.downloads.setdefault(event.title_id, []), event.issued_at)
         elif isinstance(event, PlaybackStarted):
             lic = self.licenses[event.license_id]
             lic.playback_started_at, lic.expires_at = event.at, event.expires_at
@@ -347,7 +344,7 @@ class Account(Aggregate):
             lic.renewals += 1
             lic.ended_at = lic.end_reason = None
             if event.counted:
-                self.downloads.setdefault(lic.title_id, []).append(event.at)
+                rules.count_download(self.downloads.setdefault(lic.title_id, []), event.at)
         elif isinstance(event, LicenseReleased | LicenseRevoked):
             lic = self.licenses[event.license_id]
             self._set_status(lic, RELEASED if isinstance(event, LicenseReleased) else REVOKED)
@@ -384,7 +381,7 @@ class Account(Aggregate):
         account.licenses = {lic.license_id: lic for lic in decoded.licenses}
         for license_id in decoded.active:
             account._set_status(account.licenses[license_id], ACTIVE)
-        account.downloads = decoded.downloads
+        account.downloads = {title_id: sorted(times) for title_id, times in decoded.downloads.items()}
         account.requests = decoded.requests
         account.last_at = decoded.last_at
         return account

@@ -117,10 +117,14 @@ class Account(Aggregate):
             raise Denied("ACCOUNT_NOT_ACTIVE", f"account {self.id!r} is closed", {"status": self.status})
 
     def expire_due(self, now: datetime) -> None:
-        """Record ``LicenseExpired`` for every active license past its expiry."""
-        for lic in sorted(self.active_licenses(), key=lambda lic: lic.expires_at):
-            if lic.expires_at <= now:
-                self.trigger(LicenseExpired(lic.license_id, lic.expires_at))
+        """Record ``LicenseExpired`` for every active license past its expiry, oldest expiry first.
+
+        Looks only at the active licenses (bounded by the policy, not by history) and sorts only
+        the due ones, usually none.
+        """
+        due = [lic for lic in self._active.values() if lic.expires_at <= now]
+        for lic in sorted(due, key=lambda lic: lic.expires_at):
+            self.trigger(LicenseExpired(lic.license_id, lic.expires_at))
 
     def _prepare(self, now: datetime) -> None:
         self._require_active()

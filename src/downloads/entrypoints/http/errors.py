@@ -51,7 +51,13 @@ def error_response(
 ) -> Response:
     envelope = {"error": {"code": code, "message": message, "details": details or {}}}
     body = orjson.dumps(envelope, default=_default, option=orjson.OPT_UTC_Z)
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    # Also here, not only in the NoStoreJSON middleware: an unexpected error is answered outside it.
+    return Response(
+        body,
+        status_code=status,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
 
 
 def _status_of(exc: DomainError) -> int:

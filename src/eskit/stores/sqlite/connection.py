@@ -30,7 +30,7 @@ from eskit.exceptions import (
     StoreError,
     StoreUnavailable,
 )
-from eskit.stores.sqlite.migrations import add_feed_sequence
+from eskit.stores.sqlite.migrations import add_feed_sequence, snapshots_in_rowid_table
 from eskit.stores.sqlite.schema import PRAGMAS, SCHEMA
 
 __all__ = ["SQLiteConnection", "translate_errors"]
@@ -114,6 +114,7 @@ class SQLiteConnection:
                                 for statement in SCHEMA:
                                     conn.execute(statement)
                                 add_feed_sequence(conn, path=self.path)
+                                snapshots_in_rowid_table(conn, path=self.path)
                             self._schema_ready = True
                 except BaseException:
                     conn.close()

@@ -7,13 +7,39 @@ transaction that commits the event, so the committed values are always exactly
 
 from __future__ import annotations
 
-__all__ = ["FEED_INDEX", "FEED_TRIGGER", "INSERT_EVENT", "PRAGMAS", "SCHEMA", "SELECT_LAST_SEQ", "SELECT_VERSION"]
+__all__ = [
+    "FEED_INDEX",
+    "FEED_TRIGGER",
+    "INSERT_EVENT",
+    "PRAGMAS",
+    "SCHEMA",
+    "SELECT_LAST_SEQ",
+    "SELECT_VERSION",
+    "SNAPSHOTS_INDEX",
+    "SNAPSHOTS_TABLE",
+]
 
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
     "PRAGMA busy_timeout=30000",
 )
+
+#: A rowid table found through a small unique index, not a ``WITHOUT ROWID`` table: there the key's
+#: b-tree holds whole rows, and a lookup that compares its key with a neighbour's reads the neighbour's
+#: whole state (a megabyte for a long history) from its overflow pages. ``state`` comes last, so the
+#: columns before it are read without walking its overflow chain.
+SNAPSHOTS_TABLE = """CREATE TABLE IF NOT EXISTS snapshots (
+        id INTEGER PRIMARY KEY,
+        stream_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        type_name TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        state BLOB NOT NULL
+    )"""
+#: created after the snapshots table is known to be today's (older files get it by migration)
+SNAPSHOTS_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS snapshots_by_stream ON snapshots (stream_id, version)"
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -29,15 +55,7 @@ SCHEMA = (
         PRIMARY KEY (stream_id, position)
     ) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS eskit_health (id INTEGER PRIMARY KEY, checked_at INTEGER NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS snapshots (
-        stream_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        type_name TEXT NOT NULL,
-        schema_version INTEGER NOT NULL,
-        state BLOB NOT NULL,
-        recorded_at INTEGER NOT NULL,
-        PRIMARY KEY (stream_id, version)
-    ) WITHOUT ROWID""",
+    SNAPSHOTS_TABLE,
 )
 
 #: created after the ``seq`` column is known to exist (files made before the feed get it by migration)

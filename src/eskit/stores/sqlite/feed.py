@@ -7,6 +7,10 @@ starts only after this one committed or rolled back, so committed numbers are
 always exactly ``1 .. max(seq)``: once a follower has read up to ``s``, no event
 at or below ``s`` can commit later. A refused append (a version conflict) or a
 failed commit stores nothing and so takes no number. One shard.
+
+A row that cannot be read back (damaged, or forged) makes :meth:`SQLiteEventFeed.read`
+raise :class:`~eskit.exceptions.DamagedEvent` with its sequence number, so a
+follower can take the events before it and then decide what to do with it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class SQLiteEventFeed(EventFeed):
         conn = self.db.get()
         with translate_errors():
             rows = conn.execute(_SELECT, (after, limit)).fetchall()
-        return [FeedEvent(0, row[0], row_to_event(row[1], row[2:])) for row in rows]
+        return [FeedEvent(0, row[0], row_to_event(row[1], row[2:], sequence=row[0])) for row in rows]
 
     def head(self, *, shard: int = 0) -> int:
         conn = self.db.get()

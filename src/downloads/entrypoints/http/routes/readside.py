@@ -126,6 +126,8 @@ def projections(read: ReadModels, _: Support) -> Body:
             "lag_seconds": round(s.lag_seconds, 3),
             "updated_at": iso(s.updated_at),
             "error": s.error,
+            "skipped_streams": s.skipped_streams,
+            "skipped_events": s.skipped_events,
         }
         for s in read.status()
     ]

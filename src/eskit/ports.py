@@ -192,6 +192,14 @@ class EventFeed(abc.ABC):
     def head(self, *, shard: int = 0) -> int:
         """The sequence of the shard's last accepted event (0 for none): a follower's lag is ``head - checkpoint``."""
 
+    def store_id(self) -> str | None:
+        """The identity of the store this feed belongs to: made once with the store, never changed.
+
+        A follower that keeps its checkpoint apart from the store (a read-model file) records it,
+        to tell a store made anew from the one it followed. None where the store has none.
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the feed must not be used afterwards."""
 

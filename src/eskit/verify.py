@@ -186,9 +186,7 @@ def _verify_stream(
 
 
 def _gap(report: VerifyReport, stream_id: str, expected: int, found: int) -> None:
-    report.add(
-        Problem("gap", stream_id, found, f"positions jump from {expected - 1} to {found}: events are missing")
-    )
+    report.add(Problem("gap", stream_id, found, f"positions jump from {expected - 1} to {found}: events are missing"))
 
 
 def _decode(codec: EventCodec, stored: StoredEvent, report: VerifyReport) -> RecordedEvent | None:

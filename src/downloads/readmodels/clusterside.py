@@ -358,6 +358,10 @@ class ClusterReadSide:
             )
         return found
 
+    def belongs(self) -> bool:
+        """Always: the read models live in the store's own keyspace, and go with it."""
+        return True
+
     def pending_revocations(self) -> int:
         return self.withdrawal.pending()
 

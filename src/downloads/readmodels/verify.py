@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from downloads.application import DownloadsService
 from downloads.domain import Account
 from downloads.readmodels.clusterside import ClusterReadSide
-from downloads.readmodels.readside import ReadSide
+from downloads.readmodels.readside import OTHER_STORE, ReadSide
 from eskit import AggregateNotFound, OperationalError
 from eskit.verify import Problem, VerifyReport
 
@@ -30,6 +30,9 @@ def verify_read_models(
     advance: Callable[[int], None] = lambda _n: None,
 ) -> int:
     """Check every row of the read models that names a license or a device; return how many were checked."""
+    if not read_side.belongs():
+        report.add(Problem("read_model", "read models", None, OTHER_STORE))
+        return 0
     checked = 0
     account = _Accounts(service, report)
     licenses = read_side.licenses

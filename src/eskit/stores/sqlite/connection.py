@@ -20,6 +20,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,7 @@ from eskit.exceptions import (
     StoreUnavailable,
 )
 from eskit.stores.sqlite.migrations import add_feed_sequence
-from eskit.stores.sqlite.schema import PRAGMAS, SCHEMA
+from eskit.stores.sqlite.schema import PRAGMAS, SCHEMA, SELECT_STORE_ID
 
 __all__ = ["SQLiteConnection", "translate_errors"]
 
@@ -117,6 +118,7 @@ class SQLiteConnection:
                                 for statement in SCHEMA:
                                     conn.execute(statement)
                                 add_feed_sequence(conn, path=self.path)
+                                _give_identity(conn)
                             self._schema_ready = True
                 except BaseException:
                     conn.close()
@@ -214,6 +216,13 @@ class SQLiteConnection:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _give_identity(conn: sqlite3.Connection) -> None:
+    """Write the store's id if it has none (a new file, or one made before ids): once, never changed."""
+    if conn.execute(SELECT_STORE_ID).fetchone() is None:
+        # OR IGNORE: two processes opening a new file at once both try; the first one's id stays.
+        conn.execute("INSERT OR IGNORE INTO eskit_store (name, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
 
 
 @contextmanager

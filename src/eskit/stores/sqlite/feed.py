@@ -18,6 +18,7 @@ from __future__ import annotations
 from eskit.ports import EventFeed, FeedEvent
 from eskit.stores.sqlite.connection import SQLiteConnection, translate_errors
 from eskit.stores.sqlite.events import row_to_event
+from eskit.stores.sqlite.schema import SELECT_STORE_ID
 
 __all__ = ["SQLiteEventFeed"]
 
@@ -40,6 +41,12 @@ class SQLiteEventFeed(EventFeed):
         with translate_errors():
             rows = conn.execute(_SELECT, (after, limit)).fetchall()
         return [FeedEvent(0, row[0], row_to_event(row[1], row[2:], sequence=row[0])) for row in rows]
+
+    def store_id(self) -> str | None:
+        conn = self.db.get()
+        with translate_errors():
+            row = conn.execute(SELECT_STORE_ID).fetchone()
+        return None if row is None else str(row[0])
 
     def head(self, *, shard: int = 0) -> int:
         conn = self.db.get()

@@ -12,6 +12,9 @@ write lock) and holds, besides the projections' tables:
   runners cannot both apply it) and, when the projection was given a token, that
   the token is still the lease's (so a runner that was paused past its lease
   cannot write at all);
+* ``store_identity``: the id of the store the read models follow (see
+  :meth:`SQLiteReadModels.follow`): read models never follow a store from a
+  position that store never reached;
 * ``skipped``: per projection version, the streams it skips because it cannot
   apply them (:class:`~eskit.projection.SkippedStream`), changed in the same
   transaction as the checkpoint, so a skip is recorded exactly when the
@@ -56,7 +59,10 @@ _SCHEMA = (
     " expires_at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS skipped (name TEXT NOT NULL, stream_id TEXT NOT NULL, position INTEGER NOT NULL,"
     " sequence INTEGER, events INTEGER NOT NULL, error TEXT NOT NULL, PRIMARY KEY (name, stream_id))",
+    "CREATE TABLE IF NOT EXISTS store_identity (id INTEGER PRIMARY KEY CHECK (id = 1), store_id TEXT NOT NULL)",
 )
+#: the read-model file's own tables; every other table is a projection version's
+_OWN_TABLES = frozenset({"checkpoints", "versions", "leases", "skipped", "store_identity"})
 
 #: errors of SQLite's that an event's values cause (a constraint or a type they break): skipped, not retried
 _DATA_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
@@ -110,6 +116,56 @@ class SQLiteReadModels:
                 (name, holder, token, now + ttl),
             )
         return token
+
+    # -- which store the read models follow -------------------------------------------
+
+    def relation(self, store_id: str, head: int) -> str:
+        """How this file stands to the store with ``store_id`` whose feed's head is ``head``.
+
+        ``same``: it follows that store. ``adopt``: it names no store (made before stores had an
+        identity, or new) and no checkpoint is past ``head``, so it can be that store's. ``other``:
+        it follows another store, or a checkpoint is past ``head``, a position the store never
+        reached (a store made anew, or put back from an older copy of its file).
+        """
+        conn = self.connection()
+        with translate_errors():
+            row = conn.execute("SELECT store_id FROM store_identity WHERE id = 1").fetchone()
+            (highest,) = conn.execute("SELECT max(seq) FROM checkpoints").fetchone()
+        if (highest or 0) > head or (row is not None and row[0] != store_id):
+            return "other"
+        return "same" if row is not None else "adopt"
+
+    def follow(self, store_id: str, head: int) -> bool:
+        """Make this file follow the store with ``store_id``; True when it had to be emptied for that.
+
+        A file that names no store and is not past ``head`` adopts the store as it stands; a file
+        of another store, or past ``head``, loses every projection's tables, checkpoints, versions
+        and skips (the projections then fill again from the store's first event) and takes the
+        store's id. In one write transaction, so of several processes one does it.
+        """
+        if self.relation(store_id, head) == "same":
+            return False
+        with self.db.transaction(immediate=True) as conn:
+            row = conn.execute("SELECT store_id FROM store_identity WHERE id = 1").fetchone()
+            (highest,) = conn.execute("SELECT max(seq) FROM checkpoints").fetchone()
+            emptied = (highest or 0) > head or (row is not None and row[0] != store_id)
+            if row is not None and not emptied:
+                return False  # another process did it meanwhile
+            if emptied:
+                tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                for table in tables:
+                    if table not in _OWN_TABLES and not table.startswith("sqlite_"):
+                        conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+                for own in ("checkpoints", "versions", "skipped"):
+                    conn.execute(f"DELETE FROM {own}")
+            conn.execute("INSERT OR REPLACE INTO store_identity (id, store_id) VALUES (1, ?)", (store_id,))
+        if emptied:
+            log.warning(
+                "the read models in %s were built from another store: emptied, they are built again from this "
+                "store's first event",
+                self.db.path,
+            )
+        return emptied
 
     def release_lease(self, name: str, holder: str) -> None:
         self.connection()

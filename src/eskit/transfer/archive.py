@@ -291,9 +291,10 @@ class ArchiveReader:
         """Every event with its line number, each line checked; the trailer's digest and counts at the end."""
         digest = hashlib.sha256()
         positions = StreamPositions()
-        streams = events = 0
+        streams = events = last = 0
         trailer: dict[str, Any] | None = None
         for number, line in self._lines():
+            last = number
             if trailer is not None:
                 raise ArchiveError(f"line {number}: follows the trailer")
             value = self._parse(number, line)
@@ -313,14 +314,16 @@ class ArchiveReader:
             yield number, event
         advance(events % 1000)
         if trailer is None:
-            raise ArchiveError("the archive has no trailer: it is truncated (an export that did not finish?)")
+            raise ArchiveError(
+                f"line {last}: no trailer after it: the archive is truncated (an export that did not finish?)"
+            )
         summary = ArchiveSummary(streams, events, digest.hexdigest())
         if trailer.get("sha256") != summary.sha256:
-            raise ArchiveError("checksum mismatch: the archive was altered or damaged")
+            raise ArchiveError(f"line {last} (the trailer): checksum mismatch: the archive was altered or damaged")
         if trailer.get("events") != events or trailer.get("streams") != streams:
             raise ArchiveError(
-                f"the trailer counts {shown(trailer.get('streams'))} streams and {shown(trailer.get('events'))} "
-                f"events, the archive holds {streams} and {events}"
+                f"line {last} (the trailer): it counts {shown(trailer.get('streams'))} streams and "
+                f"{shown(trailer.get('events'))} events, the archive holds {streams} and {events}"
             )
         self.summary = summary
 

@@ -160,7 +160,7 @@ class TimedEventStore(EventStore):
 
 
 def projection_metrics(statuses: Sequence[ProjectionStatus]) -> bytes:
-    """The read side's gauges (position, lag in events and seconds, failing), as of this scrape.
+    """The read side's gauges (position, lag in events and seconds, failing, skipped events), as of this scrape.
 
     Built as metric families of a throw-away collector, not as ``Gauge`` objects: in multiprocess
     mode those would store their values in files shared by every worker.
@@ -174,7 +174,14 @@ def projection_metrics(statuses: Sequence[ProjectionStatus]) -> bytes:
             "downloads_projection_lag_seconds", "age of the oldest event not applied", labels=["projection"]
         ),
         "failing": GaugeMetricFamily(
-            "downloads_projection_failing", "1 while the last attempt failed", labels=["projection"]
+            "downloads_projection_failing",
+            "1 while the last attempt failed or a stream is skipped",
+            labels=["projection"],
+        ),
+        "skipped": GaugeMetricFamily(
+            "downloads_projection_skipped_events",
+            "events of streams the projection cannot apply, skipped until a rebuild",
+            labels=["projection"],
         ),
     }
     for status in statuses:
@@ -182,6 +189,7 @@ def projection_metrics(statuses: Sequence[ProjectionStatus]) -> bytes:
         families["lag_events"].add_metric([status.name], status.lag_events)
         families["lag_seconds"].add_metric([status.name], status.lag_seconds)
         families["failing"].add_metric([status.name], 1 if status.error else 0)
+        families["skipped"].add_metric([status.name], status.skipped_events)
 
     class _Snapshot(Collector):
         def collect(self) -> Iterator[Metric]:

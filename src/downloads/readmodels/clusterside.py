@@ -6,7 +6,7 @@
 (:mod:`downloads.readmodels.cluster`). One round of :meth:`ClusterReadSide.step`:
 
 1. take (or renew) the runner lease, a conditional write in the keyspace; a
-   process without it waits;
+   process without it waits; read which streams each version skips (one partition);
 2. register version 1 of a projection that has none (as ``building``);
 3. follow the feed: every hinted stream is brought up, in every registered
    version, and settled (:class:`~eskit.projection.StreamFollower`);
@@ -40,7 +40,7 @@ from downloads.readmodels.cluster import (
     ClusterTitleWithdrawal,
 )
 from eskit import EventCodec, Stores
-from eskit.projection import FollowerStats, ProjectionStatus, StreamFollower
+from eskit.projection import FollowerStats, ProjectionStatus, StreamFollower, describe_skipped
 from eskit.stores.cassandra.readmodel import CassandraReadModels, Version
 from eskit.stores.timestamps import from_micros, to_micros
 
@@ -203,6 +203,7 @@ class ClusterReadSide:
                 self.token = None
                 return 0
             self.token, self._renew_at = token, time.monotonic() + self.lease_ttl / 2
+        self.models.read_skips()  # streams another runner skipped are skipped here too
         missing = [name for name, versions in self._registered().items() if not versions]
         if missing:  # the first round of a deployment: every table at once (schema changes are slow)
             first = [self.target(name, 1) for name in missing]
@@ -295,6 +296,7 @@ class ClusterReadSide:
         if name not in NAMES:
             raise KeyError(name)
         self.models.ensure()
+        self.models.read_skips()
         current = max((v.version for v in self.models.versions(name)), default=0)
         version = current + 1
         target = self._begin(name, version)
@@ -323,12 +325,15 @@ class ClusterReadSide:
         lag_seconds = max(0.0, (self.clock() - oldest).total_seconds()) if oldest is not None else 0.0
         found = []
         registered = self._registered()
+        skips = self.models.read_skips()
         for target in self.targets():
             current = next((v for v in registered[target.name] if v.version == target.version), None)
             building = current is not None and current.state == "building"
+            skipped = skips.get((target.name, target.version), [])
             error = (current.error if current else None) or self.follower.error or self.error
             if target.name == ClusterTitleWithdrawal.name and self.manager_error is not None:
                 error = self.manager_error
+            error = error or describe_skipped(skipped)
             if error is not None:
                 state = "failing"
             elif backlog or building:
@@ -347,9 +352,15 @@ class ClusterReadSide:
                     lag_seconds if backlog else 0.0,
                     updated,
                     error,
+                    len(skipped),
+                    sum(s.events for s in skipped),
                 )
             )
         return found
+
+    def belongs(self) -> bool:
+        """Always: the read models live in the store's own keyspace, and go with it."""
+        return True
 
     def pending_revocations(self) -> int:
         return self.withdrawal.pending()

@@ -10,6 +10,12 @@ all the server processes of a deployment one applies at a time, and the
 lease's fencing token keeps a runner that was paused past its lease from
 writing. Read models on Cassandra are not built yet: there the read side is
 unavailable and says so.
+
+The read-model file records which store it follows (the store's id). A file
+kept while the store beside it was made anew follows another store: until the
+runner empties it and projects the new store from its first event (the first
+thing its next round does), readers are told so (:meth:`ReadSide.belongs`),
+never shown a position or rows the new store never had.
 """
 
 from __future__ import annotations
@@ -36,12 +42,17 @@ from eskit.projection import ProjectionStatus, Projector
 from eskit.stores.sqlite import sqlite_path
 from eskit.stores.sqlite.readmodel import SQLiteReadModels
 
-__all__ = ["LEASE", "ReadSide", "ReadSideUnavailable", "models_path"]
+__all__ = ["LEASE", "OTHER_STORE", "ReadSide", "ReadSideUnavailable", "models_path"]
 
 log = logging.getLogger(__name__)
 
 #: the one lease every runner of a deployment competes for
 LEASE = "read-side"
+#: what the status says of read models built from another store than the one beside them
+OTHER_STORE = (
+    "these read models were built from another store (the file was kept while the store was made anew): "
+    "the runner empties them and builds them again from this store's first event"
+)
 
 
 class ReadSideUnavailable(Exception):
@@ -76,6 +87,8 @@ class ReadSide:
             raise ReadSideUnavailable(f"read models are not built for {stores.url.split(':', 1)[0]} stores yet")
         self.stores, self.codec, self.policy, self.service, self.clock = stores, codec, policy, service, clock
         self.feed = stores.feed
+        #: the identity of the store followed (None: a store without one, whose read models are not checked)
+        self.store_id = stores.feed.store_id()
         self.models = SQLiteReadModels(path)
         #: a temporary folder made for a memory store's read models, removed by close
         self._scratch = path.parent if stores.url.startswith("memory:") else None
@@ -136,9 +149,16 @@ class ReadSide:
             for name, p in self.projectors.items()
         )
 
+    def belongs(self) -> bool:
+        """Whether the read models follow this store (or can adopt it): False for another store's."""
+        return self.store_id is None or self.models.relation(self.store_id, self.feed.head()) != "other"
+
     def status(self) -> list[ProjectionStatus]:
         if self._switched():
             self.reload()
+        if not self.belongs():
+            head = self.feed.head()
+            return [ProjectionStatus(name, "failing", 0, head, 0.0, None, OTHER_STORE) for name in self.projectors]
         running = self._thread is not None and self._thread.is_alive()
         found = []
         for projector in self.projectors.values():
@@ -164,7 +184,9 @@ class ReadSide:
         token = self.models.acquire_lease(LEASE, self.holder, ttl=self.lease_ttl)
         if token is None:
             return 0
-        if token != self.token or self._switched():  # a new lease, or a rebuild switched a version
+        # Read models of another store are emptied before anything is applied to them.
+        emptied = self.store_id is not None and self.models.follow(self.store_id, self.feed.head())
+        if emptied or token != self.token or self._switched():  # a new lease, or a rebuild switched a version
             self.token = token
             self.reload()
         applied = sum(projector.tick() for projector in self.projectors.values())
@@ -226,6 +248,8 @@ class ReadSide:
 
         Returns the new version. The old version's tables are dropped after the switch.
         """
+        if self.store_id is not None and self.models.follow(self.store_id, self.feed.head()):
+            self.reload()  # another store's read models: emptied first, like the runner does
         current = {t.name: t for t in self.targets()}.get(name)
         if current is None:
             raise KeyError(name)

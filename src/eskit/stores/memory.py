@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,7 @@ class InMemoryEventStore(EventStore):
         self._lock = threading.Lock()
         self._streams: dict[str, list[StoredEvent]] = {}
         self._log: list[StoredEvent] = []  # every event in commit order: the feed (sequence = index + 1)
+        self.store_id = uuid.uuid4().hex  # the feed's store_id: each in-memory store is a store of its own
 
     def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
         check_append(stream_id, events, expected_version)
@@ -100,6 +102,9 @@ class InMemoryEventFeed(EventFeed):
     def head(self, *, shard: int = 0) -> int:
         with self.store._lock:
             return len(self.store._log)
+
+    def store_id(self) -> str | None:
+        return self.store.store_id
 
 
 class InMemorySnapshotStore(SnapshotStore):

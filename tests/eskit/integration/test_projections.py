@@ -230,3 +230,106 @@ def test_a_projector_killed_mid_batch_leaves_no_partial_effect_and_the_next_one_
 
     Projector(stores.feed, Seen(models)).catch_up()
     assert [seq for _, _, seq in Seen(models).rows()] == list(range(1, 1001))
+
+
+# -- streams a projection cannot apply --------------------------------------------------------
+
+
+class Picky(Seen):
+    """Cannot take stream ``s2`` from its position 2 on (a ValueError, as bad event data gives)."""
+
+    name = "picky"
+    broken = ("s2", 2)
+    trouble: type[Exception] = ValueError
+
+    def handle(self, conn: sqlite3.Connection, events: Sequence[FeedEvent]) -> None:
+        for e in events:
+            stream, position = self.broken
+            if e.event.stream_id == stream and e.event.position >= position:
+                raise self.trouble(f"cannot take {e.event.stream_id}@{e.event.position}")
+        super().handle(conn, events)
+
+
+def test_a_stream_that_cannot_be_applied_is_skipped_counted_and_named_while_the_others_go_on(
+    stores: Stores, tmp_path: Path
+) -> None:
+    assert stores.feed is not None
+    write(stores, 25)  # five streams of five events
+    target = Picky(SQLiteReadModels(tmp_path / "models.db"))
+    projector = Projector(stores.feed, target, batch=7)
+    assert projector.catch_up() == 25
+
+    applied = {(stream, position) for stream, position, _ in target.rows()}
+    assert applied == {(f"s{n}", p) for n in range(5) for p in range(1, 6)} - {("s2", p) for p in range(2, 6)}
+    (skipped,) = target.skipped()
+    assert (skipped.stream_id, skipped.position, skipped.events) == ("s2", 2, 4)
+    assert skipped.sequence == 8 and "ValueError: cannot take s2@2" in skipped.error
+    status = projector.status()
+    assert (status.position, status.lag_events, status.status) == (25, 0, "failing")
+    assert (status.skipped_streams, status.skipped_events) == (1, 4)
+    assert status.error is not None and "s2@2: ValueError" in status.error
+
+    # Later events of the skipped stream are skipped (and counted) too; the others are applied.
+    write(stores, 10)
+    assert projector.catch_up() == 10
+    assert target.skipped()[0].events == 6
+    assert ("s2", 7) not in {(s, p) for s, p, _ in target.rows()} and ("s3", 7) in {(s, p) for s, p, _ in target.rows()}
+
+    # Once the cause is fixed, a new version (a rebuild) applies every event, and skips nothing.
+    fixed = Seen(SQLiteReadModels(tmp_path / "models.db"), version=2)
+    assert Projector(stores.feed, fixed).catch_up() == 35
+    assert len(fixed.rows()) == 35 and fixed.skipped() == []
+    target.drop()
+    assert target.skipped() == []
+
+
+def test_a_failure_of_the_store_is_retried_never_skipped(stores: Stores, tmp_path: Path) -> None:
+    assert stores.feed is not None
+    write(stores, 10)
+    target = Picky(SQLiteReadModels(tmp_path / "models.db"))
+    target.trouble = sqlite3.OperationalError  # "disk I/O error", "database is locked": not the event's fault
+    projector = Projector(stores.feed, target, batch=10)
+    assert projector.tick() == 0
+    assert projector.error is not None and "OperationalError" in projector.error
+    assert target.checkpoint() == 0 and target.skipped() == []
+
+
+def test_past_its_bound_of_skipped_streams_a_projection_stops_instead_of_skipping_everything(
+    stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eskit.stores.sqlite.readmodel as readmodel
+
+    monkeypatch.setattr(readmodel, "MAX_SKIPPED_STREAMS", 2)
+    assert stores.feed is not None
+    write(stores, 10)
+
+    class Broken(Seen):
+        name = "broken"
+
+        def handle(self, conn: sqlite3.Connection, events: Sequence[FeedEvent]) -> None:
+            if events:
+                raise KeyError("a fault of the projection's code, on every event")
+
+    target = Broken(SQLiteReadModels(tmp_path / "models.db"))
+    projector = Projector(stores.feed, target, batch=10)
+    assert projector.tick() == 0
+    assert projector.error is not None and "TooManySkipped" in projector.error
+    assert target.checkpoint() == 0 and target.skipped() == []  # the batch was undone whole
+
+
+def test_an_event_that_cannot_be_read_back_is_skipped_with_its_stream(stores: Stores, tmp_path: Path) -> None:
+    assert stores.feed is not None
+    write(stores, 15)
+    db = sqlite3.connect(stores.url[len("sqlite:///") :], isolation_level=None)
+    db.execute("UPDATE events SET recorded_at = 253402300800000000 WHERE stream_id = 's1' AND position = 2")
+    db.close()
+    target = Seen(SQLiteReadModels(tmp_path / "models.db"))
+    projector = Projector(stores.feed, target, batch=4)
+    assert projector.catch_up() == 15
+
+    applied = {(stream, position) for stream, position, _ in target.rows()}
+    assert applied == {(f"s{n}", p) for n in range(5) for p in range(1, 4)} - {("s1", 2), ("s1", 3)}
+    (skipped,) = target.skipped()
+    assert (skipped.stream_id, skipped.position, skipped.sequence, skipped.events) == ("s1", 2, 7, 2)
+    assert "recorded time" in skipped.error
+    assert projector.status().position == 15

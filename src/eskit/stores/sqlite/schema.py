@@ -3,6 +3,12 @@
 ``events.seq`` is the feed's sequence: store-wide, assigned inside the write
 transaction that commits the event, so the committed values are always exactly
 ``1 .. max(seq)`` (see :mod:`eskit.stores.sqlite.feed`).
+
+``eskit_store`` holds the store's identity (``store_id``): a random id written
+once, when the file is first opened by code that knows it (at its creation, or
+at the first open of a file made before), never changed. Read models record
+the id of the store they follow, so a file made anew under the same name is
+never taken for the one they were built from.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ __all__ = [
     "PRAGMAS",
     "SCHEMA",
     "SELECT_LAST_SEQ",
+    "SELECT_STORE_ID",
     "SELECT_VERSION",
     "SNAPSHOTS_INDEX",
     "SNAPSHOTS_TABLE",
@@ -55,6 +62,7 @@ SCHEMA = (
         PRIMARY KEY (stream_id, position)
     ) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS eskit_health (id INTEGER PRIMARY KEY, checked_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS eskit_store (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     SNAPSHOTS_TABLE,
 )
 
@@ -72,3 +80,4 @@ INSERT_EVENT = (
 )
 SELECT_VERSION = "SELECT max(position) FROM events WHERE stream_id = ?"
 SELECT_LAST_SEQ = "SELECT max(seq) FROM events"
+SELECT_STORE_ID = "SELECT value FROM eskit_store WHERE name = 'store_id'"

@@ -36,7 +36,20 @@ async def _read_side(request: Request) -> ReadSide | ClusterReadSide:
     return read_side
 
 
-ReadModels = Annotated[ReadSide | ClusterReadSide, Depends(_read_side)]
+async def _current_read_side(request: Request) -> ReadSide | ClusterReadSide:
+    """The read side, for routes that answer from its rows: not while they are another store's."""
+    read_side = await _read_side(request)
+    if not read_side.belongs():
+        raise ApiError(
+            503,
+            "READ_SIDE_UNAVAILABLE",
+            "the read models were built from another store; they are being built again from this one",
+        )
+    return read_side
+
+
+ReadModels = Annotated[ReadSide | ClusterReadSide, Depends(_current_read_side)]
+Statuses = Annotated[ReadSide | ClusterReadSide, Depends(_read_side)]
 
 
 @router.get("/v1/titles/{title_id}/licenses", response_model=TitleLicensesOut)
@@ -116,7 +129,7 @@ def downloads_report(
 
 
 @router.get("/v1/projections", response_model=ProjectionsOut)
-def projections(read: ReadModels, _: Support) -> Body:
+def projections(read: Statuses, _: Support) -> Body:
     found: list[dict[str, Any]] = [
         {
             "name": s.name,
@@ -126,6 +139,8 @@ def projections(read: ReadModels, _: Support) -> Body:
             "lag_seconds": round(s.lag_seconds, 3),
             "updated_at": iso(s.updated_at),
             "error": s.error,
+            "skipped_streams": s.skipped_streams,
+            "skipped_events": s.skipped_events,
         }
         for s in read.status()
     ]

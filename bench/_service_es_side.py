@@ -19,7 +19,7 @@ JSON transcoder snapshots as they are.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
@@ -102,7 +102,7 @@ class EsAccount(Aggregate):
                 "end_reason": None,
             }
             if self.counted:
-                account.downloads.setdefault(self.title_id, []).append(self.issued_at)
+                rules.count_download(account.downloads.setdefault(self.title_id, []), self.issued_at)
 
     class PlaybackStarted(Aggregate.Event):
         license_id: str
@@ -142,9 +142,6 @@ class EsAccount(Aggregate):
     def devices_with_downloads(self) -> set[str]:
         return {lic["device_id"] for lic in self.licenses.values() if lic["status"] == ACTIVE}
 
-    def counted_downloads(self, title_id: str, now: datetime, window: timedelta) -> list[datetime]:
-        return rules.counted_in_window(self.downloads.get(title_id, []), now, window)
-
     def _prepare(self, now: datetime) -> None:
         if self.status != ACTIVE:
             raise Denied("ACCOUNT_NOT_ACTIVE", f"account {self.account_id!r} is closed", {"status": self.status})
@@ -175,9 +172,10 @@ class EsAccount(Aggregate):
         )
 
     def _check_title_limit(self, title: TitleInfo, policy: Policy, now: datetime) -> None:
-        counted = self.counted_downloads(title.title_id, now, policy.window)
         limit = policy.studio(title.studio).max_downloads_per_title
-        quota = rules.title_quota(limit=limit, counted=counted, window=policy.window)
+        if limit == 0:
+            return
+        quota = rules.window_quota(self.downloads.get(title.title_id, []), limit=limit, now=now, window=policy.window)
         rules.check_title_limit(title.title_id, quota, policy.window)
 
     # -- commands --------------------------------------------------------------------------

@@ -20,6 +20,8 @@
 | body_timeout | DOWNLOADS_BODY_TIMEOUT | 10 | seconds to receive a request's whole body (408 after) |
 | max_concurrency | DOWNLOADS_MAX_CONCURRENCY | 256 | requests one worker handles at once; more wait in the backlog |
 | denials_kept | DOWNLOADS_DENIALS_KEPT | 1000 | refused commands kept per account, newest (Cassandra: 90 days) |
+| what_if_max_commands | DOWNLOADS_WHAT_IF_MAX_COMMANDS | 10000 | most commands one what-if request re-decides (422) |
+| what_if_max_bytes | DOWNLOADS_WHAT_IF_MAX_BYTES | 1048576 | most bytes of decisions in a what-if answer (422) |
 | read_side | DOWNLOADS_READ_SIDE | background | background: serve runs the read side (one runner at a time); |
 |  |  |  | off: `downloads project` runs it |
 | read_side_lease | DOWNLOADS_READ_SIDE_LEASE | 10 | seconds a read-side runner's lease lasts (renewed at half) |
@@ -71,3 +73,5 @@ class Settings(BaseSettings):
     read_side_workers: int = Field(default=8, ge=1, le=64)
     read_side_idle: float = Field(default=0.2, gt=0, le=60)
     denials_kept: int = Field(default=1000, ge=1, le=100_000)
+    what_if_max_commands: int = Field(default=10_000, ge=1, le=1_000_000)
+    what_if_max_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)

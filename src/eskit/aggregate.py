@@ -44,6 +44,9 @@ class Aggregate(abc.ABC):
         self.id = aggregate_id
         self.version = 0
         self._pending: list[DomainEvent] = []
+        #: (version, bytes) of the newest snapshot this object was loaded from or stored as, None when
+        #: none is known; the repository spaces the snapshots of a big state by it
+        self.snapshot_taken: tuple[int, int] | None = None
 
     @abc.abstractmethod
     def apply(self, event: DomainEvent) -> None:

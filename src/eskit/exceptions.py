@@ -7,7 +7,8 @@ boundary, so callers never catch ``sqlite3`` or Cassandra driver exceptions::
     ├── StoreError                  (PEP 249 style, raised by event and snapshot stores)
     │   ├── InterfaceError          the store was used wrongly (closed, bad URL, bad argument)
     │   ├── IntegrityError          the stored data disagrees with a precondition
-    │   │   └── ConcurrencyError    the stream moved past the expected version
+    │   │   ├── ConcurrencyError    the stream moved past the expected version
+    │   │   └── DamagedEvent        a stored event cannot be read back (a damaged or forged row)
     │   ├── OperationalError        the backend failed while working (I/O, timeout, busy)
     │   │   ├── StoreUnavailable    the backend cannot be reached at all
     │   │   └── UnknownOutcome      a write may or may not have happened and could not be resolved
@@ -25,6 +26,7 @@ __all__ = [
     "AggregateError",
     "AggregateNotFound",
     "ConcurrencyError",
+    "DamagedEvent",
     "EskitError",
     "IntegrityError",
     "InterfaceError",
@@ -68,6 +70,22 @@ class ConcurrencyError(IntegrityError):
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
+
+
+class DamagedEvent(IntegrityError):
+    """A stored event cannot be read back: its row holds what no append writes (damaged, or forged).
+
+    Raised by reads that meet it, naming the event, so a reader can report it and go
+    on: ``stream_id`` and ``position`` say which event, ``sequence`` its place in the
+    store's feed where there is one (None otherwise).
+    """
+
+    def __init__(self, stream_id: str, position: int, reason: str, *, sequence: int | None = None) -> None:
+        super().__init__(f"{stream_id}@{position}: cannot be read back: {reason}")
+        self.stream_id = stream_id
+        self.position = position
+        self.reason = reason
+        self.sequence = sequence
 
 
 class OperationalError(StoreError):

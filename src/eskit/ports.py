@@ -8,6 +8,7 @@ that pass the contract suites in :mod:`eskit.testing.contract`.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,7 +52,9 @@ class EventStore(abc.ABC):
         """Return the stream's events with ``gt < position <= lte``, in order.
 
         ``desc`` returns them newest first; ``limit`` keeps the first ``limit``
-        of that order. An unknown stream reads as empty.
+        of that order. An unknown stream reads as empty. A stored row that cannot
+        be read back (damaged, or forged) raises :class:`~eskit.exceptions.DamagedEvent`
+        naming it, so a reader can go on after it.
         """
 
     def append_many(self, appends: Sequence[tuple[str, Sequence[NewEvent], int]]) -> list[int | EskitError]:
@@ -107,6 +110,19 @@ class EventStore(abc.ABC):
     def ping(self) -> None:
         """Check that the backend is reachable; raise ``StoreUnavailable`` if not."""
         self.version("__eskit_ping__")
+
+    #: whether :meth:`all_or_nothing` commits its block whole (a capability, like ``concurrent_appends``)
+    atomic_loads: bool = False
+
+    def all_or_nothing(self) -> contextlib.AbstractContextManager[bool]:
+        """A block whose writes by this thread commit together when it ends, or not at all if it raises.
+
+        Yields :attr:`atomic_loads`: a store that cannot (Cassandra has no transaction across
+        streams) yields False, and each append commits on its own as usual. Meant for a bulk
+        load into a store nothing else writes to meanwhile: on SQLite the block holds the
+        store's one write lock until it ends.
+        """
+        return contextlib.nullcontext(False)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections; the store must not be used afterwards."""
@@ -166,11 +182,23 @@ class EventFeed(abc.ABC):
 
     @abc.abstractmethod
     def read(self, *, shard: int = 0, after: int = 0, limit: int = 1000) -> list[FeedEvent]:
-        """Return up to ``limit`` events of ``shard`` with a sequence above ``after``, in order."""
+        """Return up to ``limit`` events of ``shard`` with a sequence above ``after``, in order.
+
+        Raises :class:`~eskit.exceptions.DamagedEvent` (with its ``sequence``) when one of them
+        cannot be read back; a read that stops before it returns the events ahead of it.
+        """
 
     @abc.abstractmethod
     def head(self, *, shard: int = 0) -> int:
         """The sequence of the shard's last accepted event (0 for none): a follower's lag is ``head - checkpoint``."""
+
+    def store_id(self) -> str | None:
+        """The identity of the store this feed belongs to: made once with the store, never changed.
+
+        A follower that keeps its checkpoint apart from the store (a read-model file) records it,
+        to tell a store made anew from the one it followed. None where the store has none.
+        """
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the feed must not be used afterwards."""

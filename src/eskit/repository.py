@@ -55,15 +55,35 @@ class SnapshotPolicy:
     in history length while a stream keeps about one snapshot per
     ``keep_every`` events instead of one per ``every`` (``keep_every=0`` keeps
     only the newest ``keep_latest``).
+
+    A snapshot costs its size to encode and write. A state that grows with its
+    history (an account keeps every license it ever had) would make that cost
+    grow with every command; so a snapshot of S bytes is followed by the next
+    only after ``S / max_bytes_per_event`` events (and a multiple of ``every``),
+    which bounds what snapshots cost per event whatever the state's size. A
+    load then folds at most that many events after the snapshot: at the
+    default of 2 KiB per event, at most about 0.7x what decoding the snapshot
+    costs (measured on the downloads account).
     """
 
     every: int = 100
     keep_latest: int = 2
     keep_every: int = 1000
+    max_bytes_per_event: int = 2048
 
-    def due(self, before: int, after: int) -> bool:
-        """Tell whether a save moving the stream from ``before`` to ``after`` should snapshot."""
-        return self.every > 0 and after // self.every > before // self.every
+    def due(self, before: int, after: int, *, last: tuple[int, int] | None = None) -> bool:
+        """Tell whether a save moving the stream from ``before`` to ``after`` should snapshot.
+
+        ``last`` is the ``(version, bytes)`` of the stream's newest snapshot, when known: a state
+        too big to be written every ``every`` events within ``max_bytes_per_event`` bytes per event
+        waits until that many events have passed since it (0 turns this off).
+        """
+        if not (self.every > 0 and after // self.every > before // self.every):
+            return False
+        if last is None or self.max_bytes_per_event <= 0:
+            return True
+        version, size = last
+        return (after - version) * self.max_bytes_per_event >= size
 
     def expendable(self, versions: Sequence[int]) -> list[int]:
         """Which of a stream's snapshot ``versions`` (oldest first) the policy no longer keeps."""
@@ -181,11 +201,13 @@ class Repository(Generic[A]):
                 state = self.snapshot_upcasters.upcast(
                     cls.snapshot_type, state, snapshot.schema_version, cls.snapshot_version
                 )
-            return cls.from_snapshot(aggregate_id, snapshot.version, state)
+            aggregate = cls.from_snapshot(aggregate_id, snapshot.version, state)
         except (SerializationError, KeyError, TypeError, ValueError) as exc:
             # A snapshot is a cache: when it cannot be trusted the events still can.
             log.warning("ignoring unreadable snapshot of %s v%d: %s", stream_id, snapshot.version, exc)
             return None
+        aggregate.snapshot_taken = (snapshot.version, len(snapshot.state))
+        return aggregate
 
     # -- saving ----------------------------------------------------------------
 
@@ -208,7 +230,7 @@ class Repository(Generic[A]):
         ]
         new_version = self.events.append(self.stream_id(aggregate.id), records, expected_version=before)
         aggregate.mark_saved(metadata)
-        if self.snapshot_policy.due(before, new_version):
+        if self.snapshot_policy.due(before, new_version, last=aggregate.snapshot_taken):
             self.take_snapshot(aggregate)
         return new_version
 
@@ -219,6 +241,7 @@ class Repository(Generic[A]):
             return False
         try:
             state = self.codec.serializer.dumps(aggregate.to_snapshot())
+            aggregate.snapshot_taken = (aggregate.version, len(state))
             self.snapshots.save(
                 Snapshot(
                     stream_id=self.stream_id(aggregate.id),

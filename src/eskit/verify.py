@@ -11,7 +11,12 @@ size), and for each:
 * loads every stored snapshot and compares it with the fold at its version.
 
 Problems are reported, never repaired: a :class:`VerifyReport` counts them by
-kind and keeps the first ``keep`` of them.
+kind and keeps the first ``keep`` of them. Whatever a stream holds, the walk goes
+on: an event that cannot be read back is an ``unreadable`` problem (and the
+stream is read on after it), an event the state cannot take is a ``fold``
+problem, a rule check or a snapshot that fails on odd state is a problem of its
+kind. Only a failure of the store itself (:class:`~eskit.exceptions.OperationalError`)
+stops the walk.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 from eskit.aggregate import Aggregate
 from eskit.codec import EventCodec
 from eskit.events import StoredEvent
-from eskit.exceptions import EskitError
+from eskit.exceptions import DamagedEvent, EskitError, OperationalError
 from eskit.ports import EventStore, SnapshotStore
 from eskit.repository import RecordedEvent, Repository
 
@@ -100,10 +105,34 @@ def verify_store(
     """Check every stream of ``events`` (see the module docstring); ``advance`` is told of each stream done."""
     report = report or VerifyReport()
     for stream_id in _walk(events):
-        _verify_stream(stream_id, events, codec, repositories, snapshots, inspect, report)
+        try:
+            _verify_stream(stream_id, events, codec, repositories, snapshots, inspect, report)
+        except OperationalError:
+            raise  # the store failed, not the stream: nothing more can be checked
+        except Exception as exc:  # whatever else the stream's content provokes is a finding, not the end
+            report.add(Problem("unreadable", stream_id, None, f"{type(exc).__name__}: {exc}"))
         report.streams += 1
         advance(1)
     return report
+
+
+def _pages(events: EventStore, stream_id: str) -> Iterator[tuple[list[StoredEvent], DamagedEvent | None]]:
+    """The stream's events page by page; a page that meets an event that cannot be read back ends before
+    it and comes with the error, and the next page starts after it."""
+    gt = 0
+    while True:
+        try:
+            page = events.read(stream_id, gt=gt, limit=_PAGE)
+            damaged = None
+        except DamagedEvent as exc:
+            if exc.position <= gt:
+                raise
+            page = events.read(stream_id, gt=gt, lte=exc.position - 1) if exc.position > gt + 1 else []
+            damaged = exc
+        if not page and damaged is None:
+            return
+        yield page, damaged
+        gt = damaged.position if damaged is not None else page[-1].position
 
 
 def _repository_for(stream_id: str, repositories: Sequence[Repository[Any]]) -> Repository[Any] | None:
@@ -126,20 +155,12 @@ def _verify_stream(
         aggregate = repository.aggregate_cls(stream_id[len(repository.stream_prefix) :])
     pending = _snapshot_versions(snapshots, stream_id) if snapshots is not None and repository is not None else []
     report.snapshots += len(pending)
-    expected, gt = 1, 0
-    while page := events.read(stream_id, gt=gt, limit=_PAGE):
-        gt = page[-1].position
+    expected = 1
+    for page, damaged in _pages(events, stream_id):
         for stored in page:
             report.events += 1
             if stored.position != expected:
-                report.add(
-                    Problem(
-                        "gap",
-                        stream_id,
-                        stored.position,
-                        f"positions jump from {expected - 1} to {stored.position}: events are missing",
-                    )
-                )
+                _gap(report, stream_id, expected, stored.position)
                 aggregate = None  # a fold with a hole in it proves nothing more
             expected = stored.position + 1
             recorded = _decode(codec, stored, report)
@@ -151,11 +172,21 @@ def _verify_stream(
             while aggregate is not None and pending and pending[0] == stored.position:
                 assert repository is not None and snapshots is not None
                 _compare_snapshot(repository, snapshots, aggregate, pending.pop(0), report)
+        if damaged is not None:
+            report.events += 1
+            if damaged.position != expected:
+                _gap(report, stream_id, expected, damaged.position)
+            report.add(Problem("unreadable", stream_id, damaged.position, damaged.reason))
+            aggregate, expected = None, damaged.position + 1
     for version in pending:
         if version >= expected:
             report.add(
                 Problem("snapshot", stream_id, version, f"a snapshot at version {version}, past the stream's end")
             )
+
+
+def _gap(report: VerifyReport, stream_id: str, expected: int, found: int) -> None:
+    report.add(Problem("gap", stream_id, found, f"positions jump from {expected - 1} to {found}: events are missing"))
 
 
 def _decode(codec: EventCodec, stored: StoredEvent, report: VerifyReport) -> RecordedEvent | None:
@@ -171,7 +202,11 @@ def _fold(
     aggregate: Aggregate, recorded: RecordedEvent, stream_id: str, inspect: Inspect | None, report: VerifyReport
 ) -> Aggregate | None:
     if inspect is not None:
-        for message in inspect(aggregate, recorded):
+        try:
+            messages = list(inspect(aggregate, recorded))
+        except Exception as exc:  # odd state the rules were not written for: a finding too
+            messages = [f"{recorded.type_name}: the rules cannot be checked against it: {type(exc).__name__}: {exc}"]
+        for message in messages:
             report.add(Problem("rule", stream_id, recorded.position, message))
     try:
         aggregate.replay(recorded.event, recorded.metadata)
@@ -185,6 +220,22 @@ def _compare_snapshot(
     repository: Repository[Any], snapshots: SnapshotStore, aggregate: Aggregate, version: int, report: VerifyReport
 ) -> None:
     stream_id = repository.stream_id(aggregate.id)
+    try:
+        _compare(repository, snapshots, aggregate, stream_id, version, report)
+    except OperationalError:
+        raise
+    except Exception as exc:  # a snapshot row no save writes, or a state that will not serialize
+        report.add(Problem("snapshot", stream_id, version, f"cannot be compared: {type(exc).__name__}: {exc}"))
+
+
+def _compare(
+    repository: Repository[Any],
+    snapshots: SnapshotStore,
+    aggregate: Aggregate,
+    stream_id: str,
+    version: int,
+    report: VerifyReport,
+) -> None:
     snapshot = snapshots.load(stream_id, lte=version)
     if snapshot is None or snapshot.version != version:
         return  # removed meanwhile

@@ -26,7 +26,8 @@ class Built:
     """What was built: the accounts, and every command sent under a key with the answer it got."""
 
     accounts: list[str] = field(default_factory=list)
-    #: command, key, body, created, and whether it wrote events (a command that wrote none leaves no key record)
+    #: command, key, body, created, and whether it wrote events (under a key every command does: one that
+    #: changed nothing writes a RequestAnswered event to keep its key)
     keyed: list[tuple[AccountCommand, str, dict[str, Any], bool, bool]] = field(default_factory=list)
 
 

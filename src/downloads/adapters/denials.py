@@ -3,6 +3,11 @@
 Each keeps an account's newest denials up to a bound, newest first, with an
 opaque cursor for paging. None of them touches the account's stream, so a flood
 of denied commands can never make an accepted one conflict and retry.
+
+Every record is bounded whatever the refused request said: its message and
+request id are cut to :data:`MAX_DENIAL_TEXT` characters and its arguments and
+details to :data:`MAX_DENIAL_FIELD_BYTES` of JSON each, with a marker that says
+so. A page is bounded in count and in bytes (:data:`PAGE_BYTES`).
 """
 
 from __future__ import annotations
@@ -12,20 +17,96 @@ import itertools
 import random
 import threading
 import uuid
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from downloads.application.ports import Denial, DenialLog
+from downloads.application.ports import Denial, DenialLog, InvalidCursor
 from eskit.stores.sqlite import SQLiteConnection
 from eskit.stores.sqlite.connection import translate_errors
 
-__all__ = ["CassandraDenialLog", "InMemoryDenialLog", "SQLiteDenialLog", "denial_log_path"]
+__all__ = [
+    "MAX_DENIAL_FIELD_BYTES",
+    "MAX_DENIAL_TEXT",
+    "PAGE_BYTES",
+    "CassandraDenialLog",
+    "InMemoryDenialLog",
+    "SQLiteDenialLog",
+    "capped",
+    "denial_log_path",
+]
+
+#: the most characters of a denial's message or request id that are kept
+MAX_DENIAL_TEXT = 500
+#: the most bytes of JSON a denial's arguments, or its details, are kept in
+MAX_DENIAL_FIELD_BYTES = 2048
+#: how many bytes of stored denials one page holds at most (it always holds one)
+PAGE_BYTES = 256 * 1024
+
+#: how much of an over-long field's JSON its marker keeps (escaped again inside the marker, at most double)
+_HEAD_BYTES = 900
+
+
+def _capped_text(text: str) -> str:
+    if len(text) <= MAX_DENIAL_TEXT:
+        return text
+    return f"{text[:MAX_DENIAL_TEXT]}… (truncated, {len(text)} characters)"
+
+
+def _capped_field(value: dict[str, Any]) -> dict[str, Any]:
+    encoded = orjson.dumps(value, option=orjson.OPT_UTC_Z, default=str)
+    if len(encoded) <= MAX_DENIAL_FIELD_BYTES:
+        return value
+    head = encoded[:_HEAD_BYTES].decode("utf-8", errors="ignore")  # a character cut in two is dropped
+    return {"_truncated": True, "bytes": len(encoded), "head": head}
+
+
+def capped(denial: Denial) -> Denial:
+    """``denial`` with its free parts cut to the caps, each cut part marked (unchanged when under them).
+
+    A field over its cap becomes ``{"_truncated": true, "bytes": <its JSON size>, "head": <the
+    start of its JSON>}``; a text ends with ``… (truncated, N characters)``. Arguments cut so
+    cannot be decided again: what-if reports such a command as not re-decidable.
+    """
+    return replace(
+        denial,
+        args=_capped_field(denial.args),
+        details=_capped_field(denial.details),
+        message=_capped_text(denial.message),
+        request_id=_capped_text(denial.request_id) if denial.request_id is not None else None,
+    )
+
+
+def _page(rows: Iterable[tuple[str, bytes]], limit: int) -> tuple[list[Denial], str | None]:
+    """From ``rows`` (cursor, stored body), newest first: a page of at most ``limit`` denials and
+    :data:`PAGE_BYTES` (at least one), and the cursor to go on from when more rows follow it."""
+    bodies: list[bytes] = []
+    used = 0
+    last: str | None = None
+    for cursor, body in rows:
+        if len(bodies) == limit or (bodies and used + len(body) > PAGE_BYTES):
+            return [_decode(b) for b in bodies], last
+        bodies.append(body)
+        used += len(body)
+        last = cursor
+    return [_decode(b) for b in bodies], None
+
+
+def _counter_cursor(after: str | None) -> int | None:
+    """The id below which a page of the memory or SQLite log starts (None: from the newest)."""
+    if after is None:
+        return None
+    if not (after.isascii() and after.isdigit()):
+        raise InvalidCursor(f"{after!r} is not a cursor of this denial log")
+    return min(int(after), 2**62)
 
 
 def _encode(denial: Denial) -> bytes:
+    denial = capped(denial)
     return orjson.dumps(
         {
             "at": denial.at,
@@ -71,12 +152,10 @@ class InMemoryDenialLog(DenialLog):
             held.append((next(self._ids), _encode(denial)))
 
     def page(self, account_id: str, *, after: str | None, limit: int) -> tuple[list[Denial], str | None]:
-        below = int(after) if after and after.isdigit() else None
+        below = _counter_cursor(after)
         with self._lock:
             rows = [r for r in reversed(self._by_account.get(account_id, ())) if below is None or r[0] < below]
-        page = rows[:limit]
-        following = str(page[-1][0]) if len(rows) > limit else None
-        return [_decode(body) for _, body in page], following
+        return _page(((str(n), body) for n, body in rows), limit)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -122,7 +201,7 @@ class SQLiteDenialLog(DenialLog):
                 conn.execute("DELETE FROM denials WHERE account_id = ? AND id < ?", (account_id, oldest_kept[0]))
 
     def page(self, account_id: str, *, after: str | None, limit: int) -> tuple[list[Denial], str | None]:
-        below = min(int(after), 2**62) if after and after.isdigit() else 2**62
+        below = _counter_cursor(after)
         if not self._ready and not Path(self.db.path).exists():
             return [], None  # nothing was ever denied here: reading makes no file
         self._schema()
@@ -130,11 +209,10 @@ class SQLiteDenialLog(DenialLog):
         with translate_errors():
             rows = conn.execute(
                 "SELECT id, body FROM denials WHERE account_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                (account_id, below, limit + 1),
-            ).fetchall()
-        page = rows[:limit]
-        following = str(page[-1][0]) if len(rows) > limit else None
-        return [_decode(bytes(body)) for _, body in page], following
+                (account_id, 2**62 if below is None else below, limit + 1),
+            )
+            # Read row by row: a page cut by its byte budget reads no further than the row after it.
+            return _page(((str(n), bytes(body)) for n, body in rows), limit)
 
     def close(self) -> None:
         self.db.close()
@@ -183,19 +261,18 @@ class CassandraDenialLog(DenialLog):
                 self.db.query(self._prune, (account_id, rows[-1].id))
 
     def page(self, account_id: str, *, after: str | None, limit: int) -> tuple[list[Denial], str | None]:
-        if after:
+        if after is not None:
             try:
                 cursor = uuid.UUID(after)
             except ValueError:
-                return [], None
-            if cursor.version != 1:  # not a cursor this log gave (they are time-based ids)
-                return [], None
-            rows = list(self.db.query(self._next, (account_id, cursor, limit + 1)))
+                raise InvalidCursor(f"{after!r} is not a cursor of this denial log") from None
+            if cursor.version != 1:  # not a cursor this log gives (they are time-based ids)
+                raise InvalidCursor(f"{after!r} is not a cursor of this denial log")
+            rows = self.db.query(self._next, (account_id, cursor, limit + 1))
         else:
-            rows = list(self.db.query(self._first, (account_id, limit + 1)))
-        page = rows[:limit]
-        following = str(page[-1].id) if len(rows) > limit else None
-        return [_decode(bytes(row.body)) for row in page], following
+            rows = self.db.query(self._first, (account_id, limit + 1))
+        # Read row by row, as the SQLite log does: a page cut by its byte budget stops there.
+        return _page(((str(row.id), bytes(row.body)) for row in rows), limit)
 
     def close(self) -> None:
         """The session is the store's, which closes it."""

@@ -2,6 +2,11 @@
 
 With several server processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``serve`` does)
 so ``/metrics`` aggregates every worker.
+
+Every label value comes from a closed set the server owns, so no client can add series (each is
+kept for the life of the process): methods outside :data:`METHODS` count as ``other``, routes are
+templates (``unmatched`` when none matched), statuses are the ones the server answered, and
+outcome codes outside :data:`OUTCOME_CODES` count as ``other``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,39 @@ from prometheus_client.registry import Collector
 from eskit import EskitError, EventStore, NewEvent, StoredEvent
 from eskit.projection import ProjectionStatus
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "TimedEventStore", "projection_metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "METHODS", "OUTCOME_CODES", "Metrics", "TimedEventStore", "projection_metrics"]
+
+#: the HTTP methods counted by name
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+
+#: the outcomes counted by code: a command's success or replay, and every code it can be refused with
+#: (a unit test checks that every code raised in the source is here)
+OUTCOME_CODES = frozenset(
+    {
+        "OK",
+        "REPLAYED",
+        "ACCOUNT_EXISTS",
+        "ACCOUNT_NOT_ACTIVE",
+        "ACCOUNT_NOT_FOUND",
+        "DEVICE_DOWNLOAD_LIMIT_REACHED",
+        "DEVICE_LIMIT_REACHED",
+        "DEVICE_NOT_ACTIVE",
+        "DEVICE_NOT_FOUND",
+        "IDEMPOTENCY_KEY_REUSED",
+        "INVALID_CURSOR",
+        "LICENSE_NOT_ACTIVE",
+        "LICENSE_NOT_FOUND",
+        "TITLE_ALREADY_LICENSED",
+        "TITLE_NOT_DOWNLOADABLE",
+        "TITLE_NOT_FOUND",
+        "TITLE_YEARLY_LIMIT_REACHED",
+        "TOO_MANY_DEVICES",
+        "TOO_MANY_LICENSE_IDS",
+        "UNKNOWN_PLAN",
+        "UNKNOWN_STUDIO",
+        "WHAT_IF_TOO_LARGE",
+    }
+)
 
 
 class Metrics:
@@ -61,11 +98,13 @@ class Metrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count a request; ``route`` must be a route's template (or ``unmatched``), never the raw path."""
+        method = method if method in METHODS else "other"
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 
     def outcome(self, command: str, code: str) -> None:
-        self.outcomes.labels(command, code).inc()
+        self.outcomes.labels(command, code if code in OUTCOME_CODES else "other").inc()
 
     def conflict(self, command: str, attempt: int) -> None:
         self.conflicts.labels(command).inc()
@@ -121,7 +160,7 @@ class TimedEventStore(EventStore):
 
 
 def projection_metrics(statuses: Sequence[ProjectionStatus]) -> bytes:
-    """The read side's gauges (position, lag in events and seconds, failing), as of this scrape.
+    """The read side's gauges (position, lag in events and seconds, failing, skipped events), as of this scrape.
 
     Built as metric families of a throw-away collector, not as ``Gauge`` objects: in multiprocess
     mode those would store their values in files shared by every worker.
@@ -135,7 +174,14 @@ def projection_metrics(statuses: Sequence[ProjectionStatus]) -> bytes:
             "downloads_projection_lag_seconds", "age of the oldest event not applied", labels=["projection"]
         ),
         "failing": GaugeMetricFamily(
-            "downloads_projection_failing", "1 while the last attempt failed", labels=["projection"]
+            "downloads_projection_failing",
+            "1 while the last attempt failed or a stream is skipped",
+            labels=["projection"],
+        ),
+        "skipped": GaugeMetricFamily(
+            "downloads_projection_skipped_events",
+            "events of streams the projection cannot apply, skipped until a rebuild",
+            labels=["projection"],
         ),
     }
     for status in statuses:
@@ -143,6 +189,7 @@ def projection_metrics(statuses: Sequence[ProjectionStatus]) -> bytes:
         families["lag_events"].add_metric([status.name], status.lag_events)
         families["lag_seconds"].add_metric([status.name], status.lag_seconds)
         families["failing"].add_metric([status.name], 1 if status.error else 0)
+        families["skipped"].add_metric([status.name], status.skipped_events)
 
     class _Snapshot(Collector):
         def collect(self) -> Iterator[Metric]:

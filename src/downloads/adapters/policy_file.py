@@ -3,6 +3,11 @@
 Every key is optional: what a file does not set keeps the built-in default
 (see ``docs/policy.md``). A studio inherits each key it does not set from
 ``studios.default``; a title's studio must exist.
+
+Policy text, from a file or a what-if request, is held to the bounds of
+:mod:`downloads.adapters.policy_text` before it is parsed, and an error message
+shows a value or a name only in short: whatever the text, reading it is a
+:class:`PolicyError` or a policy, in bounded time and memory.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from downloads.adapters.policy_text import MAX_POLICY_BYTES, bound_broken
 from downloads.domain.policy import CatalogTitle, Plan, Policy, Studio
 
 __all__ = ["PolicyError", "load_policy", "parse_duration", "parse_policy", "policy_from_text"]
@@ -25,6 +31,21 @@ class PolicyError(ValueError):
     """The policy file is unreadable or has a bad key; the message names the key."""
 
 
+def _shown(value: object) -> str:
+    """``value`` as an error message shows it: short, and a table or an array by its kind only."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:36] + "..."
+
+
+def _name(name: str) -> str:
+    """A key's name as an error message shows it (a name may be as long as a line)."""
+    return name if len(name) <= 64 else name[:60] + "..."
+
+
 #: the longest duration a policy may set: every license's expiry must stay a representable time
 MAX_DURATION = timedelta(days=3650)
 
@@ -33,25 +54,25 @@ def parse_duration(value: object, key: str, *, maximum: timedelta = MAX_DURATION
     """Parse ``"30d"``, ``"48h"``, ``"15m"`` or ``"2s"``, at most ``maximum``; the error names ``key``."""
     match = _DURATION.match(value) if isinstance(value, str) and len(value) <= 32 else None
     if match is None:
-        raise PolicyError(f'{key}: expected a duration such as "30d", "48h", "15m" or "2s", got {value!r}')
+        raise PolicyError(f'{key}: expected a duration such as "30d", "48h", "15m" or "2s", got {_shown(value)}')
     try:
         duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
     except OverflowError:
         duration = None
     if duration is None or duration > maximum:
-        raise PolicyError(f"{key}: {value!r} is longer than the most allowed, {maximum.days} days")
+        raise PolicyError(f"{key}: {_shown(value)} is longer than the most allowed, {maximum.days} days")
     return duration
 
 
 def _int(value: object, key: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PolicyError(f"{key}: expected a whole number >= {minimum}, got {value!r}")
+        raise PolicyError(f"{key}: expected a whole number >= {minimum}, got {_shown(value)}")
     return value
 
 
 def _bool(value: object, key: str) -> bool:
     if not isinstance(value, bool):
-        raise PolicyError(f"{key}: expected true or false, got {value!r}")
+        raise PolicyError(f"{key}: expected true or false, got {_shown(value)}")
     return value
 
 
@@ -64,7 +85,7 @@ def _table(value: object, key: str) -> dict[str, Any]:
 def _only(table: dict[str, Any], key: str, allowed: set[str]) -> None:
     for name in table:
         if name not in allowed:
-            raise PolicyError(f"{key}.{name}: unknown key (known: {', '.join(sorted(allowed))})")
+            raise PolicyError(f"{key}.{_name(name)}: unknown key (known: {', '.join(sorted(allowed))})")
 
 
 def _studio(table: dict[str, Any], key: str, base: Studio) -> Studio:
@@ -103,11 +124,12 @@ def parse_policy(data: dict[str, Any]) -> Policy:
     if "plans" in data:
         plans = {}
         for name, table in _table(data["plans"], "plans").items():
-            table = _table(table, f"plans.{name}")
-            _only(table, f"plans.{name}", {"download_devices"})
+            key = f"plans.{_name(name)}"
+            table = _table(table, key)
+            _only(table, key, {"download_devices"})
             if "download_devices" not in table:
-                raise PolicyError(f"plans.{name}.download_devices: required")
-            plans[name] = Plan(_int(table["download_devices"], f"plans.{name}.download_devices", minimum=0))
+                raise PolicyError(f"{key}.download_devices: required")
+            plans[name] = Plan(_int(table["download_devices"], f"{key}.download_devices", minimum=0))
         if not plans:
             raise PolicyError("plans: at least one plan is needed")
 
@@ -130,7 +152,8 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         studios = {"default": base}
         for name, table in tables.items():
             if name != "default":
-                studios[name] = _studio(_table(table, f"studios.{name}"), f"studios.{name}", base)
+                key = f"studios.{_name(name)}"
+                studios[name] = _studio(_table(table, key), key, base)
 
     # The built-in demo catalog stays, minus titles of a built-in studio the file's [studios] left out:
     # the file never named them, so they must not make it invalid.
@@ -138,15 +161,16 @@ def parse_policy(data: dict[str, Any]) -> Policy:
     if "titles" in data:
         titles = {}
         for title_id, table in _table(data["titles"], "titles").items():
-            table = _table(table, f"titles.{title_id}")
-            _only(table, f"titles.{title_id}", {"studio"})
+            key = f"titles.{_name(title_id)}"
+            table = _table(table, key)
+            _only(table, key, {"studio"})
             studio = table.get("studio", "default")
             if not isinstance(studio, str) or studio not in studios:
-                raise PolicyError(f"titles.{title_id}.studio: unknown studio {studio!r}")
+                raise PolicyError(f"{key}.studio: unknown studio {_shown(studio)}")
             titles[title_id] = CatalogTitle(studio)
     for title_id, title in titles.items():
         if title.studio not in studios:
-            raise PolicyError(f"titles.{title_id}.studio: unknown studio {title.studio!r}")
+            raise PolicyError(f"titles.{_name(title_id)}.studio: unknown studio {_shown(title.studio)}")
 
     return Policy(
         plans=plans,
@@ -159,25 +183,45 @@ def parse_policy(data: dict[str, Any]) -> Policy:
 
 
 def load_policy(path: str | Path | None) -> Policy:
-    """Read a policy file (the built-in default when ``path`` is None)."""
+    """Read a policy file (the built-in default when ``path`` is None); :class:`PolicyError` says what is wrong.
+
+    At most :data:`~downloads.adapters.policy_text.MAX_POLICY_BYTES` (and one more, to tell) are read.
+    """
     if path is None:
         return Policy()
+    source = f"policy file {str(path)!r}"
     try:
         with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+            raw = handle.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
-        raise PolicyError(f"cannot read policy file {str(path)!r}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"policy file {str(path)!r} is not valid TOML: {exc}") from exc
-    return parse_policy(data)
+        raise PolicyError(f"cannot read {source}: {exc.strerror}") from exc
+    if len(raw) > MAX_POLICY_BYTES:
+        raise PolicyError(f"{source} is larger than {MAX_POLICY_BYTES:,} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{source} is not UTF-8 text (byte {exc.start:,})") from None
+    return _parse(text, source)
 
 
 def policy_from_text(text: str) -> Policy:
     """Read a policy from TOML text (a what-if request's); :class:`PolicyError` names what is wrong."""
+    return _parse(text, "the policy")
+
+
+def _parse(text: str, source: str) -> Policy:
+    broken = bound_broken(text)
+    if broken is not None:
+        joint = " is " if broken.startswith("larger") else ", "
+        raise PolicyError(f"{source}{joint}{broken}")
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"the policy is not valid TOML: {exc}") from exc
-    except RecursionError:  # arrays or tables nested thousands deep: no policy looks like that
-        raise PolicyError("the policy nests too deeply to be a policy") from None
+    except ValueError as exc:  # TOMLDecodeError, or a conversion the bounds have not foreseen
+        raise PolicyError(f"{source} is not valid TOML: {_short(str(exc))}") from None
+    except RecursionError:  # cannot happen within the bounds: kept so that it never becomes a crash
+        raise PolicyError(f"{source} nests too deeply to be a policy") from None
     return parse_policy(data)
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= 200 else message[:196] + "..."

@@ -1,8 +1,9 @@
 """Idempotency: a command sent again under its ``Idempotency-Key`` gets its first answer and writes nothing.
 
 In one place: the command's fingerprint, the key record written once with the
-command's first event, the check of a key the account already remembers, and
-reading the first answer back. The account's index of keys is the domain's
+command's first event (a command that changed nothing writes one ``RequestAnswered``
+event to hold it), the check of a key the account already remembers, and reading
+the first answer back. The account's index of keys is the domain's
 (:mod:`downloads.domain.requests`).
 """
 
@@ -48,6 +49,7 @@ def remembered(account: Account, key: str, command: AccountCommand, now: datetim
 def command_metadata(
     command: AccountCommand,
     *,
+    arguments: dict[str, Any],
     key: str | None,
     at: datetime,
     events: int,
@@ -57,26 +59,31 @@ def command_metadata(
 ) -> list[EventMetadata]:
     """The metadata of a command's ``events`` events.
 
-    Every event names the command; the first also holds its arguments (what a re-decision under
-    another policy needs) and, under a key, the key record.
+    Every event names the command; the first also holds ``arguments`` (its recorded arguments, what
+    a re-decision under another policy needs) and, under a key, the key record with what the
+    command keeps of its reply.
     """
     each = EventMetadata(recorded_at=at, request_id=key or f"auto-{uuid.uuid4().hex}", command=command.name)
-    arguments = jsonable(command.arguments())
+    arguments = jsonable(arguments)
     if key is None:
         return [dataclasses.replace(each, extra={"args": arguments})] + [each] * (events - 1)
     record = {
         "fingerprint": fingerprint(command),
         "created": created,
-        "body": body,
+        "body": command.reply_to_keep(body),
         "keep_seconds": keep.total_seconds(),
     }
     return [dataclasses.replace(each, extra={"args": arguments, "reply": record})] + [each] * (events - 1)
 
 
-def original_body(accounts: Repository[Account], account_id: str, prior: AcceptedRequest) -> dict[str, Any]:
-    """The answer a remembered command gave, read from the event that holds its key record."""
-    found = accounts.history(account_id, gt=prior.position - 1, lte=prior.position)
+def original_body(accounts: Repository[Account], command: AccountCommand, prior: AcceptedRequest) -> dict[str, Any]:
+    """The answer a remembered command gave, read from the event that holds its key record.
+
+    ``command`` is the retry, which has the original's fingerprint: what the record left out of the
+    reply is rebuilt from it.
+    """
+    found = accounts.history(command.account_id, gt=prior.position - 1, lte=prior.position)
     record = reply_record(found[0].metadata.extra) if found else None
     if record is None:  # the index points at the record it was built from: this is a bug
-        raise RuntimeError(f"no key record at position {prior.position} of account {account_id!r}")
-    return dict(record.get("body") or {})
+        raise RuntimeError(f"no key record at position {prior.position} of account {command.account_id!r}")
+    return command.reply_kept(record.get("body") or {})

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-__all__ = ["Clock", "Denial", "DenialLog", "ServiceObserver", "system_clock"]
+__all__ = ["Clock", "Denial", "DenialLog", "InvalidCursor", "ServiceObserver", "system_clock"]
 
 #: the time now, aware
 Clock = Callable[[], datetime]
@@ -44,6 +44,10 @@ class Denial:
     version: int | None = None
 
 
+class InvalidCursor(ValueError):
+    """A paging cursor that is not of the form the log gives (the caller made it up or mangled it)."""
+
+
 class DenialLog(Protocol):
     """Where denials are kept, apart from the account's events, so recording one never conflicts with a
     command the account accepts; each account keeps its newest ``kept`` denials and no more."""
@@ -51,10 +55,15 @@ class DenialLog(Protocol):
     kept: int
 
     def record(self, account_id: str, denial: Denial) -> None:
-        """Keep ``denial``, dropping the account's oldest beyond the bound."""
+        """Keep ``denial`` (its free parts capped in size), dropping the account's oldest beyond the bound."""
 
     def page(self, account_id: str, *, after: str | None, limit: int) -> tuple[list[Denial], str | None]:
-        """The account's denials newest first, after cursor ``after``; and the cursor of the next page."""
+        """The account's denials newest first, after cursor ``after``; and the cursor of the next page.
+
+        A page holds at most ``limit`` denials and stops early, with a cursor, once it holds a byte
+        budget's worth (always at least one denial). Raises :class:`InvalidCursor` for an ``after``
+        that is not of the form this log gives; one of that form that it never gave pages on from there.
+        """
 
     def close(self) -> None:
         """Release what the log holds open."""

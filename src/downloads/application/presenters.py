@@ -225,6 +225,9 @@ class ProjectionOut(BaseModel):
     lag_seconds: float
     updated_at: str | None
     error: str | None
+    #: streams the projection skips because it cannot apply them (named in ``error``), and their events
+    skipped_streams: int
+    skipped_events: int
 
 
 class ProjectionsOut(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from downloads.application.ports import Clock, DenialLog
+from downloads.application.ports import Clock, DenialLog, InvalidCursor
 from downloads.application.presenters import (
     DownloadsOut,
     EventOut,
@@ -56,12 +56,16 @@ class DownloadsQueries:
         self.denials = denials
 
     def list_denials(self, account_id: str, *, after: str | None = None, limit: int = 100) -> dict[str, Any]:
-        """A page of the account's recorded denials, newest first (``ACCOUNT_NOT_FOUND`` for no account)."""
+        """A page of the account's recorded denials, newest first (``ACCOUNT_NOT_FOUND`` for no account,
+        ``INVALID_CURSOR`` for an ``after`` the log never gives); a page is also bounded in bytes."""
         if self.accounts.events.version(self.accounts.stream_id(account_id)) == 0:
             raise account_not_found(account_id)
         if self.denials is None:
             return as_body(present_denials([], None))
-        found, following = self.denials.page(account_id, after=after, limit=limit)
+        try:
+            found, following = self.denials.page(account_id, after=after, limit=limit)
+        except InvalidCursor as exc:
+            raise Invalid("INVALID_CURSOR", str(exc), {"after": after}) from None
         return as_body(present_denials(found, following))
 
     def title_info(self, title_id: str) -> TitleInfo | None:

@@ -65,15 +65,18 @@ class DownloadsService(DownloadsQueries):
         """Run an account command; raise :class:`~downloads.domain.DomainError` when a rule refuses it.
 
         A refusal of a command on an account that exists is recorded in the denial log (when
-        there is one), apart from the account's events.
+        there is one), apart from the account's events. Arguments past a bound of the policy
+        (:meth:`AccountCommand.validate`) are refused before anything is loaded or recorded.
         """
         seen: dict[str, Any] = {}
         try:
+            command.validate(self.policy)
             reply = self.account_commands.run(
                 command.account_id,
                 lambda account: self._decide(command, account, idempotency_key, seen),
                 metadata=lambda account, reply: command_metadata(
                     command,
+                    arguments=seen["args"],
                     key=idempotency_key,
                     at=reply.at,
                     events=len(account.pending_events),
@@ -88,24 +91,23 @@ class DownloadsService(DownloadsQueries):
         except DomainError as exc:
             self._outcome(command, exc.code)
             if seen.get("exists") and isinstance(exc, Denied | NotFound) and self.denials is not None:
-                self._record_denial(command, exc, seen["now"], seen["version"], idempotency_key)
+                self._record_denial(command, exc, seen, idempotency_key)
             raise
         self._outcome(command, "REPLAYED" if reply.replayed else "OK")
         return reply
 
-    def _record_denial(
-        self, command: AccountCommand, exc: DomainError, at: datetime, version: int, key: str | None
-    ) -> None:
+    def _record_denial(self, command: AccountCommand, exc: DomainError, seen: dict[str, Any], key: str | None) -> None:
+        """Keep the refusal, with the command's recorded arguments (the log caps each record's size)."""
         assert self.denials is not None
         denial = Denial(
-            at=at,
+            at=seen["now"],
             command=command.name,
-            args=jsonable(command.arguments()),
+            args=jsonable(seen["args"]),
             code=exc.code,
             message=exc.message,
             details=jsonable(exc.details),
             request_id=key,
-            version=version,
+            version=seen["version"],
         )
         try:
             self.denials.record(command.account_id, denial)
@@ -115,13 +117,18 @@ class DownloadsService(DownloadsQueries):
     def _decide(self, command: AccountCommand, account: Account, key: str | None, seen: dict[str, Any]) -> Reply:
         now = account.decision_time(self.clock())
         seen["now"], seen["exists"], seen["version"] = now, account.exists, account.version
+        seen["args"] = command.recorded_arguments(account)
         if key is not None:
             prior = remembered(account, key, command, now)
             if prior is not None:
-                return Reply(original_body(self.accounts, account.id, prior), prior.created, replayed=True)
+                return Reply(original_body(self.accounts, command, prior), prior.created, replayed=True)
         if not command.creates_account and not account.exists:
             raise account_not_found(account.id)
         decision = HANDLERS[type(command)](command, account, Context(self.policy, now, self.title_info))
+        if key is not None and not account.pending_events:
+            # The key must be remembered with the account's version, by the same conditional append as
+            # any decision: an event that changes nothing carries its record.
+            account.answered_unchanged(command=command.name, now=now)
         return Reply(as_body(decision.answer), decision.created, at=now)
 
     def set_title(self, command: SetTitle) -> dict[str, Any]:

@@ -12,31 +12,44 @@ Events recorded before commands recorded their arguments cannot be re-decided:
 they are applied as they were and reported as ``not_redecidable``, never
 guessed. Commands past ``to`` are left out; commands before ``from`` are
 applied as they were, so the re-decision starts from the state they made.
+
+One request's work is bounded (:class:`WhatIfLimits`): at most so many commands
+re-decided, at most so many bytes of decisions answered. Past either, it is
+refused with ``WHAT_IF_TOO_LARGE`` and a ``to`` that fits, so the caller narrows
+it with ``from`` and ``to``. The summary over every account keeps no decisions
+and is not bounded by count; what it keeps (a summary, some titles' timelines)
+does not grow with the number of accounts.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from downloads.application.commands import AccountCommand
 from downloads.application.handlers import HANDLERS, Context
 from downloads.application.presenters import as_body, iso, present_account
 from downloads.application.queries import account_not_found
 from downloads.application.service import DownloadsService
-from downloads.domain import Account, DomainError, Policy, TitleInfo
+from downloads.domain import Account, DomainError, Invalid, Policy, TitleInfo
 from downloads.domain.events import LicenseIssued
 from eskit import AggregateNotFound, EventMetadata, RecordedEvent
 
 __all__ = [
     "COMMANDS",
+    "MAX_ANSWER_BYTES",
+    "MAX_COMMANDS",
+    "TITLES_KEPT",
     "Decision",
     "RecordedCommand",
     "WhatIf",
+    "WhatIfLimits",
     "WhatIfResult",
     "WhatIfSummary",
     "recorded_commands",
@@ -45,6 +58,21 @@ __all__ = [
 
 #: command name -> its class
 COMMANDS: dict[str, type[AccountCommand]] = {cls.name: cls for cls in HANDLERS}
+
+#: the most commands one request re-decides (about a second of work on one core)
+MAX_COMMANDS = 10_000
+#: the most bytes of decisions, as JSON, one answer holds
+MAX_ANSWER_BYTES = 1 << 20
+#: titles whose states over time are kept at once (each is read again when it is needed again)
+TITLES_KEPT = 4096
+
+
+@dataclass(frozen=True)
+class WhatIfLimits:
+    """What one what-if request may cost: commands re-decided, and bytes of decisions in its answer."""
+
+    commands: int = MAX_COMMANDS
+    answer_bytes: int = MAX_ANSWER_BYTES
 
 
 @dataclass
@@ -65,11 +93,8 @@ class RecordedCommand:
         cls = COMMANDS.get(self.name)
         if cls is None or self.args is None:
             return None
-        args = dict(self.args)
-        if "license_ids" in args:
-            args["license_ids"] = tuple(args["license_ids"])
         try:
-            return cls(account_id, **args)
+            return cls.from_recorded(account_id, self.args)
         except TypeError:
             return None
 
@@ -149,24 +174,40 @@ def _apply_as_it_was(account: Account, recorded: RecordedEvent) -> None:
 
 
 class _Catalog:
-    """Each title's states over time, read once, to answer "what was this title at time t"."""
+    """Each title's states over time, to answer "what was this title at time t".
 
-    def __init__(self, service: DownloadsService) -> None:
+    The ``keep`` titles used last are kept: commands name titles without end (an unknown title
+    is refused and recorded), so the summary over every account would otherwise keep them all.
+    """
+
+    def __init__(self, service: DownloadsService, *, keep: int) -> None:
         self.service = service
-        self._timelines: dict[str, tuple[list[datetime], list[TitleInfo]]] = {}
+        self.keep = keep
+        self._timelines: OrderedDict[str, tuple[list[datetime], list[TitleInfo]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._timelines)
+
+    def _timeline(self, title_id: str) -> tuple[list[datetime], list[TitleInfo]]:
+        found = self._timelines.get(title_id)
+        if found is not None:
+            self._timelines.move_to_end(title_id)
+            return found
+        times: list[datetime] = []
+        infos: list[TitleInfo] = []
+        title = self.service.titles.aggregate_cls(title_id)
+        for recorded in self.service.titles.history(title_id):
+            title.replay(recorded.event, recorded.metadata)
+            if title.info is not None:
+                times.append(recorded.metadata.recorded_at)
+                infos.append(title.info)
+        self._timelines[title_id] = (times, infos)
+        if len(self._timelines) > self.keep:
+            self._timelines.popitem(last=False)
+        return times, infos
 
     def at(self, title_id: str, when: datetime) -> TitleInfo | None:
-        if title_id not in self._timelines:
-            times: list[datetime] = []
-            infos: list[TitleInfo] = []
-            title = self.service.titles.aggregate_cls(title_id)
-            for recorded in self.service.titles.history(title_id):
-                title.replay(recorded.event, recorded.metadata)
-                if title.info is not None:
-                    times.append(recorded.metadata.recorded_at)
-                    infos.append(title.info)
-            self._timelines[title_id] = (times, infos)
-        times, infos = self._timelines[title_id]
+        times, infos = self._timeline(title_id)
         index = bisect.bisect_right(times, when) - 1
         if index >= 0:
             return infos[index]
@@ -186,40 +227,100 @@ class WhatIfResult:
 class WhatIf:
     """Re-decides accounts' recorded commands under ``policy`` (see the module docstring)."""
 
-    def __init__(self, service: DownloadsService, policy: Policy) -> None:
+    def __init__(
+        self,
+        service: DownloadsService,
+        policy: Policy,
+        *,
+        limits: WhatIfLimits | None = None,
+        titles_kept: int = TITLES_KEPT,
+    ) -> None:
         self.service = service
         self.policy = policy
-        self.catalog = _Catalog(service)
+        self.limits = limits or WhatIfLimits()
+        self.catalog = _Catalog(service, keep=titles_kept)
 
-    def account(self, account_id: str, *, since: datetime | None = None, until: datetime | None = None) -> WhatIfResult:
+    def account(
+        self,
+        account_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        bounded: bool = True,
+    ) -> WhatIfResult:
+        """Re-decide the account's commands from ``since`` to ``until`` (both included, None: no end).
+
+        Raises ``ACCOUNT_NOT_FOUND`` when the account did not exist by ``until``. When ``bounded``,
+        raises :class:`~downloads.domain.Invalid` ``WHAT_IF_TOO_LARGE`` when more than
+        ``limits.commands`` commands lie in the range (before any is re-decided), or when the
+        decisions would take more than ``limits.answer_bytes`` bytes as JSON; its details give a
+        ``to`` that fits (None when even the first instant does not).
+        """
         commands = recorded_commands(self.service, account_id)
         if until is not None:
             commands = [c for c in commands if c.at <= until]
+        if bounded:
+            self._check_count(commands, since)
         was = Account(account_id)
         would_be = Account(account_id)
         decisions: list[Decision] = []
+        size = 2  # the answer's decisions as JSON: "[", the items with a comma between, "]"
         changed = 0
         fresh = 0
         for recorded in commands:
             for event in recorded.events:
                 was.replay(event.event, event.metadata)
             command = recorded.command(account_id)
+            decision = None
             if (since is not None and recorded.at < since) or command is None:
                 for event in recorded.events:  # as it was: applied, not decided again
                     _apply_as_it_was(would_be, event)
                 if command is None and (since is None or recorded.at >= since):
-                    decisions.append(self._decision(recorded, ("not_redecidable", None)))
+                    decision = self._decision(recorded, ("not_redecidable", None))
+            else:
+                issued = [e.event.license_id for e in recorded.events if isinstance(e.event, LicenseIssued)]
+                if not issued:
+                    fresh += 1
+                # A license the record never issued gets an id no request can name (" " and "#" are not id
+                # characters), so no id a sync sent but did not keep could have named it.
+                fresh_id = issued[0] if issued else f"what-if #{fresh}"
+                outcome = self._decide(would_be, command, recorded.at, fresh_id)
+                if outcome != (recorded.status, recorded.code):
+                    changed += 1
+                    decision = self._decision(recorded, outcome)
+            if decision is None:
                 continue
-            issued = [e.event.license_id for e in recorded.events if isinstance(e.event, LicenseIssued)]
-            if not issued:
-                fresh += 1
-            outcome = self._decide(would_be, command, recorded.at, issued[0] if issued else f"what-if-{fresh}")
-            if outcome != (recorded.status, recorded.code):
-                changed += 1
-                decisions.append(self._decision(recorded, outcome))
+            if bounded:
+                size += len(orjson.dumps(decision.as_body())) + (1 if decisions else 0)
+                if size > self.limits.answer_bytes:
+                    raise self._too_many_bytes(decisions, decision)
+            decisions.append(decision)
         if not was.exists:  # nothing recorded by ``until``: the account did not exist yet
             raise account_not_found(account_id)
         return WhatIfResult(decisions, changed, was, would_be, len(commands))
+
+    def _check_count(self, commands: list[RecordedCommand], since: datetime | None) -> None:
+        in_range = sorted(c.at for c in commands if since is None or c.at >= since)
+        limit = self.limits.commands
+        if len(in_range) <= limit:
+            return
+        to = _last_time_within(in_range, limit)
+        raise Invalid(
+            "WHAT_IF_TOO_LARGE",
+            f"this what-if would re-decide {len(in_range):,} commands, more than the {limit:,} one request may: "
+            f'narrow it with "from" and "to"' + (f" (the first {limit:,} end at {iso(to)})" if to is not None else ""),
+            {"commands": len(in_range), "limit": limit, "from": iso(since), "to": iso(to)},
+        )
+
+    def _too_many_bytes(self, fitting: list[Decision], first_over: Decision) -> Invalid:
+        limit = self.limits.answer_bytes
+        to = _last_time_within(sorted(d.at for d in [*fitting, first_over]), len(fitting))
+        return Invalid(
+            "WHAT_IF_TOO_LARGE",
+            f"this what-if's decisions would take more than {limit:,} bytes: "
+            f'narrow it with "from" and "to"' + (f" (those up to {iso(to)} fit)" if to is not None else ""),
+            {"limit_bytes": limit, "to": iso(to)},
+        )
 
     def _decide(
         self, account: Account, command: AccountCommand, at: datetime, license_id: str
@@ -287,14 +388,28 @@ class WhatIfSummary:
             self.by_change[(d.command, was, would_be, d.studio or "-")] += 1
 
 
+def _last_time_within(times: Sequence[datetime], count: int) -> datetime | None:
+    """The latest time ``t`` such that at most ``count`` of the sorted ``times`` are at or before ``t``."""
+    if count <= 0:
+        return None
+    if len(times) <= count:
+        return times[-1]
+    # Items at the same instant as the first one past ``count`` cannot be split from it.
+    index = bisect.bisect_left(times, times[count]) - 1
+    return times[index] if index >= 0 else None
+
+
 def summarise(
     what_if: WhatIf, account_ids: Iterator[str], *, advance: Callable[[int], None] = lambda _n: None
 ) -> WhatIfSummary:
-    """Re-decide every account of ``account_ids`` and add up the changes."""
+    """Re-decide every account of ``account_ids`` and add up the changes.
+
+    Not bounded per account as a request is (an account's decisions are counted, then dropped).
+    """
     summary = WhatIfSummary()
     for account_id in account_ids:
         try:
-            summary.add(what_if.account(account_id))
+            summary.add(what_if.account(account_id, bounded=False))
         except (AggregateNotFound, DomainError):
             continue  # a stream that is not an account after all
         advance(1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Self
 
 from downloads.domain import rules
@@ -31,6 +31,7 @@ from downloads.domain.events import (
     LicenseRevoked,
     PlanChanged,
     PlaybackStarted,
+    RequestAnswered,
 )
 from downloads.domain.model import (
     ACTIVE,
@@ -68,7 +69,7 @@ class Account(Aggregate):
         self.devices: dict[str, Device] = {}
         self.licenses: dict[str, License] = {}
         self._active: dict[str, License] = {}  # the active subset of licenses, kept by apply
-        self.downloads: dict[str, list[datetime]] = {}  # title id -> times counted
+        self.downloads: dict[str, list[datetime]] = {}  # title id -> times counted, oldest first
         self.requests = RememberedRequests()
         self.last_at: datetime | None = None  # the latest time recorded in the account
 
@@ -98,10 +99,6 @@ class Account(Aggregate):
         else:
             self._active.pop(lic.license_id, None)
 
-    def counted_downloads(self, title_id: str, now: datetime, window: timedelta) -> list[datetime]:
-        """The times this title's downloads were counted after ``now - window``, oldest first."""
-        return rules.counted_in_window(self.downloads.get(title_id, []), now, window)
-
     def device(self, device_id: str) -> Device:
         found = self.devices.get(device_id)
         if found is None:
@@ -121,10 +118,14 @@ class Account(Aggregate):
             raise Denied("ACCOUNT_NOT_ACTIVE", f"account {self.id!r} is closed", {"status": self.status})
 
     def expire_due(self, now: datetime) -> None:
-        """Record ``LicenseExpired`` for every active license past its expiry."""
-        for lic in sorted(self.active_licenses(), key=lambda lic: lic.expires_at):
-            if lic.expires_at <= now:
-                self.trigger(LicenseExpired(lic.license_id, lic.expires_at))
+        """Record ``LicenseExpired`` for every active license past its expiry, oldest expiry first.
+
+        Looks only at the active licenses (bounded by the policy, not by history) and sorts only
+        the due ones, usually none.
+        """
+        due = [lic for lic in self._active.values() if lic.expires_at <= now]
+        for lic in sorted(due, key=lambda lic: lic.expires_at):
+            self.trigger(LicenseExpired(lic.license_id, lic.expires_at))
 
     def _prepare(self, now: datetime) -> None:
         self._require_active()
@@ -143,10 +144,11 @@ class Account(Aggregate):
     def title_quota(self, title: TitleInfo, policy: Policy, now: datetime) -> TitleQuota:
         """The studio's per-title limit in the rolling window, how much of it is used, and when one more fits."""
         limit = policy.studio(title.studio).max_downloads_per_title
-        counted = self.counted_downloads(title.title_id, now, policy.window)
-        return rules.title_quota(limit=limit, counted=counted, window=policy.window)
+        return rules.window_quota(self.downloads.get(title.title_id, []), limit=limit, now=now, window=policy.window)
 
     def _check_title_limit(self, title: TitleInfo, policy: Policy, now: datetime) -> None:
+        if policy.studio(title.studio).max_downloads_per_title == 0:
+            return  # the studio sets no limit: nothing to count
         rules.check_title_limit(title.title_id, self.title_quota(title, policy, now), policy.window)
 
     # -- commands ----------------------------------------------------------------
@@ -306,6 +308,10 @@ class Account(Aggregate):
 
     # -- idempotency and time ------------------------------------------------------
 
+    def answered_unchanged(self, *, command: str, now: datetime) -> None:
+        """Record that ``command`` was answered without a change (so its idempotency key is kept)."""
+        self.trigger(RequestAnswered(command, now))
+
     def accepted(self, request_id: str, now: datetime) -> AcceptedRequest | None:
         """The record of an accepted request id, if still within its retention at ``now``."""
         return self.requests.get(request_id, now)
@@ -336,7 +342,7 @@ class Account(Aggregate):
             self.licenses[event.license_id] = issued
             self._set_status(issued, ACTIVE)
             if event.counted:
-                self.downloads.setdefault(event.title_id, []).append(event.issued_at)
+                rules.count_download(self.downloads.setdefault(event.title_id, []), event.issued_at)
         elif isinstance(event, PlaybackStarted):
             lic = self.licenses[event.license_id]
             lic.playback_started_at, lic.expires_at = event.at, event.expires_at
@@ -347,7 +353,7 @@ class Account(Aggregate):
             lic.renewals += 1
             lic.ended_at = lic.end_reason = None
             if event.counted:
-                self.downloads.setdefault(lic.title_id, []).append(event.at)
+                rules.count_download(self.downloads.setdefault(lic.title_id, []), event.at)
         elif isinstance(event, LicenseReleased | LicenseRevoked):
             lic = self.licenses[event.license_id]
             self._set_status(lic, RELEASED if isinstance(event, LicenseReleased) else REVOKED)
@@ -356,6 +362,8 @@ class Account(Aggregate):
             lic = self.licenses[event.license_id]
             self._set_status(lic, EXPIRED)
             lic.ended_at, lic.end_reason = event.at, "expired"
+        elif isinstance(event, RequestAnswered):
+            pass  # no state: its metadata holds a key record, which observe indexes
 
     # -- snapshots ---------------------------------------------------------------
 
@@ -384,7 +392,7 @@ class Account(Aggregate):
         account.licenses = {lic.license_id: lic for lic in decoded.licenses}
         for license_id in decoded.active:
             account._set_status(account.licenses[license_id], ACTIVE)
-        account.downloads = decoded.downloads
+        account.downloads = {title_id: sorted(times) for title_id, times in decoded.downloads.items()}
         account.requests = decoded.requests
         account.last_at = decoded.last_at
         return account

@@ -74,9 +74,7 @@ def _title_breaches(
     account: Account, title_id: str, at: datetime, policy: Policy, studio_of: Callable[[str], str]
 ) -> list[str]:
     limit = policy.studio(studio_of(title_id)).max_downloads_per_title
-    quota = rules.title_quota(
-        limit=limit, counted=account.counted_downloads(title_id, at, policy.window), window=policy.window
-    )
+    quota = rules.window_quota(account.downloads.get(title_id, []), limit=limit, now=at, window=policy.window)
     try:
         rules.check_title_limit(title_id, quota, policy.window)
     except Denied as denied:

@@ -29,6 +29,7 @@ __all__ = [
     "LicenseRevoked",
     "PlanChanged",
     "PlaybackStarted",
+    "RequestAnswered",
     "TitleEvent",
     "TitleSet",
 ]
@@ -161,6 +162,20 @@ class LicenseExpired(AccountEvent):
 
 
 @dataclass(frozen=True)
+class RequestAnswered(AccountEvent):
+    """A command sent under an idempotency key was answered without changing the account.
+
+    It changes no state: it exists so that the key's record (kept in its metadata, as a command's
+    first event keeps it) is stored by the same conditional append as every other decision, and a
+    retry gets the original answer. ``command`` is the command's name.
+    """
+
+    type_name = "RequestAnswered"
+    command: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class TitleEvent(AccountEvent):
     """Base of title events (same datetime handling)."""
 
@@ -189,5 +204,6 @@ ACCOUNT_EVENTS: tuple[type[DomainEvent], ...] = (
     LicenseReleased,
     LicenseRevoked,
     LicenseExpired,
+    RequestAnswered,
 )
 TITLE_EVENTS: tuple[type[DomainEvent], ...] = (TitleSet,)

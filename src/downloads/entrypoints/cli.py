@@ -2,7 +2,7 @@
 
 Every option also reads its ``DOWNLOADS_*`` environment variable (see
 :mod:`downloads.settings`). The project's own errors and bad input print
-``ErrorName: message`` and exit 1; anything else is a bug and shows as one.
+``ErrorName: message`` and exit 1 (2 for a bad policy); anything else is a bug and shows as one.
 Whatever comes from the store is printed with non-printable characters escaped,
 so stored text cannot drive the operator's terminal.
 """
@@ -167,7 +167,10 @@ def _cmd_token(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("DOWNLOADS_AUTH_SECRET")
     if not secret:
         raise UsageError("no secret: set DOWNLOADS_AUTH_SECRET (the one the server uses) or pass --secret")
-    ttl = parse_duration(args.ttl, "--ttl")
+    try:
+        ttl = parse_duration(args.ttl, "--ttl")
+    except PolicyError as exc:  # a bad option, not a bad policy: exit 1 as other usage errors do
+        raise UsageError(str(exc)) from None
     signer = _signer(secret, _settings(args))
     try:
         token = signer.issue(args.role, ttl_seconds=ttl.total_seconds(), subject=args.subject)
@@ -290,7 +293,7 @@ def _print_denials(service: Any, args: argparse.Namespace) -> None:
 def _cmd_what_if(args: argparse.Namespace) -> int:
     """Re-decide recorded commands under another policy; print what would change. Writes nothing."""
     from downloads.adapters.policy_file import load_policy
-    from downloads.application.whatif import WhatIf, summarise
+    from downloads.application.whatif import WhatIf, WhatIfLimits, summarise
     from downloads.bootstrap import bootstrap
     from downloads.entrypoints.store_commands import progress_bar
 
@@ -299,7 +302,9 @@ def _cmd_what_if(args: argparse.Namespace) -> int:
     since = _parse_time(args.since) if args.since else None
     until = _parse_time(args.until) if args.until else None
     try:
-        engine = WhatIf(runtime.service, other)
+        settings = runtime.settings
+        limits = WhatIfLimits(commands=settings.what_if_max_commands, answer_bytes=settings.what_if_max_bytes)
+        engine = WhatIf(runtime.service, other, limits=limits)  # per account; the summary keeps no decisions
         if args.accounts:
             for account_id in args.accounts:
                 result = engine.account(account_id, since=since, until=until)
@@ -519,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, ValidationError):
             message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         print(printable(f"{type(exc).__name__}: {message}"), file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, PolicyError) else 1
     except DomainError as exc:
         print(printable(f"{type(exc).__name__}: {exc.code}: {exc.message}"), file=sys.stderr)
         return 1

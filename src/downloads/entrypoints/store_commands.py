@@ -57,7 +57,7 @@ def _rate(count: int, started: float, unit: str = "events") -> str:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from eskit import open_stores
-    from eskit.transfer import export_store
+    from eskit.transfer import ArchiveError, export_store
 
     url = _url(args)
     stores = open_stores(url, create_schema=False)
@@ -67,6 +67,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: no archive written (nothing is left at {args.file})", file=sys.stderr)
         return 130
+    except ArchiveError as exc:  # a damaged store: say where to look, no archive is left
+        raise ArchiveError(f"{exc}; no archive written (`downloads store verify` lists every problem)") from exc
     finally:
         stores.close()
     print(f"exported {summary.streams:,} streams, {_rate(summary.events, started)}, to {args.file}")
@@ -76,18 +78,33 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from eskit import open_stores
-    from eskit.transfer import import_store
+    from eskit.transfer import check_archive, import_store
 
     url = _url(args)
+    decode = None
+    if args.decode:
+        from downloads.bootstrap import make_codec
+
+        decode = make_codec().decode
+    # The whole archive is checked before the target is opened: a refused one leaves no file, no table.
+    try:
+        reader = check_archive(args.file, decode=decode, progress=progress_bar)
+    except KeyboardInterrupt:
+        print(f"interrupted while checking: {_shown(url)} was not opened", file=sys.stderr)
+        return 130
     stores = open_stores(url, create_schema=True)
     started = time.monotonic()
+    atomic = stores.events.atomic_loads
     try:
-        result = import_store(args.file, stores.events, resume=args.resume, progress=progress_bar)
+        result = import_store(reader, stores.events, resume=args.resume, progress=progress_bar)
     except KeyboardInterrupt:
-        print(
-            f"interrupted: {_shown(url)} holds part of the archive; run the same command with --resume to finish",
-            file=sys.stderr,
-        )
+        if atomic:
+            print(f"interrupted: nothing was imported ({_shown(url)} is as it was)", file=sys.stderr)
+        else:
+            print(
+                f"interrupted: {_shown(url)} holds part of the archive; run the same command with --resume to finish",
+                file=sys.stderr,
+            )
         return 130
     finally:
         stores.close()
@@ -195,7 +212,13 @@ def add_store_commands(store_sub: Any, store_option: Callable[[argparse.Argument
     load = store_sub.add_parser("import", help="load an archive into an empty store")
     load.add_argument("file", help="archive written by store export")
     load.add_argument(
-        "--resume", action="store_true", help="finish an interrupted import of this file (the store holds part of it)"
+        "--resume",
+        action="store_true",
+        help="finish an interrupted import of this file into a store that holds part of it (Cassandra; on SQLite "
+        "an import is all or nothing)",
+    )
+    load.add_argument(
+        "--decode", action="store_true", help="also check that this application can decode every event of the archive"
     )
     store_option(load)
     load.set_defaults(run=_cmd_import)

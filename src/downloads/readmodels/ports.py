@@ -15,8 +15,9 @@ from datetime import datetime
 
 from downloads.application.presenters import DeviceLicensesOut, LookupOut, ReportOut, TitleLicensesOut
 from eskit.projection import ProjectionStatus
+from eskit.readmodel.runner import OTHER_STORE
 
-__all__ = ["Progress", "ReadModels"]
+__all__ = ["OTHER_STORE", "Progress", "ReadModels"]
 
 #: ``progress(done, total)``: events applied of ``total``, or streams swept (``total`` None)
 Progress = Callable[[int, "int | None"], None]
@@ -33,6 +34,11 @@ class ReadModels(abc.ABC):
     @abc.abstractmethod
     def exists(self) -> bool:
         """Whether read models were ever kept for this store (asking creates nothing)."""
+
+    @abc.abstractmethod
+    def belongs(self) -> bool:
+        """Whether the read models follow this store: False while they are another store's (see
+        :data:`OTHER_STORE`), until the runner has emptied them to build them again."""
 
     # -- queries -------------------------------------------------------------------------
 

@@ -75,6 +75,9 @@ class ReadSide(ReadModels):
     def exists(self) -> bool:
         return self.store.exists()
 
+    def belongs(self) -> bool:
+        return self.runner.belongs()
+
     def _demo_studio(self, title_id: str) -> str:
         listed = self.policy.titles.get(title_id)
         return listed.studio if listed else "default"

@@ -14,15 +14,32 @@ Read models over either are built with :mod:`eskit.readmodel` (tables, a
 registry of versions, a runner).
 """
 
-from eskit.projection.sequence import CheckpointMoved, ProjectionStatus, ProjectionTarget, Projector
+from eskit.projection.sequence import (
+    CANNOT_APPLY,
+    MAX_SKIPPED_STREAMS,
+    CheckpointMoved,
+    ProjectionStatus,
+    ProjectionTarget,
+    Projector,
+    SkippedStream,
+    TooManySkipped,
+    cannot_apply,
+    describe_skipped,
+)
 from eskit.projection.streams import FollowerStats, StreamFollower, StreamTarget
 
 __all__ = [
+    "CANNOT_APPLY",
+    "MAX_SKIPPED_STREAMS",
     "CheckpointMoved",
     "FollowerStats",
     "ProjectionStatus",
     "ProjectionTarget",
     "Projector",
+    "SkippedStream",
     "StreamFollower",
     "StreamTarget",
+    "TooManySkipped",
+    "cannot_apply",
+    "describe_skipped",
 ]

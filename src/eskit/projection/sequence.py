@@ -8,6 +8,17 @@ the target's checkpoint, applies batches, and on an error records it, backs
 off (doubling, bounded) and tries again: it never stops silently. A killed
 projector's half-applied batch was never committed; two projectors on one
 target cannot both apply a batch, because only one moves the checkpoint.
+
+A stream the target cannot apply (an event that does not decode, that the
+projection's code cannot take, or that cannot even be read back) is *skipped*
+rather than retried forever, which would hold up every other stream: the target
+records, with the checkpoint, the stream, the first event not applied, why, and
+how many of its events were skipped since (:class:`SkippedStream`); later events
+of that stream are skipped too, so its rows never show a later event without an
+earlier one. The status reports skipped streams as an error until a rebuild
+(a new version, which reads every event again) applies them. Only errors an
+event's content causes are skipped (:func:`cannot_apply`); a failing store or
+disk is retried as before.
 """
 
 from __future__ import annotations
@@ -20,16 +31,82 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from eskit.exceptions import EskitError
+from eskit.exceptions import DamagedEvent, EskitError, OperationalError, SerializationError
 from eskit.ports import EventFeed, FeedEvent
 
-__all__ = ["CheckpointMoved", "ProjectionStatus", "ProjectionTarget", "Projector"]
+__all__ = [
+    "CANNOT_APPLY",
+    "MAX_SKIPPED_STREAMS",
+    "CheckpointMoved",
+    "ProjectionStatus",
+    "ProjectionTarget",
+    "Projector",
+    "SkippedStream",
+    "TooManySkipped",
+    "cannot_apply",
+    "describe_skipped",
+]
 
 log = logging.getLogger(__name__)
 
 
 class CheckpointMoved(EskitError):
     """The target's checkpoint is not where the batch starts: another runner applied it (nothing was applied)."""
+
+
+class TooManySkipped(EskitError):
+    """More streams fail than damage explains: the projection's code is at fault, so nothing more is skipped."""
+
+
+#: the most streams one projection version skips; past it the projection stops and reports (a fault of its
+#: code, failing on every stream, must not skip the whole store silently)
+MAX_SKIPPED_STREAMS = 100
+
+#: errors an event's own content causes: it does not decode, cannot be read back, or holds values the
+#: projection cannot take. Trying again gives the same answer, so the stream is skipped; any other error
+#: (the store, the disk, the network, a lost lease) is retried.
+CANNOT_APPLY: tuple[type[Exception], ...] = (
+    SerializationError,
+    DamagedEvent,
+    LookupError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    ArithmeticError,
+)
+
+
+def cannot_apply(exc: BaseException, more: tuple[type[Exception], ...] = ()) -> bool:
+    """Whether ``exc``, raised while applying one event, is that event's own fault (see :data:`CANNOT_APPLY`).
+
+    ``more`` adds a backend's own data errors (a constraint the event's values break).
+    """
+    return isinstance(exc, CANNOT_APPLY + more) and not isinstance(exc, OperationalError)
+
+
+@dataclass(frozen=True)
+class SkippedStream:
+    """A stream a projection skips: from ``position`` (``sequence`` in the feed, where there is one) on,
+    ``events`` of its events were not applied, because of ``error``."""
+
+    stream_id: str
+    position: int
+    events: int
+    error: str
+    sequence: int | None = None
+
+
+def describe_skipped(skipped: Sequence[SkippedStream], *, shown: int = 3) -> str | None:
+    """The error a status shows for skipped streams (the first ``shown`` named), None when there are none."""
+    if not skipped:
+        return None
+    events = sum(s.events for s in skipped)
+    named = "; ".join(f"{s.stream_id}@{s.position}: {s.error}" for s in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return (
+        f"skipped {len(skipped)} stream(s) it cannot apply ({events} event(s); a rebuild applies them again once "
+        f"fixed): {named}{more}"
+    )
 
 
 class ProjectionTarget(abc.ABC):
@@ -47,7 +124,20 @@ class ProjectionTarget(abc.ABC):
         """Apply ``events`` (which follow sequence ``after``) and move the checkpoint to the last, atomically.
 
         Raises :class:`CheckpointMoved` (having applied nothing) when the checkpoint is not ``after``.
+        A target that skips streams it cannot apply does so here, recording them with the checkpoint.
         """
+
+    def skip_unreadable(self, damaged: DamagedEvent, *, after: int) -> None:
+        """Skip the event at sequence ``after + 1``, which cannot be read back, and its stream from there on.
+
+        Records the skip and moves the checkpoint past it, atomically. This default cannot
+        skip: it raises ``damaged``, and the projector retries (and stays behind) as before.
+        """
+        raise damaged
+
+    def skipped(self) -> Sequence[SkippedStream]:
+        """The streams this target skips (none, unless it can skip)."""
+        return []
 
 
 @dataclass(frozen=True)
@@ -61,6 +151,9 @@ class ProjectionStatus:
     lag_seconds: float
     updated_at: datetime | None
     error: str | None
+    #: streams skipped because they cannot be applied, and their events not applied
+    skipped_streams: int = 0
+    skipped_events: int = 0
 
 
 class Projector:
@@ -94,7 +187,19 @@ class Projector:
         (another runner got there first) and counts as a step of 0.
         """
         after = self.target.checkpoint()
-        events = self.feed.read(shard=self.shard, after=after, limit=self.batch)
+        try:
+            events = self.feed.read(shard=self.shard, after=after, limit=self.batch)
+        except DamagedEvent as damaged:  # one of them cannot be read back: the ones before it, or it alone
+            if damaged.sequence is None or damaged.sequence <= after:
+                raise
+            if damaged.sequence == after + 1:
+                try:
+                    self.target.skip_unreadable(damaged, after=after)
+                except CheckpointMoved:
+                    return 0
+                self.updated_at = self.clock()
+                return 1
+            events = self.feed.read(shard=self.shard, after=after, limit=damaged.sequence - after - 1)
         if not events:
             return 0
         try:
@@ -153,15 +258,28 @@ class Projector:
         head = self.feed.head(shard=self.shard)
         lag_seconds = 0.0
         if head > position:
-            pending = self.feed.read(shard=self.shard, after=position, limit=1)
+            try:
+                pending = self.feed.read(shard=self.shard, after=position, limit=1)
+            except DamagedEvent:  # the next event cannot be read back: its age is unknown
+                pending = []
             if pending:
                 lag_seconds = max(0.0, (self.clock() - pending[0].event.recorded_at).total_seconds())
-        if self.error is not None:
+        skipped = list(self.target.skipped())
+        error = self.error or describe_skipped(skipped)
+        if error is not None:
             state = "failing"
         elif head > position:
             state = "running" if self.running else "stopped"
         else:
             state = "caught_up"
         return ProjectionStatus(
-            self.target.name, state, position, max(0, head - position), lag_seconds, self.updated_at, self.error
+            self.target.name,
+            state,
+            position,
+            max(0, head - position),
+            lag_seconds,
+            self.updated_at,
+            error,
+            len(skipped),
+            sum(s.events for s in skipped),
         )

@@ -36,8 +36,9 @@ from functools import partial
 from typing import Any, TypeVar
 
 from eskit.events import StoredEvent
-from eskit.exceptions import OperationalError
+from eskit.exceptions import DamagedEvent, OperationalError
 from eskit.ports import EventStore, StreamFeed
+from eskit.projection.sequence import SkippedStream
 
 __all__ = ["FollowerStats", "StreamFollower", "StreamTarget"]
 
@@ -71,7 +72,22 @@ class StreamTarget(abc.ABC):
 
     @abc.abstractmethod
     def apply(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
-        """Apply the stream's events (which follow its checkpoint, in order), then move the checkpoint to the last."""
+        """Apply the stream's events (which follow its checkpoint, in order), then move the checkpoint to the last.
+
+        A target that skips streams it cannot apply records the skip here, then moves the checkpoint
+        (see :mod:`eskit.projection.sequence` for what is skipped and why).
+        """
+
+    def skip_unreadable(self, stream_id: str, position: int, reason: str, *, upto: int) -> None:
+        """Skip the stream from ``position`` (an event there cannot be read back), moving its checkpoint to ``upto``.
+
+        This default cannot skip: it raises, and the stream is tried again in the next round.
+        """
+        raise DamagedEvent(stream_id, position, reason)
+
+    def skipped(self) -> Sequence[SkippedStream]:
+        """The streams this target skips (none, unless it can skip)."""
+        return []
 
 
 @dataclass
@@ -203,7 +219,11 @@ class StreamFollower:
         failed: set[str] = set()
         low = min(checkpoints.values(), default=head)
         while low < head:
-            events = self.store.read(stream_id, gt=low, lte=min(head, low + self.page))
+            events, damaged = self._read(stream_id, low, head)
+            if damaged is not None and not events:
+                self._skip_unreadable(stream_id, damaged, head, targets, checkpoints, failed)
+                low = head
+                continue
             if not events or events[0].position != low + 1:
                 raise OperationalError(f"stream {stream_id!r} returned no events after {low} though its head is {head}")
             behind = [t for t in targets if t.key not in failed and checkpoints[t.key] < events[-1].position]
@@ -215,6 +235,43 @@ class StreamFollower:
                     failed.add(target.key)
             low = events[-1].position
         return not failed
+
+    def _read(self, stream_id: str, low: int, head: int) -> tuple[list[StoredEvent], DamagedEvent | None]:
+        """The stream's next page after ``low``; one that meets an event that cannot be read back ends before it."""
+        try:
+            return self.store.read(stream_id, gt=low, lte=min(head, low + self.page)), None
+        except DamagedEvent as damaged:
+            if not low < damaged.position <= head:
+                raise
+            before = self.store.read(stream_id, gt=low, lte=damaged.position - 1) if damaged.position > low + 1 else []
+            return before, damaged
+
+    def _skip_unreadable(
+        self,
+        stream_id: str,
+        damaged: DamagedEvent,
+        head: int,
+        targets: Sequence[StreamTarget],
+        checkpoints: dict[str, int],
+        failed: set[str],
+    ) -> None:
+        """Every target not past ``head`` skips the stream from the event that cannot be read back."""
+
+        def skip(target: StreamTarget) -> None:
+            if target.key in failed or checkpoints[target.key] >= head:
+                return
+            position = max(damaged.position, checkpoints[target.key] + 1)
+            try:
+                target.skip_unreadable(stream_id, position, damaged.reason, upto=head)
+            except Exception as exc:  # kept per target, as a failed apply is
+                failed.add(target.key)
+                with self._lock:
+                    self._failed_targets.add(target.key)
+                self._stats(target).error = f"{type(exc).__name__}: {exc}"
+                return
+            checkpoints[target.key] = head
+
+        self._each(skip, targets)
 
     def _apply_page(
         self, stream_id: str, events: Sequence[StoredEvent], checkpoints: dict[str, int], target: StreamTarget

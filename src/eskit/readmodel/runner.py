@@ -37,14 +37,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from eskit.exceptions import InterfaceError
-from eskit.projection import FollowerStats, ProjectionStatus, ProjectionTarget, Projector, StreamFollower, StreamTarget
+from eskit.projection import (
+    FollowerStats,
+    ProjectionStatus,
+    ProjectionTarget,
+    Projector,
+    StreamFollower,
+    StreamTarget,
+    describe_skipped,
+)
 from eskit.readmodel.store import ACTIVE, BUILDING, Handler, Progress, ReadModelStore, Version
 from eskit.readmodel.tables import Table, TableSet
 from eskit.stores.registry import Stores
 
-__all__ = ["ProcessManager", "ProjectionRunner", "ProjectionSpec", "RunnerSettings"]
+__all__ = ["OTHER_STORE", "ProcessManager", "ProjectionRunner", "ProjectionSpec", "RunnerSettings"]
 
 log = logging.getLogger(__name__)
+
+#: what the status says of read models built from another store than the one they now stand beside
+OTHER_STORE = (
+    "these read models were built from another store (kept while the store was made anew, or the store was put "
+    "back from an older copy): the runner empties them and builds them again from this store's first event"
+)
 
 
 @dataclass(frozen=True)
@@ -261,6 +275,19 @@ class ProjectionRunner:
         self.token, self._renew_at = token, time.monotonic() + self.settings.lease_ttl / 2
         return True
 
+    def belongs(self) -> bool:
+        """Whether the read models follow this store (False while they are another store's, until emptied)."""
+        feed = self.stores.feed
+        return feed is None or self.store.belongs(feed.store_id(), feed.head())
+
+    def _follow_store(self) -> None:
+        """Read models of another store are emptied before anything is applied to them."""
+        feed = self.stores.feed
+        if feed is not None and self.store.follow(feed.store_id(), feed.head()):
+            self._targets.clear()
+            self._projectors.clear()
+            self._reported.clear()
+
     def step(self, *, manage: bool = True) -> int:
         """One round, if this runner holds the lease (see the module docstring); return the work done.
 
@@ -268,6 +295,8 @@ class ProjectionRunner:
         """
         if not self._hold_lease():
             return 0
+        self._follow_store()
+        self.store.begin_round()
         registered = self._prepare()
         try:
             work = self._follow(registered)
@@ -438,6 +467,8 @@ class ProjectionRunner:
         """
         if name not in self.specs:
             raise KeyError(name)
+        self._follow_store()
+        self.store.begin_round()
         current = self.store.versions([name])[name]
         for unfinished in [v for v in current if v.state == BUILDING]:
             self._drop(unfinished)
@@ -482,6 +513,9 @@ class ProjectionRunner:
         * ``status``: ``failing`` with an error; else ``running`` or ``stopped`` (a runner applied in
           the last 30 s, or not) while there is lag or a version is being built; else ``caught_up``.
         """
+        if not self.belongs():
+            head = self.stores.feed.head() if self.stores.feed is not None else 0
+            return [ProjectionStatus(name, "failing", 0, head, 0.0, None, OTHER_STORE) for name in self.names]
         registered = self.store.versions(self.names)
         backlog, oldest = self._backlog()
         found = []
@@ -491,9 +525,11 @@ class ProjectionRunner:
             building = any(v.state == BUILDING for v in versions)
             position, lag, lag_seconds = self._position(name, version, backlog, oldest)
             _applied, local_error, local_updated = self._local(version) if version else (0, None, None)
+            skipped = list(self.target(name).skipped()) if version else []
             error = local_error or self._manager_errors.get(name) or (version.error if version else None) or self.error
             if self.follower is not None and self.follower.error and not error:
                 error = self.follower.error
+            error = error or describe_skipped(skipped)
             updated = local_updated or (version.updated_at if version else None)
             if error is not None:
                 state = "failing"
@@ -502,7 +538,19 @@ class ProjectionRunner:
                 state = "running" if self.running or recent else "stopped"
             else:
                 state = "caught_up"
-            found.append(ProjectionStatus(name, state, position, lag, lag_seconds if lag else 0.0, updated, error))
+            found.append(
+                ProjectionStatus(
+                    name,
+                    state,
+                    position,
+                    lag,
+                    lag_seconds if lag else 0.0,
+                    updated,
+                    error,
+                    len(skipped),
+                    sum(s.events for s in skipped),
+                )
+            )
         return found
 
     def _backlog(self) -> tuple[int, datetime | None]:

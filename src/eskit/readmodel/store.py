@@ -89,6 +89,25 @@ class ReadModelStore(abc.ABC):
     def exists(self) -> bool:
         """Whether read models were ever kept here (opening the store creates nothing until a runner writes)."""
 
+    def belongs(self, store_id: str | None, head: int) -> bool:
+        """Whether these read models follow the store with ``store_id`` (its feed at ``head``), or may adopt it.
+
+        False when they were built from another store (read models kept apart from their store, as
+        a SQLite read-model file is, can be left behind while the store is made anew). This default,
+        for read models that live in their store (a keyspace) or its process, says True.
+        """
+        return True
+
+    def begin_round(self) -> None:  # noqa: B027 - optional hook
+        """Called by a runner before each round (e.g. to learn what other runners recorded)."""
+
+    def follow(self, store_id: str | None, head: int) -> bool:
+        """Make these read models follow the store ``store_id``; True when that emptied them (another store's).
+
+        A runner calls it before it applies anything. This default does nothing.
+        """
+        return False
+
     # -- tables and targets ------------------------------------------------------------
 
     @abc.abstractmethod

@@ -6,12 +6,13 @@ times, streams (memory stays flat in store size), reports progress through a
 without writing an event twice or skipping one.
 """
 
-from eskit.transfer.archive import ArchiveError, ArchiveHeader, ArchiveReader, ArchiveSummary, ArchiveWriter
+from eskit.transfer.archive import ArchiveError, ArchiveHeader, ArchiveReader, ArchiveSummary, ArchiveWriter, Decode
 from eskit.transfer.jobs import (
     CopyResult,
     CopyState,
     ImportResult,
     NotEmpty,
+    check_archive,
     copy_store,
     export_store,
     import_store,
@@ -29,12 +30,14 @@ __all__ = [
     "ArchiveWriter",
     "CopyResult",
     "CopyState",
+    "Decode",
     "Diverged",
     "ImportResult",
     "Loader",
     "MissingEvents",
     "NotEmpty",
     "Progress",
+    "check_archive",
     "copy_store",
     "export_store",
     "import_store",

@@ -20,6 +20,10 @@ truncated or altered file is refused before anything is written.
 event the store committed up to feed sequence ``feed_cut``: the store as it
 stood at one moment) or ``per-stream`` (each stream as it stood when it was
 read, for stores without a single-order feed).
+
+Every line is read with a bounded buffer and checked against what every store
+can hold (:mod:`eskit.transfer.lines`): an archive is refused, naming the
+first wrong line (``line 12: ...``), before anything is written anywhere.
 """
 
 from __future__ import annotations
@@ -30,9 +34,8 @@ import gzip
 import hashlib
 import io
 import os
-import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -41,15 +44,30 @@ import orjson
 
 from eskit.events import NewEvent, StoredEvent
 from eskit.exceptions import EskitError
+from eskit.transfer.lines import MAX_LINE, LineProblem, StreamPositions, check_event, event_from_line, shown
 
-__all__ = ["FORMAT", "VERSION", "ArchiveError", "ArchiveHeader", "ArchiveReader", "ArchiveSummary", "ArchiveWriter"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "ArchiveError",
+    "ArchiveHeader",
+    "ArchiveReader",
+    "ArchiveSummary",
+    "ArchiveWriter",
+    "Decode",
+]
 
 FORMAT = "eskit-archive"
 VERSION = 1
 
 
 class ArchiveError(EskitError):
-    """An archive that cannot be trusted: not one, a newer version, truncated, altered or malformed."""
+    """An archive that cannot be trusted: not one, a newer version, truncated, altered, malformed, or
+    holding what no store can take; or an event that cannot be exported."""
+
+
+#: an application's decoding of one event (raises when it cannot read it)
+Decode = Callable[[StoredEvent], object]
 
 
 @dataclass(frozen=True)
@@ -99,6 +117,7 @@ class ArchiveWriter:
         self._buffered = 0
         self.streams = 0
         self.events = 0
+        self._positions = StreamPositions()
         self._line(
             {
                 "format": FORMAT,
@@ -112,6 +131,11 @@ class ArchiveWriter:
 
     def _line(self, value: dict[str, Any]) -> None:
         line = orjson.dumps(value) + b"\n"
+        if len(line) > MAX_LINE:
+            raise ArchiveError(
+                f"cannot export {shown(value.get('stream'))} at position {value.get('position')}: its line would be "
+                f"{len(line):,} bytes, more than the {MAX_LINE:,} an archive line may hold"
+            )
         self._buffer.append(line)
         self._buffered += len(line)
         if self._buffered >= 1 << 20:
@@ -124,6 +148,12 @@ class ArchiveWriter:
         self._out.write(chunk)
 
     def write(self, event: StoredEvent) -> None:
+        """Add ``event``; :class:`ArchiveError` for one an import would refuse (a damaged store's)."""
+        try:
+            check_event(event)
+            self._positions.follow(event.stream_id, event.position)
+        except LineProblem as exc:
+            raise ArchiveError(f"cannot export {shown(event.stream_id)} at position {event.position}: {exc}") from None
         line: dict[str, Any] = {
             "stream": event.stream_id,
             "position": event.position,
@@ -168,119 +198,151 @@ class ArchiveWriter:
 
 
 class ArchiveReader:
-    """Reads an archive: :meth:`check` proves it whole, :meth:`events` yields its events.
+    """Reads an archive: :meth:`check` proves it whole and sound, :meth:`events` yields its events.
 
-    Both stream the file, so memory stays flat whatever its size.
+    Both stream the file with a bounded buffer, so memory stays flat whatever the
+    file holds; only each stream's last position is kept (to check positions run
+    1, 2, 3 ...). ``decode``, when given, is an application's decoding of an event:
+    :meth:`check` then also refuses an event the application cannot read.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, decode: Decode | None = None) -> None:
         self.path = path
+        self.decode = decode
+        #: what :meth:`check` found, once it passed
+        self.summary: ArchiveSummary | None = None
         self.header = self._read_header()
 
     def _lines(self) -> Iterator[tuple[int, bytes]]:
+        number = 0
         try:
             with gzip.open(self.path, "rb") as raw:
-                yield from enumerate(io.BufferedReader(raw, buffer_size=1 << 20), start=1)
+                lines = io.BufferedReader(raw, buffer_size=1 << 20)
+                while True:
+                    number += 1
+                    # Never more than MAX_LINE + 1 bytes at once: a longer line is refused, not read whole.
+                    line = lines.readline(MAX_LINE + 1)
+                    if not line:
+                        return
+                    if len(line) > MAX_LINE:
+                        raise ArchiveError(f"line {number}: longer than {MAX_LINE:,} bytes, the most a line may hold")
+                    yield number, line
         except FileNotFoundError as exc:
             raise ArchiveError(f"no archive at {self.path!r}") from exc
         except (OSError, EOFError, zlib.error) as exc:
-            raise ArchiveError(f"{self.path!r} is damaged or not a gzip file: {exc}") from exc
+            raise ArchiveError(f"line {max(number, 1)}: {self.path!r} is damaged or not a gzip file: {exc}") from exc
 
     def _read_header(self) -> ArchiveHeader:
         for number, line in self._lines():
             value = self._parse(number, line)
             if value.get("format") != FORMAT:
-                raise ArchiveError(f"{self.path!r} is not an {FORMAT} file")
+                raise ArchiveError(f"line 1: {self.path!r} is not an {FORMAT} file")
             if value.get("version") != VERSION:
                 raise ArchiveError(
-                    f"{self.path!r} is {FORMAT} version {value.get('version')!r}; this code reads version {VERSION}"
+                    f"line 1: {self.path!r} is {FORMAT} version {shown(value.get('version'))}; "
+                    f"this code reads version {VERSION}"
                 )
             try:
+                feed_cut = value.get("feed_cut")
+                if feed_cut is not None and (isinstance(feed_cut, bool) or not isinstance(feed_cut, int)):
+                    raise ValueError(f"feed_cut must be a whole number, not {shown(feed_cut)}")
                 return ArchiveHeader(
                     created_at=datetime.fromisoformat(value["created_at"]),
                     source=str(value["source"]),
                     consistency=str(value["consistency"]),
-                    feed_cut=value.get("feed_cut"),
+                    feed_cut=feed_cut,
                 )
             except (KeyError, TypeError, ValueError) as exc:
-                raise ArchiveError(f"{self.path!r}: malformed header: {exc}") from exc
-        raise ArchiveError(f"{self.path!r} is empty")
+                raise ArchiveError(f"line 1: malformed header: {exc}") from exc
+        raise ArchiveError(f"line 1: {self.path!r} is empty")
 
     def _parse(self, number: int, line: bytes) -> dict[str, Any]:
         if not line.endswith(b"\n"):
-            raise ArchiveError(f"{self.path!r} is truncated: line {number} is cut short")
+            raise ArchiveError(f"line {number}: cut short: the archive is truncated")
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise ArchiveError(f"{self.path!r}: line {number} is not JSON: {exc}") from exc
+            raise ArchiveError(f"line {number}: not JSON: {exc}") from exc
         if not isinstance(value, dict):
-            raise ArchiveError(f"{self.path!r}: line {number} is not a JSON object")
+            raise ArchiveError(f"line {number}: not a JSON object")
         return value
 
-    def check(self) -> ArchiveSummary:
-        """Read the whole file: every line parses as an event, and the trailer's counts and digest match.
+    def _event(self, number: int, value: dict[str, Any], positions: StreamPositions) -> StoredEvent:
+        try:
+            event = event_from_line(value)
+            positions.follow(event.stream_id, event.position)
+        except LineProblem as exc:
+            raise ArchiveError(f"line {number}: {exc}") from None
+        return event
 
-        Raises :class:`ArchiveError` naming the first problem (a truncated file has no trailer).
-        """
+    def _decoded(self, number: int, event: StoredEvent) -> None:
+        if self.decode is None:
+            return
+        try:
+            self.decode(event)
+        except Exception as exc:  # whatever the application's decoding raises, the event is unreadable to it
+            raise ArchiveError(
+                f"line {number}: {shown(event.stream_id)} at position {event.position}: this application cannot "
+                f"decode {shown(event.type_name)} (schema {event.schema_version}): {type(exc).__name__}: "
+                f"{shown(str(exc), limit=200)}"
+            ) from None
+
+    def _walk(self, *, check: bool, advance: Callable[[int], None]) -> Iterator[tuple[int, StoredEvent]]:
+        """Every event with its line number, each line checked; the trailer's digest and counts at the end."""
         digest = hashlib.sha256()
-        streams = events = 0
+        positions = StreamPositions()
+        streams = events = last = 0
         trailer: dict[str, Any] | None = None
         for number, line in self._lines():
+            last = number
             if trailer is not None:
-                raise ArchiveError(f"{self.path!r}: line {number} follows the trailer")
+                raise ArchiveError(f"line {number}: follows the trailer")
             value = self._parse(number, line)
             if value.get("end") is True:
                 trailer = value
                 continue
             digest.update(line)
-            if number > 1:
-                event = self._event(number, value)
-                events += 1
-                streams += event.position == 1
-        if trailer is None:
-            raise ArchiveError(f"{self.path!r} is truncated: it has no trailer (an export that did not finish?)")
-        summary = ArchiveSummary(streams, events, digest.hexdigest())
-        if trailer.get("sha256") != summary.sha256:
-            raise ArchiveError(f"{self.path!r}: checksum mismatch: the file was altered or damaged")
-        if trailer.get("events") != events or trailer.get("streams") != streams:
-            raise ArchiveError(
-                f"{self.path!r}: the trailer counts {trailer.get('streams')} streams and {trailer.get('events')} "
-                f"events, the file holds {streams} and {events}"
-            )
-        return summary
-
-    def events(self) -> Iterator[tuple[str, int, NewEvent]]:
-        """Each event as ``(stream_id, position, event)``, in file order (call :meth:`check` first)."""
-        for number, line in self._lines():
             if number == 1:
                 continue
-            value = self._parse(number, line)
-            if value.get("end") is True:
-                return
-            stored = self._event(number, value)
-            yield stored.stream_id, stored.position, stored.to_new()
-
-    def _event(self, number: int, value: dict[str, Any]) -> StoredEvent:
-        try:
-            position = value["position"]
-            stream = value["stream"]
-            if not isinstance(position, int) or position < 1 or not isinstance(stream, str) or not stream:
-                raise ValueError("a stream id and a position of 1 or more are needed")
-            return StoredEvent(
-                stream_id=stream,
-                position=position,
-                type_name=str(value["type"]),
-                schema_version=int(value["schema_version"]),
-                data=_read_bytes(value, "data"),
-                metadata=_read_bytes(value, "metadata"),
-                recorded_at=datetime.fromisoformat(value["recorded_at"]),
-                event_id=uuid.UUID(value["event_id"]),
+            event = self._event(number, value, positions)
+            if check:
+                self._decoded(number, event)
+            events += 1
+            streams += event.position == 1
+            if events % 1000 == 0:
+                advance(1000)
+            yield number, event
+        advance(events % 1000)
+        if trailer is None:
+            raise ArchiveError(
+                f"line {last}: no trailer after it: the archive is truncated (an export that did not finish?)"
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArchiveError(f"{self.path!r}: line {number} is not an event: {exc!r}") from exc
+        summary = ArchiveSummary(streams, events, digest.hexdigest())
+        if trailer.get("sha256") != summary.sha256:
+            raise ArchiveError(f"line {last} (the trailer): checksum mismatch: the archive was altered or damaged")
+        if trailer.get("events") != events or trailer.get("streams") != streams:
+            raise ArchiveError(
+                f"line {last} (the trailer): it counts {shown(trailer.get('streams'))} streams and "
+                f"{shown(trailer.get('events'))} events, the archive holds {streams} and {events}"
+            )
+        self.summary = summary
 
+    def check(self, *, advance: Callable[[int], None] = lambda _n: None) -> ArchiveSummary:
+        """Read the whole file: every line is a sound event, and the trailer's counts and digest match.
 
-def _read_bytes(value: dict[str, Any], name: str) -> bytes:
-    if name in value:
-        return str(value[name]).encode("utf-8")
-    return base64.b64decode(value[name + "_base64"], validate=True)
+        Raises :class:`ArchiveError` naming the first problem and its line. ``advance`` is told of
+        events checked, a thousand at a time.
+        """
+        for _ in self._walk(check=True, advance=advance):
+            pass
+        assert self.summary is not None
+        return self.summary
+
+    def events(self) -> Iterator[tuple[str, int, NewEvent]]:
+        """Each event as ``(stream_id, position, event)``, in file order (call :meth:`check` first).
+
+        Every line is checked again as it is read, and the digest at the end, so a file
+        changed since :meth:`check` raises :class:`ArchiveError` (after the events before it).
+        """
+        for _, stored in self._walk(check=False, advance=lambda _n: None):
+            yield stored.stream_id, stored.position, stored.to_new()

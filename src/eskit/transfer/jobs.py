@@ -5,9 +5,12 @@
   every event committed up to the feed's head when the export began, which is
   the whole store as it stood at that moment, however the service writes
   meanwhile. Elsewhere each stream is read whole in turn (*per stream*).
-* :func:`import_store` checks an archive whole (checksum, counts) before it
+* :func:`import_store` checks an archive whole (every line against what every
+  store holds, each stream's positions, the checksum and counts) before it
   writes anything, into an empty store only (or, with ``resume``, into the
-  prefix an interrupted import left).
+  prefix an interrupted import left). Into a store that can (SQLite) it writes
+  all or nothing: an import that fails or is interrupted leaves the store empty.
+* Export refuses an event an import would refuse (a damaged store's), naming it.
 * :func:`copy_store` copies any store into any store. With a source feed it
   follows the feed from a checkpoint kept in a small state file, so an
   interrupted copy resumes where it stood and a copy run again catches up
@@ -31,10 +34,10 @@ from typing import Any
 import orjson
 
 from eskit.events import NewEvent, StoredEvent
-from eskit.exceptions import EskitError
+from eskit.exceptions import DamagedEvent, EskitError
 from eskit.ports import EventFeed, EventStore
 from eskit.stores.registry import Stores
-from eskit.transfer.archive import ArchiveHeader, ArchiveReader, ArchiveSummary, ArchiveWriter
+from eskit.transfer.archive import ArchiveError, ArchiveHeader, ArchiveReader, ArchiveSummary, ArchiveWriter, Decode
 from eskit.transfer.loader import Diverged, Loader
 from eskit.transfer.progress import Progress, quiet
 
@@ -43,6 +46,7 @@ __all__ = [
     "CopyState",
     "ImportResult",
     "NotEmpty",
+    "check_archive",
     "copy_store",
     "export_store",
     "import_store",
@@ -82,8 +86,18 @@ def export_store(stores: Stores, path: str, *, progress: Progress = quiet) -> Ar
     """Write every stream's events to an archive at ``path``; return its summary.
 
     The file appears at ``path`` only when complete (it is written beside it
-    first); an interrupted export leaves nothing behind.
+    first); an interrupted export leaves nothing behind. A damaged store (an event
+    that cannot be read back, a stream with a gap) is refused with
+    :class:`~eskit.transfer.archive.ArchiveError` naming the first such event:
+    an archive that an import would refuse is no backup.
     """
+    try:
+        return _export(stores, path, progress)
+    except DamagedEvent as exc:
+        raise ArchiveError(f"cannot export {exc}") from exc
+
+
+def _export(stores: Stores, path: str, progress: Progress) -> ArchiveSummary:
     feed = single_feed(stores)
     source = stores.url.split(":", 1)[0]
     now = datetime.now(UTC)
@@ -132,21 +146,52 @@ class ImportResult:
     summary: ArchiveSummary
     written: int
     skipped: int
+    #: whether the store took the import all or nothing (an interrupted one then left nothing)
+    atomic: bool = False
 
 
 def _first_streams(store: EventStore, n: int = 3) -> list[str]:
     return store.stream_ids(limit=n)
 
 
-def import_store(path: str, target: EventStore, *, resume: bool = False, progress: Progress = quiet) -> ImportResult:
-    """Check the archive at ``path`` whole, then write its events into ``target`` at their positions.
+def check_archive(path: str, *, decode: Decode | None = None, progress: Progress = quiet) -> ArchiveReader:
+    """Check the archive at ``path`` whole (see :meth:`ArchiveReader.check`) and return its reader.
 
-    Raises :class:`~eskit.transfer.archive.ArchiveError` (before writing anything)
-    for a damaged, truncated or altered archive, and :class:`NotEmpty` when the
-    target holds events, unless ``resume`` says they are what an interrupted
-    import of this archive left (checked by event id, stream by stream).
+    Touches no store: call it before opening the target, so a refused archive leaves
+    the target as it was (not even created). ``decode`` also checks that every event
+    decodes with an application's codec. Raises :class:`~eskit.transfer.archive.ArchiveError`.
     """
-    reader = ArchiveReader(path)
+    reader = ArchiveReader(path, decode=decode)
+    with progress("checking", unit="events") as advance:
+        reader.check(advance=advance)
+    return reader
+
+
+def import_store(
+    archive: str | ArchiveReader,
+    target: EventStore,
+    *,
+    resume: bool = False,
+    decode: Decode | None = None,
+    progress: Progress = quiet,
+) -> ImportResult:
+    """Check an archive whole, then write its events into ``target`` at their positions.
+
+    ``archive`` is a path, or a reader :func:`check_archive` returned (then it is not
+    checked twice). Raises :class:`~eskit.transfer.archive.ArchiveError` (before
+    writing anything) for an archive that is damaged, truncated, altered or holds
+    what some store cannot, and :class:`NotEmpty` when the target holds events,
+    unless ``resume`` says they are what an interrupted import of this archive left
+    (checked by event id, stream by stream). Where the target can
+    (:meth:`~eskit.ports.EventStore.all_or_nothing`), every event is written in one
+    transaction: an import that fails part-way, or is interrupted, leaves nothing.
+    """
+    reader = archive if isinstance(archive, ArchiveReader) else ArchiveReader(archive, decode=decode)
+    if reader.summary is None:
+        with progress("checking", unit="events") as advance:
+            reader.check(advance=advance)
+    summary = reader.summary
+    assert summary is not None
     found = _first_streams(target)
     if found and not resume:
         more = " and more" if len(found) == 3 else ""
@@ -154,11 +199,8 @@ def import_store(path: str, target: EventStore, *, resume: bool = False, progres
             f"the target store is not empty: it holds {', '.join(repr(s) for s in found)}{more}; "
             "import into an empty store (or pass --resume to finish an interrupted import of this file)"
         )
-    with progress("checking", unit="events") as advance:
-        summary = reader.check()
-        advance(summary.events)
     loader = Loader(target)
-    with progress("importing", total=summary.events) as advance:
+    with target.all_or_nothing() as atomic, progress("importing", total=summary.events) as advance:
         done = 0
         for stream_id, position, event in reader.events():
             loader.add(stream_id, position, event)
@@ -167,7 +209,7 @@ def import_store(path: str, target: EventStore, *, resume: bool = False, progres
                 advance(_PAGE)
         loader.flush()
         advance(done % _PAGE)
-    return ImportResult(summary, loader.written, loader.skipped)
+    return ImportResult(summary, loader.written, loader.skipped, atomic)
 
 
 # -- copy --------------------------------------------------------------------------

@@ -170,3 +170,42 @@ def test_a_rebuilt_projection_holds_what_the_old_one_held_and_answers_reads_once
     finally:
         read_side.close()
         runtime.close()
+
+
+def test_streams_that_cannot_be_applied_are_skipped_named_and_hold_up_no_other_account(url: str) -> None:
+    runtime, read_side = wired(url)
+    service = runtime.service
+    try:
+        service.set_title(SetTitle("film-s", "default"))
+        for n in range(6):
+            account = f"s-{n}"
+            service.handle(OpenAccount(account, "standard"))
+            service.handle(RegisterDevice(account, "d1", "phone"))
+            service.handle(AcquireLicense(account, "d1", "film-s"))
+        # s-1's device event no longer decodes; s-2's license event has a time no store encodes.
+        db = runtime.stores.events.db  # type: ignore[attr-defined]
+        ks = db.settings.keyspace
+        db.session.execute(
+            f"UPDATE {ks}.events SET data = 0x7b22 WHERE stream_id = 'account-s-1' AND bucket = 0 AND position = 2"
+        )
+        db.session.execute(
+            f"UPDATE {ks}.events SET recorded_at = 253402300800000000"
+            " WHERE stream_id = 'account-s-2' AND bucket = 0 AND position = 3"
+        )
+        settle(read_side)  # the broken streams settle too: they are skipped, not retried every round
+        page, _ = read_side.licenses.page("film-s", status="active", after=None, limit=100, now=datetime.now(UTC))
+        assert {row["account_id"] for row in page} == {"s-0", "s-3", "s-4", "s-5"}
+        for status in read_side.status():
+            assert status.status == "failing" and status.skipped_streams == 2, status
+            assert status.error is not None and "account-s-1@2" in status.error and "account-s-2@3" in status.error
+
+        # Events appended later to a skipped stream are skipped too; a rebuild finishes (it skips them again).
+        service.handle(RegisterDevice("s-1", "d2", "tablet"))
+        settle(read_side)
+        lookup = {s.name: s for s in read_side.status()}["lookup"]
+        assert lookup.skipped_events >= 3
+        assert read_side.rebuild("lookup") == 2
+        assert {s.name: s for s in read_side.status()}["lookup"].skipped_streams == 2
+    finally:
+        read_side.close()
+        runtime.close()

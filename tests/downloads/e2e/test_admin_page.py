@@ -6,6 +6,9 @@ its difference to now, reads why a download was denied, runs a what-if and sees
 the read side's lag. A support token sees no command button; an admin's does.
 Screenshots of each view go to the test's folder (and, with
 ``ADMIN_SCREENSHOTS=<dir>``, there too: that is how docs/admin/ is made).
+Without JavaScript the page says it needs it, and its sign-in form never puts
+the token in a URL. The API documentation pages served beside it work with no
+other host reachable.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ CHROMIUM_ARGS = [
 
 
 def _build_store(path: Path) -> None:
-    """An account of 1,000+ events (devices registered and deactivated), with a license and a denial."""
+    """An account of 1,000+ events (devices registered and deactivated), with a license, a request
+    answered without a change, and a denial."""
     runtime = bootstrap(Settings(store=f"sqlite:///{path}", snapshot_every=100))
     service = runtime.service
     try:
@@ -53,6 +57,8 @@ def _build_store(path: Path) -> None:
         service.handle(RegisterDevice("acct-big", "phone-77", "phone"))
         service.handle(RegisterDevice("acct-big", "tablet-9", "tablet"))
         service.handle(AcquireLicense("acct-big", "phone-77", "demo-title-1"))
+        # asked again under a key: answered without a change, the key kept by a RequestAnswered event
+        service.handle(AcquireLicense("acct-big", "phone-77", "demo-title-1"), idempotency_key="asked-again")
         with pytest.raises(DomainError):
             service.handle(AcquireLicense("acct-big", "tablet-9", "demo-title-1"), idempotency_key="why-denied")
     finally:
@@ -173,6 +179,11 @@ def test_why_was_this_download_denied_answered_from_one_page(page: Any, server: 
     meta = page.locator("#event-meta").inner_text()
     assert "acquire_license" in meta and "schema version" in meta and "phone-77" in meta
     _shot(page, tmp_path, "event", "#event")
+    page.get_by_label("Event type").select_option("RequestAnswered")
+    page.get_by_role("button", name="Apply").click()
+    expect(rows.first).to_contain_text("RequestAnswered")  # the filtered page replaced the one before
+    expect(rows).to_have_count(1)
+    assert "command=acquire_license" in rows.first.inner_text()
     page.get_by_label("Event type").select_option("")
     page.get_by_role("button", name="Apply").click()
     expect(page.locator("#page-info")).to_contain_text("(page 1)")
@@ -247,3 +258,67 @@ def test_the_page_is_usable_from_the_keyboard_and_every_field_has_a_label(page: 
              .filter(f => !document.querySelector(`label[for="${f.id}"]`)).map(f => f.id)"""
     )
     assert unlabelled == []
+
+
+def test_with_javascript_off_the_page_says_so_and_its_form_never_puts_the_token_in_a_url(
+    browser: Any, server: Server, tmp_path: Path
+) -> None:
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        sent: list[str] = []
+        page.on("request", lambda request: sent.append(request.url))
+        page.goto(server.url + "/admin")
+        token = server.token("support")
+
+        # Sent anyway, as the browser sends it when someone presses Enter before (or without) the script:
+        # Playwright fills and submits it from outside the page, whose own scripts do not run.
+        page.locator("#token").evaluate("(field, token) => { field.value = token; }", token)
+        with page.expect_navigation():
+            page.locator("#sign-in-form").evaluate("form => form.requestSubmit()")
+        assert len(sent) >= 2 and all(token not in url for url in sent), sent
+        assert token not in page.url
+
+        page.goto(server.url + "/admin")
+        expect(page.get_by_text("turn JavaScript on to sign in")).to_be_visible()
+        assert page.locator("#token").is_hidden()  # nothing to type a token into
+        _shot(page, tmp_path, "no-javascript")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize(("path", "shows"), [("/docs", "/v1/accounts/{account_id}"), ("/redoc", "Open Account")])
+def test_the_api_documentation_pages_work_with_no_other_host_reachable(
+    browser: Any, server: Server, path: str, shows: str, tmp_path: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        elsewhere: list[str] = []
+        refused: list[str] = []
+
+        def only_this_server(route: Any) -> None:
+            if route.request.url.startswith(server.url + "/"):
+                route.continue_()
+            else:
+                elsewhere.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", only_this_server)
+        page.on("console", lambda message: refused.append(message.text) if message.type == "error" else None)
+        page.goto(server.url + path)
+        page.get_by_text(shows, exact=True).filter(visible=True).first.wait_for()
+        if path == "/redoc":  # its search runs in a worker the policy allows
+            page.get_by_placeholder("Search...").fill("acquire")
+            expect(page.locator("[data-role='search:results']")).to_contain_text("Acquire License")
+        _shot(page, tmp_path, path.strip("/"))
+        assert elsewhere == []  # nothing was asked of another host
+        # Nothing the viewers run was refused. (Redoc's footer asks its maker's site for a logo: the
+        # policy refuses it before it leaves the browser, and the footer shows its name alone.)
+        assert [m for m in refused if "script" in m.lower()] == [], refused
+        if path == "/docs":
+            assert [m for m in refused if "Content Security Policy" in m] == [], refused
+    finally:
+        context.close()

@@ -342,7 +342,9 @@ def test_license_lists_are_paged_in_issue_order(shared_server: Server) -> None:
         expect_error(http.get(f"/v1/accounts/{account}/licenses", params={"limit": 1001}), 422, "VALIDATION_ERROR")
 
 
-def test_denials_route_lists_refused_commands_newest_first_for_every_reading_role(shared_server: Server) -> None:
+def test_denials_route_lists_refused_commands_newest_first_for_every_reading_role(
+    shared_server: Server, backend: str
+) -> None:
     account = unique_id()
     with shared_server.client() as http:
         http.post("/v1/accounts", json={"account_id": account, "plan": "basic"}).raise_for_status()
@@ -374,13 +376,29 @@ def test_denials_route_lists_refused_commands_newest_first_for_every_reading_rol
         assert [d["request_id"] for d in older] == ["deny-2", "deny-1", "deny-0"] and rest["next"] is None
         assert older[0]["details"] == {"limit": 1, "used": 1, "plan": "basic"}
         expect_error(http.get(f"/v1/accounts/{unique_id()}/denials"), 404, "ACCOUNT_NOT_FOUND")
-        for cursor in ("9" * 60, "00000000-0000-4000-8000-000000000000"):  # no cursor the log gave: no 500
-            odd = http.get(f"/v1/accounts/{account}/denials", params={"after": cursor})
-            assert odd.status_code == 200, odd.text
+        # A cursor of the log's own form that it never gave pages on from there; any other is refused.
+        own, foreign = ("9" * 60, "00000000-0000-1000-8000-000000000000")
+        if backend == "cassandra":
+            own, foreign = foreign, own
+        odd = http.get(f"/v1/accounts/{account}/denials", params={"after": own})
+        assert odd.status_code == 200 and odd.json()["next"] is None, odd.text
+        for cursor in (foreign, "00000000-0000-4000-8000-000000000000", "abc", "zz"):
+            expect_error(http.get(f"/v1/accounts/{account}/denials", params={"after": cursor}), 422, "INVALID_CURSOR")
     with shared_server.client(role="support") as http:
         assert len(http.get(f"/v1/accounts/{account}/denials").json()["denials"]) == 4
     with shared_server.client(role=None) as http:
         expect_error(http.get(f"/v1/accounts/{account}/denials"), 401, "UNAUTHENTICATED")
+
+
+def test_every_after_cursor_that_is_not_one_is_invalid_cursor(shared_server: Server) -> None:
+    account = unique_id()
+    with shared_server.client() as http:
+        http.post("/v1/accounts", json={"account_id": account, "plan": "basic"}).raise_for_status()
+        for route in ("denials", "events", "licenses"):
+            for cursor in ("abc", "-1", "a b", "x" * 300):
+                sent = http.get(f"/v1/accounts/{account}/{route}", params={"after": cursor})
+                details = expect_error(sent, 422, "INVALID_CURSOR")
+                assert details["after"] == cursor, (route, details)
 
 
 STRICT_POLICY = """

@@ -362,7 +362,7 @@ HOSTILE = [
             "/v1/accounts/{a}/events",
             {"params": {name: value}},
             status=422,
-            code="VALIDATION_ERROR",
+            code="INVALID_CURSOR" if name == "after" else "VALIDATION_ERROR",
         )
         for name, value in [
             ("after", -1),

@@ -120,7 +120,16 @@ def test_lookup_finds_accounts_by_device_license_and_idempotency_key(shared_serv
         )
         license_id = got.json()["license_id"]
 
-        for kind, value in (("license_id", license_id), ("idempotency_key", key)):
+        # A retry under another key, answered without a change: its key is remembered by an event of its own.
+        again_key = unique_id("key")
+        again = http.post(
+            f"/v1/accounts/{account}/licenses",
+            json={"device_id": "d0", "title_id": "demo-title-1"},
+            headers={"Idempotency-Key": again_key},
+        )
+        assert again.status_code == 200 and again.json()["license_id"] == license_id
+
+        for kind, value in (("license_id", license_id), ("idempotency_key", key), ("idempotency_key", again_key)):
             found = eventually(
                 lambda k=kind, v=value: support.get("/v1/lookup", params={k: v}).json()["accounts"], f"lookup by {kind}"
             )
@@ -187,7 +196,8 @@ def test_projections_report_position_lag_and_no_error(shared_server: Server) -> 
             assert f'downloads_projection_failing{{projection="{name}"}} 0.0' in scraped
         expect_error(http.get("/v1/projections"), 403, "FORBIDDEN")
         expect_error(http.get("/v1/titles/x/licenses"), 403, "FORBIDDEN")
-        expect_error(support.get("/v1/titles/x/licenses", params={"after": "no-slash"}), 422, "VALIDATION_ERROR")
+        for cursor in ("no-slash", "abc", "a/b/c"):
+            expect_error(support.get("/v1/titles/x/licenses", params={"after": cursor}), 422, "INVALID_CURSOR")
 
 
 def test_two_server_processes_on_one_file_project_every_event_once(tmp_path: Any) -> None:

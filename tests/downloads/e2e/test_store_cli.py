@@ -102,3 +102,40 @@ def test_an_export_prints_a_summary_and_verify_passes_the_imported_copy(big_sour
     out, err = verified.communicate(timeout=300)
     assert verified.returncode == 0, out + err
     assert "checked 6,002 streams" in out and "no problems found" in out
+
+
+def test_an_import_killed_part_way_leaves_the_store_empty_and_the_same_command_then_imports_it_whole(
+    big_source: str, tmp_path: Path
+) -> None:
+    archive = tmp_path / "backup.jsonl.gz"
+    exported = _start("store", "export", str(archive), "--store", big_source, cwd=tmp_path)
+    _, err = exported.communicate(timeout=300)
+    assert exported.returncode == 0, err
+    restored = tmp_path / "restored.db"
+    url = f"sqlite:///{restored}"
+    importing = _start("store", "import", str(archive), "--store", url, cwd=tmp_path)
+    wal = Path(str(restored) + "-wal")
+    deadline = time.monotonic() + 120
+    while (
+        importing.poll() is None and time.monotonic() < deadline and (not wal.exists() or wal.stat().st_size < 1 << 20)
+    ):
+        time.sleep(0.005)  # until the import has written a megabyte of events
+    assert importing.poll() is None, "the import finished before it could be killed"
+    importing.kill()  # SIGKILL: no cleanup of any kind
+    importing.communicate(timeout=60)
+
+    partial = open_stores(url, create_schema=False)
+    try:
+        assert partial.events.stream_ids() == []  # all or nothing: nothing
+    finally:
+        partial.close()
+    again = _start("store", "import", str(archive), "--store", url, cwd=tmp_path)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "imported 6,002 streams" in out
+    source, copied = open_stores(big_source), open_stores(url)
+    try:
+        assert all_events(copied.events) == all_events(source.events)
+    finally:
+        source.close()
+        copied.close()

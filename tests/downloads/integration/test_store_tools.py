@@ -204,7 +204,7 @@ def _orphan_row(url: str) -> None:
         (_gap, "gap: account-acct-00003@5: positions jump from 3 to 5"),
         (_corrupt_payload, "undecodable: account-acct-00004@2"),
         (_snapshot_differs, "snapshot: account-acct-00001@4: differs from the fold of its events (in plan)"),
-        (_limit_exceeded, "rule: account-acct-00003@9: license 'forged' issued: DEVICE_LIMIT_REACHED"),
+        (_limit_exceeded, "rule: account-acct-00003@10: license 'forged' issued: DEVICE_LIMIT_REACHED"),
         (_orphan_row, "read_model: account-acct-00002: read model licenses_by_title: license 'ghost' is not in"),
     ],
     ids=["gap", "corrupt payload", "snapshot differs", "limit exceeded", "orphan read-model row"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -238,3 +239,103 @@ def test_a_projector_killed_mid_batch_leaves_no_partial_effect_and_the_next_one_
 
     Projector(stores.feed, target(models)).catch_up()
     assert rows(models) == fed(stores, 1000)
+
+
+# -- streams a projection cannot apply --------------------------------------------------------
+
+
+class Picky(Recorder):
+    """Cannot take stream ``s2`` from its position 2 on (a ValueError, as bad event data gives)."""
+
+    def __init__(self, *, trouble: type[Exception] = ValueError, broken: tuple[str, int] = ("s2", 2)) -> None:
+        super().__init__()
+        self.trouble, self.broken = trouble, broken
+
+    def __call__(self, stream_id: str, stored: StoredEvent, writer: Writer) -> None:
+        stream, position = self.broken
+        if stream_id == stream and stored.position >= position:
+            raise self.trouble(f"cannot take {stream_id}@{stored.position}")
+        super().__call__(stream_id, stored, writer)
+
+
+def test_a_stream_that_cannot_be_applied_is_skipped_counted_and_named_while_the_others_go_on(
+    stores: Stores, tmp_path: Path
+) -> None:
+    assert stores.feed is not None
+    write(stores, 25)  # five streams of five events
+    models = SQLiteReadModels(tmp_path / "models.db")
+    picky = target(models, Picky())
+    projector = Projector(stores.feed, picky, batch=7)
+    assert projector.catch_up() == 25
+
+    applied = set(rows(models))
+    assert applied == {(f"s{n}", p) for n in range(5) for p in range(1, 6)} - {("s2", p) for p in range(2, 6)}
+    (skipped,) = picky.skipped()
+    assert (skipped.stream_id, skipped.position, skipped.events) == ("s2", 2, 4)
+    assert skipped.sequence == 8 and "ValueError: cannot take s2@2" in skipped.error
+    status = projector.status()
+    assert (status.position, status.lag_events, status.status) == (25, 0, "failing")
+    assert (status.skipped_streams, status.skipped_events) == (1, 4)
+    assert status.error is not None and "s2@2: ValueError" in status.error
+
+    # Later events of the skipped stream are skipped (and counted) too; the others are applied.
+    write(stores, 10)
+    assert projector.catch_up() == 10
+    assert picky.skipped()[0].events == 6
+    assert ("s2", 7) not in set(rows(models)) and ("s3", 7) in set(rows(models))
+
+    # Once the cause is fixed, a new version (a rebuild) applies every event, and skips nothing.
+    fixed = target(models, version=2)
+    assert Projector(stores.feed, fixed).catch_up() == 35
+    assert len(rows(models, version=2)) == 35 and fixed.skipped() == []
+    models.tables("seen", 1, [EVENTS]).drop()
+    assert picky.skipped() == []
+
+
+def test_a_failure_of_the_store_is_retried_never_skipped(stores: Stores, tmp_path: Path) -> None:
+    assert stores.feed is not None
+    write(stores, 10)
+    seen = target(SQLiteReadModels(tmp_path / "models.db"), Picky(trouble=sqlite3.OperationalError))
+    projector = Projector(stores.feed, seen, batch=10)  # "disk I/O error", "database is locked": not the event's fault
+    assert projector.tick() == 0
+    assert projector.error is not None and "OperationalError" in projector.error
+    assert seen.checkpoint() == 0 and seen.skipped() == []
+
+
+def test_past_its_bound_of_skipped_streams_a_projection_stops_instead_of_skipping_everything(
+    stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eskit.stores.sqlite.readmodel as readmodel
+
+    monkeypatch.setattr(readmodel, "MAX_SKIPPED_STREAMS", 2)
+    assert stores.feed is not None
+    write(stores, 10)
+
+    def broken(stream_id: str, stored: StoredEvent, writer: Writer) -> None:
+        raise KeyError("a fault of the projection's code, on every event")
+
+    models = SQLiteReadModels(tmp_path / "models.db")
+    seen = models.target("broken", 1, models.tables("broken", 1, [EVENTS]), broken)
+    projector = Projector(stores.feed, seen, batch=10)
+    assert projector.tick() == 0
+    assert projector.error is not None and "TooManySkipped" in projector.error
+    assert seen.checkpoint() == 0 and seen.skipped() == []  # the batch was undone whole
+
+
+def test_an_event_that_cannot_be_read_back_is_skipped_with_its_stream(stores: Stores, tmp_path: Path) -> None:
+    assert stores.feed is not None
+    write(stores, 15)
+    db = sqlite3.connect(stores.url[len("sqlite:///") :], isolation_level=None)
+    db.execute("UPDATE events SET recorded_at = 253402300800000000 WHERE stream_id = 's1' AND position = 2")
+    db.close()
+    models = SQLiteReadModels(tmp_path / "models.db")
+    seen = target(models)
+    projector = Projector(stores.feed, seen, batch=4)
+    assert projector.catch_up() == 15
+
+    applied = set(rows(models))
+    assert applied == {(f"s{n}", p) for n in range(5) for p in range(1, 4)} - {("s1", 2), ("s1", 3)}
+    (skipped,) = seen.skipped()
+    assert (skipped.stream_id, skipped.position, skipped.sequence, skipped.events) == ("s1", 2, 7, 2)
+    assert "recorded time" in skipped.error
+    assert projector.status().position == 15

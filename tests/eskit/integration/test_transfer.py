@@ -248,6 +248,43 @@ def test_an_interrupted_import_resumes_without_writing_an_event_twice(tmp_path: 
     assert _everything(target.events) == _everything(source.events)
 
 
+def _interrupting(label_to_stop: str, after_calls: int) -> Any:
+    """A progress port that raises KeyboardInterrupt (a Ctrl-C) at the ``after_calls``-th advance of a task."""
+    import contextlib
+
+    def progress(label: str, **_: Any) -> Any:
+        @contextlib.contextmanager
+        def task() -> Any:
+            calls = 0
+
+            def advance(n: int) -> None:
+                nonlocal calls
+                calls += 1
+                if label == label_to_stop and calls == after_calls:
+                    raise KeyboardInterrupt
+
+            yield advance
+
+        return task()
+
+    return progress
+
+
+def test_an_import_into_sqlite_interrupted_part_way_leaves_the_store_empty(tmp_path: Path, sqlite: Any) -> None:
+    source = open_stores("memory://")
+    _fill(source.events, streams=1000)
+    archive = str(tmp_path / "d.jsonl.gz")
+    summary = export_store(source, archive)
+    assert summary.events > 3000  # more than one batch of the loader is written before the interruption
+    target = sqlite("t.db")
+    with pytest.raises(KeyboardInterrupt):
+        import_store(archive, target.events, progress=_interrupting("importing", 2))
+    assert target.events.stream_ids() == []  # all or nothing: no part of the archive stays
+    result = import_store(archive, target.events)  # so the same command again finishes it, without --resume
+    assert (result.written, result.skipped) == (summary.events, 0)
+    assert _everything(target.events) == _everything(source.events)
+
+
 def _state(tmp_path: Path, source: Stores, target: Stores) -> CopyState:
     return CopyState.open(str(tmp_path / "copy.json"), source=source.url, target=target.url)
 

@@ -229,6 +229,101 @@ def test_keeping_no_spans_leaves_only_the_newest_snapshots(backend: Backend) -> 
     assert backend.snapshots.versions("counter-c") == [35, 40]
 
 
+class Ledger(Counter):
+    """A counter that keeps every amount: its state grows with its history, as an account's does."""
+
+    snapshot_type = "test.Ledger"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.amounts: list[int] = []
+
+    def apply(self, event: DomainEvent) -> None:
+        super().apply(event)
+        if isinstance(event, Added):
+            self.amounts.append(event.amount)
+
+    def to_snapshot(self) -> Mapping[str, Any]:
+        return {**super().to_snapshot(), "amounts": self.amounts}
+
+    @classmethod
+    def from_snapshot(cls, aggregate_id: str, version: int, state: Mapping[str, Any]) -> Self:
+        ledger = super().from_snapshot(aggregate_id, version, state)
+        ledger.amounts = list(state["amounts"])
+        return ledger
+
+
+class SizedInMemorySnapshots(InMemorySnapshotStore):
+    """A real snapshot store that also notes the size of every state it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def save(self, snapshot: Snapshot) -> None:
+        self.sizes.append(len(snapshot.state))
+        super().save(snapshot)
+
+
+class SizedSQLiteSnapshots(SQLiteSnapshotStore):
+    def __init__(self, db: SQLiteConnection) -> None:
+        super().__init__(db)
+        self.sizes: list[int] = []
+
+    def save(self, snapshot: Snapshot) -> None:
+        self.sizes.append(len(snapshot.state))
+        super().save(snapshot)
+
+
+@pytest.mark.parametrize("cache_size", [0, 10])
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_snapshots_of_a_growing_state_cost_a_bounded_number_of_bytes_per_event(
+    kind: str, cache_size: int, tmp_path: Path
+) -> None:
+    budget, events = 64, 3000
+    db = SQLiteConnection(tmp_path / "events.db")
+    store = SizedInMemorySnapshots() if kind == "memory" else SizedSQLiteSnapshots(db)
+    repo = Repository(
+        Ledger,
+        InMemoryEventStore() if kind == "memory" else SQLiteEventStore(db),
+        EventCodec([Added]),
+        snapshots=store,
+        snapshot_policy=SnapshotPolicy(every=10, max_bytes_per_event=budget),
+    )
+    runner = CommandRunner(repo, cache_size=cache_size)
+    try:
+        for n in range(1, events + 1):
+            runner.run("c", lambda ledger, a=n: ledger.add(a), metadata=at(n), create=True)
+
+        loaded = repo.load("c")
+        stored_state = store.load("c")
+    finally:
+        db.close()
+
+    # Each snapshot holds every amount so far (its size grows with the history): taken every 10 events,
+    # they would add up to about 2 MB. Spaced by their size, they cost at most about 2 x the budget per event.
+    assert sum(store.sizes) <= 2 * budget * events + store.sizes[0] * 10, (len(store.sizes), sum(store.sizes))
+    assert store.sizes[:3] == sorted(store.sizes[:3]) and len(store.sizes) >= 10
+    assert stored_state is not None and orjson.loads(stored_state.state)["amounts"] == list(
+        range(1, stored_state.version + 1)
+    )
+    assert (loaded.version, loaded.amounts) == (events, list(range(1, events + 1)))
+
+
+def test_a_small_state_is_still_snapshotted_at_every_multiple_of_the_interval(backend: Backend) -> None:
+    repo = Repository(
+        Counter,
+        backend.events,
+        EventCodec([Added]),
+        snapshots=backend.snapshots,
+        snapshot_policy=SnapshotPolicy(every=3, keep_latest=10, max_bytes_per_event=16),
+        stream_prefix="counter-",
+    )
+    add_one_by_one(repo, range(1, 13))
+
+    assert [v for v in range(1, 13) if (found := snapshot_state(backend, lte=v)) and found[0] == v] == [3, 6, 9, 12]
+
+
 # -- loading from snapshots -----------------------------------------------------
 
 

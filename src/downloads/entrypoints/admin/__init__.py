@@ -10,27 +10,18 @@ fetched from elsewhere (the content security policy allows this origin only).
 
 from __future__ import annotations
 
-from importlib import resources
-
 from fastapi import APIRouter
 from starlette.responses import Response
+
+from downloads.entrypoints.pages import packaged_file
 
 __all__ = ["admin_page", "admin_script", "admin_style", "router"]
 
 router = APIRouter(include_in_schema=False)
 
-_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
-_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
-
 
 def _file(name: str) -> Response:
-    data = resources.files(__package__).joinpath("static", name).read_bytes()
-    return Response(data, media_type=_TYPES[name[name.rindex(".") :]], headers=_HEADERS)
+    return packaged_file(__name__, "static", name)
 
 
 @router.get("/admin")

@@ -13,9 +13,9 @@ from downloads.adapters.tokens import TokenSigner, parse_max_ttl
 from downloads.application import Clock, system_clock
 from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.domain import Policy
-from downloads.entrypoints import admin
+from downloads.entrypoints import admin, apidocs
 from downloads.entrypoints.http.errors import install_error_handlers
-from downloads.entrypoints.http.middleware import BodyLimit, Gatekeeper, RequestMetrics
+from downloads.entrypoints.http.middleware import BodyLimit, Gatekeeper, NoStoreJSON, RequestMetrics
 from downloads.entrypoints.http.routes import accounts, devices, health, licenses, readside, titles
 from downloads.settings import Settings
 
@@ -59,6 +59,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
         title="downloads",
         version="1",
         summary="License accounting for offline downloads, on an event-sourced store.",
+        docs_url=None,  # FastAPI's pages load from a CDN: apidocs serves them from the package instead
+        redoc_url=None,
     )
     api.state.service = ctx.service
     api.state.stores = ctx.stores
@@ -69,12 +71,14 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
     for module in (accounts, devices, licenses, titles, readside, health):
         api.include_router(module.router)
     api.include_router(admin.router)
+    api.include_router(apidocs.router)
     _document_policy(api, ctx.policy)
     install_error_handlers(api)
     # Outermost last: metrics see every answer; paths and credentials are checked before a body is read.
     api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     api.add_middleware(Gatekeeper, routes=api.router.routes, signer=signer)
     api.add_middleware(RequestMetrics, observe=metrics.observe_request)
+    api.add_middleware(NoStoreJSON)
 
     return api
 

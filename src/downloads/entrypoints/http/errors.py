@@ -51,7 +51,13 @@ def error_response(
 ) -> Response:
     envelope = {"error": {"code": code, "message": message, "details": details or {}}}
     body = orjson.dumps(envelope, default=_default, option=orjson.OPT_UTC_Z)
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    # Also here, not only in the NoStoreJSON middleware: an unexpected error is answered outside it.
+    return Response(
+        body,
+        status_code=status,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
 
 
 def _status_of(exc: DomainError) -> int:
@@ -102,6 +108,10 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": err.get("type")}
             for err in exc.errors()
         ]
+        cursor = [err for err in exc.errors() if tuple(err.get("loc", ())) == ("query", "after")]
+        if cursor and len(cursor) == len(problems):  # a paging cursor no page gave: one code for every route
+            details = {"after": str(cursor[0].get("input", "")), "errors": problems}
+            return error_response(422, "INVALID_CURSOR", "after is not a cursor a page gave", details)
         return error_response(422, "VALIDATION_ERROR", "the request is not valid", {"errors": problems})
 
     @app.exception_handler(StarletteHTTPException)

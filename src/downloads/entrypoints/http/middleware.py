@@ -15,7 +15,7 @@ from downloads.entrypoints.http.deps import authenticate, authorize
 from downloads.entrypoints.http.errors import ApiError, error_response
 from downloads.entrypoints.http.routing import flat_routes
 
-__all__ = ["BodyLimit", "Gatekeeper", "RequestMetrics"]
+__all__ = ["BodyLimit", "Gatekeeper", "NoStoreJSON", "RequestMetrics"]
 
 #: encoded path separators: a proxy's path rules see one path, the router would decode another
 _ENCODED_SEPARATORS = (b"%2f", b"%5c", b"\\")
@@ -198,6 +198,29 @@ class RequestMetrics:
             self.observe(scope.get("method", ""), path, status, time.perf_counter() - started)
 
 
+class NoStoreJSON:
+    """Every JSON answer, errors included, says ``Cache-Control: no-store``: account data, tokens' answers
+    and errors must not be kept by a browser or a shared cache. Pages and their files are left as they are."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"cache-control"]
+                types = [v for k, v in headers if k.lower() == b"content-type"]
+                if types and _is_json_type(bytes(types[0]).decode("latin-1")):
+                    message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -207,6 +230,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def _is_json(scope: Scope) -> bool:
     """``application/json`` or ``application/*+json``."""
-    content_type = _header(scope, b"content-type") or ""
+    return _is_json_type(_header(scope, b"content-type") or "")
+
+
+def _is_json_type(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))

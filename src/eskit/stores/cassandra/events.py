@@ -35,6 +35,7 @@ from typing import Any
 from eskit.events import NewEvent, StoredEvent
 from eskit.exceptions import (
     ConcurrencyError,
+    DamagedEvent,
     EskitError,
     InterfaceError,
     OperationalError,
@@ -54,16 +55,25 @@ __all__ = ["CassandraEventStore"]
 
 
 def _row_to_event(stream_id: str, row: Any) -> StoredEvent:
-    return StoredEvent(
-        stream_id=stream_id,
-        position=row.position,
-        type_name=row.type_name,
-        schema_version=row.schema_version,
-        data=bytes(row.data or b""),
-        metadata=bytes(row.metadata or b""),
-        recorded_at=from_micros(row.recorded_at),
-        event_id=row.event_id,
-    )
+    """The event a row holds; :class:`DamagedEvent` for a row no append writes (as the SQLite store does)."""
+    try:
+        if row.event_id is None or row.type_name is None or row.schema_version is None:
+            raise ValueError("its id, type or schema version is missing")
+        return StoredEvent(
+            stream_id=stream_id,
+            position=row.position,
+            type_name=row.type_name,
+            schema_version=row.schema_version,
+            data=bytes(row.data or b""),
+            metadata=bytes(row.metadata or b""),
+            recorded_at=from_micros(row.recorded_at),
+            event_id=row.event_id,
+        )
+    except OverflowError:
+        reason = f"its recorded time ({row.recorded_at} microseconds after 1970) is outside the times stores encode"
+        raise DamagedEvent(stream_id, row.position, reason) from None
+    except (TypeError, ValueError) as exc:
+        raise DamagedEvent(stream_id, row.position, str(exc)) from None
 
 
 class CassandraEventStore(EventStore):

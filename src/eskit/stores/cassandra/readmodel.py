@@ -20,6 +20,18 @@ effect of the events it covers stands. A process manager's own writes and
 deletes carry the current time (microseconds since the epoch), far above any
 position, so they win over every effect, however late it is applied again.
 
+A stream a version cannot apply (an event that does not decode, that the
+projection cannot take, or that cannot be read back) is skipped, as on SQLite:
+``eskit_projection_skips`` (one partition, at most
+:data:`~eskit.projection.MAX_SKIPPED_STREAMS` rows per version) records from
+which position, up to where and why, and the stream's checkpoint moves on. The
+first position is written at a timestamp that falls as the position grows, so
+the earliest skip wins whoever writes last; the position skipped up to, at its
+own position, so the latest wins. Every runner reads the partition at the start
+of each round, so a stream skipped by one runner is skipped by the next. An
+event that fails part-way may leave the effects it wrote before failing (each
+idempotent); a rebuild writes them again whole.
+
 Each projection version has its own tables (``rm_<name>_v<version>_<table>``);
 the registry ``eskit_projections`` says which versions exist and which answers
 reads, and ``eskit_leases`` holds the runner lease (conditional writes only: no
@@ -37,7 +49,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from eskit.events import StoredEvent
-from eskit.projection import StreamTarget
+from eskit.projection import MAX_SKIPPED_STREAMS, SkippedStream, StreamTarget, TooManySkipped, cannot_apply
 from eskit.readmodel.store import Handler, Progress, ReadModelStore, Version, table_prefix
 from eskit.readmodel.tables import Row, Table, TableSet, Writer
 from eskit.stores.cassandra.session import CassandraSession, translated
@@ -54,8 +66,14 @@ _SCHEMA = (
     " PRIMARY KEY (name, version))",
     "CREATE TABLE IF NOT EXISTS {ks}.eskit_leases (name text PRIMARY KEY, holder text, fence bigint,"
     " expires_at double)",
+    "CREATE TABLE IF NOT EXISTS {ks}.eskit_projection_skips (bucket int, name text, version int, stream_id text,"
+    " position bigint, upto bigint, error text, PRIMARY KEY ((bucket), name, version, stream_id))",
 )
-_REGISTRY = ("eskit_projections", "eskit_projection_counts", "eskit_leases")
+_REGISTRY = ("eskit_projections", "eskit_projection_counts", "eskit_leases", "eskit_projection_skips")
+#: skips' first positions are written at ``FIRST_WINS - position`` (the earliest wins), and deleted above it
+FIRST_WINS = 2**62
+#: how much of an error's text a skip keeps
+_ERROR_CHARS = 500
 _TYPES = {"text": "text", "int": "bigint", "bool": "boolean"}
 
 
@@ -268,17 +286,58 @@ class _StreamTarget(StreamTarget):
     def apply(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
         if not events:
             return
-        writer = _EventWriter(self.tables)
+        models, last = self.tables.models, events[-1].position
+        if models.skipped_from(self.name, self.version, stream_id) is not None:
+            models.extend_skip(self.name, self.version, stream_id, last)
+        else:
+            writer = _EventWriter(self.tables)
+            try:
+                for stored in events:
+                    writer.position = stored.position
+                    self.handle(stream_id, stored, writer)
+            except Exception as exc:
+                writer.flush()
+                if not cannot_apply(exc):
+                    raise
+                self._one_by_one(stream_id, events)
+            else:
+                writer.flush()  # every effect stands before the checkpoint moves past them
+        self._move(stream_id, last)
+
+    def _one_by_one(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
+        """Apply ``events`` one at a time; record a skip from the first that cannot be applied."""
         for stored in events:
+            writer = _EventWriter(self.tables)
             writer.position = stored.position
-            self.handle(stream_id, stored, writer)
-        writer.flush()  # every effect stands before the checkpoint moves past them
-        last = events[-1].position
+            try:
+                self.handle(stream_id, stored, writer)
+            except Exception as exc:
+                writer.flush()
+                if not cannot_apply(exc):
+                    raise
+                error = f"{type(exc).__name__}: {exc}"
+                self.tables.models.skip(self.name, self.version, stream_id, stored.position, events[-1].position, error)
+                return
+            writer.flush()  # the next event may read what this one wrote
+
+    def _move(self, stream_id: str, last: int) -> None:
+        writer = _EventWriter(self.tables)
         writer.write(
             f"INSERT INTO {self.tables.checkpoints_table} (stream_id, position) VALUES (?, ?) USING TIMESTAMP ?",
             (stream_id, last, last),
         )
         writer.flush()
+
+    def skip_unreadable(self, stream_id: str, position: int, reason: str, *, upto: int) -> None:
+        models = self.tables.models
+        if models.skipped_from(self.name, self.version, stream_id) is not None:
+            models.extend_skip(self.name, self.version, stream_id, upto)
+        else:
+            models.skip(self.name, self.version, stream_id, position, upto, f"DamagedEvent: {reason}")
+        self._move(stream_id, upto)
+
+    def skipped(self) -> list[SkippedStream]:
+        return self.tables.models.read_skips().get((self.name, self.version), [])
 
 
 class CassandraReadModels(ReadModelStore):
@@ -292,6 +351,8 @@ class CassandraReadModels(ReadModelStore):
         self._prepared: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._ready = False
+        #: (name, version) -> stream -> first position skipped, as of the last :meth:`read_skips` and this runner's own
+        self._skips: dict[tuple[str, int], dict[str, int]] = {}
 
     def prepare(self, cql: str) -> Any:
         """A prepared statement for ``cql`` (``{ks}`` is the keyspace), prepared once per process."""
@@ -431,6 +492,74 @@ class CassandraReadModels(ReadModelStore):
     def forget(self, name: str, version: int) -> None:
         self.run("DELETE FROM {ks}.eskit_projections WHERE name = ? AND version = ?", (name, version))
         self.run("DELETE FROM {ks}.eskit_projection_counts WHERE name = ? AND version = ?", (name, version))
+        if self.has_table("eskit_projection_skips"):
+            self.run(
+                "DELETE FROM {ks}.eskit_projection_skips USING TIMESTAMP ? WHERE bucket = 0 AND name = ?"
+                " AND version = ?",
+                (FIRST_WINS, name, version),
+            )
+
+    def begin_round(self) -> None:
+        self.read_skips()  # streams another runner skipped are skipped here too
+
+    # -- skipped streams (see the module docstring) -------------------------------------
+
+    def read_skips(self) -> dict[tuple[str, int], list[SkippedStream]]:
+        """Every version's skipped streams (one partition read), and the cache :meth:`skipped_from` answers from."""
+        if not self.has_table("eskit_projection_skips"):
+            return {}
+        found: dict[tuple[str, int], list[SkippedStream]] = {}
+        rows = self.run(
+            "SELECT name, version, stream_id, position, upto, error FROM {ks}.eskit_projection_skips WHERE bucket = 0"
+        )
+        for r in rows:
+            upto = r.upto if r.upto is not None else r.position
+            found.setdefault((r.name, r.version), []).append(
+                SkippedStream(r.stream_id, int(r.position), max(1, int(upto) - int(r.position) + 1), str(r.error))
+            )
+        with self._lock:
+            self._skips = {key: {s.stream_id: s.position for s in skipped} for key, skipped in found.items()}
+        return found
+
+    def skipped_from(self, name: str, version: int, stream_id: str) -> int | None:
+        """The first position of the stream that version skips, if it skips it (as last read, or skipped here)."""
+        with self._lock:
+            return self._skips.get((name, version), {}).get(stream_id)
+
+    def skip(self, name: str, version: int, stream_id: str, position: int, upto: int, error: str) -> None:
+        """Record that the version skips the stream from ``position``, up to ``upto`` so far, because of ``error``.
+
+        Raises :class:`~eskit.projection.TooManySkipped` once the version skips
+        :data:`~eskit.projection.MAX_SKIPPED_STREAMS` streams.
+        """
+        with self._lock:
+            held = self._skips.setdefault((name, version), {})
+            known = stream_id in held
+            if not known and len(held) >= MAX_SKIPPED_STREAMS:
+                raise TooManySkipped(
+                    f"{name}@{version}: more than {MAX_SKIPPED_STREAMS} streams cannot be applied (the last, "
+                    f"{stream_id}@{position}: {error}): this looks like a fault of the projection's code, not damage; "
+                    "fix it, then rebuild"
+                )
+            held[stream_id] = min(position, held.get(stream_id, position))
+        if not known:
+            log.warning(
+                "projection %s@%d skips stream %s from position %d: %s", name, version, stream_id, position, error
+            )
+            self.run(
+                "INSERT INTO {ks}.eskit_projection_skips (bucket, name, version, stream_id, position, error)"
+                " VALUES (0, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                (name, version, stream_id, position, error[:_ERROR_CHARS], FIRST_WINS - position),
+            )
+        self.extend_skip(name, version, stream_id, upto)
+
+    def extend_skip(self, name: str, version: int, stream_id: str, upto: int) -> None:
+        """The version skipped the stream up to ``upto`` now (the highest such write wins)."""
+        self.run(
+            "UPDATE {ks}.eskit_projection_skips USING TIMESTAMP ? SET upto = ? WHERE bucket = 0 AND name = ?"
+            " AND version = ? AND stream_id = ?",
+            (upto, upto, name, version, stream_id),
+        )
 
     # -- the lease (conditional writes only) ----------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import uuid
 import zlib
 from collections.abc import Sequence
 from datetime import datetime
@@ -26,6 +27,7 @@ class InMemoryEventStore(EventStore):
         #: the stream feed's hints: per shard, stream -> {head: recorded time}, written with each append
         self.shards = shards
         self._hints: list[dict[str, dict[int, datetime]]] = [{} for _ in range(shards)]
+        self.store_id = uuid.uuid4().hex  # the feed's store_id: each in-memory store is a store of its own
 
     def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
         check_append(stream_id, events, expected_version)
@@ -105,6 +107,9 @@ class InMemoryEventFeed(EventFeed):
     def head(self, *, shard: int = 0) -> int:
         with self.store._lock:
             return len(self.store._log)
+
+    def store_id(self) -> str | None:
+        return self.store.store_id
 
 
 class InMemoryStreamFeed(StreamFeed):

@@ -13,11 +13,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from eskit.events import StoredEvent
-from eskit.projection import StreamTarget
+from eskit.projection import MAX_SKIPPED_STREAMS, SkippedStream, StreamTarget, TooManySkipped, cannot_apply
 from eskit.readmodel.store import Handler, Progress, ReadModelStore, Version, table_prefix
 from eskit.readmodel.tables import Row, Table, TableSet, Writer
 
@@ -74,6 +74,7 @@ class _Tables(TableSet):
             for name in [n for n in self.models._data if n.startswith(self.prefix)]:
                 del self.models._data[name]
             self.models._checkpoints.pop(self.prefix, None)
+            self.models._skipped.pop(self.prefix, None)
 
     def exists(self) -> bool:
         with self.models._lock:
@@ -174,16 +175,53 @@ class _StreamTarget(StreamTarget):
             return {s: held.get(s, 0) for s in stream_ids}
 
     def apply(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
+        """Apply the events (a stream skipped keeps being skipped), then move the checkpoint; as Cassandra does."""
         if not events:
             return
-        writer = _StreamWriter(self.tables)
-        for stored in events:
-            writer.position = stored.position
-            self.handle(stream_id, stored, writer)
+        models, prefix = self.tables.models, self.tables.prefix
+        with models._lock:
+            skipped = models._skipped.setdefault(prefix, {}).get(stream_id)
+        if skipped is None:
+            writer = _StreamWriter(self.tables)
+            for stored in events:
+                writer.position = stored.position
+                try:
+                    self.handle(stream_id, stored, writer)
+                except Exception as exc:
+                    if not cannot_apply(exc):
+                        raise
+                    self._skip(stream_id, stored.position, events[-1].position, f"{type(exc).__name__}: {exc}")
+                    break
+        else:
+            with models._lock:
+                models._skipped[prefix][stream_id] = replace(skipped, events=skipped.events + len(events))
+        self._move(stream_id, events[-1].position)
+
+    def _move(self, stream_id: str, last: int) -> None:
         models = self.tables.models
         with models._lock:
             held = models._checkpoints.setdefault(self.tables.prefix, {})
-            held[stream_id] = max(held.get(stream_id, 0), events[-1].position)
+            held[stream_id] = max(held.get(stream_id, 0), last)
+
+    def _skip(self, stream_id: str, position: int, upto: int, error: str) -> None:
+        models = self.tables.models
+        with models._lock:
+            held = models._skipped.setdefault(self.tables.prefix, {})
+            if len(held) >= MAX_SKIPPED_STREAMS:
+                raise TooManySkipped(
+                    f"{self.key}: more than {MAX_SKIPPED_STREAMS} streams cannot be applied (the last, {stream_id}@"
+                    f"{position}: {error}): this looks like a fault of the projection's code, not damage"
+                )
+            held[stream_id] = SkippedStream(stream_id, position, upto - position + 1, error[:500])
+
+    def skip_unreadable(self, stream_id: str, position: int, reason: str, *, upto: int) -> None:
+        self._skip(stream_id, position, upto, f"DamagedEvent: {reason}")
+        self._move(stream_id, upto)
+
+    def skipped(self) -> list[SkippedStream]:
+        models = self.tables.models
+        with models._lock:
+            return list(models._skipped.get(self.tables.prefix, {}).values())
 
 
 class InMemoryReadModels(ReadModelStore):
@@ -196,6 +234,7 @@ class InMemoryReadModels(ReadModelStore):
         self._data: dict[str, dict[tuple[Any, ...], _Row]] = {}
         self._created: set[str] = set()
         self._checkpoints: dict[str, dict[str, int]] = {}
+        self._skipped: dict[str, dict[str, SkippedStream]] = {}
         self._versions: dict[tuple[str, int], Version] = {}
         self._leases: dict[str, tuple[str, int, float]] = {}
         self._stamps = _MANAGER

@@ -20,6 +20,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,11 +28,12 @@ from pathlib import Path
 from eskit.exceptions import (
     InterfaceError,
     OperationalError,
+    SchemaError,
     StoreError,
     StoreUnavailable,
 )
-from eskit.stores.sqlite.migrations import add_feed_sequence
-from eskit.stores.sqlite.schema import PRAGMAS, SCHEMA
+from eskit.stores.sqlite.migrations import add_feed_sequence, snapshots_in_rowid_table
+from eskit.stores.sqlite.schema import PRAGMAS, SCHEMA, SELECT_STORE_ID
 
 __all__ = ["SQLiteConnection", "translate_errors"]
 
@@ -110,6 +112,8 @@ class SQLiteConnection:
                     target, isolation_level=None, check_same_thread=False, timeout=30, uri=target.startswith("file:")
                 )
                 try:
+                    if self.event_store and not self._schema_ready:
+                        self._refuse_foreign(conn)  # before the pragmas: WAL mode would change the file
                     for pragma in PRAGMAS:
                         conn.execute(pragma)
                     if not self.durable:
@@ -120,6 +124,8 @@ class SQLiteConnection:
                                 for statement in SCHEMA:
                                     conn.execute(statement)
                                 add_feed_sequence(conn, path=self.path)
+                                snapshots_in_rowid_table(conn, path=self.path)
+                                _give_identity(conn)
                             self._schema_ready = True
                 except BaseException:
                     conn.close()
@@ -137,10 +143,65 @@ class SQLiteConnection:
                 raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
+        """Refuse a file that holds tables but not the event store's: another application's database."""
+        tables = sorted(row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        if tables and "events" not in tables:
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise SchemaError(
+                f"{self.path!r} is not an eskit store: it holds other tables ({shown}); name a store's file, "
+                "or a file that does not exist yet"
+            )
+
+    @contextmanager
+    def all_or_nothing(self) -> Iterator[None]:
+        """Make every transaction of this thread inside the block part of one, committed when it ends.
+
+        The block takes the write lock at once and keeps it; a transaction inside it is a
+        savepoint of the block's (a failed one is undone alone, as it would be on its own). If
+        the block raises, nothing it wrote stays. Other writers wait for the lock meanwhile (and
+        fail after the busy timeout), so it is for bulk loads into a store nothing else writes to.
+        """
+        if getattr(self._local, "outer", False):
+            raise InterfaceError("an all-or-nothing block is already open in this thread")
+        conn = self.get()
+        with translate_errors():
+            conn.execute("BEGIN IMMEDIATE")
+        self._local.outer = True
+        try:
+            yield
+            self.check_file()  # never commit into a file that is not the store's any more
+            with translate_errors():
+                conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._local.outer = False
+        with contextlib.suppress(sqlite3.Error):  # a large load leaves a large log: give the space back
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     @contextmanager
     def transaction(self, *, immediate: bool = False) -> Iterator[sqlite3.Connection]:
-        """Run the block in one transaction; driver errors become eskit errors."""
+        """Run the block in one transaction; driver errors become eskit errors.
+
+        Inside :meth:`all_or_nothing` the block is a savepoint of the enclosing transaction.
+        """
         conn = self.get()
+        if getattr(self._local, "outer", False):
+            with translate_errors():
+                conn.execute("SAVEPOINT eskit_step")
+                try:
+                    yield conn
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK TO eskit_step")
+                        conn.execute("RELEASE eskit_step")
+                    raise
+                conn.execute("RELEASE eskit_step")
+            return
         with translate_errors():
             conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
             try:
@@ -162,6 +223,13 @@ class SQLiteConnection:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _give_identity(conn: sqlite3.Connection) -> None:
+    """Write the store's id if it has none (a new file, or one made before ids): once, never changed."""
+    if conn.execute(SELECT_STORE_ID).fetchone() is None:
+        # OR IGNORE: two processes opening a new file at once both try; the first one's id stays.
+        conn.execute("INSERT OR IGNORE INTO eskit_store (name, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
 
 
 @contextmanager

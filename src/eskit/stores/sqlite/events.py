@@ -9,17 +9,19 @@ after the commit holding its events returned.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from eskit.events import NewEvent, StoredEvent
 from eskit.exceptions import (
     ConcurrencyError,
+    DamagedEvent,
     EskitError,
     OperationalError,
     StoreUnavailable,
@@ -33,18 +35,29 @@ from eskit.stores.timestamps import from_micros, to_micros
 __all__ = ["SQLiteEventStore", "row_to_event"]
 
 
-def row_to_event(stream_id: str, row: tuple[int, bytes, str, int, bytes, bytes, int]) -> StoredEvent:
+def row_to_event(
+    stream_id: str, row: tuple[int, bytes, str, int, bytes, bytes, int], *, sequence: int | None = None
+) -> StoredEvent:
+    """The event a row holds; :class:`DamagedEvent` for a row no append writes (edited by hand, or forged)."""
     position, event_id, type_name, schema_version, data, metadata, recorded_at = row
-    return StoredEvent(
-        stream_id=stream_id,
-        position=position,
-        type_name=type_name,
-        schema_version=schema_version,
-        data=bytes(data),
-        metadata=bytes(metadata),
-        recorded_at=from_micros(recorded_at),
-        event_id=uuid.UUID(bytes=bytes(event_id)),
-    )
+    try:
+        if not isinstance(type_name, str) or not isinstance(schema_version, int):
+            raise TypeError(f"type {type_name!r} or schema version {schema_version!r} is not what an append writes")
+        return StoredEvent(
+            stream_id=stream_id,
+            position=position,
+            type_name=type_name,
+            schema_version=schema_version,
+            data=bytes(data),
+            metadata=bytes(metadata),
+            recorded_at=from_micros(recorded_at),
+            event_id=uuid.UUID(bytes=bytes(event_id)),
+        )
+    except OverflowError:
+        reason = f"its recorded time ({recorded_at} microseconds after 1970) is outside the times stores encode"
+        raise DamagedEvent(stream_id, position, reason, sequence=sequence) from None
+    except (TypeError, ValueError) as exc:
+        raise DamagedEvent(stream_id, position, str(exc), sequence=sequence) from None
 
 
 @dataclass
@@ -204,6 +217,18 @@ class SQLiteEventStore(EventStore):
             else:
                 raise append.error
         return answers
+
+    atomic_loads = True
+
+    def all_or_nothing(self) -> contextlib.AbstractContextManager[bool]:
+        """One write transaction for every append of this thread in the block (see the port)."""
+
+        @contextlib.contextmanager
+        def block() -> Iterator[bool]:
+            with self.db.all_or_nothing():
+                yield True
+
+        return block()
 
     def stream_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
         # Each next id is one seek in the primary key, so a page costs ``limit`` seeks

@@ -7,6 +7,10 @@ starts only after this one committed or rolled back, so committed numbers are
 always exactly ``1 .. max(seq)``: once a follower has read up to ``s``, no event
 at or below ``s`` can commit later. A refused append (a version conflict) or a
 failed commit stores nothing and so takes no number. One shard.
+
+A row that cannot be read back (damaged, or forged) makes :meth:`SQLiteEventFeed.read`
+raise :class:`~eskit.exceptions.DamagedEvent` with its sequence number, so a
+follower can take the events before it and then decide what to do with it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from eskit.ports import EventFeed, FeedEvent
 from eskit.stores.sqlite.connection import SQLiteConnection, translate_errors
 from eskit.stores.sqlite.events import row_to_event
+from eskit.stores.sqlite.schema import SELECT_STORE_ID
 
 __all__ = ["SQLiteEventFeed"]
 
@@ -35,7 +40,13 @@ class SQLiteEventFeed(EventFeed):
         conn = self.db.get()
         with translate_errors():
             rows = conn.execute(_SELECT, (after, limit)).fetchall()
-        return [FeedEvent(0, row[0], row_to_event(row[1], row[2:])) for row in rows]
+        return [FeedEvent(0, row[0], row_to_event(row[1], row[2:], sequence=row[0])) for row in rows]
+
+    def store_id(self) -> str | None:
+        conn = self.db.get()
+        with translate_errors():
+            row = conn.execute(SELECT_STORE_ID).fetchone()
+        return None if row is None else str(row[0])
 
     def head(self, *, shard: int = 0) -> int:
         conn = self.db.get()

@@ -10,6 +10,12 @@ earlier event of its own stream: within a stream, each event counts as recorded
 at the latest time of the events before it. Progress is logged. Once numbered,
 the file refuses an event without a number (code from before the feed), which no
 follower would ever see.
+
+Snapshots were kept in a ``WITHOUT ROWID`` table, where finding one compared
+the wanted key with neighbouring rows read whole, states included: a lookup
+cost grew with the size of the neighbours' states. Such a file gets today's
+rowid table and its unique index, every snapshot copied over, in one write
+transaction (a crash part-way leaves the old table, and the next open starts again).
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ import logging
 import sqlite3
 import time
 
-from eskit.stores.sqlite.schema import FEED_INDEX, FEED_TRIGGER
+from eskit.stores.sqlite.schema import FEED_INDEX, FEED_TRIGGER, SNAPSHOTS_INDEX, SNAPSHOTS_TABLE
 
-__all__ = ["add_feed_sequence"]
+__all__ = ["add_feed_sequence", "snapshots_in_rowid_table"]
 
 log = logging.getLogger("eskit.stores.sqlite")
 
@@ -84,3 +90,45 @@ def add_feed_sequence(conn: sqlite3.Connection, *, path: str) -> int:
     if total:
         log.warning("numbered %d events of %s in %.1f s", done, path, time.monotonic() - started)
     return done
+
+
+def _snapshots_by_rowid(conn: sqlite3.Connection) -> bool:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(snapshots)")}
+    indexes = {row[1] for row in conn.execute("PRAGMA index_list(snapshots)")}
+    return "id" in columns and "snapshots_by_stream" in indexes
+
+
+def snapshots_in_rowid_table(conn: sqlite3.Connection, *, path: str) -> int:
+    """Move the snapshots of an older file into today's rowid table; return how many were moved."""
+    if _snapshots_by_rowid(conn):
+        return 0
+    conn.execute("BEGIN IMMEDIATE")  # one migrator at a time, across processes
+    try:
+        if _snapshots_by_rowid(conn):  # another process did it while this one waited for the lock
+            conn.execute("ROLLBACK")
+            return 0
+        started = time.monotonic()
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(snapshots)")}
+        moved = 0
+        if "id" not in columns:
+            (moved,) = conn.execute("SELECT count(*) FROM snapshots").fetchone()
+            if moved:
+                log.warning("moving the %d snapshots of %s to a rowid table (a one-off migration)", moved, path)
+            conn.execute("ALTER TABLE snapshots RENAME TO eskit_snapshots_before")
+            conn.execute(SNAPSHOTS_TABLE)
+            conn.execute(
+                "INSERT INTO snapshots (stream_id, version, type_name, schema_version, recorded_at, state)"
+                " SELECT stream_id, version, type_name, schema_version, recorded_at, state"
+                " FROM eskit_snapshots_before ORDER BY stream_id, version"
+            )
+            conn.execute("DROP TABLE eskit_snapshots_before")
+        conn.execute(SNAPSHOTS_INDEX)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    if moved:
+        log.warning("moved %d snapshots of %s in %.1f s", moved, path, time.monotonic() - started)
+    return int(moved)

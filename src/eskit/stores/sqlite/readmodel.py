@@ -12,7 +12,19 @@ projection version's tables (``rm_<name>_v<version>_<table>``):
   the checkpoint: each event has exactly one effect, whatever the number of
   runners, and a runner killed mid-batch leaves nothing behind;
 * ``eskit_projections`` and ``eskit_leases``: the registry of versions and the
-  runner lease (see :mod:`eskit.readmodel.store`).
+  runner lease (see :mod:`eskit.readmodel.store`);
+* ``eskit_skipped``: per projection version, the streams it skips because it
+  cannot apply them (:class:`~eskit.projection.SkippedStream`), changed in the
+  same transaction as the checkpoint, so a skip is recorded exactly when the
+  checkpoint moves past it;
+* ``eskit_identity``: the id of the store the read models follow
+  (:meth:`SQLiteReadModels.follow`), so they are never followed from a
+  position that store never reached.
+
+A batch is applied whole when it can be. When an event's own content makes it
+fail (:func:`~eskit.projection.cannot_apply`), the batch is undone and applied
+again event by event, each in a savepoint: the event that fails is undone
+alone, its stream is recorded as skipped from there on, and the rest goes on.
 
 Durability: the file runs ``synchronous=NORMAL``. A crash of the machine may
 lose the newest batches, but never a batch's rows without its checkpoint (WAL
@@ -22,20 +34,31 @@ so nothing is lost that the event store does not hold.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from eskit.exceptions import DamagedEvent
 from eskit.ports import FeedEvent
-from eskit.projection import CheckpointMoved, ProjectionTarget
+from eskit.projection import (
+    MAX_SKIPPED_STREAMS,
+    CheckpointMoved,
+    ProjectionTarget,
+    SkippedStream,
+    TooManySkipped,
+    cannot_apply,
+)
 from eskit.readmodel.store import Handler, Progress, ReadModelStore, Version, table_prefix
 from eskit.readmodel.tables import Row, Table, TableSet, Writer
 from eskit.stores.sqlite.connection import SQLiteConnection, translate_errors
 from eskit.stores.timestamps import from_micros, to_micros
 
 __all__ = ["SQLiteReadModels", "SQLiteTableProjection", "read_models_path"]
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS eskit_projections (name TEXT NOT NULL, version INTEGER NOT NULL,"
@@ -44,9 +67,19 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS eskit_checkpoints (prefix TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS eskit_leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, token INTEGER NOT NULL,"
     " expires_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS eskit_skipped (prefix TEXT NOT NULL, stream_id TEXT NOT NULL,"
+    " position INTEGER NOT NULL, sequence INTEGER, events INTEGER NOT NULL, error TEXT NOT NULL,"
+    " PRIMARY KEY (prefix, stream_id))",
+    "CREATE TABLE IF NOT EXISTS eskit_identity (id INTEGER PRIMARY KEY CHECK (id = 1), store_id TEXT NOT NULL)",
 )
 #: bookkeeping tables of read-model files written before the registry (their projections are rebuilt)
-_LEGACY = ("checkpoints", "versions", "leases")
+_LEGACY = ("checkpoints", "versions", "leases", "skipped", "store_identity")
+#: the file's own tables; every other table is a projection version's
+_OWN = frozenset({"eskit_projections", "eskit_checkpoints", "eskit_leases", "eskit_skipped", "eskit_identity"})
+#: SQLite's errors that an event's values cause (a constraint or a type they break): skipped, not retried
+_DATA_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
+#: how much of an error's text a skip keeps
+_ERROR_CHARS = 500
 
 _TYPES = {"text": "TEXT", "int": "INTEGER", "bool": "INTEGER"}
 
@@ -127,6 +160,7 @@ class _Tables(TableSet):
             for statements in self._sql.values():
                 conn.execute(f"DROP TABLE IF EXISTS {statements.name}")
             conn.execute("DELETE FROM eskit_checkpoints WHERE prefix = ?", (self.prefix,))
+            conn.execute("DELETE FROM eskit_skipped WHERE prefix = ?", (self.prefix,))
         self._exists = False
 
     def exists(self) -> bool:
@@ -261,17 +295,109 @@ class SQLiteTableProjection(ProjectionTarget):
         if not self.tables.exists():
             self.tables.create()
         with self.tables.models.transaction() as conn:
-            row = conn.execute("SELECT seq FROM eskit_checkpoints WHERE prefix = ?", (self.tables.prefix,)).fetchone()
-            current = int(row[0]) if row else 0
-            if current != after:
-                raise CheckpointMoved(f"{self.key} is at {current}, the batch follows {after}")
+            self._begin(conn, after)
+            skipping = {
+                str(row[0])
+                for row in conn.execute("SELECT stream_id FROM eskit_skipped WHERE prefix = ?", (self.tables.prefix,))
+            }
+            todo = [e for e in events if e.event.stream_id not in skipping]
+            self._count_skipped(conn, [e for e in events if e.event.stream_id in skipping])
             writer = _BatchWriter(self.tables, conn)
-            for item in events:
-                self.handle(item.event.stream_id, item.event, writer)
-            conn.execute(
-                "INSERT OR REPLACE INTO eskit_checkpoints (prefix, seq) VALUES (?, ?)",
-                (self.tables.prefix, events[-1].sequence),
+            conn.execute("SAVEPOINT eskit_batch")
+            try:
+                for item in todo:
+                    self.handle(item.event.stream_id, item.event, writer)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO eskit_batch")
+                conn.execute("RELEASE eskit_batch")
+                if not cannot_apply(exc, _DATA_ERRORS):
+                    raise
+                self._one_by_one(conn, writer, todo, skipping)
+            else:
+                conn.execute("RELEASE eskit_batch")
+            self._move(conn, events[-1].sequence)
+
+    def _begin(self, conn: sqlite3.Connection, after: int) -> None:
+        row = conn.execute("SELECT seq FROM eskit_checkpoints WHERE prefix = ?", (self.tables.prefix,)).fetchone()
+        current = int(row[0]) if row else 0
+        if current != after:
+            raise CheckpointMoved(f"{self.key} is at {current}, the batch follows {after}")
+
+    def _move(self, conn: sqlite3.Connection, sequence: int) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO eskit_checkpoints (prefix, seq) VALUES (?, ?)", (self.tables.prefix, sequence)
+        )
+
+    def _one_by_one(
+        self, conn: sqlite3.Connection, writer: _BatchWriter, events: Sequence[FeedEvent], skipping: set[str]
+    ) -> None:
+        """Apply ``events`` each in a savepoint; skip the stream of one that cannot be applied, from it on."""
+        for item in events:
+            stream = item.event.stream_id
+            if stream in skipping:
+                self._count_skipped(conn, [item])
+                continue
+            conn.execute("SAVEPOINT eskit_event")
+            try:
+                self.handle(stream, item.event, writer)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO eskit_event")
+                conn.execute("RELEASE eskit_event")
+                if not cannot_apply(exc, _DATA_ERRORS):
+                    raise
+                self._skip(conn, stream, item.event.position, item.sequence, exc)
+                skipping.add(stream)
+                continue
+            conn.execute("RELEASE eskit_event")
+
+    def _skip(self, conn: sqlite3.Connection, stream_id: str, position: int, sequence: int, exc: BaseException) -> None:
+        (held,) = conn.execute("SELECT count(*) FROM eskit_skipped WHERE prefix = ?", (self.tables.prefix,)).fetchone()
+        if held >= MAX_SKIPPED_STREAMS:
+            raise TooManySkipped(
+                f"{self.key}: more than {MAX_SKIPPED_STREAMS} streams cannot be applied (the last, {stream_id}@"
+                f"{position}: {type(exc).__name__}: {exc}): this looks like a fault of the projection's code, not "
+                "damage; fix it, then rebuild"
             )
+        error = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
+        log.warning("projection %s skips stream %s from position %d: %s", self.key, stream_id, position, error)
+        conn.execute(
+            "INSERT INTO eskit_skipped (prefix, stream_id, position, sequence, events, error)"
+            " VALUES (?, ?, ?, ?, 1, ?)",
+            (self.tables.prefix, stream_id, position, sequence, error),
+        )
+
+    def _count_skipped(self, conn: sqlite3.Connection, events: Sequence[FeedEvent]) -> None:
+        for item in events:
+            conn.execute(
+                "UPDATE eskit_skipped SET events = events + 1 WHERE prefix = ? AND stream_id = ?",
+                (self.tables.prefix, item.event.stream_id),
+            )
+
+    def skip_unreadable(self, damaged: DamagedEvent, *, after: int) -> None:
+        assert damaged.sequence == after + 1
+        if not self.tables.exists():
+            self.tables.create()
+        with self.tables.models.transaction() as conn:
+            self._begin(conn, after)
+            known = conn.execute(
+                "SELECT 1 FROM eskit_skipped WHERE prefix = ? AND stream_id = ?",
+                (self.tables.prefix, damaged.stream_id),
+            ).fetchone()
+            if known:
+                conn.execute(
+                    "UPDATE eskit_skipped SET events = events + 1 WHERE prefix = ? AND stream_id = ?",
+                    (self.tables.prefix, damaged.stream_id),
+                )
+            else:
+                self._skip(conn, damaged.stream_id, damaged.position, damaged.sequence, damaged)
+            self._move(conn, damaged.sequence)
+
+    def skipped(self) -> list[SkippedStream]:
+        rows = self.tables.models.read(
+            "SELECT stream_id, position, events, error, sequence FROM eskit_skipped WHERE prefix = ? ORDER BY sequence",
+            (self.tables.prefix,),
+        )
+        return [SkippedStream(str(s), int(p), int(n), str(e), None if q is None else int(q)) for s, p, n, e, q in rows]
 
 
 class SQLiteReadModels(ReadModelStore):
@@ -288,8 +414,9 @@ class SQLiteReadModels(ReadModelStore):
         conn = self.db.get()
         if not self._ready:
             with translate_errors():
+                marks = ", ".join("?" * len(_LEGACY))
                 legacy = conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)", _LEGACY
+                    f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks})", _LEGACY
                 ).fetchall()
                 for (name,) in legacy:
                     conn.execute(f"DROP TABLE IF EXISTS {_quote(name)}")
@@ -310,6 +437,52 @@ class SQLiteReadModels(ReadModelStore):
 
     def exists(self) -> bool:
         return self.path.exists()
+
+    # -- which store the read models follow --------------------------------------------------
+
+    def _relation(self, store_id: str, head: int) -> str:
+        """``same``: the file follows the store ``store_id`` (head ``head``); ``adopt``: it names no store and no
+        checkpoint is past ``head``; ``other``: it names another store, or a checkpoint is past ``head``, a
+        position the store never reached (a store made anew, or put back from an older copy of its file)."""
+        (row,) = self.read("SELECT (SELECT store_id FROM eskit_identity WHERE id = 1), max(seq) FROM eskit_checkpoints")
+        named, highest = row
+        if (highest or 0) > head or (named is not None and named != store_id):
+            return "other"
+        return "same" if named is not None else "adopt"
+
+    def belongs(self, store_id: str | None, head: int) -> bool:
+        return store_id is None or self._relation(store_id, head) != "other"
+
+    def follow(self, store_id: str | None, head: int) -> bool:
+        """Make the file follow store ``store_id``; True when it had to be emptied (it was another store's).
+
+        In one write transaction, so of several processes one does it; emptied, every projection
+        version's tables, checkpoints, skips and registry entries are gone, and the runner fills
+        them again from the store's first event.
+        """
+        if store_id is None or self._relation(store_id, head) == "same":
+            return False
+        with self.transaction() as conn:
+            named = conn.execute("SELECT store_id FROM eskit_identity WHERE id = 1").fetchone()
+            (highest,) = conn.execute("SELECT max(seq) FROM eskit_checkpoints").fetchone()
+            emptied = (highest or 0) > head or (named is not None and named[0] != store_id)
+            if named is not None and not emptied:
+                return False  # another process did it meanwhile
+            if emptied:
+                tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                for table in tables:
+                    if table not in _OWN and not table.startswith("sqlite_"):
+                        conn.execute(f"DROP TABLE IF EXISTS {_quote(table)}")
+                for own in ("eskit_checkpoints", "eskit_projections", "eskit_skipped"):
+                    conn.execute(f"DELETE FROM {own}")
+            conn.execute("INSERT OR REPLACE INTO eskit_identity (id, store_id) VALUES (1, ?)", (store_id,))
+        if emptied:
+            log.warning(
+                "the read models in %s were built from another store: emptied, they are built again from this "
+                "store's first event",
+                self.path,
+            )
+        return emptied
 
     # -- tables and targets ----------------------------------------------------------------
 

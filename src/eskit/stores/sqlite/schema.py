@@ -3,17 +3,50 @@
 ``events.seq`` is the feed's sequence: store-wide, assigned inside the write
 transaction that commits the event, so the committed values are always exactly
 ``1 .. max(seq)`` (see :mod:`eskit.stores.sqlite.feed`).
+
+``eskit_store`` holds the store's identity (``store_id``): a random id written
+once, when the file is first opened by code that knows it (at its creation, or
+at the first open of a file made before), never changed. Read models record
+the id of the store they follow, so a file made anew under the same name is
+never taken for the one they were built from.
 """
 
 from __future__ import annotations
 
-__all__ = ["FEED_INDEX", "FEED_TRIGGER", "INSERT_EVENT", "PRAGMAS", "SCHEMA", "SELECT_LAST_SEQ", "SELECT_VERSION"]
+__all__ = [
+    "FEED_INDEX",
+    "FEED_TRIGGER",
+    "INSERT_EVENT",
+    "PRAGMAS",
+    "SCHEMA",
+    "SELECT_LAST_SEQ",
+    "SELECT_STORE_ID",
+    "SELECT_VERSION",
+    "SNAPSHOTS_INDEX",
+    "SNAPSHOTS_TABLE",
+]
 
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
     "PRAGMA busy_timeout=30000",
 )
+
+#: A rowid table found through a small unique index, not a ``WITHOUT ROWID`` table: there the key's
+#: b-tree holds whole rows, and a lookup that compares its key with a neighbour's reads the neighbour's
+#: whole state (a megabyte for a long history) from its overflow pages. ``state`` comes last, so the
+#: columns before it are read without walking its overflow chain.
+SNAPSHOTS_TABLE = """CREATE TABLE IF NOT EXISTS snapshots (
+        id INTEGER PRIMARY KEY,
+        stream_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        type_name TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        state BLOB NOT NULL
+    )"""
+#: created after the snapshots table is known to be today's (older files get it by migration)
+SNAPSHOTS_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS snapshots_by_stream ON snapshots (stream_id, version)"
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -29,15 +62,8 @@ SCHEMA = (
         PRIMARY KEY (stream_id, position)
     ) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS eskit_health (id INTEGER PRIMARY KEY, checked_at INTEGER NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS snapshots (
-        stream_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        type_name TEXT NOT NULL,
-        schema_version INTEGER NOT NULL,
-        state BLOB NOT NULL,
-        recorded_at INTEGER NOT NULL,
-        PRIMARY KEY (stream_id, version)
-    ) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS eskit_store (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    SNAPSHOTS_TABLE,
 )
 
 #: created after the ``seq`` column is known to exist (files made before the feed get it by migration)
@@ -54,3 +80,4 @@ INSERT_EVENT = (
 )
 SELECT_VERSION = "SELECT max(position) FROM events WHERE stream_id = ?"
 SELECT_LAST_SEQ = "SELECT max(seq) FROM events"
+SELECT_STORE_ID = "SELECT value FROM eskit_store WHERE name = 'store_id'"

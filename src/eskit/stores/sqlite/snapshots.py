@@ -14,7 +14,11 @@ __all__ = ["SQLiteSnapshotStore"]
 
 
 class SQLiteSnapshotStore(SnapshotStore):
-    """Snapshots in the same SQLite file (or another), newest found by index."""
+    """Snapshots in the same SQLite file (or another), found through a unique index on (stream, version).
+
+    A lookup reads a few index pages and the one state it returns, whatever the
+    size of other streams' states (see :data:`~eskit.stores.sqlite.schema.SNAPSHOTS_TABLE`).
+    """
 
     def __init__(self, path: str | os.PathLike[str] | SQLiteConnection) -> None:
         self.db = path if isinstance(path, SQLiteConnection) else SQLiteConnection(path)
@@ -23,14 +27,14 @@ class SQLiteSnapshotStore(SnapshotStore):
         with self.db.transaction(immediate=True) as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO snapshots (stream_id, version, type_name, schema_version,"
-                " state, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                " recorded_at, state) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     snapshot.stream_id,
                     snapshot.version,
                     snapshot.type_name,
                     snapshot.schema_version,
-                    snapshot.state,
                     to_micros(snapshot.recorded_at),
+                    snapshot.state,
                 ),
             )
 

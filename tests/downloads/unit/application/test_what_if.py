@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, ReleaseLicense
+import orjson
+
+from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, ReleaseLicense, SyncDevice
 from downloads.application.whatif import WhatIf, summarise
 from downloads.domain import DomainError, Plan, Policy, Studio
 from downloads.domain.events import DeviceRegistered
 from eskit import EventMetadata
-from tests.downloads.factories import Downloads, start_service
+from tests.downloads.factories import START, Downloads, start_service
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 
@@ -225,3 +228,62 @@ def test_refusals_keep_their_place_among_commands_decided_at_the_same_instant() 
     d.license("acct-1", "tablet", "demo-title-1")
     result = WhatIf(d.service, DEFAULT).account("acct-1")
     assert (result.changed, result.decisions) == (0, [])
+
+
+def _as_recorded_before_syncs_were_bounded(db: Path, stream: str, held: list[str], revoked: list[str]) -> None:
+    """Rewrite a sync's stored record as older versions kept it: every id sent, and ``revoked`` in the reply."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT position, metadata FROM events WHERE stream_id = ?", (stream,)).fetchall()
+        for position, raw in rows:
+            meta = orjson.loads(raw)
+            extra = meta.get("extra") or {}
+            if meta.get("command") == "sync_device" and "args" in extra:
+                extra["args"] = {"device_id": "phone", "license_ids": held}
+                extra["reply"]["body"]["revoked"] = revoked
+                conn.execute(
+                    "UPDATE events SET metadata = ? WHERE stream_id = ? AND position = ?",
+                    (orjson.dumps(meta), stream, position),
+                )
+
+
+def test_a_sync_is_re_decided_from_its_bounded_record_as_from_every_id_it_was_sent(tmp_path: Path) -> None:
+    db = tmp_path / "downloads.db"
+    d = start_service(store=f"sqlite:///{db}")
+    d.title("film")
+    licenses = {}
+    for account in ("new", "old"):
+        d.clock.now = START
+        d.account(account, devices=["phone"])
+        first = licenses[account] = d.license(account, "phone", "film")
+        d.clock.advance(10 * DAY)
+        d.service.handle(AcquireLicense(account, "phone", "film"), idempotency_key="again")  # changes nothing
+        d.clock.advance(30 * DAY)  # past the license's 30 days: the device still says it holds it
+        held = ["made-up-1", first, "made-up-2"]
+        synced = d.service.handle(SyncDevice(account, "phone", held), idempotency_key="sync")
+        assert synced.body == {"active": [], "released": [], "revoked": held}
+        d.clock.advance(5 * DAY)
+        assert d.service.handle(AcquireLicense(account, "phone", "film")).created
+    _as_recorded_before_syncs_were_bounded(db, d.service.accounts.stream_id("old"), held, held)
+    longer = dataclasses.replace(DEFAULT, studios={**DEFAULT.studios, "default": Studio(license_duration=60 * DAY)})
+    engine = WhatIf(d.service, longer)
+
+    new, old = (engine.present(engine.account(a)) for a in ("new", "old"))
+
+    def without_ids(body: dict[str, Any], account: str) -> Any:
+        text = orjson.dumps({**body, "decisions": [{**x, "args": None} for x in body["decisions"]]}).decode()
+        return orjson.loads(text.replace(licenses[account], "FIRST").replace(f'"{account}"', '"ACCOUNT"'))
+
+    sync = next(r for r in d.service.accounts.history("new") if r.metadata.command == "sync_device")
+    kept = {"device_id": "phone", "license_ids": [licenses["new"]], "license_ids_sent": 3}
+    assert sync.metadata.extra["args"] == kept  # the first license, issued to the phone; no made-up id
+    assert without_ids(new, "new") == without_ids(old, "old")  # the made-up ids changed nothing
+    # Under 60-day licenses the first is still active at the sync, which keeps it because the device
+    # named it: the later acquire gets that license again instead of a new one.
+    recorded = [lic["status"] for lic in d.service.list_licenses("new")]
+    assert recorded == ["expired", "active"]  # as recorded: the first expired, a second issued
+    assert new["account"]["would_be"]["devices"][0]["active_downloads"] == 1
+    assert new["account"]["was"]["devices"][0]["active_downloads"] == 1
+    re_decided = WhatIf(d.service, longer).account("new").would_be
+    assert {i: lic.status for i, lic in re_decided.licenses.items()} == {licenses["new"]: "active"}
+    assert (new["changed"], old["changed"]) == (0, 0)
+    d.close()

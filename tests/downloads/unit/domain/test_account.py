@@ -93,7 +93,7 @@ def test_an_issued_license_records_the_issue_and_expiry_and_counts_as_a_download
 
     assert created
     assert account.pending_events == (LicenseIssued("lic-1", "phone", "film", T0, T0 + 30 * DAY, True),)
-    assert account.counted_downloads("film", T0, POLICY.window) == [T0]
+    assert account.title_quota(FILM, POLICY, T0).used == 1
 
 
 def test_expire_due_records_license_expired_for_every_license_past_its_expiry_oldest_first() -> None:

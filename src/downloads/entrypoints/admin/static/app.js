@@ -5,6 +5,7 @@
 const EVENT_TYPES = [
   "AccountOpened", "PlanChanged", "AccountClosed", "DeviceRegistered", "DeviceDeactivated",
   "LicenseIssued", "PlaybackStarted", "LicenseRenewed", "LicenseReleased", "LicenseRevoked", "LicenseExpired",
+  "RequestAnswered",
 ];
 const PAGE = 50;
 
@@ -353,6 +354,8 @@ async function loadProjections() {
 // -- wiring ---------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
+  $("needs-script").hidden = true;
+  $("sign-in").hidden = false;
   for (const type of EVENT_TYPES) $("filter-type").appendChild(el("option", type, { value: type }));
   $("sign-in-form").addEventListener("submit", (e) => { e.preventDefault(); signIn($("token").value.trim()); });
   $("sign-out").addEventListener("click", () => { sessionStorage.removeItem("downloads-token"); location.reload(); });

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import Field
 from starlette.responses import Response
 
 from downloads.adapters.policy_file import PolicyError, policy_from_text
 from downloads.application import ChangePlan, CloseAccount, OpenAccount
 from downloads.application.presenters import AccountOut, DenialsOut, EventsOut, WhatIfOut
-from downloads.application.whatif import WhatIf
+from downloads.application.whatif import WhatIf, WhatIfLimits
 from downloads.entrypoints.http.deps import Commander, IdempotencyKey, Reader, Service, Support
 from downloads.entrypoints.http.errors import ApiError
 from downloads.entrypoints.http.routes._links import ACCOUNT_LINKS
@@ -107,11 +107,15 @@ def account_denials(
 
 
 @router.post("/{account_id}/what-if", response_model=WhatIfOut)
-def what_if(account_id: Id, body: WhatIfIn, service: Service, _: Support) -> Body:
-    """The account's recorded commands re-decided under another policy: what would change. Writes nothing."""
+def what_if(account_id: Id, body: WhatIfIn, service: Service, _: Support, request: Request) -> Body:
+    """The account's recorded commands re-decided under another policy: what would change. Writes nothing.
+
+    Bounded per request (422 ``WHAT_IF_TOO_LARGE`` past it, with a ``to`` that fits)."""
     try:
         policy = policy_from_text(body.policy)
     except PolicyError as exc:
         raise ApiError(422, "INVALID_POLICY", str(exc), {}) from exc
-    engine = WhatIf(service, policy)
+    settings = request.app.state.context.settings
+    limits = WhatIfLimits(commands=settings.what_if_max_commands, answer_bytes=settings.what_if_max_bytes)
+    engine = WhatIf(service, policy, limits=limits)
     return engine.present(engine.account(account_id, since=body.since, until=body.until))

@@ -37,7 +37,20 @@ async def _read_side(request: Request) -> ReadModels:
     return read_side
 
 
-ReadSide = Annotated[ReadModels, Depends(_read_side)]
+async def _current_read_side(request: Request) -> ReadModels:
+    """The read side, for routes that answer from its rows: not while they are another store's."""
+    read_side = await _read_side(request)
+    if not read_side.belongs():
+        raise ApiError(
+            503,
+            "READ_SIDE_UNAVAILABLE",
+            "the read models were built from another store; they are being built again from this one",
+        )
+    return read_side
+
+
+ReadSide = Annotated[ReadModels, Depends(_current_read_side)]
+Statuses = Annotated[ReadModels, Depends(_read_side)]
 
 
 @router.get("/v1/titles/{title_id}/licenses", response_model=TitleLicensesOut)
@@ -115,7 +128,7 @@ def downloads_report(
 
 
 @router.get("/v1/projections", response_model=ProjectionsOut)
-def projections(read: ReadSide, _: Support) -> Body:
+def projections(read: Statuses, _: Support) -> Body:
     found: list[dict[str, Any]] = [
         {
             "name": s.name,
@@ -125,6 +138,8 @@ def projections(read: ReadSide, _: Support) -> Body:
             "lag_seconds": round(s.lag_seconds, 3),
             "updated_at": iso(s.updated_at),
             "error": s.error,
+            "skipped_streams": s.skipped_streams,
+            "skipped_events": s.skipped_events,
         }
         for s in read.status()
     ]

@@ -71,7 +71,7 @@ def test_verify_reports_every_damage_as_a_finding_and_exits_1(damaged: str) -> N
         "fold: account-acct-00005: ",  # its renewal names a license it no longer has
         "gap: account-acct-00006@2: positions jump from 0 to 2",
         "undecodable: account-acct-00004@2",
-        "rule: account-acct-00003@9: license 'forged' issued: DEVICE_LIMIT_REACHED",
+        "rule: account-acct-00003@10: license 'forged' issued: DEVICE_LIMIT_REACHED",
         "unreadable: account-acct-00007@3: ",
         "read_model: account-acct-00002: read model licenses_by_title: license 'ghost' is not in",
     ]

@@ -30,7 +30,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     source.close()
     header, events = read_lines(path)
     assert [e["stream"] for e in events[2:4]] == ["account-acct-00000"] * 2
-    assert (events[11]["stream"], events[11]["position"]) == ("account-acct-00001", 1)
+    assert (events[12]["stream"], events[12]["position"]) == ("account-acct-00001", 1)
     return header, events
 
 
@@ -56,7 +56,7 @@ def _twice(events: list[EventLine]) -> list[EventLine]:
 CRAFTED = {
     "a position written twice": (_twice, "line 8: ", "position 4 again"),
     "a gap": (lambda ev: [*ev[:6], *ev[7:]], "line 8: ", "jumps from position 4 to 6"),
-    "a stream without its first event": (lambda ev: [*ev[:11], *ev[12:]], "line 13: ", "starts at position 2"),
+    "a stream without its first event": (lambda ev: [*ev[:12], *ev[13:]], "line 14: ", "starts at position 2"),
     "a position of 2**63": (
         lambda ev: changed(ev, 26, lambda e: {**e, "position": 2**63}),
         "line 28: ",

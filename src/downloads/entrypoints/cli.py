@@ -23,12 +23,13 @@ from typing import Any
 
 from downloads.adapters.policy_file import PolicyError, parse_duration
 from downloads.entrypoints.store_commands import add_store_commands
+from downloads.errors import DownloadsError
 from downloads.settings import Settings
 
 __all__ = ["UsageError", "main", "printable"]
 
 
-class UsageError(Exception):
+class UsageError(DownloadsError):
     """A mistake in how the command was called: printed as ``UsageError: message``."""
 
 

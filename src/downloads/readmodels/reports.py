@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from downloads.domain.events import LicenseIssued, LicenseRenewed, TitleSet
+from downloads.errors import DownloadsError
 from downloads.readmodels.model import TITLES_OF, Barrier, ReadModel, Seen, remember_title, title_of
 from eskit.readmodel import Put, Rows, Table
 
@@ -33,7 +34,7 @@ TITLES = Table("titles", partition=("month",), clustering=("title_id",))
 STUDIOS = Table("studios", partition=("title_id",), values=("studio",))
 
 
-class ReportTooLarge(Exception):
+class ReportTooLarge(DownloadsError):
     """A report would have more rows than one answer holds."""
 
     def __init__(self, limit: int) -> None:

@@ -207,6 +207,23 @@ def test_every_error_the_service_raises_on_purpose_derives_from_its_root() -> No
     assert outside == []
 
 
+def test_every_eskit_error_is_drawn_in_the_tree_of_eskit_exceptions() -> None:
+    import importlib
+    import inspect
+
+    from eskit import EskitError
+
+    tree = importlib.import_module("eskit.exceptions").__doc__ or ""
+    missing = []
+    for module in imports_under(SRC / "eskit"):
+        loaded = importlib.import_module(module)
+        for name, value in vars(loaded).items():
+            is_error = inspect.isclass(value) and issubclass(value, EskitError) and value.__module__ == module
+            if is_error and name != "EskitError" and f"── {name}" not in tree:
+                missing.append(f"{module}.{name}")
+    assert missing == []
+
+
 def test_nothing_outside_the_entrypoints_imports_one() -> None:
     found: dict[str, list[str]] = {}
     for folder in (SRC, ROOT / "tools", ROOT / "bench"):

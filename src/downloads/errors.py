@@ -14,7 +14,7 @@ outside this tree (and eskit's :class:`~eskit.EskitError` tree, drawn in
     ├── AuthError                a token is missing, forged or expired           downloads.adapters.tokens
     ├── InvalidCursor            a paging cursor no page gave                    downloads.application.ports
     ├── ReportTooLarge           a report has more rows than an answer holds     downloads.readmodels.reports
-    ├── UsageError               the command line was called wrongly             downloads.entrypoints.cli
+    ├── UsageError               the command line was called wrongly             downloads.entrypoints.cli.common
     └── ApiError                 an answer the HTTP layer gives itself           downloads.entrypoints.http.errors
 """
 

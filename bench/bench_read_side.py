@@ -12,10 +12,9 @@ from typing import Any
 from bench.harness import goal_at_least, goal_at_most, median, progress, scratch_dir
 from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, ReleaseLicense, SetTitle
 from downloads.bootstrap import Runtime, bootstrap, open_read_side
-from downloads.readmodels.projections import LicensesByTitle
 from downloads.readmodels.readside import ReadSide
 from downloads.settings import Settings
-from eskit.projection import Projector
+from eskit.projection import ProjectionTarget, Projector
 from eskit.stores.sqlite.schema import INSERT_EVENT, PRAGMAS, SCHEMA, SELECT_LAST_SEQ, SELECT_VERSION
 
 NAME = "read_side"
@@ -99,18 +98,22 @@ def _throughput(runtime: Runtime, read_side: ReadSide) -> tuple[list[dict[str, A
     raw = head / (time.perf_counter() - started)
     rows = [{"case": "feed read (pages of 500)", "events": head, "events/s": round(raw), "x raw read": 1.0}]
     licenses_ratio = 0.0
-    for target in read_side.targets(version=99):  # a fresh version of each: a rebuild from the start
-        target.drop()
+    for spec in read_side.runner.specs.values():  # a fresh version of each: a rebuild from the start
+        tables = read_side.store.tables(spec.name, 99, spec.tables)
+        tables.drop()
+        tables.create()
+        target = read_side.store.target(spec.name, 99, tables, spec.handle)
+        assert isinstance(target, ProjectionTarget)
         started = time.perf_counter()
         Projector(feed, target, batch=500).catch_up()
         rate = head / (time.perf_counter() - started)
-        target.drop()
+        tables.drop()
         rows.append(
-            {"case": f"projection {target.name}", "events": head, "events/s": round(rate), "x raw read": rate / raw}
+            {"case": f"projection {spec.name}", "events": head, "events/s": round(rate), "x raw read": rate / raw}
         )
-        if isinstance(target, LicensesByTitle):
+        if spec.name == "licenses_by_title":
             licenses_ratio = rate / raw
-        progress(f"projection {target.name}: {rate:,.0f} events/s ({rate / raw:.2f}x the raw read)")
+        progress(f"projection {spec.name}: {rate:,.0f} events/s ({rate / raw:.2f}x the raw read)")
     return rows, licenses_ratio
 
 
@@ -118,7 +121,8 @@ def _lag(runtime: Runtime, read_side: ReadSide, seconds: float, rate: float) -> 
     """Commands at a steady pace while the read side runs in the background; lag = ack to applied."""
     service, feed = runtime.service, runtime.stores.feed
     assert feed is not None
-    licenses = LicensesByTitle(read_side.models, read_side.codec)
+    licenses = read_side.runner.target("licenses_by_title")
+    assert isinstance(licenses, ProjectionTarget)
     acks: list[tuple[float, int]] = []  # (ack time, feed head right after the ack)
     applied_at: dict[int, float] = {}
     done = threading.Event()
@@ -163,7 +167,6 @@ def _lag(runtime: Runtime, read_side: ReadSide, seconds: float, rate: float) -> 
 def _withdrawal(workdir: Path, accounts: int) -> dict[str, Any]:
     runtime = bootstrap(Settings(store=f"sqlite:///{workdir / 'withdraw.db'}", snapshot_every=0))
     read_side = open_read_side(runtime)
-    assert read_side is not None
     service = runtime.service
     service.set_title(SetTitle("film", "default"))
     for a in range(accounts):
@@ -176,8 +179,8 @@ def _withdrawal(workdir: Path, accounts: int) -> dict[str, Any]:
     started = time.perf_counter()
     while True:
         read_side.step()
-        remaining = read_side.licenses.page("film", status="active", after=None, limit=1, now=service.clock())[0]
-        if not remaining and read_side.projectors["title_withdrawal"].target.pending() == 0:  # type: ignore[attr-defined]
+        remaining = read_side.title_licenses("film", status="active", after=None, limit=1, now=service.clock())
+        if not remaining.licenses and read_side.pending_revocations() == 0:
             break
     took = time.perf_counter() - started
     read_side.close()
@@ -195,7 +198,7 @@ def run(quick: bool) -> dict[str, Any]:
         cost_row, cost = _feed_cost(workdir, appends, rounds)
         runtime = bootstrap(Settings(store=f"sqlite:///{workdir / 'downloads.db'}", snapshot_every=100))
         read_side = open_read_side(runtime)
-        assert read_side is not None
+        assert isinstance(read_side, ReadSide)
         progress(f"filling: {accounts} accounts, {pairs:,} acquire+release pairs")
         _fill(runtime, accounts, pairs)
         throughput_rows, licenses_ratio = _throughput(runtime, read_side)
@@ -218,14 +221,14 @@ def run(quick: bool) -> dict[str, Any]:
         goal_at_least("a withdrawal revokes ≥ 100 licenses/s", withdrawal["revocations/s"], 100.0),
     ]
     method = (
-        "SQLite only (the Cassandra feed is not built yet). Feed cost: two raw sqlite3 connections with eskit's "
+        "SQLite (the Cassandra read side has its own benchmark). Feed cost: two raw sqlite3 connections with eskit's "
         "pragmas, one on today's events table (the feed's seq column, its unique index, and max(seq)+1 read in "
         "the append's BEGIN IMMEDIATE transaction) and one on the table as it was before the feed; one-event "
         f"appends to 100 streams, taking turns append by append, {appends} each per round, {rounds} rounds; the "
         "ratio is the median over pairs of (time without / time with). Throughput: a store filled through "
         f"DownloadsService ({accounts} accounts, {pairs:,} acquire+release pairs); the raw rate reads the whole "
         "feed in pages of 500; each projection is rebuilt from the start into a fresh version (batches of 500, "
-        "one read-model transaction per batch, fsynced). Feed lag: with the read side running in the "
+        "one read-model transaction per batch, synchronous=NORMAL). Feed lag: with the read side running in the "
         f"background of the same process (as in serve), acquire+release pairs at 100 pairs/s for {seconds:.0f} s; "
         "the lag of an acquire is the time from its answer to the moment the licenses projection's checkpoint "
         "reaches the feed head read right after the answer (sampled every 2 ms). Withdrawal: "

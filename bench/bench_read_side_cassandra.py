@@ -11,8 +11,9 @@ from typing import Any
 from bench.harness import goal_at_least, goal_at_most, median, progress
 from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, ReleaseLicense, SetTitle
 from downloads.bootstrap import Runtime, bootstrap, open_read_side
-from downloads.readmodels.clusterside import ClusterReadSide
+from downloads.readmodels.readside import ReadSide
 from downloads.settings import Settings
+from eskit.projection import StreamTarget
 from eskit.stores.cassandra import CassandraEventStore
 from eskit.testing.contract import new_event
 
@@ -24,11 +25,16 @@ def _url(hosts: str) -> str:
     return f"cassandra://{hosts}/bench_rs_{uuid.uuid4().hex[:8]}?dc=dc1&replication=3&create_schema=true"
 
 
-def _wired(url: str) -> tuple[Runtime, ClusterReadSide]:
+def _wired(url: str) -> tuple[Runtime, ReadSide]:
     runtime = bootstrap(Settings(store=url, snapshot_every=0))
     read_side = open_read_side(runtime)
-    assert isinstance(read_side, ClusterReadSide)
+    assert isinstance(read_side, ReadSide)
     return runtime, read_side
+
+
+def _backlog(runtime: Runtime) -> tuple[int, object]:
+    assert runtime.stores.stream_feed is not None
+    return runtime.stores.stream_feed.backlog()
 
 
 def _hint_cost(runtime: Runtime, appends: int, rounds: int) -> tuple[dict[str, Any], float]:
@@ -75,7 +81,7 @@ def _fill(runtime: Runtime, accounts: int, pairs: int) -> None:
         list(pool.map(one, range(accounts)))
 
 
-def _throughput(runtime: Runtime, read_side: ClusterReadSide) -> tuple[list[dict[str, Any]], float]:
+def _throughput(runtime: Runtime, read_side: ReadSide) -> tuple[list[dict[str, Any]], float]:
     """Each projection rebuilt from every stream against reading every stream (16 at once) through the store."""
     store = runtime.stores.events
     streams = store.stream_ids(limit=100_000)
@@ -97,7 +103,7 @@ def _throughput(runtime: Runtime, read_side: ClusterReadSide) -> tuple[list[dict
     return rows, licenses_ratio
 
 
-def _lag(runtime: Runtime, read_side: ClusterReadSide, seconds: float, rate: float) -> dict[str, Any]:
+def _lag(runtime: Runtime, read_side: ReadSide, seconds: float, rate: float) -> dict[str, Any]:
     """Acquire+release pairs at a steady pace with the read side in the background; lag = answer to applied."""
     service = runtime.service
     acks: list[tuple[float, str, int]] = []  # (answer time, stream, its version after the acquire)
@@ -105,7 +111,8 @@ def _lag(runtime: Runtime, read_side: ClusterReadSide, seconds: float, rate: flo
     done = threading.Event()
     lock = threading.Lock()
 
-    licenses = read_side.licenses  # the version answering reads, looked up once
+    licenses = read_side.runner.target("licenses_by_title")  # the version answering reads, looked up once
+    assert isinstance(licenses, StreamTarget)
 
     def sample() -> None:
         pending = 0
@@ -170,14 +177,14 @@ def _withdrawal(hosts: str, accounts: int) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(one, range(accounts)))
     service_rate = 3 * accounts / (time.perf_counter() - started)  # the same service's own pace, 16 threads
-    while read_side.step() or read_side.feed.backlog()[0]:
+    while read_side.step() or _backlog(runtime)[0]:
         pass
     service.set_title(SetTitle("film", "default", downloadable=False))
     started = time.perf_counter()
     while True:
         read_side.step()
-        active, _ = read_side.licenses.page("film", status="active", after=None, limit=1, now=service.clock())
-        if not active and not read_side.feed.backlog()[0] and read_side.pending_revocations() == 0:
+        active = read_side.title_licenses("film", status="active", after=None, limit=1, now=service.clock()).licenses
+        if not active and not _backlog(runtime)[0] and read_side.pending_revocations() == 0:
             break
     took = time.perf_counter() - started
     read_side.close()
@@ -208,7 +215,7 @@ def run(quick: bool) -> dict[str, Any]:
         cost_row, cost = _hint_cost(runtime, appends, rounds)
         progress(f"filling: {accounts} accounts, {pairs} acquire+release pairs each")
         _fill(runtime, accounts, pairs)
-        while read_side.step() or read_side.feed.backlog()[0]:
+        while read_side.step() or _backlog(runtime)[0]:
             pass
         throughput_rows, licenses_ratio = _throughput(runtime, read_side)
         lag = _lag(runtime, read_side, seconds, rate=10.0)

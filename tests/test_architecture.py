@@ -4,6 +4,7 @@ Imports are read from the syntax tree, so a name in a string or a comment does n
 every form of import (plain, from, relative, inside functions) does. The layers, inside out:
 
 * ``eskit`` (core, ports, stores) imports nothing of ``downloads``; its core loads no adapter;
+* ``downloads.errors`` (the error root) imports nothing, and every layer may import it;
 * ``downloads.domain`` imports the standard library and eskit's domain types only;
 * ``downloads.application`` imports the domain, eskit and libraries, never adapters or entrypoints;
 * ``downloads.entrypoints`` are imported by nothing outside themselves.
@@ -24,6 +25,8 @@ SRC = ROOT / "src"
 
 #: eskit's domain types: what the domain may use of eskit
 ESKIT_DOMAIN_TYPES = {"eskit", "eskit.aggregate", "eskit.events", "eskit.exceptions"}
+#: the service's error root: every layer may import it, it imports nothing
+ROOT_ERROR = "downloads.errors"
 #: eskit's store adapters, which the core must not import
 ESKIT_ADAPTERS = ("eskit.stores.memory", "eskit.stores.sqlite", "eskit.stores.cassandra")
 
@@ -140,7 +143,7 @@ def test_importing_eskit_loads_no_adapter_and_no_driver() -> None:
 
 def test_the_domain_imports_only_the_standard_library_and_eskits_domain_types() -> None:
     def allowed(name: str) -> bool:
-        return is_stdlib(name) or name in ESKIT_DOMAIN_TYPES or within(name, "downloads.domain")
+        return is_stdlib(name) or name in ESKIT_DOMAIN_TYPES or within(name, "downloads.domain") or name == ROOT_ERROR
 
     assert offenders(SRC / "downloads" / "domain", allowed) == {}
 
@@ -148,10 +151,81 @@ def test_the_domain_imports_only_the_standard_library_and_eskits_domain_types() 
 def test_the_application_imports_the_domain_and_eskit_but_no_adapter_or_entrypoint() -> None:
     def allowed(name: str) -> bool:
         if within(name, "downloads"):
-            return within(name, "downloads.domain") or within(name, "downloads.application")
+            return within(name, "downloads.domain") or within(name, "downloads.application") or name == ROOT_ERROR
         return not within(name, "eskit.stores")
 
     assert offenders(SRC / "downloads" / "application", allowed) == {}
+
+
+def test_read_models_speak_to_eskits_read_model_port_never_to_a_store_adapter() -> None:
+    """Read models are written once: decisions and queries over eskit.readmodel, whatever keeps them."""
+
+    def allowed(name: str) -> bool:
+        if within(name, "downloads"):
+            return any(
+                within(name, inner)
+                for inner in ("downloads.domain", "downloads.application", "downloads.readmodels", ROOT_ERROR)
+            )
+        if within(name, "eskit.stores"):
+            return name == "eskit.stores.timestamps"  # the time encoding every backend shares
+        return True
+
+    assert offenders(SRC / "downloads" / "readmodels", allowed) == {}
+
+
+def test_adapters_serve_the_application_and_import_no_entrypoint_read_side_or_composition_root() -> None:
+    def allowed(name: str) -> bool:
+        if within(name, "downloads"):
+            return any(
+                within(name, inner)
+                for inner in ("downloads.domain", "downloads.application", "downloads.adapters", ROOT_ERROR)
+            )
+        return True
+
+    assert offenders(SRC / "downloads" / "adapters", allowed) == {}
+
+
+def test_the_error_root_imports_nothing_of_the_service() -> None:
+    found = imports_under(SRC / "downloads")[ROOT_ERROR]
+    assert sorted(name for name, _ in found if within(name, "downloads") or within(name, "eskit")) == []
+
+
+def test_every_error_the_service_raises_on_purpose_derives_from_its_root() -> None:
+    """Each project exception class is a DownloadsError (eskit's have their own root, EskitError)."""
+    import importlib
+    import inspect
+
+    from downloads.errors import DownloadsError
+
+    outside = []
+    for module in imports_under(SRC / "downloads"):
+        if module.endswith(".__main__"):
+            continue  # running it is what importing it does
+        loaded = importlib.import_module(module)
+        for name, value in vars(loaded).items():
+            is_error = inspect.isclass(value) and issubclass(value, Exception) and value.__module__ == module
+            if is_error and not issubclass(value, DownloadsError):
+                outside.append(f"{module}.{name}")
+    assert outside == []
+
+
+def test_every_eskit_error_is_drawn_in_the_tree_of_eskit_exceptions() -> None:
+    import importlib
+    import inspect
+
+    from eskit import EskitError
+
+    tree = importlib.import_module("eskit.exceptions").__doc__ or ""
+    missing = []
+    for module in imports_under(SRC / "eskit"):
+        if module.endswith(".__main__"):
+            continue
+        loaded = importlib.import_module(module)
+        for name, value in vars(loaded).items():
+            is_error = inspect.isclass(value) and issubclass(value, EskitError) and value.__module__ == module
+            if is_error and name != "EskitError" and f"── {name}" not in tree:
+                missing.append(f"{module}.{name}")
+    assert missing == []
 
 
 def test_nothing_outside_the_entrypoints_imports_one() -> None:

@@ -6,20 +6,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from downloads.adapters.denials import CassandraDenialLog, InMemoryDenialLog, SQLiteDenialLog, denial_log_path
 from downloads.adapters.policy_file import load_policy
 from downloads.application import Clock, DownloadsService, ServiceObserver, system_clock
 from downloads.application.ports import DenialLog
 from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS, Account, Policy, Title
-from downloads.readmodels.readside import ReadSide, ReadSideUnavailable
+from downloads.readmodels.ports import ReadModels
 from downloads.settings import Settings
 from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, Stores, open_stores
+from eskit.readmodel import RunnerSettings
 from eskit.stores.sqlite import sqlite_path
-
-if TYPE_CHECKING:
-    from downloads.readmodels.clusterside import ClusterReadSide
 
 __all__ = ["Runtime", "bootstrap", "make_codec", "open_denial_log", "open_read_side"]
 
@@ -101,15 +98,16 @@ def open_denial_log(stores: Stores, *, kept: int) -> DenialLog:
     return InMemoryDenialLog(kept=kept)
 
 
-def open_read_side(runtime: Runtime) -> ReadSide | ClusterReadSide | None:
-    """The read side of a wired runtime (not started): in SQLite beside the store, or in the Cassandra cluster."""
-    codec = runtime.service.accounts.codec
-    if runtime.stores.stream_feed is not None:
-        from downloads.readmodels.clusterside import ClusterReadSide
+def open_read_side(runtime: Runtime) -> ReadModels:
+    """The read side of a wired runtime (not started), on the backend that goes with its store.
 
-        return ClusterReadSide(runtime.stores, codec, runtime.policy, runtime.service)
-    try:
-        return ReadSide(runtime.stores, codec, runtime.policy, runtime.service)
-    except ReadSideUnavailable as exc:
-        log.warning("no read side: %s", exc)
-        return None
+    The one place that chooses it: eskit opens read models beside a SQLite store's file, in a
+    Cassandra store's keyspace, or in memory.
+    """
+    from downloads.readmodels.readside import ReadSide
+
+    s = runtime.settings
+    tuning = RunnerSettings(
+        lease_ttl=s.read_side_lease, batch=s.read_side_batch, workers=s.read_side_workers, idle=s.read_side_idle
+    )
+    return ReadSide(runtime.stores, runtime.service.accounts.codec, runtime.policy, runtime.service, settings=tuning)

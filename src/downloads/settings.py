@@ -24,6 +24,10 @@
 | what_if_max_bytes | DOWNLOADS_WHAT_IF_MAX_BYTES | 1048576 | most bytes of decisions in a what-if answer (422) |
 | read_side | DOWNLOADS_READ_SIDE | background | background: serve runs the read side (one runner at a time); |
 |  |  |  | off: `downloads project` runs it |
+| read_side_lease | DOWNLOADS_READ_SIDE_LEASE | 10 | seconds a read-side runner's lease lasts (renewed at half) |
+| read_side_batch | DOWNLOADS_READ_SIDE_BATCH | 500 | events applied per batch where the feed is one sequence |
+| read_side_workers | DOWNLOADS_READ_SIDE_WORKERS | 8 | streams followed at once where the feed is per stream |
+| read_side_idle | DOWNLOADS_READ_SIDE_IDLE | 0.2 | seconds an idle runner waits before it looks again |
 | create_schema | DOWNLOADS_CREATE_SCHEMA | (backend's) | create tables on first use (SQLite always; Cassandra if |
 |  |  |  | true here or in the URL) |
 """
@@ -64,6 +68,10 @@ class Settings(BaseSettings):
     body_timeout: float = Field(default=10.0, gt=0, le=600)
     max_concurrency: int = Field(default=256, ge=1, le=100_000)
     read_side: Literal["background", "off"] = "background"
+    read_side_lease: float = Field(default=10.0, ge=1, le=600)
+    read_side_batch: int = Field(default=500, ge=1, le=10_000)
+    read_side_workers: int = Field(default=8, ge=1, le=64)
+    read_side_idle: float = Field(default=0.2, gt=0, le=60)
     denials_kept: int = Field(default=1000, ge=1, le=100_000)
     what_if_max_commands: int = Field(default=10_000, ge=1, le=1_000_000)
     what_if_max_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)

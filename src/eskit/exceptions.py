@@ -1,7 +1,8 @@
 """The one exception hierarchy of eskit.
 
 Every store adapter translates its driver's errors into these classes at its
-boundary, so callers never catch ``sqlite3`` or Cassandra driver exceptions::
+boundary, so callers never catch ``sqlite3`` or Cassandra driver exceptions.
+The classes defined elsewhere name their module::
 
     EskitError
     ├── StoreError                  (PEP 249 style, raised by event and snapshot stores)
@@ -16,8 +17,14 @@ boundary, so callers never catch ``sqlite3`` or Cassandra driver exceptions::
     ├── SerializationError          a payload could not be encoded or decoded
     │   ├── UnknownEventType        no class is registered for a stored type name
     │   └── UpcastError             an upcaster is missing or failed
-    └── AggregateError
-        └── AggregateNotFound       the stream has no events (at the requested point)
+    ├── AggregateError
+    │   └── AggregateNotFound       the stream has no events (at the requested point)
+    ├── CheckpointMoved             a projection's batch lost to another runner's     eskit.projection
+    ├── TooManySkipped              more streams fail than damage explains            eskit.projection
+    ├── ArchiveError                an archive that cannot be trusted or loaded       eskit.transfer
+    ├── NotEmpty                    an import's or copy's target holds events         eskit.transfer
+    ├── Diverged                    a copy's target holds other events than its source eskit.transfer
+    └── MissingEvents               a copy's target lacks events no source can fill   eskit.transfer
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Any
 
 from downloads.adapters.policy_text import MAX_POLICY_BYTES, bound_broken
 from downloads.domain.policy import CatalogTitle, Plan, Policy, Studio
+from downloads.errors import DownloadsError
 
 __all__ = ["PolicyError", "load_policy", "parse_duration", "parse_policy", "policy_from_text"]
 
@@ -27,7 +28,7 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([dhms])\s*$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
-class PolicyError(ValueError):
+class PolicyError(DownloadsError, ValueError):
     """The policy file is unreadable or has a bad key; the message names the key."""
 
 

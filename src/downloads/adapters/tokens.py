@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import jwt
 
+from downloads.errors import DownloadsError
+
 __all__ = ["DEFAULT_MAX_TTL", "ROLES", "AuthError", "Principal", "TokenSigner", "new_secret", "parse_max_ttl"]
 
 ROLES = ("service", "support", "admin")
@@ -27,7 +29,7 @@ DEFAULT_MAX_TTL: Mapping[str, int] = {"service": 30 * 86400, "support": 7 * 8640
 _ALGORITHM = "HS256"
 
 
-class AuthError(Exception):
+class AuthError(DownloadsError):
     """The token is missing, malformed, badly signed or expired."""
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from downloads.errors import DownloadsError
+
 __all__ = ["Clock", "Denial", "DenialLog", "InvalidCursor", "ServiceObserver", "system_clock"]
 
 #: the time now, aware
@@ -44,7 +46,7 @@ class Denial:
     version: int | None = None
 
 
-class InvalidCursor(ValueError):
+class InvalidCursor(DownloadsError, ValueError):
     """A paging cursor that is not of the form the log gives (the caller made it up or mangled it)."""
 
 

@@ -24,6 +24,8 @@ __all__ = [
     "DeactivatedOut",
     "DenialOut",
     "DenialsOut",
+    "DeviceLicenseOut",
+    "DeviceLicensesOut",
     "DeviceOut",
     "DownloadsOut",
     "EventOut",
@@ -186,6 +188,17 @@ class TitleLicenseOut(BaseModel):
 class TitleLicensesOut(BaseModel):
     licenses: list[TitleLicenseOut]
     next: str | None = None  # pass as ``after`` for the next page; null on the last
+
+
+class DeviceLicenseOut(BaseModel):
+    account_id: str
+    license_id: str
+    title_id: str
+    expires_at: str
+
+
+class DeviceLicensesOut(BaseModel):
+    licenses: list[DeviceLicenseOut]
 
 
 class LookupOut(BaseModel):

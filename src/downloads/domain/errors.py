@@ -1,6 +1,6 @@
 """Domain errors: every refusal carries a stable code, a message and details.
 
-::
+Under the service's root, :class:`~downloads.errors.DownloadsError`::
 
     DomainError
     ├── NotFound         an account, device, license or title does not exist (HTTP 404)
@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from downloads.errors import DownloadsError
+
 __all__ = ["Denied", "DomainError", "Invalid", "NotFound"]
 
 
-class DomainError(Exception):
+class DomainError(DownloadsError):
     """A command was refused; nothing was changed."""
 
     def __init__(self, code: str, message: str, details: Mapping[str, Any] | None = None) -> None:

@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 
 from downloads.application import DownloadsService
 from downloads.domain import Account
-from downloads.readmodels.clusterside import ClusterReadSide
-from downloads.readmodels.readside import OTHER_STORE, ReadSide
+from downloads.readmodels.ports import OTHER_STORE, ReadModels
 from eskit import AggregateNotFound, OperationalError
 from eskit.verify import Problem, VerifyReport
 
@@ -23,7 +22,7 @@ __all__ = ["verify_read_models"]
 
 
 def verify_read_models(
-    read_side: ReadSide | ClusterReadSide,
+    read_side: ReadModels,
     service: DownloadsService,
     report: VerifyReport,
     *,
@@ -35,8 +34,7 @@ def verify_read_models(
         return 0
     checked = 0
     account = _Accounts(service, report)
-    licenses = read_side.licenses
-    for account_id, license_id, title_id in _pages(licenses.every_license):
+    for account_id, license_id, title_id in _pages(read_side.every_license):
         checked += 1
         advance(1)
         found = account.get(account_id)
@@ -65,7 +63,7 @@ def verify_read_models(
                     f"{where} is for title {title_id!r}, the account says {found.licenses[license_id].title_id!r}",
                 )
             )
-    for account_id, kind, key in _pages(read_side.lookup.every_key):
+    for account_id, kind, key in _pages(read_side.every_key):
         if kind == "idempotency_key":
             continue  # keys are remembered for a retention period only: an old key may be gone from the account
         checked += 1

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from eskit.exceptions import InterfaceError
 from eskit.ports import EventFeed, EventStore, SnapshotStore, StreamFeed
 
-__all__ = ["ADAPTERS", "Adapter", "Stores", "open_stores"]
+if TYPE_CHECKING:
+    from eskit.readmodel.store import ReadModelStore
+
+__all__ = ["ADAPTERS", "Adapter", "Stores", "open_read_models", "open_stores"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,10 @@ class _Opener(Protocol):
     def __call__(self, url: str, **options: Any) -> Stores: ...
 
 
+class _ReadModelsOpener(Protocol):
+    def __call__(self, stores: Stores, **options: Any) -> ReadModelStore: ...
+
+
 def open_stores(url: str, **options: Any) -> Stores:
     """Open the stores a URL names; raise :class:`InterfaceError` for a bad URL or a missing driver.
 
@@ -90,3 +97,19 @@ def open_stores(url: str, **options: Any) -> Stores:
         if adapter.driver and (exc.name or "").split(".")[0] == adapter.driver:
             raise InterfaceError(f"the {scheme} store needs its driver: {adapter.install}") from exc
         raise
+
+
+def open_read_models(stores: Stores, **options: Any) -> ReadModelStore:
+    """The read-model store that goes with ``stores`` (beside a SQLite file, in a keyspace, in memory).
+
+    ``options`` are passed to the backend. Raises :class:`InterfaceError` for a store whose
+    backend keeps no read models, and the backend's errors (a read-model file that belongs to
+    another store is a :class:`~eskit.exceptions.SchemaError`).
+    """
+    scheme = urlsplit(stores.url).scheme
+    adapter = ADAPTERS.get(scheme)
+    module = importlib.import_module(adapter.module) if adapter is not None else None
+    opener = cast(_ReadModelsOpener | None, getattr(module, "open_read_models", None))
+    if opener is None:
+        raise InterfaceError(f"the {scheme} store keeps no read models")
+    return opener(stores, **options)

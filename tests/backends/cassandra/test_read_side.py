@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 import pytest
 
 from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, SetTitle, SyncDevice
-from downloads.bootstrap import Runtime, bootstrap, open_read_side
-from downloads.readmodels.cluster import ClusterTitleWithdrawal
-from downloads.readmodels.clusterside import ClusterReadSide
+from downloads.bootstrap import Runtime, bootstrap
+from downloads.readmodels import withdrawal
+from downloads.readmodels.readside import ReadSide
 from downloads.settings import Settings
+from eskit.readmodel import RunnerSettings
+from eskit.stores.cassandra import CassandraReadModels
 from tests.support.cassandra import ClusterPool, keyspace_url
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.cluster(nodes=1)]
@@ -25,11 +27,14 @@ ACCOUNTS = 1000
 TITLE = "film-withdrawn"
 
 
-def wired(url: str) -> tuple[Runtime, ClusterReadSide]:
+def wired(url: str, *, lease: float = 10.0) -> tuple[Runtime, ReadSide]:
     runtime = bootstrap(Settings(store=url, snapshot_every=0))
-    read_side = open_read_side(runtime)
-    assert isinstance(read_side, ClusterReadSide)
-    return runtime, read_side
+    codec, settings = runtime.service.accounts.codec, RunnerSettings(lease_ttl=lease)
+    return runtime, ReadSide(runtime.stores, codec, runtime.policy, runtime.service, settings=settings)
+
+
+def licenses(read_side: ReadSide, status: str) -> list[object]:
+    return list(read_side.title_licenses(TITLE, status=status, after=None, limit=1000, now=datetime.now(UTC)).licenses)
 
 
 def revocations(runtime: Runtime, accounts: list[str]) -> Counter[str]:
@@ -49,16 +54,17 @@ def revoked_count(runtime: Runtime, accounts: list[str]) -> int:
 
 def _run_until_killed(url: str) -> None:
     """A read-side runner with a short lease, until it is killed."""
-    _runtime, read_side = wired(url)
-    read_side.lease_ttl = 1.0
+    _runtime, read_side = wired(url, lease=1.0)
     while True:
         read_side.step()
 
 
-def settle(read_side: ClusterReadSide, *, rounds: int = 200) -> None:
+def settle(read_side: ReadSide, *, rounds: int = 200) -> None:
     """Run rounds until the feed is empty and nothing is left to send."""
+    feed = read_side.runner.stores.stream_feed
+    assert feed is not None
     for _ in range(rounds):
-        if read_side.step() == 0 and read_side.feed.backlog()[0] == 0 and read_side.pending_revocations() == 0:
+        if read_side.step() == 0 and feed.backlog()[0] == 0 and read_side.pending_revocations() == 0:
             return
     raise AssertionError("the read side did not settle")
 
@@ -81,8 +87,7 @@ def test_a_withdrawal_over_a_thousand_accounts_revokes_each_license_once_through
         service.handle(RegisterDevice(account, "d1", "phone"))
         held[account] = str(service.handle(AcquireLicense(account, "d1", TITLE)).body["license_id"])
     settle(read_side)
-    page, _ = read_side.licenses.page(TITLE, status="active", after=None, limit=1000, now=datetime.now(UTC))
-    assert len(page) == ACCOUNTS
+    assert len(licenses(read_side, "active")) == ACCOUNTS
     service.set_title(SetTitle(TITLE, "default", downloadable=False))
     read_side.close()
 
@@ -113,19 +118,16 @@ def test_a_withdrawal_over_a_thousand_accounts_revokes_each_license_once_through
     for account in ("acct-0000", "acct-0500", "acct-0999"):
         synced = service.handle(SyncDevice(account, "d1", (held[account],)))
         assert synced.body["revoked"] == [held[account]]
-    revoked, _ = resumed.licenses.page(TITLE, status="revoked", after=None, limit=1000, now=datetime.now(UTC))
-    assert len(revoked) == ACCOUNTS
+    assert len(licenses(resumed, "revoked")) == ACCOUNTS
 
     # A re-run of the process manager from the start (a rebuilt version, every license marked
     # again) sends its commands again and changes nothing.
-    assert resumed.rebuild(ClusterTitleWithdrawal.name) == 2
-    withdrawal = resumed.withdrawal
-    assert withdrawal.version == 2
-    assert withdrawal.manage(service, service.clock()) == 0  # nothing is active any more: nothing to send
-    withdrawal.models.run(  # a mark as if the title were withdrawn again: every license is scanned once more
-        withdrawal.cql("INSERT INTO {p}marks (bucket, title_id, stream_id, position) VALUES (0, ?, 'again', 1)"),
-        (TITLE,),
-    )
+    assert resumed.rebuild(withdrawal.NAME) == 2
+    (manager,) = resumed.runner.managers
+    tables = resumed.runner.tables(withdrawal.NAME)
+    assert tables.prefix == "rm_title_withdrawal_v2_"
+    assert manager.act(tables) == 0  # nothing is active any more: nothing to send
+    tables.put("marks", (0, TITLE, "again", 1))  # as if withdrawn again: every license is scanned once more
     settle(resumed)
     assert revocations(runtime, accounts) == counts
     resumed.close()
@@ -144,23 +146,26 @@ def test_a_rebuilt_projection_holds_what_the_old_one_held_and_answers_reads_once
             service.handle(AcquireLicense(account, "d1", "film-r"), idempotency_key=f"key-{n}")
         settle(read_side)
         now = datetime.now(UTC)
-        before, _ = read_side.licenses.page("film-r", status="active", after=None, limit=100, now=now)
-        keys_before = read_side.lookup.every_key(limit=1000)
+        before = read_side.title_licenses("film-r", status="active", after=None, limit=100, now=now).licenses
+        keys_before = read_side.every_key(after=None, limit=1000)
         assert len(before) == 30 and len(keys_before) == 90  # a device, a license and a key per account
 
         progress: list[int] = []
         version = read_side.rebuild("licenses_by_title", progress=lambda done, _total: progress.append(done))
-        assert version == 2 and read_side.licenses.version == 2 and progress
-        after, _ = read_side.licenses.page("film-r", status="active", after=None, limit=100, now=now)
+        assert version == 2 and progress
+        assert read_side.runner.tables("licenses_by_title").prefix == "rm_licenses_by_title_v2_"
+        after = read_side.title_licenses("film-r", status="active", after=None, limit=100, now=now).licenses
         assert after == before
-        assert not read_side.models.has_table("rm_licenses_by_title_v1_licenses")  # the old one is dropped
+        models = read_side.store
+        assert isinstance(models, CassandraReadModels)
+        assert not models.has_table("rm_licenses_by_title_v1_licenses")  # the old one is dropped
         # the new version follows the feed like the old one did
         service.handle(OpenAccount("r-late", "standard"))
         service.handle(RegisterDevice("r-late", "d1", "phone"))
         service.handle(AcquireLicense("r-late", "d1", "film-r"))
         settle(read_side)
-        late, _ = read_side.licenses.page("film-r", status="active", after=None, limit=100, now=datetime.now(UTC))
-        assert len(late) == 31
+        late = read_side.title_licenses("film-r", status="active", after=None, limit=100, now=datetime.now(UTC))
+        assert len(late.licenses) == 31
         assert [s.status for s in read_side.status()] == ["caught_up"] * 4
     finally:
         read_side.close()

@@ -25,12 +25,20 @@ from typing import Any
 import pytest
 
 from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, ReleaseLicense, RenewLicense, SetTitle
-from downloads.bootstrap import bootstrap
-from downloads.domain.events import DeviceRegistered, LicenseIssued, LicenseRenewed, PlaybackStarted
-from downloads.readmodels.cluster import _STATUS, ClusterProjection
-from downloads.readmodels.clusterside import NAMES, ClusterReadSide
+from downloads.bootstrap import Runtime, bootstrap
+from downloads.domain.events import (
+    DeviceRegistered,
+    LicenseExpired,
+    LicenseIssued,
+    LicenseReleased,
+    LicenseRenewed,
+    LicenseRevoked,
+    PlaybackStarted,
+)
+from downloads.readmodels.readside import ReadSide
 from downloads.settings import Settings
 from eskit import EskitError
+from eskit.projection import StreamTarget
 from tests.support.cassandra import ClusterPool, keyspace_url
 from tools.cassandra_cluster import LocalCassandraCluster
 
@@ -40,6 +48,7 @@ HOT = [f"hot-{n}" for n in range(4)]
 COLD = [f"cold-{n:02d}" for n in range(16)]
 TITLES = [f"film-{n}" for n in range(3)]
 COMMANDS_EACH = 250
+_STATUS = {LicenseReleased: "released", LicenseRevoked: "revoked", LicenseExpired: "expired"}
 
 
 def _write(url: str, seed: int, seconds: float) -> None:
@@ -92,9 +101,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=30)
 
 
-def expected_models(read_side: ClusterReadSide, streams: list[str]) -> dict[str, Any]:
+def expected_models(checker: Runtime, streams: list[str]) -> dict[str, Any]:
     """The read models folded straight from the streams (read at ALL)."""
-    codec, store = read_side.codec, read_side.stores.events
+    codec, store = checker.service.accounts.codec, checker.stores.events
     licenses: dict[tuple[str, str, str], dict[str, Any]] = {}
     keys: set[tuple[str, str, str]] = set()
     counts: Counter[tuple[str, str, str]] = Counter()
@@ -132,26 +141,26 @@ def expected_models(read_side: ClusterReadSide, streams: list[str]) -> dict[str,
     return {"licenses": licenses, "keys": keys, "counts": counts}
 
 
-def actual_models(read_side: ClusterReadSide) -> dict[str, Any]:
+def actual_models(read_side: ReadSide) -> dict[str, Any]:
     licenses = {}
+    tables = read_side.runner.tables("licenses_by_title")
     for title in TITLES:
-        for row in read_side.licenses.query(
-            "SELECT account_id, license_id, device_id, status, expires_at FROM {p}licenses WHERE title_id = ?", (title,)
-        ):
-            licenses[(title, row.account_id, row.license_id)] = {
-                "device_id": row.device_id,
-                "status": row.status,
-                "expires_at": row.expires_at,
+        for row in tables.select("licenses", (title,)):
+            licenses[(title, row["account_id"], row["license_id"])] = {
+                "device_id": row["device_id"],
+                "status": row["status"],
+                "expires_at": row["expires_at"],
             }
-    keys = {(r.kind, r.key, r.account_id) for r in read_side.lookup.query("SELECT kind, key, account_id FROM {p}keys")}
+    keys = {(kind, key, account) for account, kind, key in read_side.every_key(after=None, limit=100_000)}
     counts: Counter[tuple[str, str, str]] = Counter()
-    for row in read_side.reports.rows(granularity="day", studio=None, title_id=None, start=None, end=None):
-        counts[(row["period"], row["title_id"], "downloads")] += row["downloads"]
-        counts[(row["period"], row["title_id"], "renewals")] += row["renewals"]
+    report = read_side.report(granularity="day", studio=None, title_id=None, start=None, end=None)
+    for row in report.rows:
+        counts[(row.period, row.title_id, "downloads")] += row.downloads
+        counts[(row.period, row.title_id, "renewals")] += row.renewals
     return {"licenses": licenses, "keys": keys, "counts": +counts}
 
 
-def lagging(read_side: ClusterReadSide, streams: list[str]) -> list[str]:
+def lagging(read_side: ReadSide, streams: list[str]) -> list[str]:
     """The streams some active projection's checkpoint is not at the head of (read at ALL).
 
     A node just resumed may not know the newest tables yet: that counts as behind, asked again.
@@ -162,11 +171,12 @@ def lagging(read_side: ClusterReadSide, streams: list[str]) -> list[str]:
         return [f"not readable yet: {exc}"]
 
 
-def _lagging(read_side: ClusterReadSide, streams: list[str]) -> list[str]:
-    heads = {s: read_side.stores.events.version(s) for s in streams}
+def _lagging(read_side: ReadSide, streams: list[str]) -> list[str]:
+    heads = {s: read_side.runner.stores.events.version(s) for s in streams}
     behind = []
-    for name in NAMES:
-        target: ClusterProjection = read_side._reading(name)
+    for name in read_side.names:
+        target = read_side.runner.target(name)
+        assert isinstance(target, StreamTarget)
         checkpoints = target.checkpoints(streams)
         behind += [f"{target.key}:{s}@{checkpoints[s]}/{heads[s]}" for s in streams if checkpoints[s] != heads[s]]
     return behind
@@ -215,7 +225,7 @@ def _chaos(cluster: LocalCassandraCluster, url: str, tmp_path: Path) -> None:
             assert writer.exitcode == 0, f"a writer failed (exit {writer.exitcode})"
 
         checker = bootstrap(Settings(store=url.replace("dc=dc1", "dc=dc1&consistency=ALL"), snapshot_every=0))
-        read_side = ClusterReadSide(checker.stores, checker.service.accounts.codec, checker.policy, checker.service)
+        read_side = ReadSide(checker.stores, checker.service.accounts.codec, checker.policy, checker.service)
         try:
             streams = sorted(checker.stores.events.stream_ids(limit=1000))
             assert len(streams) == len(HOT) + len(COLD) + len(TITLES)
@@ -223,7 +233,7 @@ def _chaos(cluster: LocalCassandraCluster, url: str, tmp_path: Path) -> None:
             while (behind := lagging(read_side, streams)) and time.monotonic() < deadline:
                 time.sleep(1.0)
             assert not behind, f"checkpoints not at their heads: {behind[:10]}"
-            expected, actual = expected_models(read_side, streams), actual_models(read_side)
+            expected, actual = expected_models(checker, streams), actual_models(read_side)
             assert sum(1 for r in expected["licenses"].values() if r["status"] == "active") > 0
             assert {k: {**v, "expires_at": None} for k, v in actual["licenses"].items()} == {
                 k: {**v, "expires_at": None} for k, v in expected["licenses"].items()
@@ -234,7 +244,7 @@ def _chaos(cluster: LocalCassandraCluster, url: str, tmp_path: Path) -> None:
             assert actual["keys"] == expected["keys"]
             assert actual["counts"] == expected["counts"]
         finally:
-            read_side.follower.close()
+            read_side.close()
             checker.close()
     finally:
         for writer in writers:

@@ -187,7 +187,7 @@ def test_projections_report_position_lag_and_no_error(shared_server: Server) -> 
             "every projection caught up",
         )
         names = {p["name"] for p in answer["projections"]}
-        assert names == {"licenses_by_title", "lookup", "download_reports", "title_withdrawal"}
+        assert names == {"licenses_by_title", "lookup", "download_reports", "title_withdrawal", "licenses_by_device"}
         for projection in answer["projections"]:
             assert projection["lag_events"] == 0 and projection["error"] is None and projection["position"] > 0
         scraped = httpx.get(shared_server.url + "/metrics").text

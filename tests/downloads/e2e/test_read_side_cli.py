@@ -55,7 +55,8 @@ def test_downloads_project_keeps_the_read_models_of_servers_that_run_none(tmp_pa
         status = _downloads("projections", "status", "--store", store)
         assert status.returncode == 0, status.stderr
         lines = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:]}
-        assert set(lines) == {"licenses_by_title", "lookup", "download_reports", "title_withdrawal"}
+        names = {"licenses_by_title", "lookup", "download_reports", "title_withdrawal", "licenses_by_device"}
+        assert set(lines) == names
         assert lines["licenses_by_title"][1] == "caught_up"
 
         rebuilt = _downloads("projections", "rebuild", "licenses_by_title", "--store", store)

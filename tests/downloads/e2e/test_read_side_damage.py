@@ -18,7 +18,7 @@ from tests.downloads.integration.test_store_tools import _corrupt_payload, wired
 from tests.support.history import build_history
 from tests.support.server import running_server
 
-PROJECTIONS = {"licenses_by_title", "lookup", "download_reports", "title_withdrawal"}
+PROJECTIONS = {"licenses_by_title", "lookup", "download_reports", "title_withdrawal", "licenses_by_device"}
 BROKEN = ("account-acct-00004", "account-acct-00007")
 
 

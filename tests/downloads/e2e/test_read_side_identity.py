@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from downloads.bootstrap import open_read_side
-from downloads.readmodels.readside import models_path
+from eskit.stores.sqlite import read_models_path, sqlite_path
 from tests.downloads.e2e.test_api_cli import _downloads
 from tests.downloads.e2e.test_read_side import eventually
 from tests.downloads.integration.test_store_tools import wired
@@ -19,15 +19,24 @@ from tests.support.history import build_history
 from tests.support.server import expect_error, running_server
 
 
+def models_path(store: str) -> Path:
+    return read_models_path(sqlite_path(store))
+
+
+def _head(runtime: object) -> int:
+    feed = runtime.stores.feed  # type: ignore[attr-defined]
+    assert feed is not None
+    return int(feed.head())
+
+
 def _project(store: str, accounts: int, prefix: str) -> int:
     """Build ``accounts`` accounts in ``store``, run its read side to the end; return the feed's head."""
     runtime = wired(store)
     build_history(runtime.service, accounts, prefix=prefix)
     read_side = open_read_side(runtime)
-    assert read_side is not None
     while read_side.step():
         pass
-    head = read_side.feed.head()
+    head = _head(runtime)
     assert {s.position for s in read_side.status()} == {head}
     read_side.close()
     runtime.close()
@@ -50,7 +59,7 @@ def test_a_store_made_anew_beside_old_read_models_is_projected_from_its_first_ev
     store = f"sqlite:///{path}"
     old_head = _project(store, 30, "old")
     models = models_path(store)
-    assert models is not None and models.exists()
+    assert models.exists()
 
     _remove_store(path)
     runtime = wired(store)
@@ -97,7 +106,7 @@ def _forget_identities(store_path: Path, models: Path) -> None:
     for file in (store_path, models):
         with sqlite3.connect(file, isolation_level=None) as db:
             for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-                if table in ("eskit_store", "store_identity"):
+                if table in ("eskit_store", "eskit_identity"):
                     db.execute(f"DROP TABLE {table}")
         db.close()
 
@@ -109,13 +118,11 @@ def test_read_models_made_before_identities_are_kept_when_within_the_store_and_r
     store = f"sqlite:///{path}"
     head = _project(store, 3, "acct")
     models = models_path(store)
-    assert models is not None
 
     # Within the store: the old read-model file is adopted as it stands (nothing is projected again).
     _forget_identities(path, models)
     runtime = wired(store)
     read_side = open_read_side(runtime)
-    assert read_side is not None
     assert read_side.step() == 0
     assert {s.position for s in read_side.status()} == {head}
     assert {s.error for s in read_side.status()} == {None}
@@ -130,14 +137,13 @@ def test_read_models_made_before_identities_are_kept_when_within_the_store_and_r
     _forget_identities(path, models)
     runtime = wired(store)
     read_side = open_read_side(runtime)
-    assert read_side is not None
     while read_side.step():
         pass
-    new_head = read_side.feed.head()
+    new_head = _head(runtime)
     assert new_head < head
     assert {s.position for s in read_side.status()} == {new_head}
-    assert read_side.lookup.accounts("device_id", "acct-00001-d1") == []
-    assert read_side.lookup.accounts("device_id", "new-00000-d1") == ["new-00000"]
+    assert read_side.lookup("device_id", "acct-00001-d1").accounts == []
+    assert read_side.lookup("device_id", "new-00000-d1").accounts == ["new-00000"]
     read_side.close()
     runtime.close()
 
@@ -159,12 +165,11 @@ def test_a_store_put_back_from_an_older_copy_of_its_file_is_projected_again_from
     backup.rename(path)
     runtime = wired(store)
     read_side = open_read_side(runtime)
-    assert read_side is not None
     assert not read_side.belongs()
     while read_side.step():
         pass
     assert {s.position for s in read_side.status()} == {early_head}
-    assert read_side.lookup.accounts("device_id", "late-00001-d1") == []
-    assert read_side.lookup.accounts("device_id", "early-00001-d1") == ["early-00001"]
+    assert read_side.lookup("device_id", "late-00001-d1").accounts == []
+    assert read_side.lookup("device_id", "early-00001-d1").accounts == ["early-00001"]
     read_side.close()
     runtime.close()

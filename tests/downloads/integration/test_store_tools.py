@@ -16,9 +16,9 @@ from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS
 from downloads.domain.events import DeviceRegistered, LicenseIssued
 from downloads.entrypoints.cli import main
-from downloads.readmodels.readside import models_path
 from downloads.settings import Settings
 from eskit import EventCodec, EventMetadata, Upcasters
+from eskit.stores.sqlite import read_models_path, sqlite_path
 from tests.support.history import Built, all_events, archive_of_history, build_history
 
 
@@ -190,13 +190,12 @@ def _limit_exceeded(url: str) -> None:
 
 
 def _orphan_row(url: str) -> None:
-    path = models_path(url)
-    assert path is not None
+    path = read_models_path(sqlite_path(url))
     with sqlite3.connect(path, isolation_level=None) as db:
         (table,) = db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%licenses'"
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'rm_licenses_by_title_v%_licenses'"
         ).fetchone()
-        db.execute(f"INSERT INTO {table} VALUES ('acct-00002', 'ghost', 'acct-00002-d1', 't-open', 'active', 0, 0)")
+        db.execute(f"INSERT INTO {table} VALUES ('t-open', 'acct-00002', 'ghost', 'acct-00002-d1', 'active', 0, 0)")
 
 
 @pytest.mark.parametrize(

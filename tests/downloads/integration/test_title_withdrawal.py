@@ -13,20 +13,31 @@ from pathlib import Path
 import pytest
 
 from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, RenewLicense, SetTitle, SyncDevice
-from downloads.bootstrap import Runtime, bootstrap, open_read_side
+from downloads.bootstrap import Runtime, bootstrap
+from downloads.readmodels import withdrawal
 from downloads.readmodels.readside import ReadSide
-from downloads.readmodels.withdrawal import TitleWithdrawal
 from downloads.settings import Settings
+from eskit.readmodel import RunnerSettings
 
 ACCOUNTS = 1000
 TITLE = "film-withdrawn"
 
 
-def wired(path: Path) -> tuple[Runtime, ReadSide]:
+def read_side_of(runtime: Runtime, *, lease: float = 10.0) -> ReadSide:
+    codec = runtime.service.accounts.codec
+    settings = RunnerSettings(lease_ttl=lease)
+    return ReadSide(runtime.stores, codec, runtime.policy, runtime.service, settings=settings)
+
+
+def wired(path: Path, *, lease: float = 10.0) -> tuple[Runtime, ReadSide]:
     runtime = bootstrap(Settings(store=f"sqlite:///{path}", snapshot_every=0))
-    read_side = open_read_side(runtime)
-    assert read_side is not None
-    return runtime, read_side
+    return runtime, read_side_of(runtime, lease=lease)
+
+
+def manager(read_side: ReadSide) -> withdrawal.TitleWithdrawal:
+    (found,) = read_side.runner.managers
+    assert isinstance(found, withdrawal.TitleWithdrawal)
+    return found
 
 
 def revocations(runtime: Runtime) -> Counter[str]:
@@ -44,15 +55,11 @@ def revocations(runtime: Runtime) -> Counter[str]:
 
 
 def _withdraw_slowly(path: str) -> None:
-    """A read-side runner that sends revocations a few at a time, until it is killed."""
-    runtime, read_side = wired(Path(path))
-    withdrawal = read_side.projectors[TitleWithdrawal.name].target
-    assert isinstance(withdrawal, TitleWithdrawal)
+    """A read-side runner that sends revocations one at a time, until it is killed."""
+    _runtime, read_side = wired(Path(path), lease=0.5)
+    manager(read_side).workers = 1
     while True:
-        read_side.models.acquire_lease("read-side", read_side.holder, ttl=0.5)
-        for projector in read_side.projectors.values():
-            projector.tick()
-        withdrawal.send(runtime.service, limit=10)
+        read_side.step()
 
 
 @pytest.mark.slow
@@ -90,8 +97,7 @@ def test_a_withdrawal_over_a_thousand_accounts_revokes_each_license_once_through
 
     # The next runner takes the lease once the dead one's has run out, and finishes the job.
     time.sleep(0.6)
-    resumed = open_read_side(runtime)
-    assert resumed is not None
+    resumed = read_side_of(runtime)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and sum(revocations(runtime).values()) < ACCOUNTS:
         resumed.step()
@@ -102,19 +108,17 @@ def test_a_withdrawal_over_a_thousand_accounts_revokes_each_license_once_through
         assert synced.body["revoked"] == [held[account]]
 
     # A re-run of the process manager from the start sends its commands again and changes nothing.
-    resumed.rebuild(TitleWithdrawal.name)
+    resumed.rebuild(withdrawal.NAME)
     for _ in range(5):
         resumed.step()
     assert revocations(runtime) == counts
-    withdrawal = resumed.projectors[TitleWithdrawal.name].target
-    assert isinstance(withdrawal, TitleWithdrawal) and withdrawal.pending() == 0
-    # And sending every revocation again (a runner that lost track of what it sent) changes nothing either.
-    with withdrawal.models.db.transaction(immediate=True) as conn:
-        conn.executemany(
-            f"INSERT INTO {withdrawal.prefix}jobs (account_id, license_id, title_id, episode) VALUES (?, ?, ?, ?)",
-            [(a, lic, TITLE, "resend") for a, lic in held.items()],
-        )
-    assert withdrawal.send(service, limit=ACCOUNTS) == ACCOUNTS
+    assert resumed.pending_revocations() == 0
+    # And sending every revocation again (a read model that lost track of what was revoked) changes nothing either.
+    tables = resumed.runner.tables(withdrawal.NAME)
+    for account, license_id in held.items():
+        tables.put("licenses", (TITLE, account, license_id), {"active": True})
+    tables.put("marks", (0, TITLE, "resend", 1))
+    assert manager(resumed).act(tables) == ACCOUNTS
     assert revocations(runtime) == counts
     resumed.close()
     runtime.close()
@@ -122,8 +126,7 @@ def test_a_withdrawal_over_a_thousand_accounts_revokes_each_license_once_through
 
 def _one_license(path: Path, clock: object = None) -> tuple[Runtime, ReadSide, str]:
     runtime = bootstrap(Settings(store=f"sqlite:///{path}", snapshot_every=0), **({"clock": clock} if clock else {}))
-    read_side = open_read_side(runtime)
-    assert read_side is not None
+    read_side = read_side_of(runtime)
     service = runtime.service
     service.set_title(SetTitle(TITLE, "default"))
     service.handle(OpenAccount("acct", "standard"))
@@ -132,24 +135,17 @@ def _one_license(path: Path, clock: object = None) -> tuple[Runtime, ReadSide, s
     return runtime, read_side, license_id
 
 
-def _withdrawal(read_side: ReadSide) -> TitleWithdrawal:
-    target = read_side.projectors[TitleWithdrawal.name].target
-    assert isinstance(target, TitleWithdrawal)
-    return target
-
-
 def test_a_revocation_sent_after_the_title_became_downloadable_again_revokes_nothing(tmp_path: Path) -> None:
     runtime, read_side, license_id = _one_license(tmp_path / "d.db")
     service = runtime.service
     service.set_title(SetTitle(TITLE, "default", downloadable=False))
-    for projector in read_side.projectors.values():
-        projector.tick()  # the job is made ...
-    assert _withdrawal(read_side).pending() == 1
-    service.set_title(SetTitle(TITLE, "default", downloadable=True))  # ... and the title comes back before it is sent
+    read_side.step(manage=False)  # the title is marked ...
+    assert read_side.pending_revocations() == 1
+    service.set_title(SetTitle(TITLE, "default", downloadable=True))  # ... and comes back before the manager acts
 
-    _withdrawal(read_side).send(service)
+    assert manager(read_side).act(read_side.runner.tables(withdrawal.NAME)) == 1  # a revocation is sent ...
 
-    assert service.get_license("acct", license_id)["status"] == "active"
+    assert service.get_license("acct", license_id)["status"] == "active"  # ... and refused by the account
     assert revocations(runtime) == Counter()
     read_side.close()
     runtime.close()

@@ -41,14 +41,13 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
     )
 
     read_side = open_read_side(ctx)
-    if read_side is not None and settings.read_side == "background":
+    if settings.read_side == "background":
         read_side.start()  # every worker starts one; the lease lets one of them apply at a time
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        if read_side is not None:
-            read_side.close()
+        read_side.close()
         ctx.close()
 
     api = FastAPI(

@@ -18,6 +18,7 @@ from starlette.types import Scope
 
 from downloads.domain import Denied, DomainError, Invalid, NotFound
 from downloads.entrypoints.http.routing import flat_routes
+from downloads.errors import DownloadsError
 from eskit import ConcurrencyError, OperationalError, StoreError, StoreUnavailable
 
 __all__ = ["ApiError", "error_response", "install_error_handlers"]
@@ -25,7 +26,7 @@ __all__ = ["ApiError", "error_response", "install_error_handlers"]
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+class ApiError(DownloadsError):
     """An error raised by the HTTP layer itself (auth, size limits)."""
 
     def __init__(

@@ -12,6 +12,7 @@ from typing import Any
 
 from eskit.stores.cassandra.events import CassandraEventStore
 from eskit.stores.cassandra.feed import CassandraStreamFeed
+from eskit.stores.cassandra.readmodel import CassandraReadModels
 from eskit.stores.cassandra.schema import (
     check_paxos_variant,
     check_schema,
@@ -27,10 +28,12 @@ from eskit.stores.registry import Stores
 
 __all__ = [
     "CassandraEventStore",
+    "CassandraReadModels",
     "CassandraSession",
     "CassandraSettings",
     "CassandraSnapshotStore",
     "CassandraStreamFeed",
+    "open_read_models",
     "open_stores",
 ]
 
@@ -56,3 +59,11 @@ def open_stores(url: str, *, create_schema: bool | None = None, **_: Any) -> Sto
         session.close()
         raise
     return Stores(url, CassandraEventStore(session, feed), CassandraSnapshotStore(session), stream_feed=feed)
+
+
+def open_read_models(stores: Stores, **_: Any) -> CassandraReadModels:
+    """The read models of a Cassandra store, in its keyspace (their tables are made by the runner)."""
+    events = stores.events
+    if not isinstance(events, CassandraEventStore):
+        raise TypeError("not a Cassandra store")
+    return CassandraReadModels(events.db)

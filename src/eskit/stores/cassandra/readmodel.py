@@ -1,8 +1,8 @@
 """Read models in the cluster: per-stream checkpoints, effects idempotent in position, versions and a lease.
 
 Cassandra has no transaction across partitions, and a read model's rows live
-in many (by title, by studio, by device). So instead of committing a batch and
-its checkpoint together, every effect of an event is made *idempotent in
+in many (by title, by key, by month). So instead of committing a batch and its
+checkpoint together, every effect of an event is made *idempotent in
 position*: each cell a projection writes belongs to rows written by one stream
 only, and is written ``USING TIMESTAMP`` the event's position in that stream.
 Cassandra keeps, per cell, the write with the highest timestamp, so:
@@ -13,18 +13,12 @@ Cassandra keeps, per cell, the write with the highest timestamp, so:
 * applying an older event after a newer one (a runner paused and woken up)
   loses to the newer cells: it cannot undo anything.
 
-Rows that many streams touch (an index of the titles reported in a month) hold
-no values, only their key, so writing them twice is the same. The checkpoint of
-stream ``s`` is a cell of its own, also written at its position, so it only
-moves forward. Together: each event has exactly one effect, with no fencing
-needed; the lease below only keeps runners from doing the same work twice.
-
-Each projection version has its own tables (``rm_<name>_v<version>_...``). The
-registry ``eskit_projections`` says which versions exist and which answers
-reads: a rebuild registers a new version as ``building``, sweeps every stream
-into it while the old one serves, marks it ``active`` and drops the old one.
-Tables are created only by the process that registers a version (the runner
-or a rebuild), never by readers, so two processes do not race a schema change.
+Rows that many streams touch hold no values, only their key, so writing them
+twice is the same. The checkpoint of stream ``s`` is a cell of its own, also
+written at its position, so it only moves forward; it is written after every
+effect of the events it covers stands. A process manager's own writes and
+deletes carry the current time (microseconds since the epoch), far above any
+position, so they win over every effect, however late it is applied again.
 
 A stream a version cannot apply (an event that does not decode, that the
 projection cannot take, or that cannot be read back) is skipped, as on SQLite:
@@ -34,31 +28,39 @@ which position, up to where and why, and the stream's checkpoint moves on. The
 first position is written at a timestamp that falls as the position grows, so
 the earliest skip wins whoever writes last; the position skipped up to, at its
 own position, so the latest wins. Every runner reads the partition at the start
-of each round, so a stream skipped by one runner is skipped by the next. An event
-that fails part-way may leave the effects it wrote before failing (each
+of each round, so a stream skipped by one runner is skipped by the next. An
+event that fails part-way may leave the effects it wrote before failing (each
 idempotent); a rebuild writes them again whole.
+
+Each projection version has its own tables (``rm_<name>_v<version>_<table>``);
+the registry ``eskit_projections`` says which versions exist and which answers
+reads, and ``eskit_leases`` holds the runner lease (conditional writes only: no
+plain write ever touches its partition). Tables are created only by the process
+that registers a version, never by readers, so two processes do not race a
+schema change.
 """
 
 from __future__ import annotations
 
-import abc
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from eskit.events import StoredEvent
 from eskit.projection import MAX_SKIPPED_STREAMS, SkippedStream, StreamTarget, TooManySkipped, cannot_apply
+from eskit.readmodel.store import Handler, Progress, ReadModelStore, Version, table_prefix
+from eskit.readmodel.tables import Row, Table, TableSet, Writer
 from eskit.stores.cassandra.session import CassandraSession, translated
+from eskit.stores.timestamps import from_micros, to_micros
 
-__all__ = ["CassandraProjection", "CassandraReadModels", "Effects", "Version"]
+__all__ = ["CassandraReadModels"]
 
 log = logging.getLogger(__name__)
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS {ks}.eskit_projections (name text, version int, state text, cursor text,"
+    "CREATE TABLE IF NOT EXISTS {ks}.eskit_projections (name text, version int, state text, layout int, cursor text,"
     " updated_at bigint, error text, PRIMARY KEY (name, version))",
     "CREATE TABLE IF NOT EXISTS {ks}.eskit_projection_counts (name text, version int, applied counter,"
     " PRIMARY KEY (name, version))",
@@ -67,30 +69,281 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS {ks}.eskit_projection_skips (bucket int, name text, version int, stream_id text,"
     " position bigint, upto bigint, error text, PRIMARY KEY ((bucket), name, version, stream_id))",
 )
-_TABLES = ("eskit_projections", "eskit_projection_counts", "eskit_leases", "eskit_projection_skips")
+_REGISTRY = ("eskit_projections", "eskit_projection_counts", "eskit_leases", "eskit_projection_skips")
 #: skips' first positions are written at ``FIRST_WINS - position`` (the earliest wins), and deleted above it
 FIRST_WINS = 2**62
 #: how much of an error's text a skip keeps
 _ERROR_CHARS = 500
+_TYPES = {"text": "text", "int": "bigint", "bool": "boolean"}
 
 
-@dataclass(frozen=True)
-class Version:
-    """A projection version in the registry: ``building`` (being swept), ``active`` (answers reads).
+class _Statements:
+    """The CQL of one table (``{ks}`` left for the keyspace)."""
 
-    ``updated_at`` (microseconds) and ``error`` are what the runner last reported, for every process to read.
+    def __init__(self, name: str, table: Table) -> None:
+        self.table, self.name = table, "{ks}." + name
+        self.cols = ", ".join(table.columns)
+        types = ", ".join(f"{c} {_TYPES[table.kind(c)]}" for c in table.columns)
+        key = f"({', '.join(table.partition)})" + "".join(f", {c}" for c in table.clustering)
+        self.create = f"CREATE TABLE IF NOT EXISTS {self.name} ({types}, PRIMARY KEY ({key}))"
+        self.where_key = " AND ".join(f"{k} = ?" for k in table.key)
+        self.where_partition = " AND ".join(f"{k} = ?" for k in table.partition)
+
+    def put(self, columns: Sequence[str], *, at_position: bool) -> str:
+        names = [*self.table.key, *columns]
+        using = " USING TIMESTAMP ?" if at_position else ""
+        return f"INSERT INTO {self.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}){using}"
+
+    def row(self, found: Any) -> Row:
+        return {c: getattr(found, c) for c in self.table.columns}
+
+
+class _Tables(TableSet):
+    """One version's tables in the keyspace."""
+
+    def __init__(self, models: CassandraReadModels, prefix: str, tables: Sequence[Table]) -> None:
+        self.models, self.prefix = models, prefix
+        self.tables = {t.name: t for t in tables}
+        self._cql = {t.name: _Statements(prefix + t.name, t) for t in tables}
+        self.checkpoints_table = "{ks}." + prefix + "checkpoints"
+
+    def cql(self, table: str) -> _Statements:
+        found = self._cql.get(table)
+        if found is None:
+            raise ValueError(f"no table {table!r}")
+        return found
+
+    def ddl(self) -> list[str]:
+        return [
+            *(s.create for s in self._cql.values()),
+            f"CREATE TABLE IF NOT EXISTS {self.checkpoints_table} (stream_id text PRIMARY KEY, position bigint)",
+        ]
+
+    def create(self) -> None:
+        self.models.create(self.ddl())
+
+    def drop(self) -> None:
+        keyspace = self.models.db.cluster.metadata.keyspaces.get(self.models.ks)
+        names = [t for t in (keyspace.tables if keyspace else {}) if t.startswith(self.prefix)]
+        self.models.create([f"DROP TABLE IF EXISTS {{ks}}.{table}" for table in names])
+
+    def exists(self) -> bool:
+        return self.models.has_table(self.prefix + "checkpoints")
+
+    def put(self, table: str, key: Sequence[Any], values: Mapping[str, Any] | None = None) -> None:
+        values = values or {}
+        statements = self.cql(table)
+        statements.table.check(key, values)
+        self.models.run(statements.put(list(values), at_position=False), (*key, *values.values()))
+
+    def delete(self, table: str, key: Sequence[Any]) -> None:
+        statements = self.cql(table)
+        self.models.run(f"DELETE FROM {statements.name} WHERE {statements.where_key}", tuple(key))
+
+    def _query(self, cql: str, params: Sequence[Any]) -> list[Any]:
+        if not self.exists():
+            return []
+        return list(self.models.run(cql, params))
+
+    def get(self, table: str, key: Sequence[Any]) -> Row | None:
+        statements = self.cql(table)
+        rows = self._query(f"SELECT {statements.cols} FROM {statements.name} WHERE {statements.where_key}", tuple(key))
+        return statements.row(rows[0]) if rows else None
+
+    def select(
+        self,
+        table: str,
+        partition: Sequence[Any],
+        *,
+        after: Sequence[Any] | None = None,
+        low: Any = None,
+        high: Any = None,
+        limit: int | None = None,
+    ) -> list[Row]:
+        statements = self.cql(table)
+        clustering = statements.table.clustering
+        cql = f"SELECT {statements.cols} FROM {statements.name} WHERE {statements.where_partition}"
+        params: list[Any] = list(partition)
+        bounded_here = after is None  # CQL takes no single-column bound beside a tuple one: filter those below
+        if after is not None and clustering:
+            cql += f" AND ({', '.join(clustering)}) > ({', '.join('?' * len(clustering))})"
+            params.extend(after)
+        if bounded_here and low is not None:
+            cql += f" AND {clustering[0]} >= ?"
+            params.append(low)
+        if bounded_here and high is not None:
+            cql += f" AND {clustering[0]} <= ?"
+            params.append(high)
+        if limit is not None and bounded_here:
+            cql += " LIMIT ?"
+            params.append(limit)
+        rows = [statements.row(r) for r in self._query(cql, params)]
+        if not bounded_here:
+            first = clustering[0] if clustering else None
+            rows = [
+                r
+                for r in rows
+                if first is None or ((low is None or r[first] >= low) and (high is None or r[first] <= high))
+            ]
+            rows = rows if limit is None else rows[:limit]
+        return rows
+
+    def scan(self, table: str, *, after: Sequence[Any] | None = None, limit: int = 1000) -> list[Row]:
+        """Token order of partitions, clustering order within; resumes after a whole key."""
+        statements = self.cql(table)
+        spec = statements.table
+        base = f"SELECT {statements.cols} FROM {statements.name}"
+        found: list[Row] = []
+        if after is None:
+            return [statements.row(r) for r in self._query(f"{base} LIMIT ?", (limit,))]
+        key_values = list(after[: len(spec.partition)])
+        if spec.clustering:
+            rest = f"({', '.join(spec.clustering)}) > ({', '.join('?' * len(spec.clustering))})"
+            cql = f"{base} WHERE {statements.where_partition} AND {rest} LIMIT ?"
+            found = [statements.row(r) for r in self._query(cql, [*key_values, *after[len(spec.partition) :], limit])]
+        if len(found) < limit:
+            token = f"token({', '.join(spec.partition)}) > token({', '.join('?' * len(spec.partition))})"
+            cql = f"{base} WHERE {token} LIMIT ?"
+            found += [statements.row(r) for r in self._query(cql, [*key_values, limit - len(found)])]
+        return found
+
+
+class _EventWriter(Writer):
+    """The effects of a stream's events, each written at its event's position, sent at once and awaited together.
+
+    A read first waits for every write made before it, so it sees them.
     """
 
-    name: str
-    version: int
-    state: str
-    cursor: str | None
-    updated_at: int | None = None
-    error: str | None = None
+    def __init__(self, tables: _Tables) -> None:
+        self.tables = tables
+        self.position = 0
+        self._futures: list[tuple[Any, Any]] = []
+
+    def put(self, table: str, key: Sequence[Any], values: Mapping[str, Any] | None = None) -> None:
+        values = values or {}
+        statements = self.tables.cql(table)
+        statements.table.check(key, values)
+        self.write(statements.put(list(values), at_position=True), (*key, *values.values(), self.position))
+
+    def write(self, cql: str, params: Sequence[Any]) -> None:
+        models = self.tables.models
+        statement = models.prepare(cql).bind(params)
+        statement.consistency_level = models.db.write_cl
+        self._futures.append((models.db.session.execute_async(statement), statement))
+
+    def flush(self) -> None:
+        """Wait for every write so far; one that failed is sent again (it is idempotent) with retries."""
+        futures, self._futures = self._futures, []
+        for future, statement in futures:
+            try:
+                future.result()
+            except Exception:
+                self.tables.models.db.query(statement)
+
+    def delete(self, table: str, key: Sequence[Any]) -> None:
+        statements = self.tables.cql(table)
+        self.write(
+            f"DELETE FROM {statements.name} USING TIMESTAMP ? WHERE {statements.where_key}", (self.position, *key)
+        )
+
+    def barrier(self) -> None:
+        self.flush()
+
+    def get(self, table: str, key: Sequence[Any]) -> Row | None:
+        self.flush()
+        return self.tables.get(table, key)
+
+    def select(self, table: str, partition: Sequence[Any], **options: Any) -> list[Row]:
+        self.flush()
+        return self.tables.select(table, partition, **options)
+
+    def scan(self, table: str, *, after: Sequence[Any] | None = None, limit: int = 1000) -> list[Row]:
+        self.flush()
+        return self.tables.scan(table, after=after, limit=limit)
 
 
-class CassandraReadModels:
-    """The registry of projection versions and the runner lease, in the store's keyspace."""
+class _StreamTarget(StreamTarget):
+    """A projection version following each stream (see the module docstring)."""
+
+    def __init__(self, name: str, version: int, tables: _Tables, handle: Handler) -> None:
+        self.name, self.version, self.tables, self.handle = name, version, tables, handle
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def checkpoints(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        models = self.tables.models
+        statement = models.prepare(f"SELECT position FROM {self.tables.checkpoints_table} WHERE stream_id = ?")
+        statement.consistency_level = models.db.write_cl  # see CassandraReadModels.run
+        results = models.db.query_all([(statement, (s,)) for s in stream_ids])
+        found = {}
+        for stream_id, rows in zip(stream_ids, results, strict=True):
+            row = rows.one()
+            found[stream_id] = int(row.position) if row is not None and row.position is not None else 0
+        return found
+
+    def apply(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
+        if not events:
+            return
+        models, last = self.tables.models, events[-1].position
+        if models.skipped_from(self.name, self.version, stream_id) is not None:
+            models.extend_skip(self.name, self.version, stream_id, last)
+        else:
+            writer = _EventWriter(self.tables)
+            try:
+                for stored in events:
+                    writer.position = stored.position
+                    self.handle(stream_id, stored, writer)
+            except Exception as exc:
+                writer.flush()
+                if not cannot_apply(exc):
+                    raise
+                self._one_by_one(stream_id, events)
+            else:
+                writer.flush()  # every effect stands before the checkpoint moves past them
+        self._move(stream_id, last)
+
+    def _one_by_one(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
+        """Apply ``events`` one at a time; record a skip from the first that cannot be applied."""
+        for stored in events:
+            writer = _EventWriter(self.tables)
+            writer.position = stored.position
+            try:
+                self.handle(stream_id, stored, writer)
+            except Exception as exc:
+                writer.flush()
+                if not cannot_apply(exc):
+                    raise
+                error = f"{type(exc).__name__}: {exc}"
+                self.tables.models.skip(self.name, self.version, stream_id, stored.position, events[-1].position, error)
+                return
+            writer.flush()  # the next event may read what this one wrote
+
+    def _move(self, stream_id: str, last: int) -> None:
+        writer = _EventWriter(self.tables)
+        writer.write(
+            f"INSERT INTO {self.tables.checkpoints_table} (stream_id, position) VALUES (?, ?) USING TIMESTAMP ?",
+            (stream_id, last, last),
+        )
+        writer.flush()
+
+    def skip_unreadable(self, stream_id: str, position: int, reason: str, *, upto: int) -> None:
+        models = self.tables.models
+        if models.skipped_from(self.name, self.version, stream_id) is not None:
+            models.extend_skip(self.name, self.version, stream_id, upto)
+        else:
+            models.skip(self.name, self.version, stream_id, position, upto, f"DamagedEvent: {reason}")
+        self._move(stream_id, upto)
+
+    def skipped(self) -> list[SkippedStream]:
+        return self.tables.models.read_skips().get((self.name, self.version), [])
+
+
+class CassandraReadModels(ReadModelStore):
+    """Read models, the registry of versions and the runner lease, in the store's keyspace."""
+
+    follows: Literal["sequence", "streams"] = "streams"
 
     def __init__(self, db: CassandraSession) -> None:
         self.db = db
@@ -98,7 +351,7 @@ class CassandraReadModels:
         self._prepared: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._ready = False
-        #: (name, version) -> stream -> first position skipped, as of the last :meth:`load_skips` and this runner's own
+        #: (name, version) -> stream -> first position skipped, as of the last :meth:`read_skips` and this runner's own
         self._skips: dict[tuple[str, int], dict[str, int]] = {}
 
     def prepare(self, cql: str) -> Any:
@@ -140,50 +393,92 @@ class CassandraReadModels:
                 log.warning("read-model tables created, but not every node agrees on the schema yet")
 
     def ensure(self) -> None:
-        """Create the registry and lease tables (by a runner or a rebuild, not by readers)."""
-        if not self._ready:
-            if not all(self.has_table(t) for t in _TABLES):  # a keyspace from before a table: added
-                self.create(_SCHEMA)
-            self._ready = True
+        """Create the registry and lease tables, or add what an older keyspace lacks (runners only)."""
+        if self._ready:
+            return
+        if not all(self.has_table(t) for t in _REGISTRY):
+            self.create(_SCHEMA)
+        keyspace = self.db.cluster.metadata.keyspaces.get(self.ks)
+        table = keyspace.tables.get("eskit_projections") if keyspace is not None else None
+        if table is not None and "layout" not in table.columns:
+            self.create(["ALTER TABLE {ks}.eskit_projections ADD layout int"])
+        self._ready = True
 
-    # -- the registry ---------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.has_table("eskit_projections")
 
-    def versions(self, name: str) -> list[Version]:
-        if not self.has_table("eskit_projections"):
-            return []
-        rows = self.run(
-            "SELECT version, state, cursor, updated_at, error FROM {ks}.eskit_projections WHERE name = ?", (name,)
-        )
-        return [Version(name, r.version, r.state, r.cursor, r.updated_at, r.error) for r in rows]
+    # -- tables and targets ----------------------------------------------------------------
 
-    def versions_of(self, names: Sequence[str]) -> dict[str, list[Version]]:
-        """The registered versions of several projections (one request), each list in version order."""
+    def tables(self, name: str, version: int, tables: Sequence[Table]) -> TableSet:
+        return _Tables(self, table_prefix(name, version), tables)
+
+    def target(self, name: str, version: int, tables: TableSet, handle: Handler) -> StreamTarget:
+        assert isinstance(tables, _Tables)
+        return _StreamTarget(name, version, tables, handle)
+
+    # -- the registry ---------------------------------------------------------------------
+
+    def versions(self, names: Sequence[str]) -> dict[str, list[Version]]:
         found: dict[str, list[Version]] = {name: [] for name in names}
-        if not self.has_table("eskit_projections"):
+        if not all(self.has_table(t) for t in _REGISTRY[:2]):
             return found
+        layout = ", layout" if self._ready or self._has_layout() else ""  # older keyspaces: rebuilt (layout 0)
         rows = self.run(
-            "SELECT name, version, state, cursor, updated_at, error FROM {ks}.eskit_projections WHERE name IN ?",
+            f"SELECT name, version, state, cursor, updated_at, error{layout} FROM {{ks}}.eskit_projections"
+            " WHERE name IN ?",
             (list(names),),
         )
+        counts = self.run(
+            "SELECT name, version, applied FROM {ks}.eskit_projection_counts WHERE name IN ?", (list(names),)
+        )
+        applied = {(r.name, r.version): int(r.applied or 0) for r in counts}
         for r in rows:
-            found.setdefault(r.name, []).append(Version(r.name, r.version, r.state, r.cursor, r.updated_at, r.error))
+            if r.state not in ("building", "active"):
+                continue  # a late progress report wrote the row of a version already dropped
+            when = from_micros(r.updated_at) if r.updated_at is not None else None
+            version = Version(
+                r.name,
+                r.version,
+                r.state,
+                getattr(r, "layout", None) or 0,
+                r.cursor,
+                applied.get((r.name, r.version), 0),
+                when,
+                r.error,
+            )
+            found.setdefault(r.name, []).append(version)
         return {name: sorted(versions, key=lambda v: v.version) for name, versions in found.items()}
 
-    def report(self, progress: Sequence[tuple[str, int, int, int | None, str | None]]) -> None:
-        """Record a runner's progress, ``(name, version, events applied since, updated_at, error)`` each, at once."""
+    def _has_layout(self) -> bool:
+        keyspace = self.db.cluster.metadata.keyspaces.get(self.ks)
+        table = keyspace.tables.get("eskit_projections") if keyspace is not None else None
+        return table is not None and "layout" in table.columns
+
+    def register(self, name: str, version: int, *, state: str, layout: int) -> None:
+        self.ensure()
+        self.run(
+            "UPDATE {ks}.eskit_projections SET state = ?, layout = ? WHERE name = ? AND version = ?",
+            (state, layout, name, version),
+        )
+
+    def set_cursor(self, name: str, version: int, cursor: str | None) -> None:
+        self.run("UPDATE {ks}.eskit_projections SET cursor = ? WHERE name = ? AND version = ?", (cursor, name, version))
+
+    def report(self, progress: Sequence[Progress]) -> None:
         statements: list[tuple[str, tuple[object, ...]]] = []
-        for name, version, applied, updated_at, error in progress:
-            if applied:
+        for p in progress:
+            if p.applied:
                 statements.append(
                     (
                         "UPDATE {ks}.eskit_projection_counts SET applied = applied + ? WHERE name = ? AND version = ?",
-                        (applied, name, version),
+                        (p.applied, p.name, p.version),
                     )
                 )
+            when = to_micros(p.updated_at) if p.updated_at is not None else None
             statements.append(
                 (
                     "UPDATE {ks}.eskit_projections SET updated_at = ?, error = ? WHERE name = ? AND version = ?",
-                    (updated_at, error, name, version),
+                    (when, p.error, p.name, p.version),
                 )
             )
         futures = []
@@ -194,24 +489,6 @@ class CassandraReadModels:
         for future in futures:
             future.result()
 
-    def applied(self, name: str, version: int) -> int:
-        """Events applied to a version by every runner so far (an event applied twice counts twice)."""
-        if not self.has_table("eskit_projection_counts"):
-            return 0
-        row = self.run(
-            "SELECT applied FROM {ks}.eskit_projection_counts WHERE name = ? AND version = ?", (name, version)
-        ).one()
-        return int(row.applied) if row is not None and row.applied is not None else 0
-
-    def register(self, name: str, version: int, state: str, cursor: str | None = None) -> None:
-        self.run(
-            "INSERT INTO {ks}.eskit_projections (name, version, state, cursor) VALUES (?, ?, ?, ?)",
-            (name, version, state, cursor),
-        )
-
-    def set_cursor(self, name: str, version: int, cursor: str | None) -> None:
-        self.run("UPDATE {ks}.eskit_projections SET cursor = ? WHERE name = ? AND version = ?", (cursor, name, version))
-
     def forget(self, name: str, version: int) -> None:
         self.run("DELETE FROM {ks}.eskit_projections WHERE name = ? AND version = ?", (name, version))
         self.run("DELETE FROM {ks}.eskit_projection_counts WHERE name = ? AND version = ?", (name, version))
@@ -221,6 +498,9 @@ class CassandraReadModels:
                 " AND version = ?",
                 (FIRST_WINS, name, version),
             )
+
+    def begin_round(self) -> None:
+        self.read_skips()  # streams another runner skipped are skipped here too
 
     # -- skipped streams (see the module docstring) -------------------------------------
 
@@ -281,10 +561,9 @@ class CassandraReadModels:
             (upto, upto, name, version, stream_id),
         )
 
-    # -- the lease (conditional writes only: no plain write ever touches its partition) ----
+    # -- the lease (conditional writes only) ----------------------------------------------
 
     def acquire_lease(self, name: str, holder: str, *, ttl: float) -> int | None:
-        """Take or renew lease ``name`` for ``holder``; its token, or None while another holds it."""
         self.ensure()
         now = time.time()
         row = self.run(
@@ -303,155 +582,8 @@ class CassandraReadModels:
             "UPDATE {ks}.eskit_leases SET holder = ?, fence = ?, expires_at = ? WHERE name = ? IF fence = ?",
             (holder, token, now + ttl, name, row.fence),
         )
-        return token if result.was_applied else None
+        return int(token) if result.was_applied else None
 
     def release_lease(self, name: str, holder: str) -> None:
         if self.has_table("eskit_leases"):
             self.run("UPDATE {ks}.eskit_leases SET expires_at = 0 WHERE name = ? IF holder = ?", (name, holder))
-
-    def close(self) -> None:  # the session belongs to the stores
-        pass
-
-
-class Effects:
-    """The writes of one batch, sent at once and awaited together (:meth:`flush`)."""
-
-    def __init__(self, models: CassandraReadModels) -> None:
-        self.models = models
-        self._futures: list[Any] = []
-
-    def write(self, cql: str, params: Sequence[Any]) -> None:
-        """A write; its CQL says ``USING TIMESTAMP ?`` with the event's position (see the module docstring)."""
-        statement = self.models.prepare(cql).bind(params)
-        statement.consistency_level = self.models.db.write_cl
-        self._futures.append((self.models.db.session.execute_async(statement), statement))
-
-    def flush(self) -> None:
-        """Wait for every write so far; one that failed is sent again (it is idempotent) with retries."""
-        futures, self._futures = self._futures, []
-        for future, statement in futures:
-            try:
-                future.result()
-            except Exception:
-                self.models.db.query(statement)
-
-
-class CassandraProjection(StreamTarget):
-    """A projection whose tables are in the cluster; subclasses give :meth:`tables` and :meth:`handle`."""
-
-    name: str = ""
-
-    def __init__(self, models: CassandraReadModels, *, version: int) -> None:
-        self.models, self.version = models, version
-
-    @property
-    def key(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    @property
-    def prefix(self) -> str:
-        """``{ks}.rm_<name>_v<version>_``: put before a table name in CQL."""
-        return "{ks}." + self.table_prefix
-
-    @property
-    def table_prefix(self) -> str:
-        return f"rm_{self.name}_v{self.version}_"
-
-    @abc.abstractmethod
-    def tables(self) -> Sequence[str]:
-        """The DDL of the projection's tables (``{p}`` for :attr:`prefix`), besides its checkpoints."""
-
-    @abc.abstractmethod
-    def handle(self, stream_id: str, events: Sequence[StoredEvent], effects: Effects) -> None:
-        """Write the effects of the stream's ``events`` (each at its own position) through ``effects``."""
-
-    def ddl(self) -> list[str]:
-        """Every statement that creates this version's tables, its checkpoints' too (``{ks}`` left to fill)."""
-        ddl = [
-            *self.tables(),
-            "CREATE TABLE IF NOT EXISTS {p}checkpoints (stream_id text PRIMARY KEY, position bigint)",
-        ]
-        return [d.replace("{p}", self.prefix) for d in ddl]
-
-    def create_tables(self) -> None:
-        self.models.create(self.ddl())
-
-    def exists(self) -> bool:
-        return self.models.has_table(self.table_prefix + "checkpoints")
-
-    def query(self, cql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Rows of a read on this version's tables (``{p}`` for the prefix); ``[]`` before they exist."""
-        if not self.exists():
-            return []
-        return list(self.models.run(cql.replace("{p}", self.prefix), params))
-
-    def checkpoints(self, stream_ids: Sequence[str]) -> dict[str, int]:
-        cql = "SELECT position FROM {p}checkpoints WHERE stream_id = ?".replace("{p}", self.prefix)
-        statement = self.models.prepare(cql)
-        statement.consistency_level = self.models.db.write_cl  # see CassandraReadModels.run
-        results = self.models.db.query_all([(statement, (s,)) for s in stream_ids])
-        found = {}
-        for stream_id, rows in zip(stream_ids, results, strict=True):
-            row = rows.one()
-            found[stream_id] = int(row.position) if row is not None and row.position is not None else 0
-        return found
-
-    def apply(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
-        if not events:
-            return
-        last = events[-1].position
-        if self.models.skipped_from(self.name, self.version, stream_id) is not None:
-            self.models.extend_skip(self.name, self.version, stream_id, last)
-        else:
-            effects = Effects(self.models)
-            try:
-                self.handle(stream_id, events, effects)
-            except Exception as exc:
-                effects.flush()
-                if not cannot_apply(exc):
-                    raise
-                self._one_by_one(stream_id, events)
-            else:
-                effects.flush()  # every effect stands before the checkpoint moves past them
-        self._move(stream_id, last)
-
-    def _one_by_one(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
-        """Apply ``events`` one at a time; record a skip from the first that cannot be applied."""
-        for event in events:
-            effects = Effects(self.models)
-            try:
-                self.handle(stream_id, [event], effects)
-            except Exception as exc:
-                effects.flush()
-                if not cannot_apply(exc):
-                    raise
-                error = f"{type(exc).__name__}: {exc}"
-                self.models.skip(self.name, self.version, stream_id, event.position, events[-1].position, error)
-                return
-            effects.flush()  # the next event may read what this one wrote
-
-    def _move(self, stream_id: str, last: int) -> None:
-        effects = Effects(self.models)
-        effects.write(
-            "INSERT INTO {p}checkpoints (stream_id, position) VALUES (?, ?) USING TIMESTAMP ?".replace(
-                "{p}", self.prefix
-            ),
-            (stream_id, last, last),
-        )
-        effects.flush()
-
-    def skip_unreadable(self, stream_id: str, position: int, reason: str, *, upto: int) -> None:
-        if self.models.skipped_from(self.name, self.version, stream_id) is not None:
-            self.models.extend_skip(self.name, self.version, stream_id, upto)
-        else:
-            self.models.skip(self.name, self.version, stream_id, position, upto, f"DamagedEvent: {reason}")
-        self._move(stream_id, upto)
-
-    def skipped(self) -> list[SkippedStream]:
-        return self.models.read_skips().get((self.name, self.version), [])
-
-    def drop(self) -> None:
-        """Drop this version's tables (an old version, once a rebuilt one is active)."""
-        keyspace = self.models.db.cluster.metadata.keyspaces.get(self.models.ks)
-        names = [t for t in (keyspace.tables if keyspace else {}) if t.startswith(self.table_prefix)]
-        self.models.create([f"DROP TABLE IF EXISTS {{ks}}.{table}" for table in names])

@@ -12,14 +12,18 @@ from eskit.stores.registry import Stores
 from eskit.stores.sqlite.connection import SQLiteConnection
 from eskit.stores.sqlite.events import SQLiteEventStore
 from eskit.stores.sqlite.feed import SQLiteEventFeed
+from eskit.stores.sqlite.readmodel import SQLiteReadModels, read_models_path
 from eskit.stores.sqlite.snapshots import SQLiteSnapshotStore
 
 __all__ = [
     "SQLiteConnection",
     "SQLiteEventFeed",
     "SQLiteEventStore",
+    "SQLiteReadModels",
     "SQLiteSnapshotStore",
+    "open_read_models",
     "open_stores",
+    "read_models_path",
     "sqlite_path",
 ]
 
@@ -39,3 +43,8 @@ def open_stores(url: str, *, create_schema: bool | None = None, **_: Any) -> Sto
     db = SQLiteConnection(sqlite_path(url), create=create_schema is not False)
     db.get()  # open now, so a bad path fails at start rather than at first request
     return Stores(url, SQLiteEventStore(db), SQLiteSnapshotStore(db), SQLiteEventFeed(db))
+
+
+def open_read_models(stores: Stores, **_: Any) -> SQLiteReadModels:
+    """The read models of a SQLite store: a file of their own beside the store's (created on first use)."""
+    return SQLiteReadModels(read_models_path(sqlite_path(stores.url)))

@@ -45,10 +45,14 @@ class SQLiteConnection:
     every open when ``create`` is false, requires the file to exist already.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, event_store: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, create: bool = True, event_store: bool = True, durable: bool = True
+    ) -> None:
         self.path = str(path)
         self.create = create
         self.event_store = event_store  # False: a file of read models, without the event store's tables
+        #: False: ``synchronous=NORMAL`` (a crash may lose the newest commits, whole): for derived data only
+        self.durable = durable
         self._local = threading.local()
         self._closed = False
         self._schema_ready = False
@@ -112,6 +116,8 @@ class SQLiteConnection:
                         self._refuse_foreign(conn)  # before the pragmas: WAL mode would change the file
                     for pragma in PRAGMAS:
                         conn.execute(pragma)
+                    if not self.durable:
+                        conn.execute("PRAGMA synchronous=NORMAL")
                     with self._schema_lock:
                         if not self._schema_ready:
                             if self.event_store:

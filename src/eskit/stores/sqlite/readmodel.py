@@ -1,42 +1,47 @@
-"""Read models in a SQLite file of their own, each projection's rows and checkpoint changed in one transaction.
+"""Read models in a SQLite file of their own: each batch's rows and its checkpoint in one transaction.
 
-The file sits beside the event store's (so read models never take the store's
-write lock) and holds, besides the projections' tables:
+The file sits beside the event store's (``x.readmodels.db`` beside ``x.db``),
+so read models never take the store's write lock, and holds, besides every
+projection version's tables (``rm_<name>_v<version>_<table>``):
 
-* ``checkpoints``: per projection version, the feed sequence applied up to;
-* ``versions``: which version of each projection answers reads (a rebuild fills
-  a new version while the old one serves, then switches);
-* ``leases``: which runner may apply, with a fencing token that grows with every
-  change of holder. :meth:`SQLiteProjection.apply` checks, in the transaction
-  that writes, that the checkpoint is still where the batch starts (so two
-  runners cannot both apply it) and, when the projection was given a token, that
-  the token is still the lease's (so a runner that was paused past its lease
-  cannot write at all);
-* ``store_identity``: the id of the store the read models follow (see
-  :meth:`SQLiteReadModels.follow`): read models never follow a store from a
-  position that store never reached;
-* ``skipped``: per projection version, the streams it skips because it cannot
-  apply them (:class:`~eskit.projection.SkippedStream`), changed in the same
-  transaction as the checkpoint, so a skip is recorded exactly when the
-  checkpoint moves past it.
+* ``eskit_checkpoints``: per projection version, the feed sequence applied up
+  to. :class:`SQLiteTableProjection` applies a batch in one ``BEGIN IMMEDIATE``
+  transaction that first checks the checkpoint is still where the batch starts
+  (a second runner's batch is refused with
+  :class:`~eskit.projection.CheckpointMoved`), then writes the rows and moves
+  the checkpoint: each event has exactly one effect, whatever the number of
+  runners, and a runner killed mid-batch leaves nothing behind;
+* ``eskit_projections`` and ``eskit_leases``: the registry of versions and the
+  runner lease (see :mod:`eskit.readmodel.store`);
+* ``eskit_skipped``: per projection version, the streams it skips because it
+  cannot apply them (:class:`~eskit.projection.SkippedStream`), changed in the
+  same transaction as the checkpoint, so a skip is recorded exactly when the
+  checkpoint moves past it;
+* ``eskit_identity``: the id of the store the read models follow
+  (:meth:`SQLiteReadModels.follow`), so they are never followed from a
+  position that store never reached.
 
-A batch is applied whole when it can be. When it raises an error the events'
-own content causes (:func:`~eskit.projection.cannot_apply`), it is undone and
-applied again event by event, each in a savepoint: the event that fails is
-undone alone, its stream is recorded as skipped, and the rest goes on.
+A batch is applied whole when it can be. When an event's own content makes it
+fail (:func:`~eskit.projection.cannot_apply`), the batch is undone and applied
+again event by event, each in a savepoint: the event that fails is undone
+alone, its stream is recorded as skipped from there on, and the rest goes on.
+
+Durability: the file runs ``synchronous=NORMAL``. A crash of the machine may
+lose the newest batches, but never a batch's rows without its checkpoint (WAL
+commits are atomic), and the feed applies them again: read models are derived,
+so nothing is lost that the event store does not hold.
 """
 
 from __future__ import annotations
 
-import abc
 import logging
-import os
 import sqlite3
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
-from eskit.exceptions import DamagedEvent, EskitError
+from eskit.exceptions import DamagedEvent
 from eskit.ports import FeedEvent
 from eskit.projection import (
     MAX_SKIPPED_STREAMS,
@@ -46,241 +51,286 @@ from eskit.projection import (
     TooManySkipped,
     cannot_apply,
 )
+from eskit.readmodel.store import Handler, Progress, ReadModelStore, Version, table_prefix
+from eskit.readmodel.tables import Row, Table, TableSet, Writer
 from eskit.stores.sqlite.connection import SQLiteConnection, translate_errors
+from eskit.stores.timestamps import from_micros, to_micros
 
-__all__ = ["LeaseLost", "SQLiteProjection", "SQLiteReadModels"]
+__all__ = ["SQLiteReadModels", "SQLiteTableProjection", "read_models_path"]
 
 log = logging.getLogger(__name__)
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, seq INTEGER NOT NULL, updated_at INTEGER)",
-    "CREATE TABLE IF NOT EXISTS versions (name TEXT PRIMARY KEY, active INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, token INTEGER NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS eskit_projections (name TEXT NOT NULL, version INTEGER NOT NULL,"
+    " state TEXT NOT NULL, layout INTEGER NOT NULL, cursor TEXT, applied INTEGER NOT NULL DEFAULT 0,"
+    " updated_at INTEGER, error TEXT, PRIMARY KEY (name, version))",
+    "CREATE TABLE IF NOT EXISTS eskit_checkpoints (prefix TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS eskit_leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, token INTEGER NOT NULL,"
     " expires_at REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS skipped (name TEXT NOT NULL, stream_id TEXT NOT NULL, position INTEGER NOT NULL,"
-    " sequence INTEGER, events INTEGER NOT NULL, error TEXT NOT NULL, PRIMARY KEY (name, stream_id))",
-    "CREATE TABLE IF NOT EXISTS store_identity (id INTEGER PRIMARY KEY CHECK (id = 1), store_id TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS eskit_skipped (prefix TEXT NOT NULL, stream_id TEXT NOT NULL,"
+    " position INTEGER NOT NULL, sequence INTEGER, events INTEGER NOT NULL, error TEXT NOT NULL,"
+    " PRIMARY KEY (prefix, stream_id))",
+    "CREATE TABLE IF NOT EXISTS eskit_identity (id INTEGER PRIMARY KEY CHECK (id = 1), store_id TEXT NOT NULL)",
 )
-#: the read-model file's own tables; every other table is a projection version's
-_OWN_TABLES = frozenset({"checkpoints", "versions", "leases", "skipped", "store_identity"})
-
-#: errors of SQLite's that an event's values cause (a constraint or a type they break): skipped, not retried
+#: bookkeeping tables of read-model files written before the registry (their projections are rebuilt)
+_LEGACY = ("checkpoints", "versions", "leases", "skipped", "store_identity")
+#: the file's own tables; every other table is a projection version's
+_OWN = frozenset({"eskit_projections", "eskit_checkpoints", "eskit_leases", "eskit_skipped", "eskit_identity"})
+#: SQLite's errors that an event's values cause (a constraint or a type they break): skipped, not retried
 _DATA_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
 #: how much of an error's text a skip keeps
 _ERROR_CHARS = 500
 
-
-class LeaseLost(EskitError):
-    """The runner's lease was taken over: it must not apply anything more."""
+_TYPES = {"text": "TEXT", "int": "INTEGER", "bool": "INTEGER"}
 
 
-class SQLiteReadModels:
-    """The read-model file: opened (and created) on first use, shared by threads and processes."""
+def read_models_path(store_path: str | Path) -> Path:
+    """Where a SQLite store's read models live: ``x.readmodels.db`` beside ``x.db``."""
+    path = Path(store_path)
+    return path.with_name(path.stem + ".readmodels" + (path.suffix or ".db"))
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.db = SQLiteConnection(path, create=True, event_store=False)
-        self._ready = False
 
-    def connection(self) -> sqlite3.Connection:
-        conn = self.db.get()
-        if not self._ready:
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _Statements:
+    """The SQL of one table, made once."""
+
+    def __init__(self, name: str, table: Table) -> None:
+        self.table = table
+        q = _quote(name)
+        key = ", ".join(table.key)
+        self.columns = table.columns
+        cols = ", ".join(self.columns)
+        types = ", ".join(f"{c} {_TYPES[table.kind(c)]}" for c in self.columns)
+        self.create = f"CREATE TABLE IF NOT EXISTS {q} ({types}, PRIMARY KEY ({key}))"
+        self.get = f"SELECT {cols} FROM {q} WHERE " + " AND ".join(f"{k} = ?" for k in table.key)
+        self.delete = f"DELETE FROM {q} WHERE " + " AND ".join(f"{k} = ?" for k in table.key)
+        self.name = q
+        self.cols = cols
+        self._puts: dict[tuple[str, ...], str] = {}
+
+    def put(self, columns: tuple[str, ...]) -> str:
+        found = self._puts.get(columns)
+        if found is None:
+            names = self.table.key + columns
+            marks = ", ".join("?" * len(names))
+            if columns:
+                sets = ", ".join(f"{c} = excluded.{c}" for c in columns)
+                found = (
+                    f"INSERT INTO {self.name} ({', '.join(names)}) VALUES ({marks})"
+                    f" ON CONFLICT ({', '.join(self.table.key)}) DO UPDATE SET {sets}"
+                )
+            else:
+                found = f"INSERT OR IGNORE INTO {self.name} ({', '.join(names)}) VALUES ({marks})"
+            self._puts[columns] = found
+        return found
+
+    def row(self, values: Sequence[Any]) -> Row:
+        row: Row = {}
+        for column, value in zip(self.columns, values, strict=True):
+            row[column] = bool(value) if value is not None and self.table.kind(column) == "bool" else value
+        return row
+
+
+class _Tables(TableSet):
+    """One version's tables in the read-model file."""
+
+    def __init__(self, models: SQLiteReadModels, prefix: str, tables: Sequence[Table]) -> None:
+        self.models, self.prefix = models, prefix
+        self.tables = {t.name: t for t in tables}
+        self._sql = {t.name: _Statements(prefix + t.name, t) for t in tables}
+        self._exists = False
+
+    def sql(self, table: str) -> _Statements:
+        found = self._sql.get(table)
+        if found is None:
+            raise ValueError(f"no table {table!r}")
+        return found
+
+    def create(self) -> None:
+        with self.models.transaction() as conn:
+            for statements in self._sql.values():
+                conn.execute(statements.create)
+        self._exists = True
+
+    def drop(self) -> None:
+        with self.models.transaction() as conn:
+            for statements in self._sql.values():
+                conn.execute(f"DROP TABLE IF EXISTS {statements.name}")
+            conn.execute("DELETE FROM eskit_checkpoints WHERE prefix = ?", (self.prefix,))
+            conn.execute("DELETE FROM eskit_skipped WHERE prefix = ?", (self.prefix,))
+        self._exists = False
+
+    def exists(self) -> bool:
+        if not self._exists:
+            first = self.prefix + next(iter(self.tables))
+            rows = self.models.read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (first,))
+            self._exists = bool(rows)
+        return self._exists
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def write(self, conn: sqlite3.Connection, table: str, key: Sequence[Any], values: Mapping[str, Any]) -> None:
+        statements = self.sql(table)
+        statements.table.check(key, values)
+        columns = tuple(values)
+        conn.execute(statements.put(columns), (*key, *(values[c] for c in columns)))
+
+    def put(self, table: str, key: Sequence[Any], values: Mapping[str, Any] | None = None) -> None:
+        with self.models.transaction() as conn:
+            self.write(conn, table, key, values or {})
+
+    def delete(self, table: str, key: Sequence[Any]) -> None:
+        with self.models.transaction() as conn:
+            conn.execute(self.sql(table).delete, tuple(key))
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _read(self, sql: str, params: Sequence[Any], conn: sqlite3.Connection | None) -> list[tuple[Any, ...]]:
+        if conn is not None:
             with translate_errors():
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-            self._ready = True
-        return conn
+                return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+        if not self.exists():
+            return []
+        return self.models.read(sql, params)
 
-    def active_version(self, name: str) -> int:
-        """The version of projection ``name`` that answers reads (1 until a rebuild switches)."""
-        with translate_errors():
-            row = self.connection().execute("SELECT active FROM versions WHERE name = ?", (name,)).fetchone()
-        return int(row[0]) if row else 1
+    def get(self, table: str, key: Sequence[Any], conn: sqlite3.Connection | None = None) -> Row | None:
+        statements = self.sql(table)
+        rows = self._read(statements.get, tuple(key), conn)
+        return statements.row(rows[0]) if rows else None
 
-    def switch(self, name: str, version: int) -> None:
-        """Make ``version`` the one that answers reads."""
-        self.connection()
-        with self.db.transaction(immediate=True) as conn:
-            conn.execute("INSERT OR REPLACE INTO versions (name, active) VALUES (?, ?)", (name, version))
+    def select(
+        self,
+        table: str,
+        partition: Sequence[Any],
+        *,
+        after: Sequence[Any] | None = None,
+        low: Any = None,
+        high: Any = None,
+        limit: int | None = None,
+        conn: sqlite3.Connection | None = None,
+    ) -> list[Row]:
+        statements = self.sql(table)
+        spec = statements.table
+        where = [f"{k} = ?" for k in spec.partition]
+        params: list[Any] = list(partition)
+        if after is not None and spec.clustering:
+            where.append(f"({', '.join(spec.clustering)}) > ({', '.join('?' * len(spec.clustering))})")
+            params.extend(after)
+        if low is not None:
+            where.append(f"{spec.clustering[0]} >= ?")
+            params.append(low)
+        if high is not None:
+            where.append(f"{spec.clustering[0]} <= ?")
+            params.append(high)
+        sql = f"SELECT {statements.cols} FROM {statements.name} WHERE {' AND '.join(where)}"
+        if spec.clustering:
+            sql += f" ORDER BY {', '.join(spec.clustering)}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [statements.row(r) for r in self._read(sql, params, conn)]
 
-    def acquire_lease(self, name: str, holder: str, *, ttl: float) -> int | None:
-        """Take or renew lease ``name`` for ``holder``; return its fencing token, or None while another holds it."""
-        self.connection()
-        now = time.time()
-        with self.db.transaction(immediate=True) as conn:
-            row = conn.execute("SELECT holder, token, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
-            if row is not None and row[0] != holder and row[2] > now:
-                return None
-            token = int(row[1]) if row is not None and row[0] == holder else (int(row[1]) + 1 if row else 1)
-            conn.execute(
-                "INSERT OR REPLACE INTO leases (name, holder, token, expires_at) VALUES (?, ?, ?, ?)",
-                (name, holder, token, now + ttl),
-            )
-        return token
-
-    # -- which store the read models follow -------------------------------------------
-
-    def relation(self, store_id: str, head: int) -> str:
-        """How this file stands to the store with ``store_id`` whose feed's head is ``head``.
-
-        ``same``: it follows that store. ``adopt``: it names no store (made before stores had an
-        identity, or new) and no checkpoint is past ``head``, so it can be that store's. ``other``:
-        it follows another store, or a checkpoint is past ``head``, a position the store never
-        reached (a store made anew, or put back from an older copy of its file).
-        """
-        conn = self.connection()
-        with translate_errors():
-            row = conn.execute("SELECT store_id FROM store_identity WHERE id = 1").fetchone()
-            (highest,) = conn.execute("SELECT max(seq) FROM checkpoints").fetchone()
-        if (highest or 0) > head or (row is not None and row[0] != store_id):
-            return "other"
-        return "same" if row is not None else "adopt"
-
-    def follow(self, store_id: str, head: int) -> bool:
-        """Make this file follow the store with ``store_id``; True when it had to be emptied for that.
-
-        A file that names no store and is not past ``head`` adopts the store as it stands; a file
-        of another store, or past ``head``, loses every projection's tables, checkpoints, versions
-        and skips (the projections then fill again from the store's first event) and takes the
-        store's id. In one write transaction, so of several processes one does it.
-        """
-        if self.relation(store_id, head) == "same":
-            return False
-        with self.db.transaction(immediate=True) as conn:
-            row = conn.execute("SELECT store_id FROM store_identity WHERE id = 1").fetchone()
-            (highest,) = conn.execute("SELECT max(seq) FROM checkpoints").fetchone()
-            emptied = (highest or 0) > head or (row is not None and row[0] != store_id)
-            if row is not None and not emptied:
-                return False  # another process did it meanwhile
-            if emptied:
-                tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-                for table in tables:
-                    if table not in _OWN_TABLES and not table.startswith("sqlite_"):
-                        conn.execute(f'DROP TABLE IF EXISTS "{table}"')
-                for own in ("checkpoints", "versions", "skipped"):
-                    conn.execute(f"DELETE FROM {own}")
-            conn.execute("INSERT OR REPLACE INTO store_identity (id, store_id) VALUES (1, ?)", (store_id,))
-        if emptied:
-            log.warning(
-                "the read models in %s were built from another store: emptied, they are built again from this "
-                "store's first event",
-                self.db.path,
-            )
-        return emptied
-
-    def release_lease(self, name: str, holder: str) -> None:
-        self.connection()
-        with self.db.transaction(immediate=True) as conn:
-            conn.execute("UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ?", (name, holder))
-
-    def close(self) -> None:
-        self.db.close()
+    def scan(
+        self,
+        table: str,
+        *,
+        after: Sequence[Any] | None = None,
+        limit: int = 1000,
+        conn: sqlite3.Connection | None = None,
+    ) -> list[Row]:
+        statements = self.sql(table)
+        key = statements.table.key
+        sql = f"SELECT {statements.cols} FROM {statements.name}"
+        params: list[Any] = []
+        if after is not None:
+            sql += f" WHERE ({', '.join(key)}) > ({', '.join('?' * len(key))})"
+            params.extend(after)
+        sql += f" ORDER BY {', '.join(key)} LIMIT ?"
+        params.append(limit)
+        return [statements.row(r) for r in self._read(sql, params, conn)]
 
 
-class SQLiteProjection(ProjectionTarget):
-    """A projection whose tables live in a :class:`SQLiteReadModels` file.
+class _BatchWriter(Writer):
+    """The writes of a batch, in the batch's transaction (so reads see them)."""
 
-    Subclasses set ``name``, give their tables' DDL (:meth:`tables`, with ``{p}``
-    for the version's table prefix) and apply a batch (:meth:`handle`) with the
-    connection of the transaction that also moves the checkpoint.
-    """
+    def __init__(self, tables: _Tables, conn: sqlite3.Connection) -> None:
+        self.tables, self.conn = tables, conn
 
-    name: str = ""
+    def put(self, table: str, key: Sequence[Any], values: Mapping[str, Any] | None = None) -> None:
+        self.tables.write(self.conn, table, key, values or {})
 
-    def __init__(
-        self, models: SQLiteReadModels, *, version: int | None = None, lease: tuple[str, int] | None = None
-    ) -> None:
-        self.models = models
-        self.version = version if version is not None else models.active_version(self.name)
-        #: (lease name, fencing token): when set, a batch is applied only while the token is the lease's
-        self.lease = lease
-        self._created = False
+    def delete(self, table: str, key: Sequence[Any]) -> None:
+        self.conn.execute(self.tables.sql(table).delete, tuple(key))
+
+    def get(self, table: str, key: Sequence[Any]) -> Row | None:
+        return self.tables.get(table, key, self.conn)
+
+    def select(self, table: str, partition: Sequence[Any], **options: Any) -> list[Row]:
+        return self.tables.select(table, partition, conn=self.conn, **options)
+
+    def scan(self, table: str, *, after: Sequence[Any] | None = None, limit: int = 1000) -> list[Row]:
+        return self.tables.scan(table, after=after, limit=limit, conn=self.conn)
+
+
+class SQLiteTableProjection(ProjectionTarget):
+    """A projection version whose tables are in the read-model file; see the module docstring."""
+
+    def __init__(self, name: str, version: int, tables: _Tables, handle: Handler) -> None:
+        self.name, self.version, self.tables, self.handle = name, version, tables, handle
 
     @property
     def key(self) -> str:
         return f"{self.name}@{self.version}"
 
-    @property
-    def prefix(self) -> str:
-        return f"{self.name}_v{self.version}_"
-
-    @abc.abstractmethod
-    def tables(self) -> Sequence[str]:
-        """The DDL of this projection's tables, ``{p}`` standing for :attr:`prefix`."""
-
-    @abc.abstractmethod
-    def handle(self, conn: sqlite3.Connection, events: Sequence[FeedEvent]) -> None:
-        """Apply ``events`` to the tables, inside the transaction that moves the checkpoint."""
-
-    def _ensure_tables(self) -> None:
-        if self._created:
-            return
-        self.models.connection()
-        with self.models.db.transaction(immediate=True) as conn:
-            for ddl in self.tables():
-                conn.execute(ddl.format(p=self.prefix))
-        self._created = True
-
-    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a read on this version's tables, ``[]`` before they exist; never takes the write lock."""
-        conn = self.models.connection()
-        with translate_errors():
-            if not self._created:
-                (found,) = conn.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND substr(name, 1, ?) = ?",
-                    (len(self.prefix), self.prefix),
-                ).fetchone()
-                if not found:
-                    return []
-            return [tuple(row) for row in conn.execute(sql, params).fetchall()]
-
     def checkpoint(self) -> int:
-        with translate_errors():
-            row = self.models.connection().execute("SELECT seq FROM checkpoints WHERE name = ?", (self.key,)).fetchone()
-        return int(row[0]) if row else 0
+        rows = self.tables.models.read("SELECT seq FROM eskit_checkpoints WHERE prefix = ?", (self.tables.prefix,))
+        return int(rows[0][0]) if rows else 0
+
+    def apply(self, events: Sequence[FeedEvent], *, after: int) -> None:
+        if not events:
+            return
+        if not self.tables.exists():
+            self.tables.create()
+        with self.tables.models.transaction() as conn:
+            self._begin(conn, after)
+            skipping = {
+                str(row[0])
+                for row in conn.execute("SELECT stream_id FROM eskit_skipped WHERE prefix = ?", (self.tables.prefix,))
+            }
+            todo = [e for e in events if e.event.stream_id not in skipping]
+            self._count_skipped(conn, [e for e in events if e.event.stream_id in skipping])
+            writer = _BatchWriter(self.tables, conn)
+            conn.execute("SAVEPOINT eskit_batch")
+            try:
+                for item in todo:
+                    self.handle(item.event.stream_id, item.event, writer)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO eskit_batch")
+                conn.execute("RELEASE eskit_batch")
+                if not cannot_apply(exc, _DATA_ERRORS):
+                    raise
+                self._one_by_one(conn, writer, todo, skipping)
+            else:
+                conn.execute("RELEASE eskit_batch")
+            self._move(conn, events[-1].sequence)
 
     def _begin(self, conn: sqlite3.Connection, after: int) -> None:
-        """In the writing transaction: the lease is still ours and the checkpoint still at ``after``."""
-        if self.lease is not None:
-            lease_name, token = self.lease
-            row = conn.execute("SELECT token FROM leases WHERE name = ?", (lease_name,)).fetchone()
-            if row is None or int(row[0]) != token:
-                raise LeaseLost(f"lease {lease_name!r} is held with another token: stopping")
-        row = conn.execute("SELECT seq FROM checkpoints WHERE name = ?", (self.key,)).fetchone()
+        row = conn.execute("SELECT seq FROM eskit_checkpoints WHERE prefix = ?", (self.tables.prefix,)).fetchone()
         current = int(row[0]) if row else 0
         if current != after:
             raise CheckpointMoved(f"{self.key} is at {current}, the batch follows {after}")
 
     def _move(self, conn: sqlite3.Connection, sequence: int) -> None:
         conn.execute(
-            "INSERT OR REPLACE INTO checkpoints (name, seq, updated_at) VALUES (?, ?, ?)",
-            (self.key, sequence, time.time_ns()),
+            "INSERT OR REPLACE INTO eskit_checkpoints (prefix, seq) VALUES (?, ?)", (self.tables.prefix, sequence)
         )
 
-    def apply(self, events: Sequence[FeedEvent], *, after: int) -> None:
-        if not events:
-            return
-        self._ensure_tables()
-        with self.models.db.transaction(immediate=True) as conn:
-            self._begin(conn, after)
-            skipping = {
-                str(row[0]) for row in conn.execute("SELECT stream_id FROM skipped WHERE name = ?", (self.key,))
-            }
-            todo = [e for e in events if e.event.stream_id not in skipping]
-            self._count_skipped(conn, [e for e in events if e.event.stream_id in skipping])
-            conn.execute("SAVEPOINT eskit_batch")
-            try:
-                self.handle(conn, todo)
-            except Exception as exc:
-                conn.execute("ROLLBACK TO eskit_batch")
-                conn.execute("RELEASE eskit_batch")
-                if not cannot_apply(exc, _DATA_ERRORS):
-                    raise
-                self._one_by_one(conn, todo, skipping)
-            else:
-                conn.execute("RELEASE eskit_batch")
-            self._move(conn, events[-1].sequence)
-
-    def _one_by_one(self, conn: sqlite3.Connection, events: Sequence[FeedEvent], skipping: set[str]) -> None:
+    def _one_by_one(
+        self, conn: sqlite3.Connection, writer: _BatchWriter, events: Sequence[FeedEvent], skipping: set[str]
+    ) -> None:
         """Apply ``events`` each in a savepoint; skip the stream of one that cannot be applied, from it on."""
         for item in events:
             stream = item.event.stream_id
@@ -289,19 +339,19 @@ class SQLiteProjection(ProjectionTarget):
                 continue
             conn.execute("SAVEPOINT eskit_event")
             try:
-                self.handle(conn, [item])
+                self.handle(stream, item.event, writer)
             except Exception as exc:
                 conn.execute("ROLLBACK TO eskit_event")
                 conn.execute("RELEASE eskit_event")
                 if not cannot_apply(exc, _DATA_ERRORS):
                     raise
-                self._skip(conn, item.event.stream_id, item.event.position, item.sequence, exc)
+                self._skip(conn, stream, item.event.position, item.sequence, exc)
                 skipping.add(stream)
                 continue
             conn.execute("RELEASE eskit_event")
 
-    def _skip(self, conn: sqlite3.Connection, stream_id: str, position: int, sequence: int, exc: Exception) -> None:
-        (held,) = conn.execute("SELECT count(*) FROM skipped WHERE name = ?", (self.key,)).fetchone()
+    def _skip(self, conn: sqlite3.Connection, stream_id: str, position: int, sequence: int, exc: BaseException) -> None:
+        (held,) = conn.execute("SELECT count(*) FROM eskit_skipped WHERE prefix = ?", (self.tables.prefix,)).fetchone()
         if held >= MAX_SKIPPED_STREAMS:
             raise TooManySkipped(
                 f"{self.key}: more than {MAX_SKIPPED_STREAMS} streams cannot be applied (the last, {stream_id}@"
@@ -311,50 +361,198 @@ class SQLiteProjection(ProjectionTarget):
         error = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
         log.warning("projection %s skips stream %s from position %d: %s", self.key, stream_id, position, error)
         conn.execute(
-            "INSERT INTO skipped (name, stream_id, position, sequence, events, error) VALUES (?, ?, ?, ?, 1, ?)",
-            (self.key, stream_id, position, sequence, error),
+            "INSERT INTO eskit_skipped (prefix, stream_id, position, sequence, events, error)"
+            " VALUES (?, ?, ?, ?, 1, ?)",
+            (self.tables.prefix, stream_id, position, sequence, error),
         )
 
     def _count_skipped(self, conn: sqlite3.Connection, events: Sequence[FeedEvent]) -> None:
         for item in events:
             conn.execute(
-                "UPDATE skipped SET events = events + 1 WHERE name = ? AND stream_id = ?",
-                (self.key, item.event.stream_id),
+                "UPDATE eskit_skipped SET events = events + 1 WHERE prefix = ? AND stream_id = ?",
+                (self.tables.prefix, item.event.stream_id),
             )
 
     def skip_unreadable(self, damaged: DamagedEvent, *, after: int) -> None:
         assert damaged.sequence == after + 1
-        self._ensure_tables()
-        with self.models.db.transaction(immediate=True) as conn:
+        if not self.tables.exists():
+            self.tables.create()
+        with self.tables.models.transaction() as conn:
             self._begin(conn, after)
             known = conn.execute(
-                "SELECT 1 FROM skipped WHERE name = ? AND stream_id = ?", (self.key, damaged.stream_id)
+                "SELECT 1 FROM eskit_skipped WHERE prefix = ? AND stream_id = ?",
+                (self.tables.prefix, damaged.stream_id),
             ).fetchone()
             if known:
                 conn.execute(
-                    "UPDATE skipped SET events = events + 1 WHERE name = ? AND stream_id = ?",
-                    (self.key, damaged.stream_id),
+                    "UPDATE eskit_skipped SET events = events + 1 WHERE prefix = ? AND stream_id = ?",
+                    (self.tables.prefix, damaged.stream_id),
                 )
             else:
                 self._skip(conn, damaged.stream_id, damaged.position, damaged.sequence, damaged)
             self._move(conn, damaged.sequence)
 
     def skipped(self) -> list[SkippedStream]:
-        rows = self.query(
-            "SELECT stream_id, position, events, error, sequence FROM skipped WHERE name = ? ORDER BY sequence",
-            (self.key,),
+        rows = self.tables.models.read(
+            "SELECT stream_id, position, events, error, sequence FROM eskit_skipped WHERE prefix = ? ORDER BY sequence",
+            (self.tables.prefix,),
         )
         return [SkippedStream(str(s), int(p), int(n), str(e), None if q is None else int(q)) for s, p, n, e, q in rows]
 
-    def drop(self) -> None:
-        """Remove this version's tables and checkpoint (an old version after a rebuild switched)."""
-        self.models.connection()
-        with self.models.db.transaction(immediate=True) as conn:
-            names = conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, ?) = ?",
-                (len(self.prefix), self.prefix),
-            ).fetchall()
-            for (table,) in names:
-                conn.execute(f'DROP TABLE IF EXISTS "{table}"')
-            conn.execute("DELETE FROM checkpoints WHERE name = ?", (self.key,))
-            conn.execute("DELETE FROM skipped WHERE name = ?", (self.key,))
+
+class SQLiteReadModels(ReadModelStore):
+    """The read-model file: opened (and created) on first use, shared by threads and processes."""
+
+    follows: Literal["sequence", "streams"] = "sequence"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.db = SQLiteConnection(path, create=True, event_store=False, durable=False)
+        self._ready = False
+
+    def connection(self) -> sqlite3.Connection:
+        conn = self.db.get()
+        if not self._ready:
+            with translate_errors():
+                marks = ", ".join("?" * len(_LEGACY))
+                legacy = conn.execute(
+                    f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks})", _LEGACY
+                ).fetchall()
+                for (name,) in legacy:
+                    conn.execute(f"DROP TABLE IF EXISTS {_quote(name)}")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            self._ready = True
+        return conn
+
+    def transaction(self) -> Any:
+        self.connection()
+        return self.db.transaction(immediate=True)
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read outside any transaction (never takes the write lock)."""
+        conn = self.connection()
+        with translate_errors():
+            return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    # -- which store the read models follow --------------------------------------------------
+
+    def _relation(self, store_id: str, head: int) -> str:
+        """``same``: the file follows the store ``store_id`` (head ``head``); ``adopt``: it names no store and no
+        checkpoint is past ``head``; ``other``: it names another store, or a checkpoint is past ``head``, a
+        position the store never reached (a store made anew, or put back from an older copy of its file)."""
+        (row,) = self.read("SELECT (SELECT store_id FROM eskit_identity WHERE id = 1), max(seq) FROM eskit_checkpoints")
+        named, highest = row
+        if (highest or 0) > head or (named is not None and named != store_id):
+            return "other"
+        return "same" if named is not None else "adopt"
+
+    def belongs(self, store_id: str | None, head: int) -> bool:
+        return store_id is None or self._relation(store_id, head) != "other"
+
+    def follow(self, store_id: str | None, head: int) -> bool:
+        """Make the file follow store ``store_id``; True when it had to be emptied (it was another store's).
+
+        In one write transaction, so of several processes one does it; emptied, every projection
+        version's tables, checkpoints, skips and registry entries are gone, and the runner fills
+        them again from the store's first event.
+        """
+        if store_id is None or self._relation(store_id, head) == "same":
+            return False
+        with self.transaction() as conn:
+            named = conn.execute("SELECT store_id FROM eskit_identity WHERE id = 1").fetchone()
+            (highest,) = conn.execute("SELECT max(seq) FROM eskit_checkpoints").fetchone()
+            emptied = (highest or 0) > head or (named is not None and named[0] != store_id)
+            if named is not None and not emptied:
+                return False  # another process did it meanwhile
+            if emptied:
+                tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                for table in tables:
+                    if table not in _OWN and not table.startswith("sqlite_"):
+                        conn.execute(f"DROP TABLE IF EXISTS {_quote(table)}")
+                for own in ("eskit_checkpoints", "eskit_projections", "eskit_skipped"):
+                    conn.execute(f"DELETE FROM {own}")
+            conn.execute("INSERT OR REPLACE INTO eskit_identity (id, store_id) VALUES (1, ?)", (store_id,))
+        if emptied:
+            log.warning(
+                "the read models in %s were built from another store: emptied, they are built again from this "
+                "store's first event",
+                self.path,
+            )
+        return emptied
+
+    # -- tables and targets ----------------------------------------------------------------
+
+    def tables(self, name: str, version: int, tables: Sequence[Table]) -> TableSet:
+        return _Tables(self, table_prefix(name, version), tables)
+
+    def target(self, name: str, version: int, tables: TableSet, handle: Handler) -> SQLiteTableProjection:
+        assert isinstance(tables, _Tables)
+        return SQLiteTableProjection(name, version, tables, handle)
+
+    # -- the registry -----------------------------------------------------------------------
+
+    def versions(self, names: Sequence[str]) -> dict[str, list[Version]]:
+        found: dict[str, list[Version]] = {name: [] for name in names}
+        rows = self.read(
+            "SELECT name, version, state, layout, cursor, applied, updated_at, error FROM eskit_projections"
+            " ORDER BY name, version"
+        )
+        for name, version, state, layout, cursor, applied, updated, error in rows:
+            if name in found:
+                when = from_micros(updated) if updated is not None else None
+                found[name].append(Version(name, version, state, layout, cursor, applied, when, error))
+        return found
+
+    def register(self, name: str, version: int, *, state: str, layout: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO eskit_projections (name, version, state, layout) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name, version) DO UPDATE SET state = excluded.state, layout = excluded.layout",
+                (name, version, state, layout),
+            )
+
+    def set_cursor(self, name: str, version: int, cursor: str | None) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE eskit_projections SET cursor = ? WHERE name = ? AND version = ?", (cursor, name, version)
+            )
+
+    def report(self, progress: Sequence[Progress]) -> None:
+        with self.transaction() as conn:
+            for p in progress:
+                when = to_micros(p.updated_at) if p.updated_at is not None else None
+                conn.execute(
+                    "UPDATE eskit_projections SET applied = applied + ?, updated_at = coalesce(?, updated_at),"
+                    " error = ? WHERE name = ? AND version = ?",
+                    (p.applied, when, p.error, p.name, p.version),
+                )
+
+    def forget(self, name: str, version: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM eskit_projections WHERE name = ? AND version = ?", (name, version))
+
+    # -- the lease ----------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, *, ttl: float) -> int | None:
+        now = time.time()
+        with self.transaction() as conn:
+            row = conn.execute("SELECT holder, token, expires_at FROM eskit_leases WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != holder and row[2] > now:
+                return None
+            token = int(row[1]) if row is not None and row[0] == holder else (int(row[1]) + 1 if row else 1)
+            conn.execute(
+                "INSERT OR REPLACE INTO eskit_leases (name, holder, token, expires_at) VALUES (?, ?, ?, ?)",
+                (name, holder, token, now + ttl),
+            )
+        return token
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE eskit_leases SET expires_at = 0 WHERE name = ? AND holder = ?", (name, holder))
+
+    def close(self) -> None:
+        self.db.close()

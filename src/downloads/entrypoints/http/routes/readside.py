@@ -8,35 +8,36 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from downloads.application.presenters import (
+    DeviceLicensesOut,
     LookupOut,
     ProjectionsOut,
     ReportOut,
     TitleLicensesOut,
+    as_body,
     iso,
 )
 from downloads.entrypoints.http.deps import Admin, Support
 from downloads.entrypoints.http.errors import ApiError
 from downloads.entrypoints.http.routes._reply import ERRORS, Body
 from downloads.entrypoints.http.schemas import ID_PATTERN, Id
-from downloads.readmodels.clusterside import ClusterReadSide
-from downloads.readmodels.projections import ReportTooLarge
-from downloads.readmodels.readside import ReadSide
+from downloads.readmodels.ports import ReadModels
+from downloads.readmodels.reports import ReportTooLarge
 
-__all__ = ["downloads_report", "lookup", "projections", "router", "title_licenses"]
+__all__ = ["device_licenses", "downloads_report", "lookup", "projections", "router", "title_licenses"]
 
 router = APIRouter(tags=["read side"], responses=ERRORS)
 
 CURSOR_PATTERN = r"^[A-Za-z0-9._:-]{1,128}/[A-Za-z0-9._:-]{1,128}$"
 
 
-async def _read_side(request: Request) -> ReadSide | ClusterReadSide:
-    read_side: ReadSide | ClusterReadSide | None = getattr(request.app.state, "read_side", None)
+async def _read_side(request: Request) -> ReadModels:
+    read_side: ReadModels | None = getattr(request.app.state, "read_side", None)
     if read_side is None:
         raise ApiError(503, "READ_SIDE_UNAVAILABLE", "this deployment's store has no read models yet")
     return read_side
 
 
-async def _current_read_side(request: Request) -> ReadSide | ClusterReadSide:
+async def _current_read_side(request: Request) -> ReadModels:
     """The read side, for routes that answer from its rows: not while they are another store's."""
     read_side = await _read_side(request)
     if not read_side.belongs():
@@ -48,14 +49,14 @@ async def _current_read_side(request: Request) -> ReadSide | ClusterReadSide:
     return read_side
 
 
-ReadModels = Annotated[ReadSide | ClusterReadSide, Depends(_current_read_side)]
-Statuses = Annotated[ReadSide | ClusterReadSide, Depends(_read_side)]
+ReadSide = Annotated[ReadModels, Depends(_current_read_side)]
+Statuses = Annotated[ReadModels, Depends(_read_side)]
 
 
 @router.get("/v1/titles/{title_id}/licenses", response_model=TitleLicensesOut)
 def title_licenses(
     title_id: Id,
-    read: ReadModels,
+    read: ReadSide,
     _: Support,
     status: Annotated[Literal["active", "expired", "released", "revoked"], Query()] = "active",
     after: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="the `next` of the page before")] = None,
@@ -63,20 +64,18 @@ def title_licenses(
 ) -> Body:
     account, _slash, license_id = (after or "").partition("/")
     cursor = (account, license_id) if after else None
-    rows, following = read.licenses.page(
-        title_id,
-        status=status,
-        after=cursor,
-        limit=limit,
-        now=datetime.now(UTC),
-    )
-    licenses = [{**row, "issued_at": iso(row["issued_at"]), "expires_at": iso(row["expires_at"])} for row in rows]
-    return {"licenses": licenses, "next": "/".join(following) if following else None}
+    return as_body(read.title_licenses(title_id, status=status, after=cursor, limit=limit, now=datetime.now(UTC)))
+
+
+@router.get("/v1/devices/{device_id}/licenses", response_model=DeviceLicensesOut)
+def device_licenses(device_id: Id, read: ReadSide, _: Support) -> Body:
+    """The active licenses a device id holds, in any account (support's question when a member calls)."""
+    return as_body(read.device_licenses(device_id))
 
 
 @router.get("/v1/lookup", response_model=LookupOut)
 def lookup(
-    read: ReadModels,
+    read: ReadSide,
     _: Support,
     device_id: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=128)] = None,
     license_id: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=128)] = None,
@@ -95,12 +94,12 @@ def lookup(
             {"given": sorted(given)},
         )
     ((kind, key),) = given.items()
-    return {"accounts": read.lookup.accounts(kind, key)}
+    return as_body(read.lookup(kind, key))
 
 
 @router.get("/v1/reports/downloads", response_model=ReportOut)
 def downloads_report(
-    read: ReadModels,
+    read: ReadSide,
     _: Admin,
     studio: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     title_id: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=128)] = None,
@@ -111,7 +110,7 @@ def downloads_report(
     if start is not None and end is not None and start > end:
         raise ApiError(422, "VALIDATION_ERROR", "from is after to", {"from": str(start), "to": str(end)})
     try:
-        rows = read.reports.rows(
+        found = read.report(
             granularity=granularity,
             studio=studio,
             title_id=title_id,
@@ -125,7 +124,7 @@ def downloads_report(
             f"{exc}: narrow it by studio, title_id, from and to, or ask for granularity=month",
             {"limit": exc.limit},
         ) from exc
-    return {"rows": rows}
+    return as_body(found)
 
 
 @router.get("/v1/projections", response_model=ProjectionsOut)

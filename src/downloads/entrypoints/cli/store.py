@@ -1,4 +1,4 @@
-"""``downloads store export|import|copy|verify``: moving and checking a store's data.
+"""``downloads store init|export|import|copy|verify``: making, moving and checking a store's data.
 
 Each shows progress on stderr (items, rate, and an estimate where the total is
 known), stops cleanly on Ctrl-C (exit 130, saying how to resume), and prints a
@@ -8,37 +8,16 @@ summary at the end. The work itself is :mod:`eskit.transfer` and the verifiers.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
+from downloads.entrypoints.cli.common import printable, progress_bar, settings_from, shown, store_option
 from downloads.settings import Settings
 
-__all__ = ["add_store_commands", "default_state_file", "progress_bar"]
-
-
-@contextlib.contextmanager
-def progress_bar(label: str, *, total: int | None = None, unit: str = "events") -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr: redrawn every second on a terminal, every ten seconds in a log."""
-    from tqdm import tqdm
-
-    terminal = sys.stderr.isatty()
-    with tqdm(
-        total=total,
-        desc=label,
-        unit=f" {unit}",
-        unit_scale=True,
-        file=sys.stderr,
-        mininterval=1.0 if terminal else 10.0,
-        dynamic_ncols=terminal,
-        ascii=not terminal,
-        leave=True,
-    ) as progress:
-        yield progress.update
+__all__ = ["add_commands", "default_state_file"]
 
 
 def _url(args: argparse.Namespace, name: str = "store") -> str:
@@ -46,13 +25,22 @@ def _url(args: argparse.Namespace, name: str = "store") -> str:
     return str(given or Settings().store)
 
 
-def _shown(url: str) -> str:
-    return url.split("?", 1)[0]
-
-
 def _rate(count: int, started: float, unit: str = "events") -> str:
     elapsed = max(time.monotonic() - started, 1e-9)
     return f"{count:,} {unit} in {elapsed:.1f} s ({count / elapsed:,.0f}/s)"
+
+
+def _cmd_store_init(args: argparse.Namespace) -> int:
+    from eskit import open_stores
+
+    settings = settings_from(args)
+    stores = open_stores(settings.store, create_schema=True)
+    try:
+        stores.events.ping()
+    finally:
+        stores.close()
+    print(f"store ready: {settings.store}")
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -90,7 +78,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     try:
         reader = check_archive(args.file, decode=decode, progress=progress_bar)
     except KeyboardInterrupt:
-        print(f"interrupted while checking: {_shown(url)} was not opened", file=sys.stderr)
+        print(f"interrupted while checking: {shown(url)} was not opened", file=sys.stderr)
         return 130
     stores = open_stores(url, create_schema=True)
     started = time.monotonic()
@@ -99,17 +87,17 @@ def _cmd_import(args: argparse.Namespace) -> int:
         result = import_store(reader, stores.events, resume=args.resume, progress=progress_bar)
     except KeyboardInterrupt:
         if atomic:
-            print(f"interrupted: nothing was imported ({_shown(url)} is as it was)", file=sys.stderr)
+            print(f"interrupted: nothing was imported ({shown(url)} is as it was)", file=sys.stderr)
         else:
             print(
-                f"interrupted: {_shown(url)} holds part of the archive; run the same command with --resume to finish",
+                f"interrupted: {shown(url)} holds part of the archive; run the same command with --resume to finish",
                 file=sys.stderr,
             )
         return 130
     finally:
         stores.close()
     skipped = f" ({result.skipped:,} were there already)" if result.skipped else ""
-    print(f"imported {result.summary.streams:,} streams, {_rate(result.written, started)}{skipped}, into {_shown(url)}")
+    print(f"imported {result.summary.streams:,} streams, {_rate(result.written, started)}{skipped}, into {shown(url)}")
     return 0
 
 
@@ -135,7 +123,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
         source.close()
         raise
     print(
-        f"copying {_shown(source_url)} to {_shown(target_url)}"
+        f"copying {shown(source_url)} to {shown(target_url)}"
         f"{' (resuming)' if state.started else ''}; progress kept in {state_path}"
         f"{'; Ctrl-C stops following' if args.follow else ''}",
         file=sys.stderr,
@@ -163,14 +151,11 @@ def _cmd_copy(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from downloads.application.verify import verify_service_store
-    from downloads.bootstrap import bootstrap
-    from downloads.entrypoints.cli import _settings, printable
-    from downloads.readmodels.clusterside import ClusterReadSide
-    from downloads.readmodels.readside import ReadSide, models_path
+    from downloads.bootstrap import bootstrap, open_read_side
     from downloads.readmodels.verify import verify_read_models
     from eskit.verify import VerifyReport
 
-    runtime = bootstrap(_settings(args, create_schema=False))
+    runtime = bootstrap(settings_from(args, create_schema=False))
     report = VerifyReport(keep=args.max_problems)
     started = time.monotonic()
     read_rows = 0
@@ -178,18 +163,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         stores = runtime.stores
         with progress_bar("verifying", unit="streams") as advance:
             verify_service_store(runtime.service, stores.events, stores.snapshots, report=report, advance=advance)
-        models = models_path(stores.url)
-        read_side: ReadSide | ClusterReadSide | None = None
-        if stores.stream_feed is not None:
-            read_side = ClusterReadSide(stores, runtime.service.accounts.codec, runtime.policy, runtime.service)
-        elif models is not None and models.exists() and not stores.url.startswith("memory:"):
-            read_side = ReadSide(stores, runtime.service.accounts.codec, runtime.policy, runtime.service)
-        if read_side is not None:
-            try:
+        read_side = open_read_side(runtime)
+        try:
+            if read_side.exists():
                 with progress_bar("read models", unit="rows") as advance:
                     read_rows = verify_read_models(read_side, runtime.service, report, advance=advance)
-            finally:
-                read_side.close()
+        finally:
+            read_side.close()
     except KeyboardInterrupt:
         print(f"interrupted after {report.streams:,} streams: nothing was changed", file=sys.stderr)
         return 130
@@ -209,8 +189,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1
 
 
-def add_store_commands(store_sub: Any, store_option: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``export``, ``import``, ``copy`` and ``verify`` under ``downloads store``."""
+def add_commands(sub: Any) -> None:
+    """``store init``, ``export``, ``import``, ``copy`` and ``verify``."""
+    store = sub.add_parser("store", help="manage the event store")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    init = store_sub.add_parser("init", help="create the keyspace and tables")
+    store_option(init)
+    init.set_defaults(run=_cmd_store_init)
     export = store_sub.add_parser("export", help="write every stream's events to an archive file")
     export.add_argument("file", help="archive to write (gzip JSON lines, e.g. backup.jsonl.gz)")
     store_option(export)

@@ -1,30 +1,32 @@
-"""In-memory stores: the default for tests, thread-safe, gone with the process."""
+"""In-memory event and snapshot stores, and both kinds of feed: thread-safe, gone with the process."""
 
 from __future__ import annotations
 
 import bisect
 import threading
 import uuid
+import zlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from eskit.events import NewEvent, Snapshot, StoredEvent
 from eskit.exceptions import ConcurrencyError
-from eskit.ports import EventFeed, EventStore, FeedEvent, SnapshotStore
+from eskit.ports import EventFeed, EventStore, FeedEvent, SnapshotStore, StreamFeed
 from eskit.stores.checks import check_append, check_read
-from eskit.stores.registry import Stores
 
-__all__ = ["InMemoryEventFeed", "InMemoryEventStore", "InMemorySnapshotStore", "open_stores"]
+__all__ = ["InMemoryEventFeed", "InMemoryEventStore", "InMemorySnapshotStore", "InMemoryStreamFeed"]
 
 
 class InMemoryEventStore(EventStore):
     """Streams kept in a dict of lists, guarded by one lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, shards: int = 4) -> None:
         self._lock = threading.Lock()
         self._streams: dict[str, list[StoredEvent]] = {}
         self._log: list[StoredEvent] = []  # every event in commit order: the feed (sequence = index + 1)
+        #: the stream feed's hints: per shard, stream -> {head: recorded time}, written with each append
+        self.shards = shards
+        self._hints: list[dict[str, dict[int, datetime]]] = [{} for _ in range(shards)]
         self.store_id = uuid.uuid4().hex  # the feed's store_id: each in-memory store is a store of its own
 
     def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
@@ -46,6 +48,9 @@ class InMemoryEventStore(EventStore):
                 )
                 stream.append(stored)
                 self._log.append(stored)
+            # The hint and the append are one step under the lock: no hint of a refused append.
+            hints = self._hints[zlib.crc32(stream_id.encode("utf-8")) % self.shards].setdefault(stream_id, {})
+            hints[len(stream)] = events[0].recorded_at
             return len(stream)
 
     def read(
@@ -107,6 +112,42 @@ class InMemoryEventFeed(EventFeed):
         return self.store.store_id
 
 
+class InMemoryStreamFeed(StreamFeed):
+    """The stream feed of an in-memory store: the hints its appends leave, per shard (``crc32(stream) mod shards``).
+
+    Each append leaves its hint under the store's lock, so the feed behaves as
+    Cassandra's "hint, then append" with nothing in between; it lets the
+    followers that stores without one commit order need run in unit tests.
+    """
+
+    def __init__(self, store: InMemoryEventStore) -> None:
+        self.store = store
+
+    @property
+    def shards(self) -> int:
+        return self.store.shards
+
+    def pending(self, *, shard: int, limit: int = 1000, after: str | None = None) -> dict[str, int]:
+        with self.store._lock:
+            hinted = self.store._hints[shard]
+            streams = sorted(s for s in hinted if after is None or s > after)[:limit]
+            return {s: max(hinted[s]) for s in streams}
+
+    def settle(self, *, shard: int, stream_id: str, upto: int) -> None:
+        with self.store._lock:
+            hinted = self.store._hints[shard]
+            heads = hinted.get(stream_id, {})
+            for head in [h for h in heads if h <= upto]:
+                del heads[head]
+            if not heads:
+                hinted.pop(stream_id, None)
+
+    def backlog(self, *, limit: int = 10_000) -> tuple[int, datetime | None]:
+        with self.store._lock:
+            times = [t for shard in self.store._hints for heads in shard.values() for t in heads.values()]
+        return min(len(times), limit * self.shards), min(times, default=None)
+
+
 class InMemorySnapshotStore(SnapshotStore):
     """Snapshots per stream, keyed by version."""
 
@@ -132,9 +173,3 @@ class InMemorySnapshotStore(SnapshotStore):
             held = self._snapshots.get(stream_id, {})
             for version in versions:
                 held.pop(version, None)
-
-
-def open_stores(url: str, **_: Any) -> Stores:
-    """New, empty in-memory stores (``memory://``); every call gets its own."""
-    events = InMemoryEventStore()
-    return Stores(url, events, InMemorySnapshotStore(), InMemoryEventFeed(events))

@@ -1,0 +1,63 @@
+"""The ``downloads`` command: its groups of subcommands, and the one place its errors meet the outside.
+
+Groups: :mod:`~downloads.entrypoints.cli.serve` (``serve``, ``token``),
+:mod:`~downloads.entrypoints.cli.store` (``store init|export|import|copy|verify``),
+:mod:`~downloads.entrypoints.cli.support` (``history``, ``what-if``) and
+:mod:`~downloads.entrypoints.cli.readside` (``project``, ``projections``).
+
+Every option also reads its ``DOWNLOADS_*`` environment variable (see
+:mod:`downloads.settings`). The project's own errors and bad input print
+``ErrorName: message`` and exit 1 (2 for a bad policy); anything else is a bug and shows as one.
+Whatever comes from the store is printed with non-printable characters escaped,
+so stored text cannot drive the operator's terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from downloads.entrypoints.cli import readside, serve, store, support
+from downloads.entrypoints.cli.common import printable
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="downloads", description="Download-license accounting service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in (serve, store, readside, support):
+        group.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status.
+
+    The service's own errors (:class:`~downloads.errors.DownloadsError`), eskit's and bad settings
+    print ``ErrorName: message`` and exit non-zero (2 for a bad policy, 1 otherwise); anything else
+    is a bug and shows as one.
+    """
+    from pydantic import ValidationError
+
+    from downloads.adapters.policy_file import PolicyError
+    from downloads.domain import DomainError
+    from downloads.errors import DownloadsError
+    from eskit import EskitError
+
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.run(args)
+        return status
+    except (DownloadsError, EskitError, ValidationError) as exc:
+        if isinstance(exc, DomainError):
+            message = f"{exc.code}: {exc.message}"
+        elif isinstance(exc, ValidationError):
+            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        else:
+            message = str(exc)
+        print(printable(f"{type(exc).__name__}: {message}"), file=sys.stderr)
+        return 2 if isinstance(exc, PolicyError) else 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,110 @@
+"""``downloads project`` (the read side in the foreground) and ``downloads projections status|rebuild``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from typing import Any
+
+from downloads.entrypoints.cli.common import UsageError, printable, settings_from, shown, store_option
+
+__all__ = ["add_commands"]
+
+
+def _open_read_side(args: argparse.Namespace) -> tuple[Any, Any]:
+    from downloads.bootstrap import bootstrap, open_read_side
+
+    runtime = bootstrap(settings_from(args, create_schema=False))
+    try:
+        return runtime, open_read_side(runtime)
+    except BaseException:
+        runtime.close()
+        raise
+
+
+def _cmd_project(args: argparse.Namespace) -> int:
+    """Run the read side in the foreground until interrupted (Ctrl-C), reporting progress."""
+    runtime, read_side = _open_read_side(args)
+    stop = threading.Event()
+    runner = threading.Thread(target=read_side.run, args=(stop,), name="read-side", daemon=True)
+    runner.start()
+    print(f"projecting {shown(runtime.stores.url)} (Ctrl-C stops)", file=sys.stderr)
+    last = ""
+    try:
+        while runner.is_alive():
+            states = read_side.status()
+            line = "  ".join(f"{s.name}: {s.position} applied, {s.lag_events} behind" for s in states)
+            errors = [f"{s.name}: {s.error}" for s in states if s.error]
+            if line != last or errors:
+                print(printable(line + ("  errors: " + "; ".join(errors) if errors else "")), file=sys.stderr)
+                last = line
+            stop.wait(2.0)
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+        read_side.close()
+        runtime.close()
+    return 0
+
+
+def _cmd_projections_status(args: argparse.Namespace) -> int:
+    runtime, read_side = _open_read_side(args)
+    try:
+        print(f"{'name':<20} {'status':<10} {'position':>10} {'lag':>8} {'lag s':>8}  error")
+        for s in read_side.status():
+            status = "caught_up" if s.status == "caught_up" else ("failing" if s.error else "behind")
+            print(
+                printable(
+                    f"{s.name:<20} {status:<10} {s.position:>10} {s.lag_events:>8} {s.lag_seconds:>8.1f}"
+                    f"  {s.error or ''}"
+                )
+            )
+    finally:
+        read_side.close()
+        runtime.close()
+    return 0
+
+
+def _cmd_projections_rebuild(args: argparse.Namespace) -> int:
+    runtime, read_side = _open_read_side(args)
+    started = time.monotonic()
+
+    def progress(done: int, total: int | None) -> None:
+        if total is None:  # filled stream by stream: how many streams there are is not known in advance
+            print(f"  {args.name}: {done:,} streams swept", file=sys.stderr)
+            return
+        rate = done / max(time.monotonic() - started, 1e-9)
+        left = (total - done) / rate if rate else 0.0
+        print(f"  {args.name}: {done:,} of {total:,} events ({rate:,.0f}/s, about {left:.0f} s left)", file=sys.stderr)
+
+    try:
+        names = read_side.names
+        if args.name not in names:
+            raise UsageError(f"no projection {args.name!r}: one of {', '.join(names)}")
+        version = read_side.rebuild(args.name, progress=progress)
+        print(f"{args.name}: rebuilt as version {version} in {time.monotonic() - started:.1f} s; it now answers reads")
+    finally:
+        read_side.close()
+        runtime.close()
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """``project`` and ``projections status|rebuild``."""
+    project = sub.add_parser("project", help="run the read side (projections, title withdrawal) in the foreground")
+    store_option(project)
+    project.set_defaults(run=_cmd_project)
+
+    projections = sub.add_parser("projections", help="the read side's projections")
+    projections_sub = projections.add_subparsers(dest="projections_command", required=True)
+    status = projections_sub.add_parser("status", help="position, lag and last error of each projection")
+    store_option(status)
+    status.set_defaults(run=_cmd_projections_status)
+    rebuild = projections_sub.add_parser("rebuild", help="rebuild a projection from the start, then switch to it")
+    rebuild.add_argument("name", help="projection name (see projections status)")
+    store_option(rebuild)
+    rebuild.set_defaults(run=_cmd_projections_rebuild)

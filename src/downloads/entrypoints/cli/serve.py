@@ -1,0 +1,193 @@
+"""``downloads serve`` (the HTTP API, with its dev tokens when no secret is set) and ``downloads token``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any
+
+from downloads.adapters.policy_file import PolicyError, parse_duration
+from downloads.entrypoints.cli.common import UsageError, settings_from, store_option
+from downloads.settings import Settings
+
+__all__ = ["DEV_TOKENS_FILE", "add_commands"]
+
+
+def _run_http_server(settings: Settings, log_level: str) -> None:
+    """Serve the app with the chosen server and its limits on slow and oversized requests.
+
+    Granian (the default) bounds a request's head by size (431) and by time, and closes idle
+    keep-alive connections after the same time; uvicorn is kept for comparison (``uvicorn-h11``
+    bounds the head's size, neither bounds the time a head may take to arrive).
+    """
+    target = "downloads.entrypoints.http.app:create_app_from_env"
+    if settings.server == "granian":
+        from granian import Granian
+        from granian.constants import HTTPModes, Interfaces
+        from granian.http import HTTP1Settings
+        from granian.log import LogLevels
+
+        Granian(
+            target,
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGI,
+            workers=settings.workers,
+            factory=True,
+            http=HTTPModes.http1,
+            websockets=False,
+            backpressure=settings.max_concurrency,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=int(settings.header_timeout * 1000), max_buffer_size=settings.max_header_bytes
+            ),
+            log_level=LogLevels(log_level),
+            log_access=False,
+            # A stop that arrives while a worker is still starting would otherwise wait forever.
+            workers_kill_timeout=10,
+        ).serve()
+        return
+    import uvicorn
+
+    uvicorn.run(
+        target,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=log_level,
+        access_log=False,
+        http="h11" if settings.server == "uvicorn-h11" else "httptools",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=max(1, int(settings.header_timeout)),
+        limit_concurrency=settings.max_concurrency,  # per worker, as granian's backpressure
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from downloads.adapters.tokens import new_secret
+    from downloads.bootstrap import bootstrap
+
+    settings = settings_from(args)
+    # Open the store and read the policy once here, so a bad setting fails before any worker starts.
+    bootstrap(settings).close()
+    secret = settings.auth_secret
+    if not secret:
+        secret = new_secret()
+        _show_dev_tokens(_signer(secret, settings))
+    else:
+        _signer(secret, settings)  # refuse a weak secret or a bad cap now, not in each worker
+    env = {
+        "DOWNLOADS_STORE": settings.store,
+        "DOWNLOADS_AUTH_SECRET": secret,
+        "DOWNLOADS_SNAPSHOT_EVERY": str(settings.snapshot_every),
+        "DOWNLOADS_CACHE_SIZE": str(settings.cache_size),
+        "DOWNLOADS_IDEMPOTENCY_HOURS": str(settings.idempotency_hours),
+        "DOWNLOADS_MAX_BODY_BYTES": str(settings.max_body_bytes),
+    }
+    # The store exists now (the bootstrap above made it if allowed): workers only open it, so a
+    # SQLite file removed while serving is reported, never silently made again.
+    env["DOWNLOADS_CREATE_SCHEMA"] = "false"
+    if settings.policy:
+        env["DOWNLOADS_POLICY"] = os.path.abspath(settings.policy)
+    os.environ.update(env)
+    metrics_dir = None
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers write metrics to files here so /metrics sums every process.
+        metrics_dir = tempfile.mkdtemp(prefix="downloads-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    print(
+        f"downloads: serving on http://{settings.host}:{settings.port} with store {settings.store} "
+        f"({settings.workers} worker{'s' if settings.workers > 1 else ''})",
+        file=sys.stderr,
+    )
+    try:
+        _run_http_server(settings, args.log_level)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    secret = args.secret or os.environ.get("DOWNLOADS_AUTH_SECRET")
+    if not secret:
+        raise UsageError("no secret: set DOWNLOADS_AUTH_SECRET (the one the server uses) or pass --secret")
+    try:
+        ttl = parse_duration(args.ttl, "--ttl")
+    except PolicyError as exc:  # a bad option, not a bad policy: exit 1 as other usage errors do
+        raise UsageError(str(exc)) from None
+    signer = _signer(secret, settings_from(args))
+    try:
+        token = signer.issue(args.role, ttl_seconds=ttl.total_seconds(), subject=args.subject)
+    except ValueError as exc:
+        raise UsageError(f"--ttl: {exc}") from exc
+    print(token)
+    return 0
+
+
+def _signer(secret: str, settings: Settings) -> Any:
+    from downloads.adapters.tokens import TokenSigner, parse_max_ttl
+
+    try:
+        return TokenSigner(
+            secret, previous=settings.auth_previous_secret, max_ttl=parse_max_ttl(settings.token_max_ttl)
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+#: where ``serve`` writes the tokens of a generated secret when stderr is not a terminal
+DEV_TOKENS_FILE = "downloads-dev-tokens.txt"
+
+
+def _show_dev_tokens(signer: Any) -> None:
+    """Tokens for a generated secret: on the terminal, or in a file only its owner can read.
+
+    Never into a log: stderr that is not a terminal usually ends up in log collection.
+    """
+    ttl = min(86400, signer.max_ttl["admin"], signer.max_ttl["service"])
+    lines = [f"{role} {signer.issue(role, ttl_seconds=ttl)}" for role in ("service", "admin")]
+    if sys.stderr.isatty():
+        print(f"No DOWNLOADS_AUTH_SECRET set: generated one for this run. Tokens (valid {ttl}s):", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
+        return
+    path = os.path.abspath(DEV_TOKENS_FILE)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # never write through a link, or into a file someone else can read
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("\n".join(lines) + "\n")
+    except OSError as exc:
+        raise UsageError(f"cannot write the dev tokens to {path}: {exc}; set DOWNLOADS_AUTH_SECRET") from exc
+    print(f"No DOWNLOADS_AUTH_SECRET set: generated one for this run; tokens written to {path}", file=sys.stderr)
+
+
+def add_commands(sub: Any) -> None:
+    """``serve`` and ``token``."""
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    store_option(serve)
+    serve.add_argument("--policy", help="policy TOML file (env DOWNLOADS_POLICY; default: built in)")
+    serve.add_argument("--host", help="listen address (env DOWNLOADS_HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (env DOWNLOADS_PORT; default 8000)")
+    serve.add_argument("--workers", type=int, help="server processes (env DOWNLOADS_WORKERS; default 1)")
+    serve.add_argument(
+        "--log-level",
+        default=os.environ.get("DOWNLOADS_LOG_LEVEL", "info"),
+        choices=["critical", "error", "warning", "info", "debug"],
+    )
+    serve.set_defaults(run=_cmd_serve)
+
+    token = sub.add_parser("token", help="print a signed bearer token")
+    token.add_argument("--role", required=True, choices=["service", "support", "admin"])
+    token.add_argument(
+        "--ttl", default="1h", help="validity, e.g. 15m, 1h, 7d (default 1h; at most the role's cap, see settings)"
+    )
+    token.add_argument("--subject", default="cli", help="who the token is for (default cli)")
+    token.add_argument("--secret", help="signing secret (env DOWNLOADS_AUTH_SECRET)")
+    token.set_defaults(run=_cmd_token)

@@ -1,0 +1,148 @@
+"""What a read model of the service is: tables, and a decision per event that yields their effects.
+
+Each read model module (:mod:`~downloads.readmodels.licenses`,
+:mod:`~downloads.readmodels.lookup`, :mod:`~downloads.readmodels.reports`,
+:mod:`~downloads.readmodels.withdrawal`) declares its tables once and one
+*decision*: a generator that, given an event of an account or title stream
+(:class:`Seen`) and what the read model knows (its own rows, read through
+:class:`~eskit.readmodel.Rows`), yields the writes the event calls for
+(:class:`~eskit.readmodel.Put`, :class:`~eskit.readmodel.Delete`) and, where order matters to a reader,
+:data:`BARRIER`. The decisions are the same on every store; eskit's backends
+only keep the writes, each with its own argument for applying every event once
+(see :mod:`eskit.readmodel.tables`). Decisions may depend on a stream's own
+order, never on the order of different streams, which the feed of a store
+without one commit order does not give.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from eskit import DomainEvent, EventCodec, EventMetadata, OperationalError, StoredEvent
+from eskit.readmodel import Delete, ProjectionSpec, Put, Rows, Table, Writer
+
+__all__ = [
+    "ACCOUNT_PREFIX",
+    "BARRIER",
+    "TITLES_OF",
+    "TITLE_PREFIX",
+    "Barrier",
+    "Decide",
+    "Decoder",
+    "ReadModel",
+    "Seen",
+    "remember_title",
+    "title_of",
+]
+
+ACCOUNT_PREFIX = "account-"
+TITLE_PREFIX = "title-"
+
+
+class Barrier:
+    """Every write yielded before stands before any yielded after (a reader meets them in that order)."""
+
+
+BARRIER: Final = Barrier()
+
+
+@dataclass(frozen=True)
+class Seen:
+    """An event of an account or title stream, as a decision sees it."""
+
+    stream_id: str
+    #: the account the stream is of; None for a title stream
+    account_id: str | None
+    #: the event's position in its stream (what Cassandra writes its effects at)
+    position: int
+    event: DomainEvent
+    meta: EventMetadata
+
+
+#: a read model's decision: the event and what the read model knows, to the writes it calls for
+Decide = Callable[[Seen, Rows], Iterator[Put | Delete | Barrier]]
+
+
+@dataclass(frozen=True)
+class ReadModel:
+    """A read model: its name, tables and decision; ``layout`` goes up whenever the tables change."""
+
+    name: str
+    tables: tuple[Table, ...]
+    decide: Decide
+    layout: int = 1
+
+    def spec(self, decoder: Decoder) -> ProjectionSpec:
+        """The projection that keeps this read model, decoding through ``decoder``."""
+
+        def handle(stream_id: str, stored: StoredEvent, writer: Writer) -> None:
+            seen = decoder.seen(stream_id, stored)
+            if seen is None:
+                return
+            for effect in self.decide(seen, writer):
+                if isinstance(effect, Put):
+                    writer.put(effect.table, effect.key, effect.values)
+                elif isinstance(effect, Delete):
+                    writer.delete(effect.table, effect.key)
+                else:
+                    writer.barrier()
+
+        return ProjectionSpec(self.name, self.tables, handle, self.layout)
+
+
+class Decoder:
+    """Decodes each stored event once for every read model (the newest few thousand are kept)."""
+
+    def __init__(self, codec: EventCodec, *, keep: int = 4096) -> None:
+        self.codec, self.keep = codec, keep
+        self._decoded: OrderedDict[object, Seen] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def seen(self, stream_id: str, stored: StoredEvent) -> Seen | None:
+        """The event as decisions see it; None for a stream that is not an account's or a title's."""
+        if stream_id.startswith(ACCOUNT_PREFIX):
+            account_id: str | None = stream_id[len(ACCOUNT_PREFIX) :]
+        elif stream_id.startswith(TITLE_PREFIX):
+            account_id = None
+        else:
+            return None
+        key = (stored.event_id, stream_id, stored.position)
+        with self._lock:
+            found = self._decoded.get(key)
+        if found is not None:
+            return found
+        event, meta = self.codec.decode(stored)
+        found = Seen(stream_id, account_id, stored.position, event, meta)
+        with self._lock:
+            self._decoded[key] = found
+            while len(self._decoded) > self.keep:
+                self._decoded.popitem(last=False)
+        return found
+
+
+#: what a read model that follows licenses past their issue keeps: each license's title
+TITLES_OF = Table("titles_of", partition=("account_id",), clustering=("license_id",), values=("title_id",))
+
+
+def remember_title(seen: Seen, license_id: str, title_id: str) -> Put:
+    """The write that remembers a license's title (its ``LicenseIssued``'s), for the license's later events."""
+    assert seen.account_id is not None
+    return Put(TITLES_OF.name, (seen.account_id, license_id), {"title_id": title_id})
+
+
+def title_of(rows: Rows, seen: Seen, license_id: str) -> str:
+    """The title of one of the account's licenses, from the read model's ``titles_of`` table.
+
+    Raises :class:`~eskit.exceptions.OperationalError` when it is not there: the license's
+    ``LicenseIssued`` comes first in the stream, so it was applied before; a stream that lacks it
+    is damaged, and stays unapplied (with the error in the status) rather than half applied.
+    """
+    assert seen.account_id is not None
+    row = rows.get(TITLES_OF.name, (seen.account_id, license_id))
+    if row is None or row["title_id"] is None:
+        raise OperationalError(f"{seen.stream_id}@{seen.position}: license {license_id!r} was never issued here")
+    return str(row["title_id"])

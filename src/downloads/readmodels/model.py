@@ -17,6 +17,7 @@ without one commit order does not give.
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
@@ -106,7 +107,7 @@ class Facts:
 
     def __init__(self, *, keep: int = 200_000) -> None:
         self.keep = keep
-        self._licenses: dict[tuple[str, str], tuple[str, str]] = {}
+        self._licenses: OrderedDict[tuple[str, str], tuple[str, str]] = OrderedDict()
 
     def license(self, account_id: str, license_id: str) -> tuple[str, str] | None:
         """``(title_id, device_id)`` of a license seen issued, if still kept."""
@@ -116,8 +117,8 @@ class Facts:
         licenses = self._licenses
         licenses[(account_id, license_id)] = (title_id, device_id)
         if len(licenses) > self.keep:
-            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
-                del licenses[next(iter(licenses))]  # the oldest (dicts keep insertion order)
+            with contextlib.suppress(KeyError):  # another thread took the oldest first
+                licenses.popitem(last=False)
 
 
 class Decoder:
@@ -130,7 +131,7 @@ class Decoder:
     def __init__(self, codec: EventCodec, *, keep: int = 4096) -> None:
         self.codec, self.keep = codec, keep
         self.facts = Facts()
-        self._decoded: dict[object, Seen] = {}
+        self._decoded: OrderedDict[object, Seen] = OrderedDict()
 
     def seen(self, stream_id: str, stored: StoredEvent) -> Seen | None:
         """The event as decisions see it; None for a stream that is not an account's or a title's."""
@@ -150,8 +151,8 @@ class Decoder:
             self.facts.issued(account_id, event.license_id, event.title_id, event.device_id)
         decoded[stored.event_id] = found
         if len(decoded) > self.keep:
-            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
-                del decoded[next(iter(decoded))]
+            with contextlib.suppress(KeyError):  # another thread took the oldest first
+                decoded.popitem(last=False)
         return found
 
 

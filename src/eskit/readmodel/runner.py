@@ -32,11 +32,13 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from eskit.exceptions import InterfaceError
+from eskit.ports import EventFeed, FeedEvent
 from eskit.projection import (
     FollowerStats,
     ProjectionStatus,
@@ -114,6 +116,42 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class _SharedReads(EventFeed):
+    """A feed that answers a read again from the last one when it asks for the same events.
+
+    The projections of a runner are usually at the same checkpoint: they then read the feed once
+    per batch, not once each. The answer is the same prefix of the feed after ``after`` either way
+    (the feed only grows), so a projector handed the earlier read applies what it would have; the
+    runner forgets it at the start of each step, so a read at the feed's end is made again.
+    """
+
+    def __init__(self, feed: EventFeed, *, keep: int = 16) -> None:
+        self.feed, self.keep = feed, keep
+        self._reads: OrderedDict[tuple[int, int, int], list[FeedEvent]] = OrderedDict()
+
+    @property
+    def shards(self) -> int:
+        return self.feed.shards
+
+    def read(self, *, shard: int = 0, after: int = 0, limit: int = 1000) -> list[FeedEvent]:
+        key = (shard, after, limit)
+        found = self._reads.get(key)
+        if found is None:
+            found = self._reads[key] = self.feed.read(shard=shard, after=after, limit=limit)
+            if len(self._reads) > self.keep:
+                self._reads.popitem(last=False)
+        return found
+
+    def forget(self) -> None:
+        self._reads.clear()
+
+    def head(self, *, shard: int = 0) -> int:
+        return self.feed.head(shard=shard)
+
+    def store_id(self) -> str | None:
+        return self.feed.store_id()
+
+
 class ProjectionRunner:
     """Keeps the read models of one deployment (see the module docstring)."""
 
@@ -152,6 +190,8 @@ class ProjectionRunner:
             if store.follows == "streams" and stores.stream_feed is not None
             else None
         )
+        #: the feed as the projectors read it: versions at the same checkpoint share one read
+        self._shared_feed = _SharedReads(stores.feed) if stores.feed is not None else None
         self.token: int | None = None
         self.error: str | None = None  # the runner's own (the lease, the registry)
         self._renew_at = 0.0
@@ -202,9 +242,9 @@ class ProjectionRunner:
         found = self._projectors.get((name, version))
         if found is None:
             target = self._target(name, version)
-            assert isinstance(target, ProjectionTarget) and self.stores.feed is not None
+            assert isinstance(target, ProjectionTarget) and self._shared_feed is not None
             found = Projector(
-                self.stores.feed,
+                self._shared_feed,
                 target,
                 batch=self.settings.batch,
                 max_backoff=self.settings.max_backoff,
@@ -311,6 +351,8 @@ class ProjectionRunner:
     def _follow(self, registered: dict[str, list[Version]]) -> int:
         if self.follower is not None:
             return self.follower.round()
+        if self._shared_feed is not None:
+            self._shared_feed.forget()
         return sum(
             self._projector(v.name, v.version).tick(max_events=self.settings.step_events)
             for versions in registered.values()

@@ -111,6 +111,16 @@ class _Statements:
         self.cols = cols
         self._puts: dict[tuple[str, ...], str] = {}
 
+    def checked_put(self, key: Sequence[Any], columns: tuple[str, ...]) -> str:
+        """The upsert of ``columns`` (checked against the table once per set of columns) for a key."""
+        found = self._puts.get(columns)
+        if found is None:
+            self.table.check(key, dict.fromkeys(columns))
+            found = self.put(columns)
+        elif len(key) != len(self.table.key):
+            self.table.check(key, {})
+        return found
+
     def put(self, columns: tuple[str, ...]) -> str:
         found = self._puts.get(columns)
         if found is None:
@@ -173,10 +183,10 @@ class _Tables(TableSet):
     # -- writes -----------------------------------------------------------------------------
 
     def write(self, conn: sqlite3.Connection, table: str, key: Sequence[Any], values: Mapping[str, Any]) -> None:
-        statements = self.sql(table)
-        statements.table.check(key, values)
+        statements = self._sql.get(table) or self.sql(table)
         columns = tuple(values)
-        conn.execute(statements.put(columns), (*key, *(values[c] for c in columns)))
+        sql = statements.checked_put(key, columns)
+        conn.execute(sql, (*key, *values.values()))
 
     def put(self, table: str, key: Sequence[Any], values: Mapping[str, Any] | None = None) -> None:
         with self.models.transaction() as conn:

@@ -9,6 +9,7 @@ reason below (also listed in docs/eventsourcing.md). The rest run as the library
 
 from __future__ import annotations
 
+import unittest
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -104,6 +105,18 @@ class TestNonInterleavingNotificationIds(_OnCluster, cases.NonInterleavingNotifi
 
     def test(self) -> None:
         self.skipTest(NO_ORDER)
+
+
+@unittest.skip(NO_TRACKING)
+class TestTrackingRecorder(_OnCluster, cases.TrackingRecorderTestCase):
+    def create_recorder(self) -> es.TrackingRecorder:
+        return self.shared.tracking_recorder()
+
+
+@unittest.skip(NO_TRACKING)
+class TestProcessRecorder(_OnCluster, cases.ProcessRecorderTestCase):
+    def create_recorder(self) -> es.ProcessRecorder:
+        return self.shared.process_recorder()
 
 
 class TestInfrastructureFactory(_OnCluster, cases.InfrastructureFactoryTestCase[Factory]):

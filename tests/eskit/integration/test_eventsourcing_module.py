@@ -9,6 +9,7 @@ runs them on a cluster.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import uuid
@@ -247,3 +248,15 @@ def test_subscription_wait_is_short(url: str) -> None:
     with subscription:
         assert list(subscription) == []
     assert time.monotonic() - started < 2
+
+
+def test_a_subscription_dropped_without_being_stopped_leaves_nothing_in_the_recorder(url: str) -> None:
+    recorder: Any = Factory({"ESKIT_STORE_URL": url}).application_recorder()
+    subscriptions = [recorder.subscribe(gt=None) for _ in range(3)]
+    assert len(recorder._listeners) == 3
+
+    del subscriptions
+    gc.collect()
+
+    assert len(recorder._listeners) == 0
+    recorder.insert_events([stored(uuid.uuid4(), 1)])  # still wakes no one, and fails nothing

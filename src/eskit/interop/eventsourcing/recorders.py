@@ -17,6 +17,7 @@ sequence, contiguous, in commit order; on Cassandra there is no such sequence (s
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -144,7 +145,8 @@ class SQLiteApplicationRecorder(SQLiteAggregateRecorder, es.ApplicationRecorder)
         if stores.feed is None:
             raise es.InterfaceError(f"the store {stores.url!r} has no feed")
         self.feed: EventFeed = stores.feed
-        self._listeners: set[threading.Event] = set()
+        # weak: a subscription dropped without being stopped leaves nothing behind
+        self._listeners: weakref.WeakSet[threading.Event] = weakref.WeakSet()
         self._listeners_lock = threading.Lock()
 
     def insert_events(self, stored_events: Sequence[es.StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -152,7 +154,7 @@ class SQLiteApplicationRecorder(SQLiteAggregateRecorder, es.ApplicationRecorder)
         ids = self._insert(stored_events, kwargs.get("tracking"))
         if ids:
             with self._listeners_lock:
-                for listener in self._listeners:
+                for listener in list(self._listeners):
                     listener.set()
         return ids
 

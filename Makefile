@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,cassandra,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,cassandra,bench,eventsourcing]'
 	touch $(STAMP)
 
 run: install

@@ -46,6 +46,7 @@ from eskit.projection import (
     StreamTarget,
     describe_skipped,
 )
+from eskit.readmodel.sink import Sink
 from eskit.readmodel.store import ACTIVE, BUILDING, Handler, Progress, ReadModelStore, Version
 from eskit.readmodel.tables import Table, TableSet
 from eskit.stores.registry import Stores
@@ -63,12 +64,27 @@ OTHER_STORE = (
 
 @dataclass(frozen=True)
 class ProjectionSpec:
-    """A projection: its name, its tables and their layout (raise it when they change), its effect function."""
+    """A projection: its name, its tables and their layout (raise it when they change), its effect function.
+
+    A spec with a ``sink`` (made with :meth:`publishing`) has no tables: its effect is each event
+    published to the sink and acknowledged, and its store keeps only its checkpoints
+    (see :mod:`eskit.readmodel.sink`).
+    """
 
     name: str
     tables: tuple[Table, ...]
     handle: Handler
     layout: int = 1
+    sink: Sink | None = None
+
+    @classmethod
+    def publishing(cls, name: str, sink: Sink) -> ProjectionSpec:
+        """A follower named ``name`` that publishes every accepted event to ``sink`` (a relay)."""
+        return cls(name, (), _publishes_only, sink=sink)
+
+
+def _publishes_only(stream_id: str, event: object, writer: object) -> None:
+    raise AssertionError("a publishing spec has no table effect")  # its target calls the sink, never this
 
 
 class ProcessManager(abc.ABC):
@@ -195,7 +211,11 @@ class ProjectionRunner:
         if found is None:
             spec = self.specs[name]
             tables = self.store.tables(name, version, spec.tables)
-            found = self._targets[(name, version)] = self.store.target(name, version, tables, spec.handle)
+            if spec.sink is not None:
+                found = self.store.sink_target(name, version, tables, spec.sink)
+            else:
+                found = self.store.target(name, version, tables, spec.handle)
+            self._targets[(name, version)] = found
         return found
 
     def _projector(self, name: str, version: int) -> Projector:

@@ -69,6 +69,12 @@ class ProjectionSpec:
     A spec with a ``sink`` (made with :meth:`publishing`) has no tables: its effect is each event
     published to the sink and acknowledged, and its store keeps only its checkpoints
     (see :mod:`eskit.readmodel.sink`).
+
+    ``register=False``: this runner does not start the projection itself; it follows it only once
+    some other process registered it. A process that knows a follower exists elsewhere (a relay
+    configured in another process) declares it so: where the feed is per stream, a stream is
+    settled only once *every* registered follower has it, so a runner that left it out would
+    settle, and lose for it, what it has not yet published.
     """
 
     name: str
@@ -76,6 +82,7 @@ class ProjectionSpec:
     handle: Handler
     layout: int = 1
     sink: Sink | None = None
+    register: bool = True
 
     @classmethod
     def publishing(cls, name: str, sink: Sink) -> ProjectionSpec:
@@ -275,7 +282,7 @@ class ProjectionRunner:
                 )
                 self._drop(old)
                 changed = True
-            if not [v for v in versions if v.layout == spec.layout]:
+            if spec.register and not [v for v in versions if v.layout == spec.layout]:
                 self._begin(name, max((v.version for v in versions), default=0) + 1)
                 changed = True
         if changed:

@@ -31,6 +31,7 @@ from downloads.bootstrap import bootstrap, open_read_side
 from downloads.domain import DomainError
 from downloads.settings import Settings
 from eskit import open_stores
+from eskit.projection import ProjectionTarget
 from eskit.stores.sqlite.readmodel import read_models_path
 from tests.support.kafka import Received, consume, create_topic, fresh_topic
 from tools.kafka_broker import LocalKafkaBroker
@@ -43,9 +44,13 @@ BATCH = 100
 # -- the workload ---------------------------------------------------------------------------------
 
 
-def _write(path: str, seed: int, commands: int) -> None:
+def url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def _write(store: str, seed: int, commands: int) -> None:
     """A writer process: ``commands`` plan changes and downloads on random accounts, racing the others."""
-    runtime = bootstrap(Settings(store=f"sqlite:///{path}", snapshot_every=0, cache_size=0))
+    runtime = bootstrap(Settings(store=store, snapshot_every=0, cache_size=0))
     chooser = random.Random(seed)
     try:
         for _ in range(commands):
@@ -61,8 +66,8 @@ def _write(path: str, seed: int, commands: int) -> None:
         runtime.close()
 
 
-def open_members(path: Path) -> None:
-    runtime = bootstrap(Settings(store=f"sqlite:///{path}", snapshot_every=0))
+def open_members(store: str) -> None:
+    runtime = bootstrap(Settings(store=store, snapshot_every=0))
     try:
         runtime.service.set_title(SetTitle("film", "default"))
         for account in ACCOUNTS:
@@ -72,9 +77,9 @@ def open_members(path: Path) -> None:
         runtime.close()
 
 
-def race(path: Path, *, writers: int = 2, commands: int = 300) -> None:
+def race(store: str, *, writers: int = 2, commands: int = 300) -> None:
     """``writers`` processes at once on the same accounts; returns when all are done (bounded)."""
-    processes = [SPAWN.Process(target=_write, args=(str(path), seed, commands)) for seed in range(writers)]
+    processes = [SPAWN.Process(target=_write, args=(store, seed, commands)) for seed in range(writers)]
     for process in processes:
         process.start()
     for process in processes:
@@ -82,16 +87,13 @@ def race(path: Path, *, writers: int = 2, commands: int = 300) -> None:
         assert process.exitcode == 0, f"a writer failed (exit {process.exitcode})"
 
 
-def accepted(path: Path) -> list[tuple[str, str, int]]:
-    """Every accepted event of the store, in feed order: (event id, stream, position)."""
-    stores = open_stores(f"sqlite:///{path}")
+def accepted(store: str) -> list[tuple[str, str, int]]:
+    """Every accepted event of the store: (event id, stream, position), read stream by stream."""
+    stores = open_stores(store)
     try:
-        assert stores.feed is not None
         found: list[tuple[str, str, int]] = []
-        after = 0
-        while batch := stores.feed.read(after=after, limit=5000):
-            found += [(str(f.event.event_id), f.event.stream_id, f.event.position) for f in batch]
-            after = batch[-1].sequence
+        for stream in stores.events.stream_ids():
+            found += [(str(e.event_id), e.stream_id, e.position) for e in stores.events.read(stream)]
         return found
     finally:
         stores.close()
@@ -101,7 +103,7 @@ def accepted(path: Path) -> list[tuple[str, str, int]]:
 
 
 @contextmanager
-def relay_process(path: Path, broker: LocalKafkaBroker, topic: str, log: Path, **env: str) -> Iterator[Any]:
+def relay_process(store: str, broker: LocalKafkaBroker, topic: str, log: Path, **env: str) -> Iterator[Any]:
     """``downloads relay`` in a process of its own; stopped (Ctrl-C, then SIGKILL) in bounded time."""
     environment = {
         **os.environ,
@@ -120,7 +122,7 @@ def relay_process(path: Path, broker: LocalKafkaBroker, topic: str, log: Path, *
                 "--to",
                 f"kafka://{broker.bootstrap}/{topic}",
                 "--store",
-                f"sqlite:///{path}",
+                store,
             ],
             env=environment,
             stdout=output,
@@ -151,12 +153,35 @@ def relay_checkpoint(path: Path) -> int:
     return int(row[0]) if row else 0
 
 
-def relay_status(path: Path) -> Any:
-    runtime = bootstrap(Settings(store=f"sqlite:///{path}", create_schema=False))
+def relay_status(store: str) -> Any:
+    runtime = bootstrap(Settings(store=store, create_schema=False))
     try:
         read_side = open_read_side(runtime)
         try:
             return {s.name: s for s in read_side.status()}.get("relay")
+        finally:
+            read_side.close()
+    finally:
+        runtime.close()
+
+
+def relay_behind(store: str) -> int:
+    """Events of the store the relay has not published (and had acknowledged) yet, stream by stream."""
+    runtime = bootstrap(Settings(store=store, create_schema=False))
+    try:
+        read_side = open_read_side(runtime)
+        try:
+            if not read_side.relay_registered():  # type: ignore[attr-defined]
+                return -1
+            target = read_side.runner.target("relay")  # type: ignore[attr-defined]
+            events = runtime.stores.events
+            streams = list(events.stream_ids())
+            heads = {s: events.version(s) for s in streams}
+            if isinstance(target, ProjectionTarget):
+                assert runtime.stores.feed is not None
+                return runtime.stores.feed.head() - target.checkpoint()
+            held = target.checkpoints(streams)
+            return sum(heads[s] - held.get(s, 0) for s in streams)
         finally:
             read_side.close()
     finally:
@@ -214,13 +239,13 @@ def test_every_accepted_event_of_racing_writers_arrives_once_in_order_per_accoun
     path = tmp_path / "downloads.db"
     topic = fresh_topic()
     create_topic(kafka.bootstrap, topic)
-    open_members(path)
+    open_members(url(path))
 
-    with relay_process(path, kafka, topic, tmp_path / "relay.log") as relay:
-        race(path, writers=2, commands=250)
-        store = accepted(path)
+    with relay_process(url(path), kafka, topic, tmp_path / "relay.log") as relay:
+        race(url(path), writers=2, commands=250)
+        store = accepted(url(path))
         wait_for(lambda: relay_checkpoint(path) >= len(store), "the relay caught up")
-        status = relay_status(path)
+        status = relay_status(url(path))
         assert relay.poll() is None
 
     received = in_partition_order(consume(kafka.bootstrap, topic, until=len(store)))
@@ -251,11 +276,11 @@ def test_a_relay_killed_mid_batch_misses_nothing_and_duplicates_only_what_was_no
     path = tmp_path / "downloads.db"
     topic = fresh_topic()
     create_topic(kafka.bootstrap, topic)
-    open_members(path)
-    race(path, writers=2, commands=1500)
-    store = accepted(path)
+    open_members(url(path))
+    race(url(path), writers=2, commands=1500)
+    store = accepted(url(path))
 
-    with relay_process(path, kafka, topic, tmp_path / "relay.log") as victim:
+    with relay_process(url(path), kafka, topic, tmp_path / "relay.log") as victim:
         wait_for(lambda: relay_checkpoint(path) >= BATCH * 3, "the relay is part-way", every=0.005)
         # Hold the broker's answers so the kill meets a batch sent and not yet acknowledged; the broker
         # may still write it once it runs again.
@@ -271,7 +296,7 @@ def test_a_relay_killed_mid_batch_misses_nothing_and_duplicates_only_what_was_no
     before_restart = consume(kafka.bootstrap, topic, until=at_kill, idle=2.0)
     unacknowledged = len(before_restart) - at_kill  # published, but the checkpoint had not moved past them
 
-    with relay_process(path, kafka, topic, tmp_path / "relay.log"):
+    with relay_process(url(path), kafka, topic, tmp_path / "relay.log"):
         time.sleep(3.0)  # past the dead process's lease (2 s)
         wait_for(lambda: relay_checkpoint(path) >= len(store), "the restarted relay caught up")
 
@@ -290,17 +315,17 @@ def test_a_broker_stopped_under_load_is_reported_and_waited_for_and_nothing_is_m
     path = tmp_path / "downloads.db"
     topic = fresh_topic()
     create_topic(kafka.bootstrap, topic)
-    open_members(path)
-    writing = threading.Thread(target=race, args=(path,), kwargs={"writers": 2, "commands": 600})
+    open_members(url(path))
+    writing = threading.Thread(target=race, args=(url(path),), kwargs={"writers": 2, "commands": 600})
 
-    with relay_process(path, kafka, topic, tmp_path / "relay.log") as relay:
+    with relay_process(url(path), kafka, topic, tmp_path / "relay.log") as relay:
         wait_for(lambda: relay_checkpoint(path) > 0, "the relay started")
         writing.start()
         try:
             kafka.stop()
             try:
                 down = wait_for(
-                    lambda: (s := relay_status(path)) is not None and s.status == "failing" and s,
+                    lambda: (s := relay_status(url(path))) is not None and s.status == "failing" and s,
                     "the relay reported the broker down",
                     seconds=60,
                     every=0.5,
@@ -308,14 +333,14 @@ def test_a_broker_stopped_under_load_is_reported_and_waited_for_and_nothing_is_m
                 stalled = relay_checkpoint(path)
                 time.sleep(4.0)  # the relay backs off; its checkpoint does not move without the broker
                 assert relay_checkpoint(path) == stalled
-                assert relay_status(path).lag_events > 0
+                assert relay_status(url(path)).lag_events > 0
             finally:
                 kafka.start()
         finally:
             writing.join(timeout=300)
-        store = accepted(path)
+        store = accepted(url(path))
         wait_for(lambda: relay_checkpoint(path) >= len(store), "the relay resumed and caught up")
-        recovered = relay_status(path)
+        recovered = relay_status(url(path))
         assert relay.poll() is None
 
     assert "RelayUnavailable" in down.error
@@ -328,7 +353,7 @@ def test_a_topic_that_does_not_exist_is_a_clear_error_unless_the_relay_is_asked_
     tmp_path: Path, kafka: LocalKafkaBroker
 ) -> None:
     path = tmp_path / "downloads.db"
-    open_members(path)
+    open_members(url(path))
     topic = fresh_topic()
     command = [
         sys.executable,
@@ -346,8 +371,8 @@ def test_a_topic_that_does_not_exist_is_a_clear_error_unless_the_relay_is_asked_
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1].startswith(f"TopicMissing: topic '{topic}' does not exist")
     assert "Traceback" not in refused.stderr
-    store = accepted(path)
-    with relay_process(path, kafka, topic, tmp_path / "relay.log", DOWNLOADS_RELAY_CREATE_TOPIC="true"):
+    store = accepted(url(path))
+    with relay_process(url(path), kafka, topic, tmp_path / "relay.log", DOWNLOADS_RELAY_CREATE_TOPIC="true"):
         wait_for(lambda: relay_checkpoint(path) >= len(store), "the relay created the topic and caught up")
     assert_every_event_once_in_order(in_partition_order(consume(kafka.bootstrap, topic, until=len(store))), store)
 

@@ -117,6 +117,7 @@ def open_read_side(runtime: Runtime) -> ReadModels:
         runtime.service,
         settings=tuning,
         relay=open_relay(s),
+        relay_batch=s.relay_batch,
     )
 
 

@@ -33,6 +33,7 @@
 | relay_create_topic | DOWNLOADS_RELAY_CREATE_TOPIC | false | create the relay's topic when missing (else: an error) |
 | relay_partitions | DOWNLOADS_RELAY_PARTITIONS | 6 | partitions of a topic the relay creates |
 | relay_timeout | DOWNLOADS_RELAY_TIMEOUT | 10 | seconds a relay batch waits for the broker's acknowledgements |
+| relay_batch | DOWNLOADS_RELAY_BATCH | 2000 | events the relay publishes per batch where the feed is one sequence |
 | create_schema | DOWNLOADS_CREATE_SCHEMA | (backend's) | create tables on first use (SQLite always; Cassandra if |
 |  |  |  | true here or in the URL) |
 """
@@ -81,6 +82,7 @@ class Settings(BaseSettings):
     relay_create_topic: bool = False
     relay_partitions: int = Field(default=6, ge=1, le=10_000)
     relay_timeout: float = Field(default=10.0, gt=0, le=300)
+    relay_batch: int = Field(default=2000, ge=1, le=50_000)
     denials_kept: int = Field(default=1000, ge=1, le=100_000)
     what_if_max_commands: int = Field(default=10_000, ge=1, le=1_000_000)
     what_if_max_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)

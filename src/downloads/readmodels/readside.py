@@ -51,8 +51,10 @@ class ReadSide(ReadModels):
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         store: ReadModelStore | None = None,
         relay: Sink | None = None,
+        relay_batch: int | None = None,
     ) -> None:
-        """``relay``: where the relay publishes, if this process relays (see :mod:`downloads.readmodels.relay`)."""
+        """``relay``: where the relay publishes, if this process relays (see :mod:`downloads.readmodels.relay`),
+        ``relay_batch`` events at a time where the feed is one sequence."""
         self.policy, self.service = policy, service
         self.store = store or open_read_models(stores)
         self.relay = relay
@@ -67,7 +69,7 @@ class ReadSide(ReadModels):
         self.runner = ProjectionRunner(
             self.store,
             stores,
-            [*(model.spec(decoder) for model in self.models), relay_spec(relay)],
+            [*(model.spec(decoder) for model in self.models), relay_spec(relay, batch=relay_batch)],
             managers=[withdrawal.TitleWithdrawal(service)],
             settings=settings,
             clock=clock,

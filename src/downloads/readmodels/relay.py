@@ -42,8 +42,9 @@ class _NoDestination(Sink):
         )
 
 
-def relay_spec(sink: Sink | None) -> ProjectionSpec:
-    """The relay's spec: publishing to ``sink``, or, with none, followed only if registered elsewhere."""
+def relay_spec(sink: Sink | None, *, batch: int | None = None) -> ProjectionSpec:
+    """The relay's spec: publishing to ``sink`` ``batch`` events at a time where the feed is one sequence
+    (None: the runner's batch), or, with no sink, followed only if registered elsewhere."""
     if sink is not None:
-        return ProjectionSpec.publishing(RELAY, sink)
-    return replace(ProjectionSpec.publishing(RELAY, _NoDestination()), register=False)
+        return ProjectionSpec.publishing(RELAY, sink, batch=batch)
+    return replace(ProjectionSpec.publishing(RELAY, _NoDestination(), batch=batch), register=False)

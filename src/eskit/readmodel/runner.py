@@ -83,11 +83,14 @@ class ProjectionSpec:
     layout: int = 1
     sink: Sink | None = None
     register: bool = True
+    #: events per batch where the feed is one sequence; None: the runner's (a sink waits for its
+    #: destination's acknowledgements once per batch, so larger batches pay that wait less often)
+    batch: int | None = None
 
     @classmethod
-    def publishing(cls, name: str, sink: Sink) -> ProjectionSpec:
+    def publishing(cls, name: str, sink: Sink, *, batch: int | None = None) -> ProjectionSpec:
         """A follower named ``name`` that publishes every accepted event to ``sink`` (a relay)."""
-        return cls(name, (), _publishes_only, sink=sink)
+        return cls(name, (), _publishes_only, sink=sink, batch=batch)
 
 
 def _publishes_only(stream_id: str, event: object, writer: object) -> None:
@@ -233,7 +236,7 @@ class ProjectionRunner:
             found = Projector(
                 self.stores.feed,
                 target,
-                batch=self.settings.batch,
+                batch=self.specs[name].batch or self.settings.batch,
                 max_backoff=self.settings.max_backoff,
                 clock=self.clock,
             )

@@ -108,6 +108,7 @@ def relay_process(store: str, broker: LocalKafkaBroker, topic: str, log: Path, *
     environment = {
         **os.environ,
         "DOWNLOADS_READ_SIDE_BATCH": str(BATCH),
+        "DOWNLOADS_RELAY_BATCH": str(BATCH),
         "DOWNLOADS_READ_SIDE_LEASE": "2",
         "DOWNLOADS_RELAY_TIMEOUT": "5",
         **env,

@@ -176,4 +176,6 @@ class ReadSide(ReadModels):
 
     def close(self) -> None:
         self.runner.close()
+        if self.relay is not None:
+            self.relay.close()  # after the runner: nothing publishes any more
         self.store.close()

@@ -9,7 +9,7 @@ Envelope version 1 (the value of each Kafka message, UTF-8 JSON)::
      "position": 4,                      its place in the stream, from 1, without gaps
      "type": "LicenseIssued",            the event's stable type name
      "schema_version": 1,                the version of "data"'s layout for that type
-     "recorded_at": "2026-03-01T12:00:00.000000Z",
+     "recorded_at": "2026-03-01T12:00:00.123456Z",   RFC 3339, UTC
      "command": "AcquireLicense",        the command that decided it (null if unknown)
      "data": {...}}                      the event's data exactly as stored (not upcast)
 
@@ -47,6 +47,7 @@ __all__ = [
 ENVELOPE_VERSION = 1
 ENVELOPE_HEADER = "envelope-version"
 ACCOUNT_PREFIX = "account-"
+_VERSION_HEADER = str(ENVELOPE_VERSION).encode()
 
 #: what an envelope says of an event's data (see :func:`stored_data`)
 DataOf = Callable[[StoredEvent], Any]
@@ -80,20 +81,24 @@ def _command(stored: StoredEvent) -> str | None:
 def message(stored: StoredEvent, *, data: DataOf = stored_data) -> Message:
     """The Kafka message of one stored event: its key, its envelope, its headers."""
     account = account_of(stored.stream_id)
+    when = stored.recorded_at
+    if when.utcoffset():  # stores hand out UTC; anything else is written in UTC all the same
+        when = when.astimezone(UTC)
     value = orjson.dumps(
         {
             "envelope": ENVELOPE_VERSION,
-            "event_id": str(stored.event_id),
+            "event_id": stored.event_id,
             "stream_id": stored.stream_id,
             "account_id": account,
             "position": stored.position,
             "type": stored.type_name,
             "schema_version": stored.schema_version,
-            "recorded_at": stored.recorded_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "recorded_at": when,
             "command": _command(stored),
             "data": data(stored),
-        }
+        },
+        option=orjson.OPT_UTC_Z,  # RFC 3339 in UTC, "Z"; microseconds when there are any
     )
     key = (account if account is not None else stored.stream_id).encode()
-    headers = [(ENVELOPE_HEADER, str(ENVELOPE_VERSION).encode()), ("event-type", stored.type_name.encode())]
+    headers = [(ENVELOPE_HEADER, _VERSION_HEADER), ("event-type", stored.type_name.encode())]
     return key, value, headers

@@ -201,6 +201,22 @@ def test_adapters_serve_the_application_and_import_no_entrypoint_read_side_or_co
     assert offenders(SRC / "downloads" / "adapters", allowed) == {}
 
 
+def test_only_the_relays_kafka_adapter_imports_the_kafka_client_and_only_when_a_sink_is_made() -> None:
+    found = {
+        module: sorted(name for name, _ in imports if within(name, "confluent_kafka"))
+        for folder in (SRC / "eskit", SRC / "downloads")
+        for module, imports in imports_under(folder).items()
+    }
+    assert {module: names for module, names in found.items() if names} == {
+        "downloads.adapters.relay.kafka": ["confluent_kafka"]
+    }
+    probe = (
+        "import sys, eskit, downloads.adapters.relay, downloads.bootstrap\nprint('confluent_kafka' in sys.modules)\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert loaded.stdout.strip() == "False"
+
+
 def test_the_error_root_imports_nothing_of_the_service() -> None:
     found = imports_under(SRC / "downloads")[ROOT_ERROR]
     assert sorted(name for name, _ in found if within(name, "downloads") or within(name, "eskit")) == []

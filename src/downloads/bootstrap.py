@@ -15,10 +15,10 @@ from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS, Account, Policy, Titl
 from downloads.readmodels.ports import ReadModels
 from downloads.settings import Settings
 from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, Stores, open_stores
-from eskit.readmodel import RunnerSettings
+from eskit.readmodel import RunnerSettings, Sink
 from eskit.stores.sqlite import sqlite_path
 
-__all__ = ["Runtime", "bootstrap", "make_codec", "open_denial_log", "open_read_side"]
+__all__ = ["Runtime", "bootstrap", "make_codec", "open_denial_log", "open_read_side", "open_relay"]
 
 
 log = logging.getLogger(__name__)
@@ -110,4 +110,29 @@ def open_read_side(runtime: Runtime) -> ReadModels:
     tuning = RunnerSettings(
         lease_ttl=s.read_side_lease, batch=s.read_side_batch, workers=s.read_side_workers, idle=s.read_side_idle
     )
-    return ReadSide(runtime.stores, runtime.service.accounts.codec, runtime.policy, runtime.service, settings=tuning)
+    return ReadSide(
+        runtime.stores,
+        runtime.service.accounts.codec,
+        runtime.policy,
+        runtime.service,
+        settings=tuning,
+        relay=open_relay(s),
+        relay_batch=s.relay_batch,
+    )
+
+
+def open_relay(settings: Settings) -> Sink | None:
+    """The relay's destination when ``relay_to`` is set (nothing is contacted until it publishes), else None.
+
+    Raises :class:`~downloads.adapters.relay.BadRelayUrl` for a destination that is not a Kafka URL.
+    """
+    if not settings.relay_to:
+        return None
+    from downloads.adapters.relay import KafkaSink, parse_destination
+
+    return KafkaSink(
+        parse_destination(settings.relay_to),
+        timeout=settings.relay_timeout,
+        create_topic=settings.relay_create_topic,
+        partitions=settings.relay_partitions,
+    )

@@ -48,6 +48,7 @@ from eskit.projection import (
     StreamTarget,
     describe_skipped,
 )
+from eskit.readmodel.sink import Sink
 from eskit.readmodel.store import ACTIVE, BUILDING, Handler, Progress, ReadModelStore, Version
 from eskit.readmodel.tables import Table, TableSet
 from eskit.stores.registry import Stores
@@ -65,12 +66,37 @@ OTHER_STORE = (
 
 @dataclass(frozen=True)
 class ProjectionSpec:
-    """A projection: its name, its tables and their layout (raise it when they change), its effect function."""
+    """A projection: its name, its tables and their layout (raise it when they change), its effect function.
+
+    A spec with a ``sink`` (made with :meth:`publishing`) has no tables: its effect is each event
+    published to the sink and acknowledged, and its store keeps only its checkpoints
+    (see :mod:`eskit.readmodel.sink`).
+
+    ``register=False``: this runner does not start the projection itself; it follows it only once
+    some other process registered it. A process that knows a follower exists elsewhere (a relay
+    configured in another process) declares it so: where the feed is per stream, a stream is
+    settled only once *every* registered follower has it, so a runner that left it out would
+    settle, and lose for it, what it has not yet published.
+    """
 
     name: str
     tables: tuple[Table, ...]
     handle: Handler
     layout: int = 1
+    sink: Sink | None = None
+    register: bool = True
+    #: events per batch where the feed is one sequence; None: the runner's (a sink waits for its
+    #: destination's acknowledgements once per batch, so larger batches pay that wait less often)
+    batch: int | None = None
+
+    @classmethod
+    def publishing(cls, name: str, sink: Sink, *, batch: int | None = None) -> ProjectionSpec:
+        """A follower named ``name`` that publishes every accepted event to ``sink`` (a relay)."""
+        return cls(name, (), _publishes_only, sink=sink, batch=batch)
+
+
+def _publishes_only(stream_id: str, event: object, writer: object) -> None:
+    raise AssertionError("a publishing spec has no table effect")  # its target calls the sink, never this
 
 
 class ProcessManager(abc.ABC):
@@ -235,7 +261,11 @@ class ProjectionRunner:
         if found is None:
             spec = self.specs[name]
             tables = self.store.tables(name, version, spec.tables)
-            found = self._targets[(name, version)] = self.store.target(name, version, tables, spec.handle)
+            if spec.sink is not None:
+                found = self.store.sink_target(name, version, tables, spec.sink)
+            else:
+                found = self.store.target(name, version, tables, spec.handle)
+            self._targets[(name, version)] = found
         return found
 
     def _projector(self, name: str, version: int) -> Projector:
@@ -246,7 +276,7 @@ class ProjectionRunner:
             found = Projector(
                 self._shared_feed,
                 target,
-                batch=self.settings.batch,
+                batch=self.specs[name].batch or self.settings.batch,
                 max_backoff=self.settings.max_backoff,
                 clock=self.clock,
             )
@@ -295,7 +325,7 @@ class ProjectionRunner:
                 )
                 self._drop(old)
                 changed = True
-            if not [v for v in versions if v.layout == spec.layout]:
+            if spec.register and not [v for v in versions if v.layout == spec.layout]:
                 self._begin(name, max((v.version for v in versions), default=0) + 1)
                 changed = True
         if changed:

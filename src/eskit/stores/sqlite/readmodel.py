@@ -5,7 +5,8 @@ so read models never take the store's write lock, and holds, besides every
 projection version's tables (``rm_<name>_v<version>_<table>``):
 
 * ``eskit_checkpoints``: per projection version, the feed sequence applied up
-  to. :class:`SQLiteTableProjection` applies a batch in one ``BEGIN IMMEDIATE``
+  to (per relay version, published and acknowledged up to: :class:`SQLiteSinkTarget`).
+  :class:`SQLiteTableProjection` applies a batch in one ``BEGIN IMMEDIATE``
   transaction that first checks the checkpoint is still where the batch starts
   (a second runner's batch is refused with
   :class:`~eskit.projection.CheckpointMoved`), then writes the rows and moves
@@ -51,12 +52,13 @@ from eskit.projection import (
     TooManySkipped,
     cannot_apply,
 )
+from eskit.readmodel.sink import Sink
 from eskit.readmodel.store import Handler, Progress, ReadModelStore, Version, table_prefix
 from eskit.readmodel.tables import Row, Table, TableSet, Writer
 from eskit.stores.sqlite.connection import SQLiteConnection, translate_errors
 from eskit.stores.timestamps import from_micros, to_micros
 
-__all__ = ["SQLiteReadModels", "SQLiteTableProjection", "read_models_path"]
+__all__ = ["SQLiteReadModels", "SQLiteSinkTarget", "SQLiteTableProjection", "read_models_path"]
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,8 @@ class _Tables(TableSet):
         self._exists = False
 
     def exists(self) -> bool:
+        if not self.tables:
+            return True  # a sink's: only its checkpoint, in the file's own table
         if not self._exists:
             first = self.prefix + next(iter(self.tables))
             rows = self.models.read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (first,))
@@ -410,6 +414,40 @@ class SQLiteTableProjection(ProjectionTarget):
         return [SkippedStream(str(s), int(p), int(n), str(e), None if q is None else int(q)) for s, p, n, e, q in rows]
 
 
+class SQLiteSinkTarget(SQLiteTableProjection):
+    """A relay's checkpoint in the read-model file: a batch is published, acknowledged, then the checkpoint moves.
+
+    The move is the table projections' compare-and-set: when another runner moved the checkpoint
+    while this one published (two runners at once, a lease lost), the batch was published twice
+    and is refused here (:class:`~eskit.projection.CheckpointMoved`); the checkpoint never goes
+    back and never moves past an event that was not acknowledged. Nothing is skipped.
+    """
+
+    def __init__(self, name: str, version: int, tables: _Tables, sink: Sink) -> None:
+        super().__init__(name, version, tables, _no_rows)
+        self.sink = sink
+
+    def apply(self, events: Sequence[FeedEvent], *, after: int) -> None:
+        if not events:
+            return
+        if self.checkpoint() != after:  # a stale view: do not publish what another runner already did
+            raise CheckpointMoved(f"{self.key} is past {after}")
+        self.sink.publish([item.event for item in events])
+        with self.tables.models.transaction() as conn:
+            self._begin(conn, after)
+            self._move(conn, events[-1].sequence)
+
+    def skip_unreadable(self, damaged: DamagedEvent, *, after: int) -> None:
+        raise damaged  # a relay never skips: the event waits until it can be read and published
+
+    def skipped(self) -> list[SkippedStream]:
+        return []
+
+
+def _no_rows(stream_id: str, event: object, writer: object) -> None:
+    raise AssertionError("a sink target writes no rows")
+
+
 class SQLiteReadModels(ReadModelStore):
     """The read-model file: opened (and created) on first use, shared by threads and processes."""
 
@@ -502,6 +540,10 @@ class SQLiteReadModels(ReadModelStore):
     def target(self, name: str, version: int, tables: TableSet, handle: Handler) -> SQLiteTableProjection:
         assert isinstance(tables, _Tables)
         return SQLiteTableProjection(name, version, tables, handle)
+
+    def sink_target(self, name: str, version: int, tables: TableSet, sink: Sink) -> SQLiteSinkTarget:
+        assert isinstance(tables, _Tables)
+        return SQLiteSinkTarget(name, version, tables, sink)
 
     # -- the registry -----------------------------------------------------------------------
 

@@ -5,10 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODES  ?= 3
 DCS    ?= 1
+WAN_MS ?= 0
+JITTER_MS ?= 0
+DC     ?= dc3
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps run test test-fast lint format bench cassandra-fetch cassandra-up cassandra-down cassandra-status \
-	kafka-fetch kafka-up kafka-down kafka-status clean
+	cassandra-wan cassandra-partition cassandra-heal kafka-fetch kafka-up kafka-down kafka-status clean
 
 install: $(STAMP)
 
@@ -53,14 +56,28 @@ bench: install
 cassandra-fetch: install
 	$(BIN)/python -m tools.cassandra_cluster fetch
 
+# With DCS=3, every connection between regions passes a Toxiproxy proxy: WAN_MS is the round trip
+# between two regions (half of it each way), JITTER_MS its jitter.
 cassandra-up: install
-	$(BIN)/python -m tools.cassandra_cluster up --nodes $(NODES) --dcs $(DCS)
+	$(BIN)/python -m tools.cassandra_cluster up --nodes $(NODES) --dcs $(DCS) --wan-ms $(WAN_MS) --jitter-ms $(JITTER_MS)
+
+cassandra-wan: install
+	$(BIN)/python -m tools.cassandra_cluster wan --ms $(WAN_MS) --jitter-ms $(JITTER_MS)
+
+cassandra-partition: install
+	$(BIN)/python -m tools.cassandra_cluster partition --dc $(DC)
+
+cassandra-heal: install
+	$(BIN)/python -m tools.cassandra_cluster heal
+
+# down and status act on the running cluster(s) unless NODES (and DCS) are given.
+SHAPE = $(if $(filter command line environment,$(origin NODES)),--nodes $(NODES) --dcs $(DCS))
 
 cassandra-down: install
-	$(BIN)/python -m tools.cassandra_cluster down --nodes $(NODES) --dcs $(DCS)
+	$(BIN)/python -m tools.cassandra_cluster down $(SHAPE)
 
 cassandra-status: install
-	$(BIN)/python -m tools.cassandra_cluster status --nodes $(NODES) --dcs $(DCS)
+	$(BIN)/python -m tools.cassandra_cluster status $(SHAPE)
 
 # A local one-node Kafka 4 broker (KRaft) on 127.0.0.1:19092 for the relay; its jars come from Maven
 # Central once, into .cache/kafka (the tests fetch and start it themselves when they need it).

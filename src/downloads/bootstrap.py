@@ -39,6 +39,9 @@ class Runtime:
     service: DownloadsService
 
     def close(self) -> None:
+        self.service.catalog.close()
+        for repository in (self.service.accounts, self.service.titles):
+            repository.flush_snapshots(timeout=5)
         if self.service.denials is not None:
             self.service.denials.close()
         self.stores.close()
@@ -85,6 +88,7 @@ def bootstrap(
         keep_requests=timedelta(hours=settings.idempotency_hours),
         observer=observer,
         cache_size=settings.cache_size,
+        title_cache_seconds=settings.title_cache_seconds,
     )
     return Runtime(settings=settings, policy=policy, stores=stores, service=service)
 

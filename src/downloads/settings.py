@@ -12,6 +12,8 @@
 | workers | DOWNLOADS_WORKERS | 1 | server processes |
 | snapshot_every | DOWNLOADS_SNAPSHOT_EVERY | 100 | snapshot an account every N events (0: never) |
 | cache_size | DOWNLOADS_CACHE_SIZE | 10000 | accounts kept in memory per process between commands (0: none) |
+| title_cache_seconds | DOWNLOADS_TITLE_CACHE_SECONDS | 1 | commands read titles from memory, refreshed after |
+|  |  |  | this (0: read for every command); see downloads.application.catalog |
 | idempotency_hours | DOWNLOADS_IDEMPOTENCY_HOURS | 24 | how long accepted request ids are remembered |
 | max_body_bytes | DOWNLOADS_MAX_BODY_BYTES | 65536 | larger request bodies get 413 |
 | server | DOWNLOADS_SERVER | granian | HTTP server: granian, or uvicorn (httptools) / uvicorn-h11 (no head timeout) |
@@ -65,6 +67,7 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     snapshot_every: int = Field(default=100, ge=0)
     cache_size: int = Field(default=10_000, ge=0)
+    title_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     idempotency_hours: float = Field(default=24.0, gt=0)
     max_body_bytes: int = Field(default=65536, ge=1024)
     create_schema: bool | None = None

@@ -11,7 +11,10 @@ reload-and-retry loop.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -29,6 +32,7 @@ A = TypeVar("A", bound=Aggregate)
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
+_DEFERRED_LIMIT = 64  # snapshots waiting for the background writer at most
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,10 @@ class Repository(Generic[A]):
         self.snapshot_policy = snapshot_policy or SnapshotPolicy()
         self.snapshot_upcasters = snapshot_upcasters or Upcasters()
         self.stream_prefix = stream_prefix
+        # Snapshots written after the answer (stores with deferred_writes): one writer thread.
+        self._writer: ThreadPoolExecutor | None = None
+        self._deferred = 0
+        self._deferred_lock = threading.Lock()
 
     def stream_id(self, aggregate_id: str) -> str:
         """The stream that holds the aggregate's events."""
@@ -235,28 +243,66 @@ class Repository(Generic[A]):
         return new_version
 
     def take_snapshot(self, aggregate: A) -> bool:
-        """Store a snapshot of ``aggregate`` at its version; return whether one was stored."""
+        """Store a snapshot of ``aggregate`` at its version; return whether one was stored (or queued).
+
+        The state is taken now; a store with ``deferred_writes`` writes it (and prunes older
+        snapshots) in the background, after the command's answer. At most
+        :data:`_DEFERRED_LIMIT` wait at once; past that a snapshot is skipped (the next one
+        due is taken as usual).
+        """
         cls = type(aggregate)
         if self.snapshots is None or not cls.snapshot_type or aggregate.pending_events:
             return False
         try:
             state = self.codec.serializer.dumps(aggregate.to_snapshot())
-            aggregate.snapshot_taken = (aggregate.version, len(state))
-            self.snapshots.save(
-                Snapshot(
-                    stream_id=self.stream_id(aggregate.id),
-                    version=aggregate.version,
-                    type_name=cls.snapshot_type,
-                    schema_version=cls.snapshot_version,
-                    state=state,
-                    recorded_at=datetime.now().astimezone(),
-                )
+            snapshot = Snapshot(
+                stream_id=self.stream_id(aggregate.id),
+                version=aggregate.version,
+                type_name=cls.snapshot_type,
+                schema_version=cls.snapshot_version,
+                state=state,
+                recorded_at=datetime.now().astimezone(),
             )
+            aggregate.snapshot_taken = (aggregate.version, len(state))
         except Exception:  # a snapshot is an optimisation: never fail the command for it
             log.exception("snapshot of %s v%d failed", aggregate.id, aggregate.version)
             return False
-        self._prune(self.stream_id(aggregate.id))
+        if not self.snapshots.deferred_writes:
+            return self._store_snapshot(snapshot)
+        with self._deferred_lock:
+            if self._deferred >= _DEFERRED_LIMIT:
+                log.info(
+                    "snapshot of %s v%d skipped: %d snapshots waiting", aggregate.id, snapshot.version, _DEFERRED_LIMIT
+                )
+                return False
+            self._deferred += 1
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eskit-snapshots")
+        self._writer.submit(self._store_deferred, snapshot)
         return True
+
+    def _store_deferred(self, snapshot: Snapshot) -> None:
+        try:
+            self._store_snapshot(snapshot)
+        finally:
+            with self._deferred_lock:
+                self._deferred -= 1
+
+    def _store_snapshot(self, snapshot: Snapshot) -> bool:
+        assert self.snapshots is not None
+        try:
+            self.snapshots.save(snapshot)
+        except Exception:  # a snapshot is an optimisation: never fail the command for it
+            log.exception("snapshot of %s v%d failed", snapshot.stream_id, snapshot.version)
+            return False
+        self._prune(snapshot.stream_id)
+        return True
+
+    def flush_snapshots(self, timeout: float = 30.0) -> None:
+        """Wait (at most ``timeout`` seconds) until every snapshot written in the background is stored."""
+        deadline = time.monotonic() + timeout
+        while self._deferred and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _prune(self, stream_id: str) -> None:
         """Remove the stream's snapshots the policy no longer keeps (a failure only leaves them a while longer)."""

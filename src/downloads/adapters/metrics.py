@@ -155,6 +155,9 @@ class TimedEventStore(EventStore):
     def ping(self) -> None:
         self.inner.ping()
 
+    def announce(self, stream_id: str, version: int) -> None:
+        self.inner.announce(stream_id, version)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from downloads.application.catalog import TitleCache
 from downloads.application.commands import AccountCommand, SetTitle
 from downloads.application.handlers import HANDLERS, Context
 from downloads.application.idempotency import command_metadata, original_body, remembered
@@ -53,8 +54,11 @@ class DownloadsService(DownloadsQueries):
         max_attempts: int = 20,
         cache_size: int = 0,
         denials: DenialLog | None = None,
+        title_cache_seconds: float = 0.0,
     ) -> None:
         super().__init__(accounts=accounts, titles=titles, policy=policy, clock=clock, denials=denials)
+        #: titles for commands, from memory (see downloads.application.catalog)
+        self.catalog = TitleCache(self.title_info, ttl=title_cache_seconds)
         self.account_commands = CommandRunner(accounts, cache_size=cache_size)
         self.title_commands = CommandRunner(titles)
         self.keep_requests = keep_requests
@@ -85,6 +89,7 @@ class DownloadsService(DownloadsQueries):
                     keep=self.keep_requests,
                 ),
                 create=True,  # existence is checked after the key, so a retry of an open is a replay
+                new=command.creates_account,  # an open expects no stream: its append, not a read, checks
                 max_attempts=self.max_attempts,
                 on_conflict=lambda attempt: self._conflict(command, attempt),
             )
@@ -93,6 +98,9 @@ class DownloadsService(DownloadsQueries):
             if seen.get("exists") and isinstance(exc, Denied | NotFound) and self.denials is not None:
                 self._record_denial(command, exc, seen, idempotency_key)
             raise
+        if reply.replayed:
+            # Answered again: first make sure the feed's record of it is durable (EventStore.announce).
+            self.accounts.events.announce(self.accounts.stream_id(command.account_id), seen["version"])
         self._outcome(command, "REPLAYED" if reply.replayed else "OK")
         return reply
 
@@ -124,7 +132,20 @@ class DownloadsService(DownloadsQueries):
                 return Reply(original_body(self.accounts, command, prior), prior.created, replayed=True)
         if not command.creates_account and not account.exists:
             raise account_not_found(account.id)
-        decision = HANDLERS[type(command)](command, account, Context(self.policy, now, self.title_info))
+        handler, cached = HANDLERS[type(command)], not command.fresh_catalog
+        consulted: list[str] = []
+
+        def title(title_id: str) -> TitleInfo | None:
+            consulted.append(title_id)
+            return self.catalog.get(title_id)
+
+        try:
+            decision = handler(command, account, Context(self.policy, now, title if cached else self.title_info))
+        except DomainError:
+            if not consulted:
+                raise
+            # A refusal is decided on the catalog as stored, never on what the cache holds.
+            decision = handler(command, account, Context(self.policy, now, self.title_info))
         if key is not None and not account.pending_events:
             # The key must be remembered with the account's version, by the same conditional append as
             # any decision: an event that changes nothing carries its record.
@@ -150,6 +171,7 @@ class DownloadsService(DownloadsQueries):
             create=True,
             max_attempts=self.max_attempts,
         )
+        self.catalog.put(command.title_id, info)  # this process's commands see its own change at once
         return as_body(present_title(info))
 
     def _conflict(self, command: AccountCommand, attempt: int) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from downloads.adapters.metrics import Metrics, TimedEventStore
+from downloads.adapters.metrics import Metrics
+from downloads.adapters.observed import observed_stores
 from downloads.adapters.tokens import TokenSigner, parse_max_ttl
 from downloads.application import Clock, system_clock
 from downloads.bootstrap import Runtime, bootstrap, open_read_side
@@ -36,9 +37,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
         max_ttl=parse_max_ttl(settings.token_max_ttl),
     )
     metrics = Metrics()
-    ctx = context or bootstrap(
-        settings, clock=clock, observer=metrics, wrap_events=lambda inner: TimedEventStore(inner, metrics)
-    )
+    ctx = context or bootstrap(settings, clock=clock, observer=metrics, wrap_stores=observed_stores(metrics))
 
     read_side = open_read_side(ctx)
     if settings.read_side == "background":

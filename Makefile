@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/downloads serve
 
-# Debian packages some tests use: faketime (a server whose clock is an hour off) and chromium (the
-# real browser the admin page is tested in). Installed when missing and allowed (root with apt-get).
-SYSTEM_PACKAGES := faketime chromium
+# Debian packages some tests use: faketime (a server whose clock is an hour off), chromium (the
+# real browser the admin page is tested in) and prometheus (the server and promtool the alerting
+# rules and the dashboard are tested with). Installed when missing and allowed (root with apt-get).
+SYSTEM_PACKAGES := faketime chromium prometheus
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

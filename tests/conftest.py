@@ -14,9 +14,9 @@ __all__ = ["cluster_pool", "kafka", "kafka_pool"]  # session fixtures for every 
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DOWNLOADS_* setting leaks from the developer's shell into a test."""
+    """No DOWNLOADS_* (or OTEL_*) setting leaks from the developer's shell into a test."""
     for name in list(os.environ):
-        if name.startswith("DOWNLOADS_") or name == "PROMETHEUS_MULTIPROC_DIR":
+        if name.startswith(("DOWNLOADS_", "OTEL_")) or name == "PROMETHEUS_MULTIPROC_DIR":
             monkeypatch.delenv(name)
 
 

@@ -151,28 +151,30 @@ def test_every_query_of_the_dashboard_and_of_the_rules_returns_data_from_a_real_
     dashboard = _dashboard_queries()
     assert len(dashboard) >= 15 and len(records) >= 8 and len(alerts) >= 10
 
-    with running_server(tmp_path, workers=2) as server:
-        with running_prometheus(tmp_path, f"127.0.0.1:{server.port}") as prometheus:
-            stop = threading.Event()
-            timer = threading.Timer(WORKLOAD_SECONDS, stop.set)
-            timer.start()
-            try:
-                statuses = _workload(server, stop)
-            finally:
-                stop.set()
-                timer.cancel()
-            assert statuses.get("201", 0) > 10, statuses
-            metrics = httpx.get(server.url + "/metrics", timeout=30).text
-            assert "downloads_concurrency_conflicts_total{" in metrics, "the workload met no conflict"
+    with (
+        running_server(tmp_path, workers=2) as server,
+        running_prometheus(tmp_path, f"127.0.0.1:{server.port}") as prometheus,
+    ):
+        stop = threading.Event()
+        timer = threading.Timer(WORKLOAD_SECONDS, stop.set)
+        timer.start()
+        try:
+            statuses = _workload(server, stop)
+        finally:
+            stop.set()
+            timer.cancel()
+        assert statuses.get("201", 0) > 10, statuses
+        metrics = httpx.get(server.url + "/metrics", timeout=30).text
+        assert "downloads_concurrency_conflicts_total{" in metrics, "the workload met no conflict"
 
-            _wait_for(prometheus, records)
-            empty = [(title, expr) for title, expr in dashboard if not _has_numbers(_query(prometheus, expr))]
-            assert empty == [], "dashboard panels without data"
-            for record in records:
-                assert _has_numbers(_query(prometheus, record)), record
-            for name, left, whole in alerts:
-                _query(prometheus, whole)  # Prometheus accepts the whole expression
-                if name in RELAY_ONLY:
-                    assert 'projection="relay"' in left
-                    left = left.replace('{projection="relay"}', "")
-                assert _has_numbers(_query(prometheus, left)), f"{name}: {left} has no data"
+        _wait_for(prometheus, records)
+        empty = [(title, expr) for title, expr in dashboard if not _has_numbers(_query(prometheus, expr))]
+        assert empty == [], "dashboard panels without data"
+        for record in records:
+            assert _has_numbers(_query(prometheus, record)), record
+        for name, left, whole in alerts:
+            _query(prometheus, whole)  # Prometheus accepts the whole expression
+            if name in RELAY_ONLY:
+                assert 'projection="relay"' in left
+                left = left.replace('{projection="relay"}', "")
+            assert _has_numbers(_query(prometheus, left)), f"{name}: {left} has no data"

@@ -11,12 +11,13 @@ from fastapi import FastAPI
 from downloads.adapters.metrics import Metrics
 from downloads.adapters.observed import observed_stores
 from downloads.adapters.tokens import TokenSigner, parse_max_ttl
+from downloads.adapters.tracing import start_tracing, stop_tracing
 from downloads.application import Clock, system_clock
 from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.domain import Policy
 from downloads.entrypoints import admin, apidocs
 from downloads.entrypoints.http.errors import install_error_handlers
-from downloads.entrypoints.http.middleware import BodyLimit, Gatekeeper, NoStoreJSON, RequestMetrics
+from downloads.entrypoints.http.middleware import BodyLimit, Gatekeeper, NoStoreJSON, RequestContext, RequestMetrics
 from downloads.entrypoints.http.routes import accounts, devices, health, licenses, readside, titles
 from downloads.settings import Settings
 
@@ -37,6 +38,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
         max_ttl=parse_max_ttl(settings.token_max_ttl),
     )
     metrics = Metrics()
+    # Exported over OTLP when the OTEL_* variables ask for it, in each worker (after the fork); else None.
+    tracing = start_tracing()
     ctx = context or bootstrap(settings, clock=clock, observer=metrics, wrap_stores=observed_stores(metrics))
 
     read_side = open_read_side(ctx)
@@ -48,6 +51,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
         yield
         read_side.close()
         ctx.close()
+        stop_tracing()  # sends the spans still queued, bounded by the exporter's timeout
 
     api = FastAPI(
         lifespan=lifespan,
@@ -78,8 +82,24 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
     api.add_middleware(Gatekeeper, routes=api.router.routes, signer=signer)
     api.add_middleware(RequestMetrics, observe=metrics.observe_request)
     api.add_middleware(NoStoreJSON)
+    api.add_middleware(RequestContext, tracing=tracing is not None)
+    if tracing is not None:
+        _trace_requests(api, tracing)
 
     return api
+
+
+def _trace_requests(api: FastAPI, provider: Any) -> None:
+    """A server span per request (outermost, so it times everything and takes the caller's ``traceparent``
+    as its parent); health checks and scrapes are left out, and so are the per-message send/receive spans."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        api,
+        tracer_provider=provider,
+        excluded_urls="/healthz$,/readyz$,/metrics$",
+        exclude_spans=["receive", "send"],
+    )
 
 
 def _document_policy(api: FastAPI, policy: Policy) -> None:

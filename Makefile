@@ -7,7 +7,7 @@ NODES  ?= 3
 DCS    ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run test test-fast lint format bench cassandra-fetch cassandra-up cassandra-down cassandra-status \
+.PHONY: install system-deps jaeger-fetch run test test-fast lint format bench cassandra-fetch cassandra-up cassandra-down cassandra-status \
 	kafka-fetch kafka-up kafka-down kafka-status clean
 
 install: $(STAMP)
@@ -33,7 +33,12 @@ system-deps:
 		else echo "some tests need Debian packages:$$missing (apt-get install$$missing)" >&2; fi; \
 	fi
 
-test: install system-deps
+# Jaeger, the OTLP receiver the trace tests send spans to: built once with the Go toolchain from the
+# versions pinned in tools/jaeger/module, into .cache/jaeger (minutes the first time, then nothing).
+jaeger-fetch: install
+	$(BIN)/python -m tools.jaeger fetch
+
+test: install system-deps jaeger-fetch
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -37,6 +37,7 @@ __all__ = [
     "start_tracing",
     "stop_tracing",
     "tracing_wanted",
+    "use_provider",
 ]
 
 #: the protocols of OTLP this service exports with (the SDK's HTTP exporter)
@@ -151,9 +152,15 @@ def start_tracing(env: Mapping[str, str] | None = None) -> TracerProvider | None
     provider = TracerProvider(resource=Resource.create(defaults))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-    eskit.tracing.install(_Tracer(provider.get_tracer("downloads")))
+    use_provider(provider)
     _provider = provider
     return provider
+
+
+def use_provider(provider: TracerProvider) -> None:
+    """Send this process's spans (commands, store calls, batches) to ``provider``'s tracer: for an
+    application embedding the service with a provider of its own, and for tests."""
+    eskit.tracing.install(_Tracer(provider.get_tracer("downloads")))
 
 
 def stop_tracing() -> None:

@@ -12,7 +12,16 @@ from typing import Any
 from downloads.errors import DownloadsError
 from downloads.settings import Settings
 
-__all__ = ["UsageError", "parse_time", "printable", "progress_bar", "settings_from", "shown", "store_option"]
+__all__ = [
+    "UsageError",
+    "parse_time",
+    "printable",
+    "progress_bar",
+    "settings_from",
+    "shown",
+    "store_option",
+    "traced",
+]
 
 
 class UsageError(DownloadsError):
@@ -69,3 +78,19 @@ def progress_bar(label: str, *, total: int | None = None, unit: str = "events") 
         leave=True,
     ) as progress:
         yield progress.update
+
+
+@contextlib.contextmanager
+def traced() -> Iterator[None]:
+    """Export this process's spans over OTLP while the block runs, when the ``OTEL_*`` variables ask for it
+    (see :mod:`downloads.adapters.tracing`); settings it cannot honour are a :class:`UsageError`."""
+    from downloads.adapters.tracing import TracingError, start_tracing, stop_tracing
+
+    try:
+        start_tracing()
+    except TracingError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        yield
+    finally:
+        stop_tracing()

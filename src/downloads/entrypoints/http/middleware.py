@@ -268,16 +268,16 @@ class RequestContext:
         token = REQUEST_ID.set(request_id)
         echoed = (b"x-request-id", request_id.encode())
 
+        tracing = self.tracing
+
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", ()), echoed]}
+                if tracing:  # the request's span ends with the last body message: named before it
+                    _name_the_span(scope, request_id)
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            if self.tracing:
-                _name_the_span(scope, request_id)
+        await self.app(scope, receive, send_wrapper)
         # Left set when the app raised: the server-error handler outside still logs with it (the
         # request's task ends right after).
         REQUEST_ID.reset(token)

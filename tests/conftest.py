@@ -1,4 +1,5 @@
-"""Session-wide test setup: a clean environment, the Cassandra cluster pool, the Kafka broker, the order of tests."""
+"""Session-wide test setup: a clean environment, the Cassandra cluster pool, the Kafka broker, the OTLP receiver,
+the order of tests."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import os
 import pytest
 
 from tests.support.cassandra import KINDS, cluster_pool
+from tests.support.jaeger import jaeger
 from tests.support.kafka import kafka, kafka_pool
 
-__all__ = ["cluster_pool", "kafka", "kafka_pool"]  # session fixtures for every test folder
+__all__ = ["cluster_pool", "jaeger", "kafka", "kafka_pool"]  # session fixtures for every test folder
 
 
 @pytest.fixture(autouse=True)

@@ -10,30 +10,16 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.jaeger import parent_of, tags_of, wait_for_spans
 from tests.support.server import Server, running_server, unique_id
 from tools.jaeger import LocalJaeger
 
 pytestmark = pytest.mark.slow
-
-#: how long spans may take to arrive (the exporter sends every 100 ms here)
-ARRIVAL_SECONDS = 30.0
-
-
-@pytest.fixture(scope="session")
-def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalJaeger]:
-    receiver = LocalJaeger(tmp_path_factory.mktemp("jaeger"))
-    try:
-        receiver.start(timeout=60)
-        yield receiver
-    finally:
-        receiver.stop()
 
 
 def _traced_server(tmp_path: Path, jaeger: LocalJaeger, **env: str) -> Any:
@@ -45,24 +31,6 @@ def _traced_server(tmp_path: Path, jaeger: LocalJaeger, **env: str) -> Any:
         **env,
     }
     return running_server(tmp_path, env=settings)
-
-
-def _tags(span: dict[str, Any]) -> dict[str, Any]:
-    return {tag["key"]: tag["value"] for tag in span.get("tags", [])}
-
-
-def _parent(span: dict[str, Any]) -> str | None:
-    refs = [ref["spanID"] for ref in span.get("references", []) if ref.get("refType") == "CHILD_OF"]
-    return refs[0] if refs else None
-
-
-def _wait_for(fetch: Callable[[], list[dict[str, Any]]], done: Callable[[list[dict[str, Any]]], bool]) -> list[Any]:
-    deadline = time.monotonic() + ARRIVAL_SECONDS
-    spans = fetch()
-    while not done(spans) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        spans = fetch()
-    return spans
 
 
 def _acquire(server: Server, trace_id: str, parent_id: str, request_id: str) -> tuple[str, str, str]:
@@ -88,15 +56,15 @@ def test_one_acquire_arrives_as_one_trace_under_the_callers_span(tmp_path: Path,
             names = [s["operationName"] for s in spans]
             return "command acquire_license" in names and any(n.startswith("POST ") for n in names)
 
-        spans = _wait_for(lambda: jaeger.trace(trace_id), complete)
+        spans = wait_for_spans(lambda: jaeger.trace(trace_id), complete)
     assert complete(spans), (spans, jaeger.log_tail())
     by_name: dict[str, list[dict[str, Any]]] = {}
     for span in spans:
         by_name.setdefault(span["operationName"], []).append(span)
 
     [request] = by_name["POST /v1/accounts/{account_id}/licenses"]
-    assert _parent(request) == parent_id  # the caller's traceparent is the parent
-    tags = _tags(request)
+    assert parent_of(request) == parent_id  # the caller's traceparent is the parent
+    tags = tags_of(request)
     assert tags["span.kind"] == "server"
     assert tags["downloads.request_id"] == request_id
     assert tags["downloads.account_id"] == account
@@ -104,8 +72,8 @@ def test_one_acquire_arrives_as_one_trace_under_the_callers_span(tmp_path: Path,
     assert tags.get("http.status_code", tags.get("http.response.status_code")) == 201
 
     [command] = by_name["command acquire_license"]
-    assert _parent(command) == request["spanID"]
-    tags = _tags(command)
+    assert parent_of(command) == request["spanID"]
+    tags = tags_of(command)
     assert tags["downloads.command"] == "acquire_license"
     assert tags["downloads.account_id"] == account
     assert tags["downloads.outcome"] == "OK"
@@ -115,15 +83,15 @@ def test_one_acquire_arrives_as_one_trace_under_the_callers_span(tmp_path: Path,
     assert stores, [s["operationName"] for s in spans]
     operations = set()
     for span in stores:
-        tags = _tags(span)
-        assert _parent(span) == command["spanID"], span["operationName"]
+        tags = tags_of(span)
+        assert parent_of(span) == command["spanID"], span["operationName"]
         assert tags["db.system"] == "sqlite" and tags["span.kind"] == "client"
         operations.add(tags["db.operation.name"])
     assert "append" in operations, operations
 
     # never the request's data: no device, title or license id in any attribute, nor the raw path
     for span in spans:
-        text = json.dumps(_tags(span))
+        text = json.dumps(tags_of(span))
         for secret in (device, license_id, "demo-title-1", f"/v1/accounts/{account}/"):
             assert secret not in text, (span["operationName"], secret)
 
@@ -142,12 +110,12 @@ def test_a_request_without_traceparent_starts_a_trace_its_log_lines_name(tmp_pat
     lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.strip()]
     [logged] = [line for line in lines if line.get("request_id") == request_id]
     trace_id, span_id = logged["trace_id"], logged["span_id"]
-    spans = _wait_for(lambda: jaeger.trace(trace_id), lambda found: any(s["spanID"] == span_id for s in found))
+    spans = wait_for_spans(lambda: jaeger.trace(trace_id), lambda found: any(s["spanID"] == span_id for s in found))
     names = {s["spanID"]: s["operationName"] for s in spans}
     assert span_id in names, (names, jaeger.log_tail())
-    root = [s for s in spans if _parent(s) is None]
+    root = [s for s in spans if parent_of(s) is None]
     assert [s["operationName"] for s in root] == ["POST /v1/accounts"]
-    assert _tags(root[0])["downloads.request_id"] == request_id
+    assert tags_of(root[0])["downloads.request_id"] == request_id
 
 
 def test_the_read_side_sends_a_span_per_projection_batch(tmp_path: Path, jaeger: LocalJaeger) -> None:
@@ -155,8 +123,8 @@ def test_the_read_side_sends_a_span_per_projection_batch(tmp_path: Path, jaeger:
         service = server.env["OTEL_SERVICE_NAME"]
         with server.client() as http:
             assert http.post("/v1/accounts", json={"account_id": unique_id(), "plan": "basic"}).status_code == 201
-        spans = _wait_for(lambda: jaeger.find(service, "projection batch"), bool)
+        spans = wait_for_spans(lambda: jaeger.find(service, "projection batch"), bool)
     assert spans, jaeger.log_tail()
-    tags = [_tags(span) for span in spans]
+    tags = [tags_of(span) for span in spans]
     assert all(t["eskit.count"] >= 1 and isinstance(t["eskit.projection"], str) for t in tags), tags
-    assert all(_parent(span) is None for span in spans)  # background work: a trace of its own
+    assert all(parent_of(span) is None for span in spans)  # background work: a trace of its own

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from downloads.adapters.metrics import Metrics
 from downloads.adapters.observed import observed_stores
 from downloads.adapters.tokens import TokenSigner, parse_max_ttl
-from downloads.adapters.tracing import start_tracing, stop_tracing
+from downloads.adapters.tracing import RequestSpans, start_tracing, stop_tracing
 from downloads.application import Clock, system_clock
 from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.domain import Policy
@@ -64,6 +64,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
         summary="License accounting for offline downloads, on an event-sourced store.",
         docs_url=None,  # FastAPI's pages load from a CDN: apidocs serves them from the package instead
         redoc_url=None,
+        # FastAPI's own telemetry would add spans (and metrics, logs) of its own once a tracer provider is
+        # set: the request's span is RequestContext's, the rest are the service's (docs/operations.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     api.state.service = ctx.service
     api.state.stores = ctx.stores
@@ -82,24 +85,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
     api.add_middleware(Gatekeeper, routes=api.router.routes, signer=signer)
     api.add_middleware(RequestMetrics, observe=metrics.observe_request)
     api.add_middleware(NoStoreJSON)
-    api.add_middleware(RequestContext, tracing=tracing is not None)
-    if tracing is not None:
-        _trace_requests(api, tracing)
+    api.add_middleware(RequestContext, spans=RequestSpans(tracing) if tracing is not None else None)
 
     return api
-
-
-def _trace_requests(api: FastAPI, provider: Any) -> None:
-    """A server span per request (outermost, so it times everything and takes the caller's ``traceparent``
-    as its parent); health checks and scrapes are left out, and so are the per-message send/receive spans."""
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-    FastAPIInstrumentor.instrument_app(
-        api,
-        tracer_provider=provider,
-        excluded_urls="/healthz$,/readyz$,/metrics$",
-        exclude_spans=["receive", "send"],
-    )
 
 
 def _document_policy(api: FastAPI, policy: Policy) -> None:

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from downloads.adapters.logs import REQUEST_ID
 from downloads.adapters.tokens import TokenSigner
+from downloads.adapters.tracing import UNTRACED_PATHS, RequestSpans
 from downloads.entrypoints.http.deps import authenticate, authorize
 from downloads.entrypoints.http.errors import ApiError, error_response
 from downloads.entrypoints.http.routing import flat_routes
@@ -250,14 +251,13 @@ class RequestContext:
 
     The id is current (:data:`~downloads.adapters.logs.REQUEST_ID`) while the request is handled, so
     every log line written for it carries it, and the answer returns it in ``X-Request-Id``. With
-    ``tracing``, the request's span (opened outside, by the OpenTelemetry middleware) gets the id and
-    the account's (pseudonymous) id as attributes, and the raw path and URL, which may hold device or
-    license ids, are replaced by the route's template.
+    ``spans`` (tracing on), each request but probes and scrapes runs in a server span under the
+    caller's ``traceparent`` (see :class:`~downloads.adapters.tracing.RequestSpans`).
     """
 
-    def __init__(self, app: ASGIApp, *, tracing: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, spans: RequestSpans | None = None) -> None:
         self.app = app
-        self.tracing = tracing
+        self.spans = spans
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -268,34 +268,34 @@ class RequestContext:
         token = REQUEST_ID.set(request_id)
         echoed = (b"x-request-id", request_id.encode())
 
-        tracing = self.tracing
-
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", ()), echoed]}
-                if tracing:  # the request's span ends with the last body message: named before it
-                    _name_the_span(scope, request_id)
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        if self.spans is None or scope["path"] in UNTRACED_PATHS:
+            await self.app(scope, receive, send_wrapper)
+        else:
+            await self._traced(scope, receive, send_wrapper, request_id)
         # Left set when the app raised: the server-error handler outside still logs with it (the
         # request's task ends right after).
         REQUEST_ID.reset(token)
 
+    async def _traced(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        spans = self.spans
+        assert spans is not None
+        method = scope["method"]
+        with spans.span(method, scope["headers"]) as span:
 
-def _name_the_span(scope: Scope, request_id: str) -> None:
-    from opentelemetry import trace
+            async def answer(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    route = getattr(scope.get("route"), "path", None)
+                    account = (scope.get("path_params") or {}).get("account_id")
+                    spans.answered(span, method, route, message["status"], request_id, account)
+                await send(message)
 
-    span = trace.get_current_span()
-    if not span.is_recording():
-        return
-    span.set_attribute("downloads.request_id", request_id)
-    account = (scope.get("path_params") or {}).get("account_id")
-    if isinstance(account, str):
-        span.set_attribute("downloads.account_id", account)
-    # The raw path and URL may name devices and licenses: only the route's template is kept.
-    template = getattr(scope.get("route"), "path", None) or "unmatched"
-    present = getattr(span, "attributes", None) or {}
-    for key in ("http.target", "url.path", "http.url", "url.full", "url.query"):
-        if key in present:
-            span.set_attribute(key, "" if key == "url.query" else template)
+            try:
+                await self.app(scope, receive, answer)
+            except Exception as exc:
+                spans.failed(span, exc)
+                raise

@@ -139,3 +139,26 @@ def test_a_command_span_counts_its_attempts_and_records_each_conflict(
         assert attributes["downloads.attempts"] == len(conflicts) + 1
         conflicted += bool(conflicts)
     assert conflicted, "four writers on one account met no conflict: the test proves nothing"
+
+
+def test_commands_follow_the_sampling_of_the_request_they_serve(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    left_out = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")  # a request the sampler left out
+    use_provider(provider)
+    d = start_service()
+    try:
+        with left_out.start_as_current_span("request not sampled"):
+            d.account("acct-1", plan="basic")
+        assert exporter.get_finished_spans() == ()
+        with provider.get_tracer("test").start_as_current_span("request sampled"):
+            d.account("acct-2", plan="basic")
+        names = [s.name for s in exporter.get_finished_spans()]
+        assert "request sampled" in names and any(n.startswith("command ") for n in names), names
+    finally:
+        d.close()
+        eskit.tracing.install(None)
+        provider.shutdown()

@@ -82,9 +82,20 @@ def progress_bar(label: str, *, total: int | None = None, unit: str = "events") 
 
 @contextlib.contextmanager
 def traced() -> Iterator[None]:
-    """Export this process's spans over OTLP while the block runs, when the ``OTEL_*`` variables ask for it
-    (see :mod:`downloads.adapters.tracing`); settings it cannot honour are a :class:`UsageError`."""
+    """For a long-running command (``project``, ``relay``): log lines in ``DOWNLOADS_LOG_FORMAT`` (text or
+    JSON, with trace and span ids), and this process's spans exported over OTLP while the block runs when
+    the ``OTEL_*`` variables ask for it (see :mod:`downloads.adapters.tracing`); tracing settings it cannot
+    honour are a :class:`UsageError`."""
+    import logging.config
+    import os
+
+    from downloads.adapters.logs import FORMATS, logging_config
     from downloads.adapters.tracing import TracingError, start_tracing, stop_tracing
+
+    fmt = os.environ.get("DOWNLOADS_LOG_FORMAT", "text").strip().lower()
+    if fmt not in FORMATS:
+        raise UsageError(f"DOWNLOADS_LOG_FORMAT={fmt!r}: use one of {', '.join(FORMATS)}")
+    logging.config.dictConfig(logging_config("json" if fmt == "json" else "text", "info"))
 
     try:
         start_tracing()

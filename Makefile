@@ -10,7 +10,7 @@ JITTER_MS ?= 0
 DC     ?= dc3
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run test test-fast lint format bench cassandra-fetch cassandra-up cassandra-down cassandra-status \
+.PHONY: install system-deps jaeger-fetch run test test-fast lint format bench cassandra-fetch cassandra-up cassandra-down cassandra-status \
 	cassandra-wan cassandra-partition cassandra-heal kafka-fetch kafka-up kafka-down kafka-status clean
 
 install: $(STAMP)
@@ -24,9 +24,10 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/downloads serve
 
-# Debian packages some tests use: faketime (a server whose clock is an hour off) and chromium (the
-# real browser the admin page is tested in). Installed when missing and allowed (root with apt-get).
-SYSTEM_PACKAGES := faketime chromium
+# Debian packages some tests use: faketime (a server whose clock is an hour off), chromium (the
+# real browser the admin page is tested in) and prometheus (the server and promtool the alerting
+# rules and the dashboard are tested with). Installed when missing and allowed (root with apt-get).
+SYSTEM_PACKAGES := faketime chromium prometheus
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -35,7 +36,12 @@ system-deps:
 		else echo "some tests need Debian packages:$$missing (apt-get install$$missing)" >&2; fi; \
 	fi
 
-test: install system-deps
+# Jaeger, the OTLP receiver the trace tests send spans to: built once with the Go toolchain from the
+# versions pinned in tools/jaeger/module, into .cache/jaeger (minutes the first time, then nothing).
+jaeger-fetch: install
+	$(BIN)/python -m tools.jaeger fetch
+
+test: install system-deps jaeger-fetch
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -14,7 +14,7 @@ from downloads.application.ports import DenialLog
 from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS, Account, Policy, Title
 from downloads.readmodels.ports import ReadModels
 from downloads.settings import Settings
-from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, Stores, open_stores
+from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, SnapshotStore, Stores, open_stores
 from eskit.readmodel import RunnerSettings, Sink
 from eskit.stores.sqlite import sqlite_path
 
@@ -55,8 +55,12 @@ def bootstrap(
     observer: ServiceObserver | None = None,
     wrap_events: Callable[[EventStore], EventStore] | None = None,
     codec: EventCodec | None = None,
+    wrap_stores: Callable[[Stores], tuple[EventStore, SnapshotStore]] | None = None,
 ) -> Runtime:
     """Open the stores, load the policy and wire the service (``codec`` replaces :func:`make_codec`'s).
+
+    ``wrap_stores`` gives the event and snapshot stores the repositories use (timed, traced: see
+    :func:`downloads.adapters.observed.observed_stores`); ``wrap_events`` then wraps the event store.
 
     Raises :class:`~downloads.adapters.policy_file.PolicyError` for a bad policy file
     and eskit store errors for a bad or unreachable store.
@@ -64,6 +68,9 @@ def bootstrap(
     policy = policy or load_policy(settings.policy)
     stores = open_stores(settings.store, create_schema=settings.create_schema)
     events: EventStore = stores.events
+    snapshot_store: SnapshotStore = stores.snapshots
+    if wrap_stores is not None:
+        events, snapshot_store = wrap_stores(stores)
     if wrap_events is not None:
         events = wrap_events(events)
     codec = codec or make_codec()
@@ -72,12 +79,12 @@ def bootstrap(
         Account,
         events,
         codec,
-        snapshots=stores.snapshots,
+        snapshots=snapshot_store,
         snapshot_policy=snapshots,
         stream_prefix="account-",
     )
     titles = Repository(
-        Title, events, codec, snapshots=stores.snapshots, snapshot_policy=snapshots, stream_prefix="title-"
+        Title, events, codec, snapshots=snapshot_store, snapshot_policy=snapshots, stream_prefix="title-"
     )
     service = DownloadsService(
         denials=open_denial_log(stores, kept=settings.denials_kept),

@@ -36,6 +36,8 @@
 | relay_partitions | DOWNLOADS_RELAY_PARTITIONS | 6 | partitions of a topic the relay creates |
 | relay_timeout | DOWNLOADS_RELAY_TIMEOUT | 10 | seconds a relay batch waits for the broker's acknowledgements |
 | relay_batch | DOWNLOADS_RELAY_BATCH | 2000 | events the relay publishes per batch where the feed is one sequence |
+| log_format | DOWNLOADS_LOG_FORMAT | text | text, or json: one JSON object per line (time, level, logger, message, |
+|  |  |  | request_id, trace_id, span_id) |
 | create_schema | DOWNLOADS_CREATE_SCHEMA | (backend's) | create tables on first use (SQLite always; Cassandra if |
 |  |  |  | true here or in the URL) |
 """
@@ -89,3 +91,4 @@ class Settings(BaseSettings):
     denials_kept: int = Field(default=1000, ge=1, le=100_000)
     what_if_max_commands: int = Field(default=10_000, ge=1, le=1_000_000)
     what_if_max_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
+    log_format: Literal["text", "json"] = "text"

@@ -12,7 +12,6 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
 
 from eskit.events import NewEvent, Snapshot, StoredEvent
 from eskit.exceptions import EskitError
@@ -142,7 +141,7 @@ class SnapshotStore(abc.ABC):
 
     #: a write costs a network round trip: repositories write snapshots after the command's answer,
     #: in the background, rather than on its path (a snapshot is only a cache of the events)
-    deferred_writes: ClassVar[bool] = False
+    deferred_writes: bool = False
 
     @abc.abstractmethod
     def save(self, snapshot: Snapshot) -> None:

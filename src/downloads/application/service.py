@@ -10,6 +10,7 @@ and save the events with metadata that records the key once.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from downloads.application.presenters import as_body, jsonable, present_title
 from downloads.application.queries import DownloadsQueries, account_not_found
 from downloads.domain import Account, Denied, DomainError, NotFound, Policy, Title, TitleInfo
 from eskit import CommandRunner, EventMetadata, Repository
+from eskit.tracing import Span, tracer
 
 __all__ = ["DownloadsService", "Reply"]
 
@@ -71,17 +73,29 @@ class DownloadsService(DownloadsQueries):
         A refusal of a command on an account that exists is recorded in the denial log (when
         there is one), apart from the account's events. Arguments past a bound of the policy
         (:meth:`AccountCommand.validate`) are refused before anything is loaded or recorded.
+        The observer learns the outcome and the time taken; when a tracer is installed the command
+        runs in a span ``command <name>`` with its account id (pseudonymous), attempts, conflicts
+        and outcome code.
         """
-        seen: dict[str, Any] = {}
+        started = time.perf_counter()
+        current = tracer()
+        if current is None:
+            return self._handle(command, idempotency_key, started, None)
+        attributes = {"downloads.command": command.name, "downloads.account_id": command.account_id}
+        with current.span(f"command {command.name}", dict(attributes)) as span:
+            return self._handle(command, idempotency_key, started, span)
+
+    def _handle(self, command: AccountCommand, key: str | None, started: float, span: Span | None) -> Reply:
+        seen: dict[str, Any] = {"attempts": 0, "conflicts": 0}
         try:
             command.validate(self.policy)
             reply = self.account_commands.run(
                 command.account_id,
-                lambda account: self._decide(command, account, idempotency_key, seen),
+                lambda account: self._decide(command, account, key, seen),
                 metadata=lambda account, reply: command_metadata(
                     command,
                     arguments=seen["args"],
-                    key=idempotency_key,
+                    key=key,
                     at=reply.at,
                     events=len(account.pending_events),
                     body=reply.body,
@@ -91,17 +105,22 @@ class DownloadsService(DownloadsQueries):
                 create=True,  # existence is checked after the key, so a retry of an open is a replay
                 new=command.creates_account,  # an open expects no stream: its append, not a read, checks
                 max_attempts=self.max_attempts,
-                on_conflict=lambda attempt: self._conflict(command, attempt),
+                on_conflict=lambda attempt: self._conflict(command, attempt, seen, span),
             )
         except DomainError as exc:
-            self._outcome(command, exc.code)
+            self._outcome(command, exc.code, started, seen, span)
             if seen.get("exists") and isinstance(exc, Denied | NotFound) and self.denials is not None:
-                self._record_denial(command, exc, seen, idempotency_key)
+                self._record_denial(command, exc, seen, key)
+            raise
+        except Exception as exc:
+            self._outcome(command, "FAILED", started, seen, span)
+            if span is not None:
+                span.fail(exc)
             raise
         if reply.replayed:
             # Answered again: first make sure the feed's record of it is durable (EventStore.announce).
             self.accounts.events.announce(self.accounts.stream_id(command.account_id), seen["version"])
-        self._outcome(command, "REPLAYED" if reply.replayed else "OK")
+        self._outcome(command, "REPLAYED" if reply.replayed else "OK", started, seen, span)
         return reply
 
     def _record_denial(self, command: AccountCommand, exc: DomainError, seen: dict[str, Any], key: str | None) -> None:
@@ -123,6 +142,7 @@ class DownloadsService(DownloadsQueries):
             log.exception("could not record the denial of %s on %s", command.name, command.account_id)
 
     def _decide(self, command: AccountCommand, account: Account, key: str | None, seen: dict[str, Any]) -> Reply:
+        seen["attempts"] += 1
         now = account.decision_time(self.clock())
         seen["now"], seen["exists"], seen["version"] = now, account.exists, account.version
         seen["args"] = command.recorded_arguments(account)
@@ -174,10 +194,19 @@ class DownloadsService(DownloadsQueries):
         self.catalog.put(command.title_id, info)  # this process's commands see its own change at once
         return as_body(present_title(info))
 
-    def _conflict(self, command: AccountCommand, attempt: int) -> None:
+    def _conflict(self, command: AccountCommand, attempt: int, seen: dict[str, Any], span: Span | None) -> None:
+        seen["conflicts"] += 1
+        if span is not None:
+            span.event("conflict", {"downloads.attempt": attempt})
         if self.observer is not None:
             self.observer.conflict(command.name, attempt)
 
-    def _outcome(self, command: AccountCommand, code: str) -> None:
+    def _outcome(
+        self, command: AccountCommand, code: str, started: float, seen: dict[str, Any], span: Span | None
+    ) -> None:
+        if span is not None:
+            span.set("downloads.outcome", code)
+            span.set("downloads.attempts", seen["attempts"])
+            span.set("downloads.conflicts", seen["conflicts"])
         if self.observer is not None:
-            self.observer.outcome(command.name, code)
+            self.observer.outcome(command.name, code, time.perf_counter() - started)

@@ -41,7 +41,7 @@ system-deps:
 jaeger-fetch: install
 	$(BIN)/python -m tools.jaeger fetch
 
-test: install system-deps jaeger-fetch
+test: install system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: install

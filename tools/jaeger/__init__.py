@@ -22,6 +22,7 @@ Environment: ``DOWNLOADS_JAEGER`` names a Jaeger binary to use instead of buildi
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -96,11 +97,21 @@ def build(*, timeout: float = 1800) -> Path:
     target = binary()
     if target.exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One build at a time: a second caller (CI starts a build in the background before the tests,
+    # and the first test that needs Jaeger asks again) waits for the first and then finds the binary.
+    with (target.parent / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        return _build(target, timeout=timeout)
+
+
+def _build(target: Path, *, timeout: float) -> Path:
     # where the Go distribution installs itself when it is not on PATH
     go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if go is None:
         raise JaegerError("the Go toolchain (go) is needed to build Jaeger for the trace tests")
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
     print(f"building Jaeger {VERSION} into {target} (minutes the first time)", file=sys.stderr)
     try:

@@ -15,7 +15,7 @@ from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.domain import Policy
 from downloads.entrypoints import admin, apidocs
 from downloads.entrypoints.http.errors import install_error_handlers
-from downloads.entrypoints.http.middleware import BodyLimit, Gatekeeper, NoStoreJSON, RequestMetrics
+from downloads.entrypoints.http.middleware import Edge
 from downloads.entrypoints.http.routes import accounts, devices, health, licenses, readside, titles
 from downloads.settings import Settings
 
@@ -74,11 +74,15 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
     api.include_router(apidocs.router)
     _document_policy(api, ctx.policy)
     install_error_handlers(api)
-    # Outermost last: metrics see every answer; paths and credentials are checked before a body is read.
-    api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
-    api.add_middleware(Gatekeeper, routes=api.router.routes, signer=signer)
-    api.add_middleware(RequestMetrics, observe=metrics.observe_request)
-    api.add_middleware(NoStoreJSON)
+    # The one middleware (see Edge): paths and credentials checked before a body is read, every answer counted.
+    api.add_middleware(
+        Edge,
+        routes=api.router.routes,
+        signer=signer,
+        observe=metrics.observe_request,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.body_timeout,
+    )
 
     return api
 

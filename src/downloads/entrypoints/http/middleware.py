@@ -1,4 +1,4 @@
-"""ASGI middleware: the gatekeeper (paths and credentials), request size limit, metrics."""
+"""The ASGI middleware: one layer for paths, credentials, body limits, no-store and request metrics."""
 
 from __future__ import annotations
 
@@ -7,93 +7,51 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from downloads.adapters.tokens import TokenSigner
-from downloads.entrypoints.http.deps import authenticate, authorize
+from downloads.entrypoints.http.deps import PRINCIPAL, authenticate, authorize
 from downloads.entrypoints.http.errors import ApiError, error_response
 from downloads.entrypoints.http.routing import flat_routes
 
-__all__ = ["BodyLimit", "Gatekeeper", "NoStoreJSON", "RequestMetrics"]
+__all__ = ["PRINCIPAL", "Edge", "RouteTable"]
 
 #: encoded path separators: a proxy's path rules see one path, the router would decode another
 _ENCODED_SEPARATORS = (b"%2f", b"%5c", b"\\")
 
 
-class Gatekeeper:
-    """Before any body is read: refuse a raw path with an encoded ``/`` or ``\\`` (400), then check
-    the bearer token (401) and its role (403) for the route the request is for.
+class Edge:
+    """The one middleware every HTTP request passes, in this order (each step answers in the envelope):
 
-    The roles are the route's own, read from its role dependency (``allowed_roles``), so they are
-    declared once, at the route; the dependency checks them again, cheaply (tokens are cached).
+    1. a raw path with an encoded ``/`` or ``\\`` is refused (400);
+    2. the route is found in a table built once from the app's routes, and the bearer token (401)
+       and its role (403) are checked against the route's roles, before any body is read;
+    3. the body is read whole, bounded in size (413) and time (408), and must be JSON (415);
+    4. the app answers; every JSON answer says ``Cache-Control: no-store`` (account data, tokens'
+       answers and errors must not be kept by a browser or a shared cache);
+    5. the request is counted and timed by route template and status (``observe``), however it ended.
+
+    One layer rather than four: each ASGI layer costs a call, a ``send`` wrapper and a scope lookup
+    per request. :meth:`__call__` is the single place a span around the whole request can go.
+    The caller's principal is left in the scope (:data:`PRINCIPAL`) for the route's role dependency.
     """
 
-    def __init__(self, app: ASGIApp, *, routes: list[BaseRoute], signer: TokenSigner) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: list[BaseRoute],
+        signer: TokenSigner,
+        observe: Callable[[str, str, int, float], None],
+        max_bytes: int,
+        timeout: float = 10.0,
+    ) -> None:
         self.app = app
-        self.routes = list(flat_routes(routes))
+        self.table = RouteTable(routes)
         self.signer = signer
-        self._roles: dict[int, tuple[str, ...] | None] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        raw = bytes(scope.get("raw_path") or scope.get("path", "").encode()).lower()
-        if any(mark in raw for mark in _ENCODED_SEPARATORS):
-            response = error_response(
-                400, "INVALID_PATH", "paths may not hold an encoded '/' or a '\\'", {"path": raw.decode("latin-1")}
-            )
-            await response(scope, receive, send)
-            return
-        roles = self._roles_for(scope)
-        if roles is not None:
-            refusal = self._check(scope, roles)
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-    def _roles_for(self, scope: Scope) -> tuple[str, ...] | None:
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                key = id(route)
-                if key not in self._roles:
-                    self._roles[key] = _allowed_roles(getattr(route, "dependant", None))
-                return self._roles[key]
-        return None
-
-    def _check(self, scope: Scope, roles: tuple[str, ...]) -> Any:
-        try:
-            authorize(authenticate(_header(scope, b"authorization") or "", self.signer), roles)
-        except ApiError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-        return None
-
-
-def _allowed_roles(dependant: Any) -> tuple[str, ...] | None:
-    """The roles a route's dependencies allow (None: the route needs no token)."""
-    if dependant is None:
-        return None
-    for dependency in dependant.dependencies:
-        roles = getattr(dependency.call, "allowed_roles", None)
-        if roles is not None:
-            return tuple(roles)
-        found = _allowed_roles(dependency)
-        if found is not None:
-            return found
-    return None
-
-
-class BodyLimit:
-    """Guard request bodies: over ``max_bytes`` is 413 (by header or by counting the stream), a body
-    not received whole within ``timeout`` seconds is 408 (a client dripping it holds a worker's
-    connection no longer), and a body sent with a media type other than JSON is 415, rather than a
-    confusing validation error."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout: float = 10.0) -> None:
-        self.app = app
+        self.observe = observe
         self.max_bytes = max_bytes
         self.timeout = timeout
 
@@ -101,6 +59,42 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_no_store(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                message = _no_store(message)
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_no_store)
+        finally:
+            route: Any = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.observe(scope.get("method", ""), path, status, time.perf_counter() - started)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = bytes(scope.get("raw_path") or scope.get("path", "").encode()).lower()
+        if any(mark in raw for mark in _ENCODED_SEPARATORS):
+            response = error_response(
+                400, "INVALID_PATH", "paths may not hold an encoded '/' or a '\\'", {"path": raw.decode("latin-1")}
+            )
+            await response(scope, receive, send)
+            return
+        roles = self.table.roles(scope)
+        if roles is not None:
+            try:
+                principal = authenticate(_header(scope, b"authorization") or "", self.signer)
+                scope[PRINCIPAL] = authorize(principal, roles)
+            except ApiError as exc:
+                await error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)(scope, receive, send)
+                return
+        await self._with_body(scope, receive, send)
+
+    async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -170,55 +164,64 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-class RequestMetrics:
-    """Count requests by route and status and time them; ``observe`` receives each one."""
+class RouteTable:
+    """The roles of the route a request is for, found without asking every route (built once).
 
-    def __init__(self, app: ASGIApp, *, observe: Callable[[str, str, int, float], None]) -> None:
-        self.app = app
-        self.observe = observe
+    A route whose path has no parameter is found by its exact path; the others are tried in the
+    app's order, only those of the request's method, only those whose literal first segments
+    match. The first route that matches wins, as in the router. ``None``: the route needs no token
+    (or no route matches: the router answers 404 or 405 itself).
+    """
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
+    def __init__(self, routes: list[BaseRoute]) -> None:
+        #: per method: (literal prefix, compiled path pattern, roles) in the app's order
+        self._by_method: dict[str, list[tuple[str, Any, tuple[str, ...] | None]]] = {}
+        #: routes that are not plain method routes (mounts): asked as the router would ask them
+        self._others: list[BaseRoute] = []
+        for route in flat_routes(routes):
+            methods = getattr(route, "methods", None)
+            pattern = getattr(route, "path_regex", None)
+            if not methods or pattern is None:
+                self._others.append(route)
+                continue
+            roles = _allowed_roles(getattr(route, "dependant", None))
+            prefix = str(getattr(route, "path_format", "")).split("{", 1)[0]
+            for method in methods:
+                self._by_method.setdefault(method, []).append((prefix, pattern, roles))
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route: Any = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.observe(scope.get("method", ""), path, status, time.perf_counter() - started)
+    def roles(self, scope: Scope) -> tuple[str, ...] | None:
+        path = get_route_path(scope)
+        for prefix, pattern, roles in self._by_method.get(scope.get("method", ""), ()):
+            if path.startswith(prefix) and pattern.match(path):
+                return roles
+        for route in self._others:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return _allowed_roles(getattr(route, "dependant", None))
+        return None
 
 
-class NoStoreJSON:
-    """Every JSON answer, errors included, says ``Cache-Control: no-store``: account data, tokens' answers
-    and errors must not be kept by a browser or a shared cache. Pages and their files are left as they are."""
+def _allowed_roles(dependant: Any) -> tuple[str, ...] | None:
+    """The roles a route's dependencies allow (None: the route needs no token)."""
+    if dependant is None:
+        return None
+    for dependency in dependant.dependencies:
+        roles = getattr(dependency.call, "allowed_roles", None)
+        if roles is not None:
+            return tuple(roles)
+        found = _allowed_roles(dependency)
+        if found is not None:
+            return found
+    return None
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"cache-control"]
-                types = [v for k, v in headers if k.lower() == b"content-type"]
-                if types and _is_json_type(bytes(types[0]).decode("latin-1")):
-                    message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
-            await send(message)
-
-        await self.app(scope, receive, send_wrapper)
+def _no_store(message: Message) -> Message:
+    """A response start with ``Cache-Control: no-store`` when its body is JSON (pages are left alone)."""
+    headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"cache-control"]
+    types = [v for k, v in headers if k.lower() == b"content-type"]
+    if types and _is_json_type(bytes(types[0]).decode("latin-1")):
+        return {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+    return message
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -27,7 +27,11 @@ ACCOUNTS = 16  # accounts opened for the own-account case: one per client, at mo
 SHARED = "ours, 1 account"
 TRIVIAL = "trivial FastAPI"
 CEILING = "SQLite commits, no server"
-CONTENDERS = (OWN, TRIVIAL, SHARED)
+BASELINE = "ours, baseline checkout"
+CONTENDERS = (OWN, TRIVIAL, SHARED, BASELINE)
+#: the ``src`` folder of another checkout of the service (an earlier commit): when set, the one-worker
+#: setup also serves it, as a third server in the same rounds, for a before/after in one run
+BASELINE_ENV = "BENCH_HTTP_BASELINE_SRC"
 SHARED_ACCOUNT = "bench-shared"
 SHARED_DEVICES = 6
 START_TIMEOUT = 60.0
@@ -222,6 +226,7 @@ async def _measure(
 ) -> dict[str, list[dict[str, Any]]]:
     pairs: dict[str, Pair] = {
         OWN: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
+        BASELINE: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         SHARED: _ours_pair(lambda i: SHARED_ACCOUNT, lambda i: f"d{i % SHARED_DEVICES}", lambda i: f"bench-title-{i}"),
         TRIVIAL: _trivial_pair,
     }
@@ -407,6 +412,21 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
             log=workdir / "trivial.log",
             cwd=ROOT,
         )
+        baseline_src = os.environ.get(BASELINE_ENV) if workers == 1 else None
+        baseline = None
+        if baseline_src:
+            (workdir / "baseline").mkdir()
+            base_port = free_port()
+            baseline = ServerProcess(
+                "baseline serve",
+                [sys.executable, "-m", "downloads.entrypoints.cli", "serve", "--store",
+                 f"sqlite:///{workdir / 'baseline' / 'downloads.db'}", "--port", str(base_port), "--workers", "1",
+                 "--log-level", "warning"],
+                env={**env, "PYTHONPATH": baseline_src},
+                port=base_port,
+                log=workdir / "baseline.log",
+                cwd=ROOT,
+            )  # fmt: skip
         try:
             ours.start(timeout=START_TIMEOUT)
             trivial.start(timeout=START_TIMEOUT)
@@ -416,11 +436,18 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
                 ports[SHARED] = our_port
             assert ours.process is not None and trivial.process is not None
             pgids = {OWN: ours.process.pid, SHARED: ours.process.pid, TRIVIAL: trivial.process.pid}
+            if baseline is not None:
+                baseline.start(timeout=START_TIMEOUT)
+                _setup(baseline.url, signer.issue("admin", ttl_seconds=3600))
+                assert baseline.process is not None
+                ports[BASELINE], pgids[BASELINE] = baseline.port, baseline.process.pid
             measuring = _measure(ports, pgids, headers, rounds, seconds, warmup, workdir / "commits.db", clients)
             results = _loop_runner()(measuring)
         finally:
             ours.stop(grace=STOP_GRACE)
             trivial.stop(grace=STOP_GRACE)
+            if baseline is not None:
+                baseline.stop(grace=STOP_GRACE)
         db_events = _count_events(workdir / "downloads.db")
     contenders = [name for name in CONTENDERS if name in ports]
     fractions = [o["rps"] / t["rps"] for o, t in zip(results[OWN], results[TRIVIAL], strict=True)]
@@ -500,6 +527,12 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
             f"Contention: with every client on one account, throughput is x{median(contention):.2f} of "
             f"the own-account case (median over rounds): concurrent commands on one account serialise and the "
             f"losers reload and retry."
+        )
+    if results.get(BASELINE):
+        against = [o["server_ms"] / b["server_ms"] for o, b in zip(results[OWN], results[BASELINE], strict=True)]
+        notes.append(
+            f"Before/after in one run: ours' CPU per request is x{median(against):.2f} of the baseline checkout's "
+            f"({BASELINE_ENV}; per-round range {min(against):.2f}-{max(against):.2f})."
         )
     all_errors: dict[str, int] = {}
     for name in contenders:

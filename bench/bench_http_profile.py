@@ -63,33 +63,63 @@ def _frame(raw: str) -> str:
     return f"{path}:{name}"
 
 
-#: (layer, path fragments): a sample belongs to the layer of the first frame, from the top of its stack,
-#: that matches one of these, in this order of rules
-LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+#: (layer, fragments of "path:function"): the service's own layers, looked for first from the top of a
+#: sample's stack down (a sample in pydantic called by a presenter is the service's)
+OWN_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("read side", ("downloads/readmodels/", "eskit/readmodel/", "eskit/projection/", "stores/sqlite/readmodel")),
     ("SQLite store", ("eskit/stores/",)),
     ("metrics", ("adapters/metrics", "prometheus_client/")),
     ("auth (tokens)", ("adapters/tokens", "jwt/")),
     ("service, domain, codec", ("downloads/application/", "downloads/domain/", "eskit/")),
     ("route functions", ("http/routes/",)),
+)
+#: then the framework's, by the topmost frame that is not the standard library's
+FRAMEWORK_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("our middleware", ("http/middleware", "http/errors", "http/routing", "http/fast")),
     (
         "FastAPI dependencies, validation, serialization",
-        ("fastapi/dependencies/", "serialize_response", "_compat", "pydantic"),
+        ("fastapi/dependencies/", "serialize_response", "get_request_handler", "fastapi/_compat", "pydantic"),
     ),
-    ("thread-pool hops", ("anyio/", "starlette/concurrency", "concurrent/futures/", "threading.py")),
-    ("routing", ("starlette/routing",)),
-    ("our middleware", ("http/middleware", "http/errors", "http/routing")),
+    ("thread-pool hops", ("anyio/", "starlette/concurrency", "_run_sync_endpoint")),
+    ("routing", ("starlette/routing", "matches", "_match", "APIRouter.app", "handle")),
 )
 OTHER = "HTTP server, Starlette, event loop"
 #: frames above every request (process start, granian's worker loop): left out of the function table
 _ROOTS = ("granian/server/", "multiprocessing/", "cli/", "<frozen runpy>", "threading.py:", "runpy")
 
 
+#: packages whose frames are not the standard library's (py-spy names files relative to their import root)
+_PACKAGES = (
+    "downloads/",
+    "http/",
+    "eskit/",
+    "fastapi/",
+    "starlette/",
+    "pydantic",
+    "anyio/",
+    "granian/",
+    "prometheus_client/",
+)
+
+
+def _stdlib(frame: str) -> bool:
+    where = frame.rpartition(" (")[2]
+    return not where.startswith(_PACKAGES)
+
+
 def _layer(frames: list[str]) -> str:
+    """``frames`` as py-spy writes them (``function (path:line)``), outermost first."""
     for frame in reversed(frames):
-        for layer, marks in LAYERS:
+        for layer, marks in OWN_LAYERS:
             if any(mark in frame for mark in marks):
                 return layer
+    for frame in reversed(frames):
+        if _stdlib(frame):
+            continue
+        for layer, marks in FRAMEWORK_LAYERS:
+            if any(mark in frame for mark in marks):
+                return layer
+        return OTHER
     return OTHER
 
 
@@ -198,9 +228,11 @@ def run(quick: bool) -> dict[str, Any]:
         f"{seconds:.0f} s: --gil keeps only the thread holding the GIL, so a sample is Python CPU "
         f"time, whatever thread (event loop, thread pool, read side) spends it. From the collapsed stacks: "
         f"a 'layer' row is the share of all samples ({samples:,}) whose topmost frame of a known layer is of it "
-        f"(`LAYERS` in bench/bench_http_profile.py: the read side first, then the store, metrics, auth, the "
-        f"service, the routes, FastAPI's dependency and response handling, the thread-pool hand-off, routing, "
-        f"our middleware; the rest is the HTTP server, Starlette and the event loop); a 'function' row's "
+        f"(`OWN_LAYERS` in bench/bench_http_profile.py, looked for anywhere on the stack: the read side "
+        f"first, then the store, metrics, auth, the service, the routes), or else of the layer of its topmost "
+        f"frame outside the standard library (`FRAMEWORK_LAYERS`: our middleware, FastAPI's dependency and "
+        f"response handling, the thread-pool hand-off, routing; the rest is the HTTP server, Starlette and the "
+        f"event loop); a 'function' row's "
         f"'share %' is the share with the function anywhere on the stack (inclusive), 'self %' with it on top. "
         f"The {TOP} functions with the largest inclusive share are listed, frames above every request "
         f"(process start, granian's worker loop, thread start) left out; {len(tally.latencies):,} requests "

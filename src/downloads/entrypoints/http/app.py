@@ -15,8 +15,10 @@ from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.domain import Policy
 from downloads.entrypoints import admin, apidocs
 from downloads.entrypoints.http.errors import install_error_handlers
+from downloads.entrypoints.http.fast import DirectCommands
 from downloads.entrypoints.http.middleware import Edge
 from downloads.entrypoints.http.routes import accounts, devices, health, licenses, readside, titles
+from downloads.entrypoints.http.routing import flat_routes
 from downloads.settings import Settings
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -82,6 +84,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
         observe=metrics.observe_request,
         max_bytes=settings.max_body_bytes,
         timeout=settings.body_timeout,
+        direct=DirectCommands(list(flat_routes(api.router.routes)), ctx.service),
     )
 
     return api

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from downloads.adapters.tokens import TokenSigner
 from downloads.entrypoints.http.deps import PRINCIPAL, authenticate, authorize
 from downloads.entrypoints.http.errors import ApiError, error_response
+from downloads.entrypoints.http.fast import DirectCommands
 from downloads.entrypoints.http.routing import flat_routes
 
 __all__ = ["PRINCIPAL", "Edge", "RouteTable"]
@@ -47,9 +48,11 @@ class Edge:
         observe: Callable[[str, str, int, float], None],
         max_bytes: int,
         timeout: float = 10.0,
+        direct: DirectCommands | None = None,
     ) -> None:
         self.app = app
         self.table = RouteTable(routes)
+        self.direct = direct
         self.signer = signer
         self.observe = observe
         self.max_bytes = max_bytes
@@ -84,7 +87,8 @@ class Edge:
             )
             await response(scope, receive, send)
             return
-        roles = self.table.roles(scope)
+        found = self.table.find(scope)
+        roles = found[1] if found is not None else None
         if roles is not None:
             try:
                 principal = authenticate(_header(scope, b"authorization") or "", self.signer)
@@ -92,9 +96,9 @@ class Edge:
             except ApiError as exc:
                 await error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)(scope, receive, send)
                 return
-        await self._with_body(scope, receive, send)
+        await self._with_body(scope, receive, send, found)
 
-    async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _with_body(self, scope: Scope, receive: Receive, send: Send, found: Found | None) -> None:
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -146,6 +150,11 @@ class Edge:
             await response(scope, receive, send)
             return
 
+        if found is not None and self.direct is not None and self.direct.wants(found[0]):
+            body = b"".join(m.get("body", b"") for m in buffered if m["type"] == "http.request")
+            if await self.direct.answer(scope, found[0], found[2], body, send):
+                return
+
         async def replay() -> Message:
             return buffered.pop(0) if buffered else await receive()
 
@@ -164,18 +173,22 @@ class Edge:
         await response(scope, receive, send)
 
 
+#: a request's route, the roles it allows (None: no token needed) and the path's parameters
+Found = tuple[BaseRoute, tuple[str, ...] | None, dict[str, str]]
+
+
 class RouteTable:
-    """The roles of the route a request is for, found without asking every route (built once).
+    """The route a request is for and its roles, found without asking every route (built once).
 
     A route whose path has no parameter is found by its exact path; the others are tried in the
     app's order, only those of the request's method, only those whose literal first segments
-    match. The first route that matches wins, as in the router. ``None``: the route needs no token
-    (or no route matches: the router answers 404 or 405 itself).
+    match. The first route that matches wins, as in the router. ``None`` when no route matches
+    (the router answers 404 or 405 itself).
     """
 
     def __init__(self, routes: list[BaseRoute]) -> None:
         #: per method: (literal prefix, compiled path pattern, roles) in the app's order
-        self._by_method: dict[str, list[tuple[str, Any, tuple[str, ...] | None]]] = {}
+        self._by_method: dict[str, list[tuple[str, Any, BaseRoute, tuple[str, ...] | None]]] = {}
         #: routes that are not plain method routes (mounts): asked as the router would ask them
         self._others: list[BaseRoute] = []
         for route in flat_routes(routes):
@@ -187,17 +200,19 @@ class RouteTable:
             roles = _allowed_roles(getattr(route, "dependant", None))
             prefix = str(getattr(route, "path_format", "")).split("{", 1)[0]
             for method in methods:
-                self._by_method.setdefault(method, []).append((prefix, pattern, roles))
+                self._by_method.setdefault(method, []).append((prefix, pattern, route, roles))
 
-    def roles(self, scope: Scope) -> tuple[str, ...] | None:
+    def find(self, scope: Scope) -> Found | None:
         path = get_route_path(scope)
-        for prefix, pattern, roles in self._by_method.get(scope.get("method", ""), ()):
-            if path.startswith(prefix) and pattern.match(path):
-                return roles
+        for prefix, pattern, route, roles in self._by_method.get(scope.get("method", ""), ()):
+            if path.startswith(prefix):
+                matched = pattern.match(path)
+                if matched is not None:
+                    return route, roles, matched.groupdict()
         for route in self._others:
-            match, _ = route.matches(scope)
+            match, child = route.matches(scope)
             if match == Match.FULL:
-                return _allowed_roles(getattr(route, "dependant", None))
+                return route, _allowed_roles(getattr(route, "dependant", None)), dict(child.get("path_params", {}))
         return None
 
 

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -65,6 +66,10 @@ OUTCOME_CODES = frozenset(
 )
 
 
+#: label sets whose resolved series a Metrics keeps (a bound: an odd method name is one more key)
+_SERIES_KEPT = 4096
+
+
 class Metrics:
     """The service's metrics in one registry (its own, so tests can build several)."""
 
@@ -96,15 +101,33 @@ class Metrics:
             ["command"],
             registry=r,
         )
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._outcome_series: dict[tuple[str, str], Any] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count a request; ``route`` must be a route's template (or ``unmatched``), never the raw path."""
-        method = method if method in METHODS else "other"
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            # Resolving labels takes a lock and a lookup per metric: done once per label set. The sets are
+            # bounded (methods, the app's route templates, statuses), and so is this map.
+            label = method if method in METHODS else "other"
+            series = (self.requests.labels(label, route, str(status)), self.latency.labels(label, route))
+            if len(self._request_series) >= _SERIES_KEPT:
+                self._request_series.clear()
+            self._request_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def outcome(self, command: str, code: str) -> None:
-        self.outcomes.labels(command, code if code in OUTCOME_CODES else "other").inc()
+        key = (command, code)
+        child = self._outcome_series.get(key)
+        if child is None:
+            child = self.outcomes.labels(command, code if code in OUTCOME_CODES else "other")
+            if len(self._outcome_series) >= _SERIES_KEPT:
+                self._outcome_series.clear()
+            self._outcome_series[key] = child
+        child.inc()
 
     def conflict(self, command: str, attempt: int) -> None:
         self.conflicts.labels(command).inc()

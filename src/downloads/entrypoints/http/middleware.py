@@ -112,30 +112,29 @@ class Edge:
         # 400, so an oversized stream must be refused before the app ever sees it.
         buffered: list[Message] = []
         seen = 0
-        deadline = asyncio.get_running_loop().time() + self.timeout
-        while True:
-            try:
-                async with asyncio.timeout_at(deadline):
+        try:
+            async with asyncio.timeout(self.timeout):  # one deadline for the whole body, however it is cut
+                while True:
                     message = await receive()
-            except TimeoutError:
-                response = error_response(
-                    408,
-                    "REQUEST_TIMEOUT",
-                    f"the request body did not arrive within {self.timeout:g} seconds",
-                    {"timeout_seconds": self.timeout},
-                    {"Connection": "close"},
-                )
-                await response(scope, receive, send)
-                return
-            buffered.append(message)
-            if message["type"] != "http.request":
-                break
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
+                    buffered.append(message)
+                    if message["type"] != "http.request":
+                        break
+                    seen += len(message.get("body", b""))
+                    if seen > self.max_bytes or not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            response = error_response(
+                408,
+                "REQUEST_TIMEOUT",
+                f"the request body did not arrive within {self.timeout:g} seconds",
+                {"timeout_seconds": self.timeout},
+                {"Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
+        if seen > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
 
         if seen > 0 and _header(scope, b"content-type") is None:
             # The API speaks only JSON: a body sent without a media type is read as JSON.

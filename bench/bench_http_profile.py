@@ -84,6 +84,22 @@ FRAMEWORK_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("routing", ("starlette/routing", "matches", "_match", "APIRouter.app", "handle")),
 )
 OTHER = "HTTP server, Starlette, event loop"
+
+#: GIL-held ms per request by layer in this benchmark's run on the code before issue 21's HTTP work
+#: (commit f5d7fcd; 3,831 samples over about 19,900 requests): the reference the table compares with
+BEFORE_MS: dict[str, float] = {
+    "HTTP server, Starlette, event loop": 0.195,
+    "thread-pool hops": 0.140,
+    "FastAPI dependencies, validation, serialization": 0.101,
+    "SQLite store": 0.083,
+    "service, domain, codec": 0.070,
+    "our middleware": 0.060,
+    "routing": 0.058,
+    "read side": 0.042,
+    "metrics": 0.014,
+    "route functions": 0.003,
+    "auth (tokens)": 0.002,
+}
 #: frames above every request (process start, granian's worker loop): left out of the function table
 _ROOTS = ("granian/server/", "multiprocessing/", "cli/", "<frozen runpy>", "threading.py:", "runpy")
 
@@ -123,8 +139,9 @@ def _layer(frames: list[str]) -> str:
     return OTHER
 
 
-def _summarise(raw_files: list[Path]) -> tuple[list[dict[str, Any]], int]:
-    """Shares by layer and by function from py-spy's collapsed stacks (``a;b;c count`` lines)."""
+def _summarise(raw_files: list[Path], requests: float = 0.0) -> tuple[list[dict[str, Any]], int]:
+    """Shares by layer and by function from py-spy's collapsed stacks (``a;b;c count`` lines); with the
+    number of ``requests`` served while sampling, also GIL-held milliseconds per request by layer."""
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     layers: Counter[str] = Counter()
@@ -143,9 +160,29 @@ def _summarise(raw_files: list[Path]) -> tuple[list[dict[str, Any]], int]:
                 inclusive[name] += count
             own[frames[-1]] += count
     total = max(total, 1)
+    per_request = 1000 / RATE / requests if requests else 0.0
     rows: list[dict[str, Any]] = [
-        {"kind": "layer", "name": name, "share %": 100 * n / total, "self %": ""} for name, n in layers.most_common()
+        {
+            "kind": "layer",
+            "name": name,
+            "share %": 100 * n / total,
+            "self %": "",
+            "ms/request": n * per_request if requests else "",
+            "before: ms/request": BEFORE_MS.get(name, ""),
+        }
+        for name, n in layers.most_common()
     ]
+    if requests:
+        rows.append(
+            {
+                "kind": "layer",
+                "name": "all",
+                "share %": 100.0,
+                "self %": "",
+                "ms/request": total * per_request,
+                "before: ms/request": round(sum(BEFORE_MS.values()), 3),
+            }
+        )
     functions = [(name, n) for name, n in inclusive.most_common() if not name.startswith(_ROOTS)]
     rows += [
         {"kind": "function", "name": name, "share %": 100 * n / total, "self %": 100 * own[name] / total}
@@ -218,7 +255,7 @@ def run(quick: bool) -> dict[str, Any]:
         if keep:  # the collapsed stacks, for a flame graph or a closer look
             for raw in raws:
                 shutil.copy(raw, Path(keep) / raw.name)
-        rows, samples = _summarise(raws)
+        rows, samples = _summarise(raws, len(tally.latencies) * seconds / wall)
     method = (
         f"A real `downloads serve --store sqlite:///<scratch>/downloads.db --workers 1` (granian, "
         f"`DOWNLOADS_READ_SIDE` at its default, background) loaded by `bench http`'s client: {CLIENTS} "
@@ -236,7 +273,11 @@ def run(quick: bool) -> dict[str, Any]:
         f"'share %' is the share with the function anywhere on the stack (inclusive), 'self %' with it on top. "
         f"The {TOP} functions with the largest inclusive share are listed, frames above every request "
         f"(process start, granian's worker loop, thread start) left out; {len(tally.latencies):,} requests "
-        f"({wall:.0f} s). "
+        f"({wall:.0f} s). 'ms/request' is the layer's samples x {1000 / RATE:g} ms / the requests served while "
+        f"sampling ({seconds:.0f} s of the {wall:.0f} s of load, counted in proportion): Python time with the GIL "
+        f"per request, lower than the process's CPU time (granian's Rust threads, SQLite's and the kernel's work "
+        f"without the GIL are not sampled); 'before: ms/request' the same from this benchmark's run on the code "
+        f"before issue 21's HTTP work (`BEFORE_MS`). "
         "Compare it with the next change's profile by function, not by absolute counts."
     )
     return {"title": TITLE, "method": method, "rows": rows, "goals": []}

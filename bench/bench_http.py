@@ -373,6 +373,12 @@ def run(quick: bool) -> dict[str, Any]:
         f"count; '{SHARED}' is measured with 2 workers only. The CPU goal's value is the median over rounds of "
         "(trivial ms/req / ours ms/req), each pair from consecutive rounds of the one-worker setup."
     )
+    if os.environ.get(BASELINE_ENV):
+        method += (
+            f" '{BASELINE}': with {BASELINE_ENV} set to another checkout's `src`, the one-worker setup also serves "
+            "that checkout (an earlier commit: here the code before issue 21's HTTP work) on a store of its own, "
+            "set up and loaded as ours, in the same rounds: a before/after in one run."
+        )
     return {"title": TITLE, "method": method, "rows": rows, "goals": goals, "notes": notes}
 
 

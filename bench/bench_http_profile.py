@@ -277,7 +277,9 @@ def run(quick: bool) -> dict[str, Any]:
         f"sampling ({seconds:.0f} s of the {wall:.0f} s of load, counted in proportion): Python time with the GIL "
         f"per request, lower than the process's CPU time (granian's Rust threads, SQLite's and the kernel's work "
         f"without the GIL are not sampled); 'before: ms/request' the same from this benchmark's run on the code "
-        f"before issue 21's HTTP work (`BEFORE_MS`). "
+        f"before issue 21's HTTP work (`BEFORE_MS`). On a shared machine a thread that holds the GIL while the "
+        f"kernel runs another process is still sampled, so the milliseconds grow with the machine's load: "
+        f"compare shares within a run, and CPU per request with `bench http`. "
         "Compare it with the next change's profile by function, not by absolute counts."
     )
     return {"title": TITLE, "method": method, "rows": rows, "goals": []}

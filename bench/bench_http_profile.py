@@ -68,7 +68,8 @@ def _frame(raw: str) -> str:
 OWN_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("read side", ("downloads/readmodels/", "eskit/readmodel/", "eskit/projection/", "stores/sqlite/readmodel")),
     ("SQLite store", ("eskit/stores/",)),
-    ("metrics", ("adapters/metrics", "prometheus_client/")),
+    ("metrics", ("adapters/metrics", "adapters/observed", "prometheus_client/")),
+    ("tracing, logs", ("adapters/tracing", "adapters/logs", "eskit/tracing", "opentelemetry/")),
     ("auth (tokens)", ("adapters/tokens", "jwt/")),
     ("service, domain, codec", ("downloads/application/", "downloads/domain/", "eskit/")),
     ("route functions", ("http/routes/",)),
@@ -266,8 +267,9 @@ def run(quick: bool) -> dict[str, Any]:
         f"time, whatever thread (event loop, thread pool, read side) spends it. From the collapsed stacks: "
         f"a 'layer' row is the share of all samples ({samples:,}) whose topmost frame of a known layer is of it "
         f"(`OWN_LAYERS` in bench/bench_http_profile.py, looked for anywhere on the stack: the read side "
-        f"first, then the store, metrics, auth, the service, the routes), or else of the layer of its topmost "
-        f"frame outside the standard library (`FRAMEWORK_LAYERS`: our middleware, FastAPI's dependency and "
+        f"first, then the store, metrics, tracing and logs, auth, the service, the routes), or else of the layer "
+        f"of its topmost frame outside the standard library (`FRAMEWORK_LAYERS`: our middleware, FastAPI's "
+        f"dependency and "
         f"response handling, the thread-pool hand-off, routing; the rest is the HTTP server, Starlette and the "
         f"event loop); a 'function' row's "
         f"'share %' is the share with the function anywhere on the stack (inclusive), 'self %' with it on top. "

@@ -15,19 +15,25 @@ from bench.harness import ROOT, goal_at_least, interleaved, median, progress, sc
 from tools.server_process import ServerProcess, free_port
 
 NAME = "http"
-TITLE = "HTTP API on SQLite: acquire+release pairs against a trivial FastAPI endpoint"
+TITLE = "HTTP API on SQLite: server CPU per request and req/s against a trivial FastAPI endpoint"
 
+#: ours' CPU per request at least half the trivial endpoint's (trivial ms / ours ms)
 TARGET = 0.5
-CLIENTS = 16
-WORKERS = 2
+#: x trivial req/s on 2 workers of granian before the CPU work of issue 21 (no loss allowed)
+RPS_BEFORE = 0.16
 SECRET = "bench-http-secret-" + "x" * 32
-OWN = "ours, 16 accounts"
+OWN = "ours, own accounts"
+ACCOUNTS = 16  # accounts opened for the own-account case: one per client, at most
 SHARED = "ours, 1 account"
 TRIVIAL = "trivial FastAPI"
 CEILING = "SQLite commits, no server"
-TRACED = "ours, 16 accounts, 1 in 10 traced"
-TRACED_ALL = "ours, 16 accounts, every request traced"
-CONTENDERS = (OWN, TRIVIAL, SHARED)
+BASELINE = "ours, baseline checkout"
+TRACED = "ours, own accounts, 1 in 10 traced"
+TRACED_ALL = "ours, own accounts, every request traced"
+CONTENDERS = (OWN, TRIVIAL, SHARED, BASELINE, TRACED, TRACED_ALL)
+#: the ``src`` folder of another checkout of the service (an earlier commit): when set, the one-worker
+#: setup also serves it, as a third server in the same rounds, for a before/after in one run
+BASELINE_ENV = "BENCH_HTTP_BASELINE_SRC"
 #: the sampling of the traced case, as the runbook advises for production (OTEL_TRACES_SAMPLER_ARG)
 SAMPLED = 0.1
 #: the traced case's goal: its req/s against the same service with tracing off, in the same rounds
@@ -222,17 +228,19 @@ async def _measure(
     seconds: float,
     warmup: float,
     ceiling_db: Path,
-    contenders: tuple[str, ...],
+    clients: int,
 ) -> dict[str, list[dict[str, Any]]]:
     pairs: dict[str, Pair] = {
         OWN: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
+        BASELINE: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         TRACED: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         TRACED_ALL: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         SHARED: _ours_pair(lambda i: SHARED_ACCOUNT, lambda i: f"d{i % SHARED_DEVICES}", lambda i: f"bench-title-{i}"),
         TRIVIAL: _trivial_pair,
     }
+    contenders = [name for name in CONTENDERS if name in ports]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in (*contenders, CEILING)}
-    conns = {name: [Connection("127.0.0.1", ports[name], headers) for _ in range(CLIENTS)] for name in contenders}
+    conns = {name: [Connection("127.0.0.1", ports[name], headers) for _ in range(clients)] for name in contenders}
     try:
         for name in contenders:
             await _drive(conns[name], pairs[name], warmup)
@@ -284,7 +292,7 @@ def _setup(url: str, admin: str) -> None:
                     f"setup {response.request.method} {response.request.url}: {response.status_code} {response.text}"
                 )
 
-        for i in range(CLIENTS):
+        for i in range(ACCOUNTS):
             ok(http.post("/v1/accounts", json={"account_id": f"bench-{i}", "plan": "standard"}))
             ok(http.post(f"/v1/accounts/bench-{i}/devices", json={"device_id": "d1", "model": "bench-phone"}))
             ok(http.put(f"/v1/titles/bench-title-{i}", json={"studio": "default", "downloadable": True}))
@@ -301,75 +309,109 @@ def _loop_runner() -> Callable[[Coroutine[Any, Any, Any]], Any]:
     return uvloop.run
 
 
-#: the HTTP servers compared (``DOWNLOADS_SERVER``); the service's default comes first
-SERVERS = ("granian", "uvicorn", "uvicorn-h11")
+#: the measured setups: (HTTP server, workers, clients); the CPU per request and tracing's cost are read
+#: on the first
+PARTS = (("granian", 1, 8), ("granian", 2, 16), ("uvicorn", 2, 16))
+QUICK_PARTS = PARTS[:2]
 
 
-def _trivial_command(kind: str, port: int) -> list[str]:
+def _trivial_command(kind: str, port: int, workers: int) -> list[str]:
     """The trivial app on the same server as ours, with the same worker count."""
     if kind == "granian":
         return [
             sys.executable, "-m", "granian", "--interface", "asgi", "--http", "1", "--no-ws",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", str(WORKERS),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
             "--working-dir", str(ROOT), "--log-level", "warning", "bench._trivial_app:app",
         ]  # fmt: skip
     return [
         sys.executable, "-m", "uvicorn", "bench._trivial_app:app", "--app-dir", str(ROOT),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(WORKERS), "--log-level", "warning",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning",
         "--no-access-log", "--http", "h11" if kind == "uvicorn-h11" else "httptools",
     ]  # fmt: skip
 
 
 def run(quick: bool) -> dict[str, Any]:
-    parts = {kind: _run_on(kind, quick) for kind in SERVERS}
-    rows = [{"http server": kind, **row} for kind, part in parts.items() for row in part["rows"]]
-    notes = [f"{kind}: {note}" for kind, part in parts.items() for note in part["notes"]]
-    ratios = {kind: part["fraction"] for kind, part in parts.items()}
+    parts = {(kind, workers): _run_on(kind, workers, clients, quick) for kind, workers, clients in
+             (QUICK_PARTS if quick else PARTS)}  # fmt: skip
+    rows = [
+        {"http server": kind, "workers": workers, **row}
+        for (kind, workers), part in parts.items()
+        for row in part["rows"]
+    ]
+    notes = [
+        f"{kind}, {workers} worker(s): {note}" for (kind, workers), part in parts.items() for note in part["notes"]
+    ]
+    cpu = parts[("granian", 1)]["cpu_fraction"]
+    rps = {key: part["fraction"] for key, part in parts.items()}
     notes.insert(
         0,
-        "Ours (16 accounts) against the trivial endpoint on the same server: "
-        + ", ".join(f"{kind} x{ratio:.2f}" for kind, ratio in ratios.items())
+        f"Server CPU per request, trivial endpoint's / ours (granian, 1 worker): x{cpu['median']:.2f} "
+        f"(per-round range {cpu['low']:.2f}-{cpu['high']:.2f}; ours {cpu['ours_ms']:.2f} ms, trivial "
+        f"{cpu['trivial_ms']:.2f} ms, medians). Ours' req/s against the trivial endpoint's: "
+        + ", ".join(f"{kind} {workers} worker(s) x{ratio:.2f}" for (kind, workers), ratio in rps.items())
         + ". granian is the default: it alone bounds the time a request head may take (and idle keep-alive), "
         "and answers a header flood with 431 at once (see docs/operations.md).",
     )
     goals = [
         goal_at_least(
-            f"ours (16 accounts) on {SERVERS[0]} ≥ {TARGET}x the trivial endpoint's req/s", ratios[SERVERS[0]], TARGET
+            f"ours' server CPU per request ≥ {TARGET}x the trivial endpoint's (trivial ms / ours ms; granian, "
+            "1 worker, SQLite)",
+            cpu["median"],
+            TARGET,
         ),
         goal_at_least(
-            "the ratio on the default server ≥ 0.95x the ratio on uvicorn+httptools (the previous server)",
-            ratios[SERVERS[0]] / ratios["uvicorn"],
-            0.95,
+            f"ours' req/s on granian with 2 workers ≥ x{RPS_BEFORE} of the trivial endpoint's (the ratio before "
+            "issue 21: no loss)",
+            rps[("granian", 2)],
+            RPS_BEFORE,
         ),
     ]
-    tracing = parts[SERVERS[0]]["tracing"]
+    tracing = parts[("granian", 1)]["tracing"]
     if tracing is not None:
         goals.append(
             goal_at_least(
                 f"ours tracing 1 in {round(1 / SAMPLED)} requests, exported over OTLP, ≥ {TRACING_TARGET}x ours "
-                f"with tracing off (16 accounts, {SERVERS[0]}, same rounds)",
+                "with tracing off (own accounts, granian, 1 worker, same rounds)",
                 tracing,
                 TRACING_TARGET,
             )
         )
-    method = parts[SERVERS[0]]["method"] + (
-        f" The whole measurement runs once per HTTP server ({', '.join(SERVERS)}): ours with "
-        "`DOWNLOADS_SERVER` set to it, the trivial app on the same server with the same worker count. "
-        f"On {SERVERS[0]} two more cases load two more servers of ours, each on a file of its own and set up "
-        "the same way, with `OTEL_EXPORTER_OTLP_ENDPOINT` naming a local Jaeger (tools/jaeger) and "
+    if ("uvicorn", 2) in rps:
+        goals.append(
+            goal_at_least(
+                "the req/s ratio on the default server ≥ 0.95x the ratio on uvicorn+httptools (the previous server)",
+                rps[("granian", 2)] / rps[("uvicorn", 2)],
+                0.95,
+            )
+        )
+    first = parts[("granian", 1)]
+    method = first["method"] + (
+        " The whole measurement runs once per setup (HTTP server, workers, clients): "
+        + ", ".join(f"({kind}, {workers}, {clients})" for kind, workers, clients in (QUICK_PARTS if quick else PARTS))
+        + ": ours with `DOWNLOADS_SERVER` set to the server, the trivial app on the same server with the same worker "
+        f"count; '{SHARED}' is measured with 2 workers only. The CPU goal's value is the median over rounds of "
+        "(trivial ms/req / ours ms/req), each pair from consecutive rounds of the one-worker setup. "
+        "In the one-worker setup two more cases load two more servers of ours, each on a file of its own and set "
+        "up the same way, with `OTEL_EXPORTER_OTLP_ENDPOINT` naming a local Jaeger (tools/jaeger) and "
         f"`OTEL_TRACES_SAMPLER=parentbased_traceidratio`: '{TRACED}' with `OTEL_TRACES_SAMPLER_ARG={SAMPLED}`, "
         f"'{TRACED_ALL}' with 1.0, so every request's spans (request, command, each store call) and the read "
         "side's are made and exported with the SDK's default batch settings. They rotate with the other cases; "
-        f"the goal is the median of per-round req/s ratios of '{TRACED}' against '{OWN}'."
+        f"the tracing goal is the median of per-round req/s ratios of '{TRACED}' against '{OWN}'."
     )
+    if os.environ.get(BASELINE_ENV):
+        method += (
+            f" '{BASELINE}': with {BASELINE_ENV} set to another checkout's `src`, the one-worker setup also serves "
+            "that checkout (an earlier commit: here the code before issue 21's HTTP work) on a store of its own, "
+            "set up and loaded as ours, in the same rounds: a before/after in one run."
+        )
     return {"title": TITLE, "method": method, "rows": rows, "goals": goals, "notes": notes}
 
 
-def _run_on(kind: str, quick: bool) -> dict[str, Any]:
+def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any]:
     from downloads.adapters.tokens import TokenSigner
 
-    progress(f"server {kind}")
-    rounds, seconds, warmup = (2, 2.0, 0.5) if quick else (5, 5.0, 1.0)
+    progress(f"server {kind}, {workers} worker(s), {clients} clients")
+    rounds, seconds, warmup = (3, 3.0, 0.5) if quick else (5, 5.0, 1.0)
     signer = TokenSigner(SECRET)
     headers = {"Authorization": f"Bearer {signer.issue('service', ttl_seconds=3600)}"}
     with scratch_dir() as workdir:
@@ -381,45 +423,54 @@ def _run_on(kind: str, quick: bool) -> dict[str, Any]:
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "DOWNLOADS_SERVER": kind,
         }
-        ours = _our_server(workdir / "ours", env)
+        ours = _our_server(workdir / "ours", env, workers)
         trivial_port = free_port()
         trivial = ServerProcess(
             "trivial app",
-            _trivial_command(kind, trivial_port),
+            _trivial_command(kind, trivial_port, workers),
             env={k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
             port=trivial_port,
             log=workdir / "trivial.log",
             cwd=ROOT,
         )
-        # On the default server only: the same service exporting every span to a real OTLP receiver.
-        receiver, traced, why_not = _traced_servers(workdir, env) if kind == SERVERS[0] else (None, {}, None)
-        contenders = (*CONTENDERS, *traced)
+        baseline_src = os.environ.get(BASELINE_ENV) if workers == 1 else None
+        extra: dict[str, ServerProcess] = {}
+        if baseline_src:
+            extra[BASELINE] = _our_server(workdir / "baseline", {**env, "PYTHONPATH": baseline_src}, 1, "baseline")
+        # In the one-worker setup only: the same service exporting its spans to a real OTLP receiver.
+        receiver, traced, why_not = (
+            _traced_servers(workdir, env, workers) if (kind, workers) == ("granian", 1) else (None, {}, None)
+        )
+        extra.update(traced)
         try:
-            for server in [ours, trivial, *traced.values()]:
-                server.start(timeout=START_TIMEOUT)
+            ours.start(timeout=START_TIMEOUT)
+            trivial.start(timeout=START_TIMEOUT)
             admin = signer.issue("admin", ttl_seconds=3600)
             _setup(ours.url, admin)
-            ports = {OWN: ours.port, SHARED: ours.port, TRIVIAL: trivial.port}
+            ports = {OWN: ours.port, TRIVIAL: trivial.port}
+            if workers > 1:
+                ports[SHARED] = ours.port
             assert ours.process is not None and trivial.process is not None
             pgids = {OWN: ours.process.pid, SHARED: ours.process.pid, TRIVIAL: trivial.process.pid}
-            for name, server in traced.items():
+            for name, server in extra.items():
+                server.start(timeout=START_TIMEOUT)
                 _setup(server.url, admin)
                 assert server.process is not None
                 ports[name], pgids[name] = server.port, server.process.pid
-            measuring = _measure(ports, pgids, headers, rounds, seconds, warmup, workdir / "commits.db", contenders)
+            measuring = _measure(ports, pgids, headers, rounds, seconds, warmup, workdir / "commits.db", clients)
             results = _loop_runner()(measuring)
         finally:
             ours.stop(grace=STOP_GRACE)
             trivial.stop(grace=STOP_GRACE)
-            for server in traced.values():
+            for server in extra.values():
                 server.stop(grace=STOP_GRACE)
             if receiver is not None:
                 receiver.stop()
         db_events = _count_events(workdir / "ours" / "downloads.db")
+    contenders = [name for name in CONTENDERS if name in ports]
     fractions = [o["rps"] / t["rps"] for o, t in zip(results[OWN], results[TRIVIAL], strict=True)]
-    contention = [s["rps"] / o["rps"] for s, o in zip(results[SHARED], results[OWN], strict=True)]
+    cpu_ratios = [t["server_ms"] / o["server_ms"] for o, t in zip(results[OWN], results[TRIVIAL], strict=True)]
     of_commits = [o["rps"] / c["rps"] for o, c in zip(results[OWN], results[CEILING], strict=True)]
-    fraction = median(fractions)
     rows = []
     for name in contenders:
         res = results[name]
@@ -435,6 +486,9 @@ def _run_on(kind: str, quick: bool) -> dict[str, Any]:
                 "conflict retries": "" if name == TRIVIAL else int(sum(r["conflicts"] for r in res)),
                 "x trivial": median([r["rps"] / t["rps"] for r, t in zip(res, results[TRIVIAL], strict=True)]),
                 "server CPU ms/req": median([r["server_ms"] for r in res]),
+                "trivial's CPU/req ÷ this": median(
+                    [t["server_ms"] / r["server_ms"] for r, t in zip(res, results[TRIVIAL], strict=True)]
+                ),
                 "server CPU": f"{median([r['server_cpu'] for r in res]):.0%}",
                 "client CPU": f"{median([r['client_cpu'] for r in res]):.0%}",
             }
@@ -448,46 +502,58 @@ def _run_on(kind: str, quick: bool) -> dict[str, Any]:
         }
     )
     method = (
-        f"A real `downloads serve --store sqlite:///<scratch>/downloads.db --workers {WORKERS}` process and, "
+        f"A real `downloads serve --store sqlite:///<scratch>/downloads.db --workers N` process (its read side "
+        f"at the default, `DOWNLOADS_READ_SIDE=background`) and, "
         f"beside it, a trivial FastAPI app (`bench/_trivial_app.py`: one plain-`def` POST route that validates "
         f"the same two-field JSON body with pydantic and answers a small JSON object; no store, auth or "
-        f"middleware) served by the same HTTP server with `--workers {WORKERS}`, both on 127.0.0.1 on free ports, "
+        f"middleware) served by the same HTTP server with `--workers N`, both on 127.0.0.1 on free ports, "
         f"started before and stopped (SIGTERM, then SIGKILL after {STOP_GRACE:.0f} s) after the run. The load "
-        f"generator is pure Python, no system tool: one process, an asyncio loop (uvloop) with {CLIENTS} tasks, "
-        f"each with its own keep-alive HTTP/1.1 connection (a minimal client on asyncio streams, because httpx "
-        f"spends so much CPU per request that on 2 cores it would take a core from the servers), doing pairs "
+        f"generator is pure Python, no system tool: one process, an asyncio loop (uvloop) with one task per "
+        f"client, each with its own keep-alive HTTP/1.1 connection (a minimal client on asyncio streams, because "
+        f"httpx spends so much CPU per request that on 2 cores it would take a core from the servers), doing pairs "
         f"back to back. "
         f"A pair against ours is `POST /v1/accounts/{{a}}/licenses` (201) then `DELETE .../licenses/{{id}}` "
         f"(200), with a service bearer token and no Idempotency-Key; against the trivial app, two `POST /echo`. "
         f"'{OWN}': task i uses its own account `bench-i` (plan standard, device d1, demo-title-1), so requests "
-        f"never contend. '{SHARED}': all {CLIENTS} tasks on one premium account with {SHARED_DEVICES} devices "
+        f"never contend. '{SHARED}': every task on one premium account with {SHARED_DEVICES} devices "
         f"(task i: device d(i mod 6), title bench-title-i, each put in the catalog beforehand), so every "
         f"command races the others for the account's next version (conflicts are retried in the server, up to "
         f"20 attempts; 'conflict retries' is read from its /metrics). Only one server is loaded at a time: "
-        f"{rounds} rounds of {seconds:.0f} s per case, the three cases rotating who goes first, after a "
-        f"{warmup:.0f} s warm-up each. req/s = requests completed / wall time of the round; latency is per "
+        f"{rounds} rounds of {seconds:.0f} s per case, the cases rotating who goes first, after a "
+        f"{warmup:.1f} s warm-up each. req/s = requests completed / wall time of the round; latency is per "
         f"request (p50/p99 within a round); table values are medians over rounds; 'x trivial' is the median of "
-        f"per-round (req/s / trivial req/s in the same round), the goal's value for '{OWN}'. Durability: the "
+        f"per-round (req/s / trivial req/s in the same round). Durability: the "
         f"store is SQLite in WAL mode with synchronous=FULL, so every accepted command is fsynced before it is "
-        f"answered ({db_events:,} events written in all). 'client CPU' is the load generator's CPU time / wall "
-        f"(1 core = 100%); 'server CPU' the same for the server's whole process group (from /proc), and "
-        f"'server CPU ms/req' that CPU time per request; the machine has {os.cpu_count()} cores for the client "
-        f"and the {WORKERS} server workers. '{CEILING}' (req/s = commits/s) is the store's own limit: one "
+        f"answered ({db_events:,} events written in the one-worker setup's last run). 'server CPU' is the "
+        f"server's CPU time (user + system, of its whole process group: granian's main process, its workers "
+        f"and, where it has one, the read side's process, read from /proc before and after the round) / wall "
+        f"(1 core = 100%), 'server CPU ms/req' that CPU time per request, and \"trivial's CPU/req ÷ this\" the "
+        f"median of per-round (trivial ms/req / this ms/req), the CPU goal's value for '{OWN}' with 1 worker; "
+        f"'client CPU' the load generator's. The machine has {os.cpu_count()} cores for the client and the "
+        f"server. '{CEILING}' (req/s = commits/s) is the store's own limit: one "
         f"connection in the bench process doing `BEGIN IMMEDIATE`, a 300-byte insert, `COMMIT` back to back "
         f"with eskit's pragmas on another file in the same folder, for {seconds / 2:.1f} s in each round's "
-        f"rotation. SQLite lets one writer commit at a time, so every command of every worker passes through "
-        f"that one serial commit (and its fsync)."
+        f"rotation."
     )
     notes = [
-        f"Ours with {CLIENTS} accounts reached x{median(of_commits):.2f} of the serial commit rate measured in "
-        f"the same rounds: every command waits for an fsynced commit (concurrent commands of one worker "
-        f"share one by group commit), and the two workers' commits take turns on the file's write lock.",
-        f"Contention: with all {CLIENTS} clients on one account, throughput is x{median(contention):.2f} of "
-        f"the {CLIENTS}-account case (median over rounds): each command appends at the account's next version, "
-        f"so concurrent commands on one account serialise and the losers reload and retry.",
+        f"Ours with own accounts reached x{median(of_commits):.2f} of the serial commit rate measured in "
+        f"the same rounds.",
     ]
+    if results.get(SHARED):
+        contention = [s["rps"] / o["rps"] for s, o in zip(results[SHARED], results[OWN], strict=True)]
+        notes.append(
+            f"Contention: with every client on one account, throughput is x{median(contention):.2f} of "
+            f"the own-account case (median over rounds): concurrent commands on one account serialise and the "
+            f"losers reload and retry."
+        )
+    if results.get(BASELINE):
+        against = [o["server_ms"] / b["server_ms"] for o, b in zip(results[OWN], results[BASELINE], strict=True)]
+        notes.append(
+            f"Before/after in one run: ours' CPU per request is x{median(against):.2f} of the baseline checkout's "
+            f"({BASELINE_ENV}; per-round range {min(against):.2f}-{max(against):.2f})."
+        )
     tracing = None
-    if TRACED in results:
+    if results.get(TRACED):
         off_ms = median([r["server_ms"] for r in results[OWN]])
         tracing, every = (
             median([t["rps"] / o["rps"] for t, o in zip(results[name], results[OWN], strict=True)])
@@ -511,21 +577,37 @@ def _run_on(kind: str, quick: bool) -> dict[str, Any]:
                 all_errors[key] = all_errors.get(key, 0) + count
     if all_errors:
         notes.append("Errors: " + "; ".join(f"{k} x{v}" for k, v in sorted(all_errors.items())[:8]))
-    return {"method": method, "rows": rows, "notes": notes, "fraction": fraction, "tracing": tracing}
+    cpu_fraction = {
+        "median": median(cpu_ratios),
+        "low": min(cpu_ratios),
+        "high": max(cpu_ratios),
+        "ours_ms": median([r["server_ms"] for r in results[OWN]]),
+        "trivial_ms": median([r["server_ms"] for r in results[TRIVIAL]]),
+    }
+    return {
+        "method": method,
+        "rows": rows,
+        "notes": notes,
+        "fraction": median(fractions),
+        "cpu_fraction": cpu_fraction,
+        "tracing": tracing,
+    }
 
 
-def _our_server(workdir: Path, env: dict[str, str]) -> ServerProcess:
-    """``downloads serve`` on a SQLite file of its own in ``workdir`` (not started)."""
+def _our_server(workdir: Path, env: dict[str, str], workers: int, name: str = "downloads serve") -> ServerProcess:
+    """``downloads serve`` with ``workers`` workers on a SQLite file of its own in ``workdir`` (not started)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cmd = [
         sys.executable, "-m", "downloads.entrypoints.cli", "serve", "--store", f"sqlite:///{workdir / 'downloads.db'}",
-        "--port", str(port), "--workers", str(WORKERS), "--log-level", "warning",
+        "--port", str(port), "--workers", str(workers), "--log-level", "warning",
     ]  # fmt: skip
-    return ServerProcess("downloads serve", cmd, env=env, port=port, log=workdir / "server.log", cwd=ROOT)
+    return ServerProcess(name, cmd, env=env, port=port, log=workdir / "server.log", cwd=ROOT)
 
 
-def _traced_servers(workdir: Path, env: dict[str, str]) -> tuple[Any, dict[str, ServerProcess], str | None]:
+def _traced_servers(
+    workdir: Path, env: dict[str, str], workers: int
+) -> tuple[Any, dict[str, ServerProcess], str | None]:
     """A started Jaeger and two more servers of ours exporting to it, one sampling 1 in 10 requests, one
     every request; (None, {}, why) when Jaeger cannot run."""
     from tools.jaeger import JaegerError, LocalJaeger
@@ -548,7 +630,7 @@ def _traced_servers(workdir: Path, env: dict[str, str]) -> tuple[Any, dict[str, 
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
             "OTEL_TRACES_SAMPLER_ARG": str(ratio),
         }
-        servers[name] = _our_server(workdir / folder, traced)
+        servers[name] = _our_server(workdir / folder, traced, workers)
     return receiver, servers, None
 
 

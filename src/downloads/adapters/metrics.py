@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -70,6 +71,9 @@ OUTCOME_CODES = frozenset(
     }
 )
 
+
+#: label sets whose resolved series a Metrics keeps (a bound: an odd method name is one more key)
+_SERIES_KEPT = 4096
 
 #: the outcome classes a command's latency is kept by: accepted, answered again for a repeated key,
 #: refused by a rule (any other code), or failed (``FAILED``)
@@ -144,18 +148,38 @@ class Metrics:
             ["command"],
             registry=r,
         )
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._outcome_series: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count a request; ``route`` must be a route's template (or ``unmatched``), never the raw path."""
-        method = method if method in METHODS else "other"
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            # Resolving labels takes a lock and a lookup per metric: done once per label set. The sets are
+            # bounded (methods, the app's route templates, statuses), and so is this map.
+            label = method if method in METHODS else "other"
+            series = (self.requests.labels(label, route, str(status)), self.latency.labels(label, route))
+            if len(self._request_series) >= _SERIES_KEPT:
+                self._request_series.clear()
+            self._request_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def outcome(self, command: str, code: str, seconds: float | None = None) -> None:
         """Count a command's outcome code and, when given, time it under its outcome class."""
-        self.outcomes.labels(command, code if code in OUTCOME_CODES else "other").inc()
+        key = (command, code)
+        series = self._outcome_series.get(key)
+        if series is None:
+            # As for requests: the counter's and the histogram's series resolved once per label set.
+            label = code if code in OUTCOME_CODES else "other"
+            series = (self.outcomes.labels(command, label), self.command_latency.labels(command, outcome_class(code)))
+            if len(self._outcome_series) >= _SERIES_KEPT:
+                self._outcome_series.clear()
+            self._outcome_series[key] = series
+        series[0].inc()
         if seconds is not None:
-            self.command_latency.labels(command, outcome_class(code)).observe(seconds)
+            series[1].observe(seconds)
 
     def conflict(self, command: str, attempt: int) -> None:
         self.conflicts.labels(command).inc()

@@ -17,8 +17,10 @@ from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.domain import Policy
 from downloads.entrypoints import admin, apidocs
 from downloads.entrypoints.http.errors import install_error_handlers
-from downloads.entrypoints.http.middleware import BodyLimit, Gatekeeper, NoStoreJSON, RequestContext, RequestMetrics
+from downloads.entrypoints.http.fast import DirectCommands
+from downloads.entrypoints.http.middleware import Edge
 from downloads.entrypoints.http.routes import accounts, devices, health, licenses, readside, titles
+from downloads.entrypoints.http.routing import flat_routes
 from downloads.settings import Settings
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -65,7 +67,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
         docs_url=None,  # FastAPI's pages load from a CDN: apidocs serves them from the package instead
         redoc_url=None,
         # FastAPI's own telemetry would add spans (and metrics, logs) of its own once a tracer provider is
-        # set: the request's span is RequestContext's, the rest are the service's (docs/operations.md).
+        # set: the request's span is Edge's, the rest are the service's (docs/operations.md).
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     api.state.service = ctx.service
@@ -80,12 +82,18 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
     api.include_router(apidocs.router)
     _document_policy(api, ctx.policy)
     install_error_handlers(api)
-    # Outermost last: metrics see every answer; paths and credentials are checked before a body is read.
-    api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
-    api.add_middleware(Gatekeeper, routes=api.router.routes, signer=signer)
-    api.add_middleware(RequestMetrics, observe=metrics.observe_request)
-    api.add_middleware(NoStoreJSON)
-    api.add_middleware(RequestContext, spans=RequestSpans(tracing) if tracing is not None else None)
+    # The one middleware (see Edge): the request's id and span around everything, paths and credentials
+    # checked before a body is read, every answer counted.
+    api.add_middleware(
+        Edge,
+        routes=api.router.routes,
+        signer=signer,
+        observe=metrics.observe_request,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.body_timeout,
+        direct=DirectCommands(list(flat_routes(api.router.routes)), ctx.service),
+        spans=RequestSpans(tracing) if tracing is not None else None,
+    )
 
     return api
 

@@ -14,6 +14,9 @@ from downloads.adapters.tokens import AuthError, Principal, TokenSigner
 from downloads.application import DownloadsService
 from downloads.entrypoints.http.errors import ApiError
 
+#: the scope key the Edge middleware leaves the checked principal under (see middleware.PRINCIPAL)
+PRINCIPAL = "downloads.principal"
+
 __all__ = ["Admin", "Commander", "IdempotencyKey", "Reader", "Service", "Support", "authenticate", "authorize"]
 
 
@@ -46,12 +49,16 @@ def authorize(principal: Principal, allowed: Sequence[str]) -> Principal:
 
 
 async def _principal(request: Request) -> Principal:
+    # The Edge middleware checked the token for this route already and left who it names here.
+    checked: Principal | None = request.scope.get(PRINCIPAL)
+    if checked is not None:
+        return checked
     return authenticate(request.headers.get("authorization", ""), request.app.state.signer)
 
 
 def _role(*allowed: str):  # type: ignore[no-untyped-def]
     async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
-        # Also checked by the Gatekeeper middleware before the body is read (it reads ``allowed_roles``).
+        # Also checked by the Edge middleware before the body is read (it reads ``allowed_roles``).
         return authorize(principal, allowed)
 
     check.allowed_roles = allowed  # type: ignore[attr-defined]

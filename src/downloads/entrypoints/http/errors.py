@@ -52,7 +52,7 @@ def error_response(
 ) -> Response:
     envelope = {"error": {"code": code, "message": message, "details": details or {}}}
     body = orjson.dumps(envelope, default=_default, option=orjson.OPT_UTC_Z)
-    # Also here, not only in the NoStoreJSON middleware: an unexpected error is answered outside it.
+    # Also here, not only in the Edge middleware: an unexpected error is answered outside it.
     return Response(
         body,
         status_code=status,

@@ -16,7 +16,7 @@ from downloads.application.whatif import WhatIf, WhatIfLimits
 from downloads.entrypoints.http.deps import Commander, IdempotencyKey, Reader, Service, Support
 from downloads.entrypoints.http.errors import ApiError
 from downloads.entrypoints.http.routes._links import ACCOUNT_LINKS
-from downloads.entrypoints.http.routes._reply import ERRORS, Body, reply
+from downloads.entrypoints.http.routes._reply import ERRORS, Body, command
 from downloads.entrypoints.http.schemas import AccountIn, Id, PlanIn, WhatIfIn
 
 __all__ = [
@@ -34,8 +34,10 @@ router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=ERRORS)
 
 
 @router.post("", status_code=201, response_model=AccountOut, responses={201: {"links": ACCOUNT_LINKS}})
-def open_account(body: AccountIn, service: Service, _: Commander, key: IdempotencyKey, response: Response) -> Body:
-    return reply(response, service.handle(OpenAccount(body.account_id, body.plan), idempotency_key=key))
+async def open_account(
+    body: AccountIn, service: Service, _: Commander, key: IdempotencyKey, response: Response
+) -> Body:
+    return await command(service, OpenAccount(body.account_id, body.plan), key, response)
 
 
 @router.get("/{account_id}", response_model=AccountOut)
@@ -54,15 +56,17 @@ def get_account(
 
 
 @router.put("/{account_id}/plan", response_model=AccountOut, responses={200: {"links": ACCOUNT_LINKS}})
-def change_plan(
+async def change_plan(
     account_id: Id, body: PlanIn, service: Service, _: Commander, key: IdempotencyKey, response: Response
 ) -> Body:
-    return reply(response, service.handle(ChangePlan(account_id, body.plan), idempotency_key=key))
+    return await command(service, ChangePlan(account_id, body.plan), key, response)
 
 
 @router.post("/{account_id}/close", response_model=AccountOut)
-def close_account(account_id: Id, service: Service, _: Commander, key: IdempotencyKey, response: Response) -> Body:
-    return reply(response, service.handle(CloseAccount(account_id), idempotency_key=key))
+async def close_account(
+    account_id: Id, service: Service, _: Commander, key: IdempotencyKey, response: Response
+) -> Body:
+    return await command(service, CloseAccount(account_id), key, response)
 
 
 @router.get("/{account_id}/events", response_model=EventsOut)

@@ -11,7 +11,7 @@ from downloads.application import AcquireLicense, ReleaseLicense, RenewLicense, 
 from downloads.application.presenters import DownloadsOut, LicenseOut, LicensesOut
 from downloads.entrypoints.http.deps import Commander, IdempotencyKey, Reader, Service
 from downloads.entrypoints.http.routes._links import LICENSE_LINKS
-from downloads.entrypoints.http.routes._reply import ERRORS, Body, reply
+from downloads.entrypoints.http.routes._reply import ERRORS, Body, blocking, command
 from downloads.entrypoints.http.schemas import ID_PATTERN, Id, LicenseIn
 
 __all__ = [
@@ -34,11 +34,10 @@ router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["licenses"], respon
     response_model=LicenseOut,
     responses={201: {"links": LICENSE_LINKS}, 200: {"model": LicenseOut, "links": LICENSE_LINKS}},
 )
-def acquire_license(
+async def acquire_license(
     account_id: Id, body: LicenseIn, service: Service, _: Commander, key: IdempotencyKey, response: Response
 ) -> Body:
-    command = AcquireLicense(account_id, body.device_id, body.title_id)
-    return reply(response, service.handle(command, idempotency_key=key))
+    return await command(service, AcquireLicense(account_id, body.device_id, body.title_id), key, response)
 
 
 @router.get("/licenses", response_model=LicensesOut)
@@ -55,29 +54,29 @@ def list_licenses(
 
 
 @router.get("/licenses/{license_id}", response_model=LicenseOut)
-def get_license(account_id: Id, license_id: Id, service: Service, _: Reader) -> Body:
-    return service.get_license(account_id, license_id)
+async def get_license(account_id: Id, license_id: Id, service: Service, _: Reader) -> Body:
+    return await blocking(service.get_license, account_id, license_id)
 
 
 @router.post("/licenses/{license_id}/play", response_model=LicenseOut, responses={200: {"links": LICENSE_LINKS}})
-def start_playback(
+async def start_playback(
     account_id: Id, license_id: Id, service: Service, _: Commander, key: IdempotencyKey, response: Response
 ) -> Body:
-    return reply(response, service.handle(StartPlayback(account_id, license_id), idempotency_key=key))
+    return await command(service, StartPlayback(account_id, license_id), key, response)
 
 
 @router.post("/licenses/{license_id}/renew", response_model=LicenseOut, responses={200: {"links": LICENSE_LINKS}})
-def renew_license(
+async def renew_license(
     account_id: Id, license_id: Id, service: Service, _: Commander, key: IdempotencyKey, response: Response
 ) -> Body:
-    return reply(response, service.handle(RenewLicense(account_id, license_id), idempotency_key=key))
+    return await command(service, RenewLicense(account_id, license_id), key, response)
 
 
 @router.delete("/licenses/{license_id}", response_model=LicenseOut)
-def release_license(
+async def release_license(
     account_id: Id, license_id: Id, service: Service, _: Commander, key: IdempotencyKey, response: Response
 ) -> Body:
-    return reply(response, service.handle(ReleaseLicense(account_id, license_id), idempotency_key=key))
+    return await command(service, ReleaseLicense(account_id, license_id), key, response)
 
 
 @router.get("/titles/{title_id}/downloads", response_model=DownloadsOut)

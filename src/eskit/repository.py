@@ -6,6 +6,14 @@ version it was loaded at, so a concurrent writer makes the save fail with
 :class:`~eskit.exceptions.ConcurrencyError` instead of overwriting history;
 :class:`~eskit.commands.CommandRunner` turns that into a bounded
 reload-and-retry loop.
+
+Where the codec seals a stream's personal fields (:mod:`eskit.privacy`), the
+repository finds the stream's key in its key ring when it loads (one read of
+the key store), keeps it with the aggregate (``Aggregate.stream_key``), so
+that the commands a cached aggregate runs next read and write with it at no
+cost, makes it when the stream first has something personal to write, and
+seals snapshots whole with it. :meth:`Repository.forget` erases the key and the
+snapshots: the events stay, their personal fields unreadable for good.
 """
 
 from __future__ import annotations
@@ -19,8 +27,11 @@ from typing import Generic, TypeVar
 from eskit.aggregate import Aggregate, metadata_for
 from eskit.codec import EventCodec, Upcasters
 from eskit.events import DomainEvent, EventMetadata, Snapshot, StoredEvent
-from eskit.exceptions import AggregateNotFound, SerializationError
+from eskit.exceptions import AggregateNotFound, PrivacyError, SerializationError
 from eskit.ports import EventStore, SnapshotStore
+from eskit.privacy.keys import ErasedKey, KeyRecord, StreamKey
+from eskit.privacy.ring import KeyRing
+from eskit.privacy.sealing import is_sealed_state, open_state, seal_state
 
 __all__ = ["RecordedEvent", "Repository", "SnapshotPolicy"]
 
@@ -114,6 +125,7 @@ class Repository(Generic[A]):
         snapshot_policy: SnapshotPolicy | None = None,
         snapshot_upcasters: Upcasters | None = None,
         stream_prefix: str = "",
+        keys: KeyRing | None = None,
     ) -> None:
         self.aggregate_cls = aggregate_cls
         self.events = events
@@ -122,6 +134,8 @@ class Repository(Generic[A]):
         self.snapshot_policy = snapshot_policy or SnapshotPolicy()
         self.snapshot_upcasters = snapshot_upcasters or Upcasters()
         self.stream_prefix = stream_prefix
+        #: where the keys of the streams the codec seals are found (None: nothing is sealed)
+        self.keys = keys
 
     def stream_id(self, aggregate_id: str) -> str:
         """The stream that holds the aggregate's events."""
@@ -142,40 +156,65 @@ class Repository(Generic[A]):
             version = at_time if version is None else min(version, at_time)
         if version is not None and version <= 0:
             raise AggregateNotFound(aggregate_id)
-        aggregate = self._from_snapshot(aggregate_id, stream_id, version)
+        key = self.stream_key(stream_id)
+        aggregate = self._from_snapshot(aggregate_id, stream_id, version, key)
         if aggregate is None:
             aggregate = self.aggregate_cls(aggregate_id)
-        for recorded in self._iter_events(stream_id, gt=aggregate.version, lte=version):
+        aggregate.stream_key = key
+        for recorded in self._iter_events(stream_id, gt=aggregate.version, lte=version, key=key):
             aggregate.replay(recorded.event, recorded.metadata)
         if aggregate.version == 0:
             raise AggregateNotFound(aggregate_id)
         return aggregate
 
+    def stream_key(self, stream_id: str, *, create: bool = False) -> StreamKey:
+        """The key of a stream the codec seals (read from the key ring), None for any other stream."""
+        if self.keys is None or not self.codec.seals(stream_id):
+            return None
+        return self.keys.key(stream_id, create=create)
+
+    def decode(self, stored: StoredEvent, *, key: StreamKey = None) -> RecordedEvent:
+        """Decode one stored event of any stream, with its stream's key (looked up unless given)."""
+        if key is None:
+            key = self.stream_key(stored.stream_id)
+        return self._decode(stored, key)
+
     def history(
         self, aggregate_id: str, *, gt: int = 0, lte: int | None = None, limit: int | None = None
     ) -> list[RecordedEvent]:
         """Return the aggregate's decoded events with ``gt < position <= lte``, oldest first."""
-        stored = self.events.read(self.stream_id(aggregate_id), gt=gt, lte=lte, limit=limit)
-        return [self._decode(s) for s in stored]
+        stream_id = self.stream_id(aggregate_id)
+        stored = self.events.read(stream_id, gt=gt, lte=lte, limit=limit)
+        key = self.stream_key(stream_id) if stored else None
+        return [self._decode(s, key) for s in stored]
 
     def events_after(self, aggregate: A) -> list[RecordedEvent]:
-        """The decoded events appended to the aggregate's stream after its version, by any process."""
-        return self._iter_events(self.stream_id(aggregate.id), gt=aggregate.version, lte=None)
+        """The decoded events appended to the aggregate's stream after its version, by any process.
 
-    def _iter_events(self, stream_id: str, *, gt: int, lte: int | None) -> list[RecordedEvent]:
+        Decoded with the key kept with the aggregate; a stream that had none when the aggregate
+        was loaded may have one now (another process made it), so then it is looked up.
+        """
+        stream_id = self.stream_id(aggregate.id)
+        if aggregate.stream_key is None:
+            page = self.events.read(stream_id, gt=aggregate.version, limit=1)
+            if page:
+                aggregate.stream_key = self.stream_key(stream_id)
+        return self._iter_events(stream_id, gt=aggregate.version, lte=None, key=aggregate.stream_key)
+
+    def _iter_events(self, stream_id: str, *, gt: int, lte: int | None, key: StreamKey) -> list[RecordedEvent]:
         decoded: list[RecordedEvent] = []
         while True:
             page = self.events.read(stream_id, gt=gt, lte=lte, limit=_PAGE)
-            decoded.extend(self._decode(s) for s in page)
+            decoded.extend(self._decode(s, key) for s in page)
             if len(page) < _PAGE:
                 return decoded
             gt = page[-1].position
 
-    def _decode(self, stored: StoredEvent) -> RecordedEvent:
-        event, metadata = self.codec.decode(stored)
+    def _decode(self, stored: StoredEvent, key: StreamKey) -> RecordedEvent:
+        event, metadata = self.codec.decode(stored, key=key)
         return RecordedEvent(stored.position, stored.type_name, event, metadata, stored.schema_version)
 
-    def _from_snapshot(self, aggregate_id: str, stream_id: str, version: int | None) -> A | None:
+    def _from_snapshot(self, aggregate_id: str, stream_id: str, version: int | None, key: StreamKey) -> A | None:
         cls = self.aggregate_cls
         if self.snapshots is None or not cls.snapshot_type:
             return None
@@ -186,7 +225,12 @@ class Repository(Generic[A]):
             log.warning("ignoring snapshot of %s: type %r", stream_id, snapshot.type_name)
             return None
         try:
-            state = self.codec.serializer.loads(snapshot.state)
+            raw = snapshot.state
+            if is_sealed_state(raw):
+                raw = open_state(raw, key, _state_aad(stream_id, snapshot.version))
+            elif self.codec.seals(stream_id) and isinstance(key, ErasedKey):
+                return None  # a state written in clear (before sealing) of a stream now erased: never used
+            state = self.codec.serializer.loads(raw)
             if snapshot.schema_version != cls.snapshot_version:
                 if not self.snapshot_upcasters.can_upcast(
                     cls.snapshot_type, snapshot.schema_version, cls.snapshot_version
@@ -225,10 +269,15 @@ class Repository(Generic[A]):
         if not pending:
             return aggregate.version
         before = aggregate.stored_version
+        stream_id = self.stream_id(aggregate.id)
+        if aggregate.stream_key is None and self.keys is not None and self.codec.seals(stream_id):
+            aggregate.stream_key = self.keys.key(stream_id, create=True)
+        key = aggregate.stream_key
         records = [
-            self.codec.encode(event, meta) for event, meta in zip(pending, metadata_for(pending, metadata), strict=True)
+            self.codec.encode(event, meta, stream_id=stream_id, key=key)
+            for event, meta in zip(pending, metadata_for(pending, metadata), strict=True)
         ]
-        new_version = self.events.append(self.stream_id(aggregate.id), records, expected_version=before)
+        new_version = self.events.append(stream_id, records, expected_version=before)
         aggregate.mark_saved(metadata)
         if self.snapshot_policy.due(before, new_version, last=aggregate.snapshot_taken):
             self.take_snapshot(aggregate)
@@ -239,12 +288,18 @@ class Repository(Generic[A]):
         cls = type(aggregate)
         if self.snapshots is None or not cls.snapshot_type or aggregate.pending_events:
             return False
+        stream_id = self.stream_id(aggregate.id)
         try:
             state = self.codec.serializer.dumps(aggregate.to_snapshot())
+            if self.codec.seals(stream_id):
+                sealed = seal_state(state, aggregate.stream_key, _state_aad(stream_id, aggregate.version))
+                if sealed is None:  # no live key to seal it with: a snapshot is a cache, go without
+                    return False
+                state = sealed
             aggregate.snapshot_taken = (aggregate.version, len(state))
             self.snapshots.save(
                 Snapshot(
-                    stream_id=self.stream_id(aggregate.id),
+                    stream_id=stream_id,
                     version=aggregate.version,
                     type_name=cls.snapshot_type,
                     schema_version=cls.snapshot_version,
@@ -258,6 +313,23 @@ class Repository(Generic[A]):
         self._prune(self.stream_id(aggregate.id))
         return True
 
+    def forget(self, aggregate_id: str, *, at: datetime) -> KeyRecord:
+        """Erase the aggregate's key and remove its snapshots: its events stay, their personal fields
+        unreadable for good. Idempotent (the key record keeps the first erasure's time); a store
+        failure part-way leaves what is done, and calling it again finishes.
+
+        Raises :class:`~eskit.exceptions.PrivacyError` for a repository with no key ring.
+        """
+        stream_id = self.stream_id(aggregate_id)
+        if self.keys is None:
+            raise PrivacyError(f"{stream_id!r} has no key to erase: this repository seals nothing")
+        record = self.keys.erase(stream_id, at=at)
+        if self.snapshots is not None:
+            versions = self.snapshots.versions(stream_id)
+            if versions:
+                self.snapshots.delete(stream_id, versions)
+        return record
+
     def _prune(self, stream_id: str) -> None:
         """Remove the stream's snapshots the policy no longer keeps (a failure only leaves them a while longer)."""
         assert self.snapshots is not None
@@ -267,3 +339,7 @@ class Repository(Generic[A]):
                 self.snapshots.delete(stream_id, dropped)
         except Exception:
             log.exception("pruning the snapshots of %s failed", stream_id)
+
+
+def _state_aad(stream_id: str, version: int) -> bytes:
+    return b"s" + stream_id.encode("utf-8") + b"\x00" + str(version).encode("ascii")

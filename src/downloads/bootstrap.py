@@ -7,26 +7,39 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from downloads.adapters.denials import CassandraDenialLog, InMemoryDenialLog, SQLiteDenialLog, denial_log_path
+from downloads.adapters.denials import (
+    CassandraDenialLog,
+    InMemoryDenialLog,
+    KeySealer,
+    SQLiteDenialLog,
+    denial_log_path,
+)
+from downloads.adapters.master_keys import MasterKeySource, master_keys
 from downloads.adapters.policy_file import load_policy
 from downloads.application import Clock, DownloadsService, ServiceObserver, system_clock
-from downloads.application.ports import DenialLog
+from downloads.application.ports import DenialLog, Sealer
 from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS, Account, Policy, Title
 from downloads.readmodels.ports import ReadModels
 from downloads.settings import Settings
 from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, Stores, open_stores
+from eskit.privacy import Encryption, KeyCache, KeyRing
 from eskit.readmodel import RunnerSettings
 from eskit.stores.sqlite import sqlite_path
 
-__all__ = ["Runtime", "bootstrap", "make_codec", "open_denial_log", "open_read_side"]
+__all__ = ["ENCRYPTION", "Runtime", "bootstrap", "make_codec", "open_denial_log", "open_read_side"]
+
+#: what of an account's stream is sealed with its member's key (docs/privacy.md): the personal fields each
+#: event class names, and the request id and extra (the command's arguments and kept reply) of every event
+ENCRYPTION = Encryption(streams=("account-",), metadata=("request_id", "causation_id", "extra"))
 
 
 log = logging.getLogger(__name__)
 
 
-def make_codec() -> EventCodec:
-    """The codec with every event class of the service (and, later, their upcasters)."""
-    return EventCodec([*ACCOUNT_EVENTS, *TITLE_EVENTS])
+def make_codec(*, sealed: bool = True) -> EventCodec:
+    """The codec with every event class of the service; unless not ``sealed``, accounts' personal fields
+    are sealed with each member's key (a codec that seals nothing writes as the service did before)."""
+    return EventCodec([*ACCOUNT_EVENTS, *TITLE_EVENTS], encryption=ENCRYPTION if sealed else None)
 
 
 @dataclass
@@ -37,6 +50,8 @@ class Runtime:
     policy: Policy
     stores: Stores
     service: DownloadsService
+    #: the master keys and where they came from
+    masters: MasterKeySource | None = None
 
     def close(self) -> None:
         if self.service.denials is not None:
@@ -55,9 +70,17 @@ def bootstrap(
 ) -> Runtime:
     """Open the stores, load the policy and wire the service (``codec`` replaces :func:`make_codec`'s).
 
-    Raises :class:`~downloads.adapters.policy_file.PolicyError` for a bad policy file
-    and eskit store errors for a bad or unreachable store.
+    Raises :class:`~downloads.adapters.master_keys.NoMasterKey` in production mode without a master key
+    (before any store is opened), :class:`~downloads.adapters.policy_file.PolicyError` for a bad
+    policy file and eskit store errors for a bad or unreachable store.
     """
+    masters = master_keys(
+        key=settings.master_key,
+        previous_key=settings.master_previous_key,
+        production=settings.production,
+        why="DOWNLOADS_MODE=production" if settings.mode == "production" else "a Cassandra store",
+        store=settings.store,
+    )
     policy = policy or load_policy(settings.policy)
     stores = open_stores(settings.store, create_schema=settings.create_schema)
     events: EventStore = stores.events
@@ -65,6 +88,7 @@ def bootstrap(
         events = wrap_events(events)
     codec = codec or make_codec()
     snapshots = SnapshotPolicy(every=settings.snapshot_every)
+    ring = KeyRing(stores.keys, masters.keys, clock=clock) if stores.keys is not None else None
     accounts = Repository(
         Account,
         events,
@@ -72,12 +96,14 @@ def bootstrap(
         snapshots=stores.snapshots,
         snapshot_policy=snapshots,
         stream_prefix="account-",
+        keys=ring,
     )
     titles = Repository(
         Title, events, codec, snapshots=stores.snapshots, snapshot_policy=snapshots, stream_prefix="title-"
     )
+    sealer = KeySealer(KeyCache(ring, size=max(settings.cache_size, 100))) if ring and codec.encryption else None
     service = DownloadsService(
-        denials=open_denial_log(stores, kept=settings.denials_kept),
+        denials=open_denial_log(stores, kept=settings.denials_kept, sealer=sealer),
         accounts=accounts,
         titles=titles,
         policy=policy,
@@ -86,16 +112,17 @@ def bootstrap(
         observer=observer,
         cache_size=settings.cache_size,
     )
-    return Runtime(settings=settings, policy=policy, stores=stores, service=service)
+    return Runtime(settings=settings, policy=policy, stores=stores, service=service, masters=masters)
 
 
-def open_denial_log(stores: Stores, *, kept: int) -> DenialLog:
-    """Where the store's deployment keeps denials: a file beside a SQLite store's, a table in a keyspace."""
+def open_denial_log(stores: Stores, *, kept: int, sealer: Sealer | None = None) -> DenialLog:
+    """Where the store's deployment keeps denials: a file beside a SQLite store's, a table in a keyspace;
+    sealed with each member's key when a ``sealer`` is given."""
     if stores.url.startswith("sqlite:"):
-        return SQLiteDenialLog(denial_log_path(sqlite_path(stores.url)), kept=kept)
+        return SQLiteDenialLog(denial_log_path(sqlite_path(stores.url)), kept=kept, sealer=sealer)
     if stores.url.startswith("cassandra:"):
-        return CassandraDenialLog(stores.events.db, kept=kept)  # type: ignore[attr-defined]
-    return InMemoryDenialLog(kept=kept)
+        return CassandraDenialLog(stores.events.db, kept=kept, sealer=sealer)  # type: ignore[attr-defined]
+    return InMemoryDenialLog(kept=kept, sealer=sealer)
 
 
 def open_read_side(runtime: Runtime) -> ReadModels:

@@ -201,6 +201,16 @@ class EventCodec:
                     meta[name] = ERASED
         return event, self._metadata(meta, stored.recorded_at, erased=meta_erased or erased)
 
+    def clear_personal(self, stored: StoredEvent) -> bool:
+        """Whether a stored event holds personal fields in clear (written before its stream was sealed)."""
+        cls = self._classes.get(stored.type_name)
+        data = self.serializer.loads(stored.data)
+        if cls is not None and any(data.get(name) is not None for name in cls.personal):
+            return True
+        meta = self.serializer.loads(stored.metadata) if stored.metadata else {}
+        names = self.encryption.metadata if self.encryption is not None else ()
+        return any(meta.get(name) for name in names)
+
     def encode_metadata(self, metadata: EventMetadata) -> bytes:
         """Encode metadata in clear (``recorded_at`` lives in its own column, not here)."""
         return self.serializer.dumps(self._metadata_values(metadata))

@@ -94,6 +94,11 @@ class CommandRunner(Generic[A]):
                 return result
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def evict(self, aggregate_id: str) -> None:
+        """Drop the aggregate from the cache (the next command loads it, and its stream's key, afresh)."""
+        with self._cache_lock:
+            self._cache.pop(aggregate_id, None)
+
     def _load(self, aggregate_id: str, *, create: bool) -> A:
         try:
             return self.repository.load(aggregate_id)

@@ -214,6 +214,13 @@ class Repository(Generic[A]):
         event, metadata = self.codec.decode(stored, key=key)
         return RecordedEvent(stored.position, stored.type_name, event, metadata, stored.schema_version)
 
+    def open_snapshot(self, snapshot: Snapshot, key: StreamKey) -> bytes:
+        """A snapshot's state as serialized: opened with ``key`` when it is sealed (``ValueError`` when it
+        does not open: no live key, or altered)."""
+        if is_sealed_state(snapshot.state):
+            return open_state(snapshot.state, key, _state_aad(snapshot.stream_id, snapshot.version))
+        return snapshot.state
+
     def _from_snapshot(self, aggregate_id: str, stream_id: str, version: int | None, key: StreamKey) -> A | None:
         cls = self.aggregate_cls
         if self.snapshots is None or not cls.snapshot_type:
@@ -224,13 +231,10 @@ class Repository(Generic[A]):
         if snapshot.type_name != cls.snapshot_type:
             log.warning("ignoring snapshot of %s: type %r", stream_id, snapshot.type_name)
             return None
+        if not is_sealed_state(snapshot.state) and self.codec.seals(stream_id) and isinstance(key, ErasedKey):
+            return None  # a state written in clear (before sealing) of a stream now erased: never used
         try:
-            raw = snapshot.state
-            if is_sealed_state(raw):
-                raw = open_state(raw, key, _state_aad(stream_id, snapshot.version))
-            elif self.codec.seals(stream_id) and isinstance(key, ErasedKey):
-                return None  # a state written in clear (before sealing) of a stream now erased: never used
-            state = self.codec.serializer.loads(raw)
+            state = self.codec.serializer.loads(self.open_snapshot(snapshot, key))
             if snapshot.schema_version != cls.snapshot_version:
                 if not self.snapshot_upcasters.can_upcast(
                     cls.snapshot_type, snapshot.schema_version, cls.snapshot_version

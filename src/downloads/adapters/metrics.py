@@ -41,6 +41,7 @@ OUTCOME_CODES = frozenset(
     {
         "OK",
         "REPLAYED",
+        "ACCOUNT_ERASED",
         "ACCOUNT_EXISTS",
         "ACCOUNT_NOT_ACTIVE",
         "ACCOUNT_NOT_FOUND",

@@ -12,6 +12,15 @@ only keep the writes, each with its own argument for applying every event once
 (see :mod:`eskit.readmodel.tables`). Decisions may depend on a stream's own
 order, never on the order of different streams, which the feed of a store
 without one commit order does not give.
+
+Erased members (docs/privacy.md): the :class:`Decoder` opens each account's
+events with its member's key, so once a member is erased their events decode
+with every personal field :data:`~eskit.ERASED` (``Seen.erased``). Every read
+model that keeps a member's rows writes nothing for such events (a rebuild
+never writes an erased member's rows) and, on ``AccountErased`` (always the
+account's last event), deletes the rows it wrote for the account before, then
+yields :data:`SCRUB` so the backend keeps no copy of them. The reports keep
+their counts: they hold no personal field.
 """
 
 from __future__ import annotations
@@ -23,18 +32,22 @@ from dataclasses import dataclass
 from typing import Final
 
 from eskit import DomainEvent, EventCodec, EventMetadata, OperationalError, StoredEvent
+from eskit.privacy import KeyCache
 from eskit.readmodel import Delete, ProjectionSpec, Put, Rows, Table, Writer
 
 __all__ = [
     "ACCOUNT_PREFIX",
     "BARRIER",
+    "SCRUB",
     "TITLES_OF",
     "TITLE_PREFIX",
     "Barrier",
     "Decide",
     "Decoder",
     "ReadModel",
+    "Scrub",
     "Seen",
+    "licenses_of",
     "remember_title",
     "title_of",
 ]
@@ -50,6 +63,13 @@ class Barrier:
 BARRIER: Final = Barrier()
 
 
+class Scrub:
+    """The rows this event deleted held an erased member's data: the backend must keep no copy of them."""
+
+
+SCRUB: Final = Scrub()
+
+
 @dataclass(frozen=True)
 class Seen:
     """An event of an account or title stream, as a decision sees it."""
@@ -62,9 +82,14 @@ class Seen:
     event: DomainEvent
     meta: EventMetadata
 
+    @property
+    def erased(self) -> bool:
+        """Whether the account's member was erased: every personal field of the event reads as ERASED."""
+        return self.meta.erased
+
 
 #: a read model's decision: the event and what the read model knows, to the writes it calls for
-Decide = Callable[[Seen, Rows], Iterator[Put | Delete | Barrier]]
+Decide = Callable[[Seen, Rows], Iterator[Put | Delete | Barrier | Scrub]]
 
 
 @dataclass(frozen=True)
@@ -88,6 +113,8 @@ class ReadModel:
                     writer.put(effect.table, effect.key, effect.values)
                 elif isinstance(effect, Delete):
                     writer.delete(effect.table, effect.key)
+                elif isinstance(effect, Scrub):
+                    writer.scrub()
                 else:
                     writer.barrier()
 
@@ -95,10 +122,11 @@ class ReadModel:
 
 
 class Decoder:
-    """Decodes each stored event once for every read model (the newest few thousand are kept)."""
+    """Decodes each stored event once for every read model (the newest few thousand are kept), account
+    events with their member's key from ``keys``."""
 
-    def __init__(self, codec: EventCodec, *, keep: int = 4096) -> None:
-        self.codec, self.keep = codec, keep
+    def __init__(self, codec: EventCodec, *, keys: KeyCache | None = None, keep: int = 4096) -> None:
+        self.codec, self.keys, self.keep = codec, keys, keep
         self._decoded: OrderedDict[object, Seen] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -115,7 +143,8 @@ class Decoder:
             found = self._decoded.get(key)
         if found is not None:
             return found
-        event, meta = self.codec.decode(stored)
+        stream_key = self.keys.key(stream_id) if self.keys is not None and self.codec.seals(stream_id) else None
+        event, meta = self.codec.decode(stored, key=stream_key)
         found = Seen(stream_id, account_id, stored.position, event, meta)
         with self._lock:
             self._decoded[key] = found
@@ -132,6 +161,12 @@ def remember_title(seen: Seen, license_id: str, title_id: str) -> Put:
     """The write that remembers a license's title (its ``LicenseIssued``'s), for the license's later events."""
     assert seen.account_id is not None
     return Put(TITLES_OF.name, (seen.account_id, license_id), {"title_id": title_id})
+
+
+def licenses_of(rows: Rows, seen: Seen) -> list[tuple[str, str]]:
+    """The ``(license_id, title_id)`` the read model's ``titles_of`` holds for the event's account."""
+    assert seen.account_id is not None
+    return [(str(r["license_id"]), str(r["title_id"])) for r in rows.select(TITLES_OF.name, (seen.account_id,))]
 
 
 def title_of(rows: Rows, seen: Seen, license_id: str) -> str:

@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from downloads.application import DownloadsService
@@ -165,16 +164,13 @@ def _corrupt_payload(url: str) -> None:
 
 
 def _snapshot_differs(url: str) -> None:
-    with _db(url) as db:
-        (state,) = db.execute(
-            "SELECT state FROM snapshots WHERE stream_id = 'account-acct-00001' AND version = 4"
-        ).fetchone()
-        changed = orjson.loads(state)
-        changed["plan"] = "basic"
-        db.execute(
-            "UPDATE snapshots SET state = ? WHERE stream_id = 'account-acct-00001' AND version = 4",
-            (orjson.dumps(changed),),
-        )
+    """The snapshot at version 4 replaced by another state, sealed with the member's key as a snapshot is."""
+    runtime = wired(url)
+    account = runtime.service.accounts.load("acct-00001", version=4)
+    assert account.plan != "basic"
+    account.plan = "basic"
+    assert runtime.service.accounts.take_snapshot(account)
+    runtime.close()
 
 
 def _limit_exceeded(url: str) -> None:

@@ -179,6 +179,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         f"checked {report.streams:,} streams, {report.events:,} events, {report.snapshots:,} snapshots, "
         f"{read_rows:,} read-model rows in {time.monotonic() - started:.1f} s"
     )
+    if report.erased:
+        print(f"{report.erased:,} erased members: their personal fields cannot be read again (not damage)")
+    if report.erased_in_clear:
+        print(
+            f"{report.erased_in_clear:,} events of erased members were written in clear before encryption: their "
+            "personal fields are still in the store's rows (see docs/privacy.md)"
+        )
     if report.sound:
         print("no problems found")
         return 0

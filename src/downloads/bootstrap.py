@@ -19,14 +19,26 @@ from downloads.adapters.policy_file import load_policy
 from downloads.application import Clock, DownloadsService, ServiceObserver, system_clock
 from downloads.application.ports import DenialLog, Sealer
 from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS, Account, Policy, Title
+from downloads.domain.events import AccountErased
 from downloads.readmodels.ports import ReadModels
 from downloads.settings import Settings
 from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, Stores, open_stores
-from eskit.privacy import Encryption, KeyCache, KeyRing
+from eskit.events import StoredEvent
+from eskit.privacy import ERASED_KEY, DataKey, Encryption, KeyCache, KeyRecord, KeyRing, StreamKey
 from eskit.readmodel import RunnerSettings
 from eskit.stores.sqlite import sqlite_path
+from eskit.transfer import Decode
 
-__all__ = ["ENCRYPTION", "Runtime", "bootstrap", "make_codec", "open_denial_log", "open_read_side"]
+__all__ = [
+    "ENCRYPTION",
+    "Runtime",
+    "archive_decoder",
+    "bootstrap",
+    "complete_erasures",
+    "make_codec",
+    "open_denial_log",
+    "open_read_side",
+]
 
 #: what of an account's stream is sealed with its member's key (docs/privacy.md): the personal fields each
 #: event class names, and the request id and extra (the command's arguments and kept reply) of every event
@@ -59,6 +71,16 @@ class Runtime:
         self.stores.close()
 
 
+def _masters(settings: Settings) -> MasterKeySource:
+    return master_keys(
+        key=settings.master_key,
+        previous_key=settings.master_previous_key,
+        production=settings.production,
+        why="DOWNLOADS_MODE=production" if settings.mode == "production" else "a Cassandra store",
+        store=settings.store,
+    )
+
+
 def bootstrap(
     settings: Settings,
     *,
@@ -74,13 +96,7 @@ def bootstrap(
     (before any store is opened), :class:`~downloads.adapters.policy_file.PolicyError` for a bad
     policy file and eskit store errors for a bad or unreachable store.
     """
-    masters = master_keys(
-        key=settings.master_key,
-        previous_key=settings.master_previous_key,
-        production=settings.production,
-        why="DOWNLOADS_MODE=production" if settings.mode == "production" else "a Cassandra store",
-        store=settings.store,
-    )
+    masters = _masters(settings)
     policy = policy or load_policy(settings.policy)
     stores = open_stores(settings.store, create_schema=settings.create_schema)
     events: EventStore = stores.events
@@ -138,3 +154,45 @@ def open_read_side(runtime: Runtime) -> ReadModels:
         lease_ttl=s.read_side_lease, batch=s.read_side_batch, workers=s.read_side_workers, idle=s.read_side_idle
     )
     return ReadSide(runtime.stores, runtime.service.accounts.codec, runtime.policy, runtime.service, settings=tuning)
+
+
+def archive_decoder(settings: Settings) -> Decode:
+    """How ``store import --decode`` reads an archive's event: the service's codec, with the stream's key
+    record from the archive unwrapped by the master keys ``settings`` name."""
+    codec = make_codec()
+    masters = _masters(settings).keys
+
+    def decode(stored: StoredEvent, record: KeyRecord | None) -> object:
+        key: StreamKey = None
+        if record is not None:
+            key = ERASED_KEY if record.erased else DataKey(record.subject, masters.unwrap(record))
+        return codec.decode(stored, key=key)
+
+    return decode
+
+
+def complete_erasures(settings: Settings) -> int:
+    """Finish the erasure of every account whose key is erased in the store but whose stream does not say
+    so (an archive, written before the erasure, imported with the erasure carried): records
+    ``AccountErased`` and removes what the erasure removes. Returns how many were finished."""
+    runtime = bootstrap(settings)
+    finished = 0
+    try:
+        keys = runtime.stores.keys
+        if keys is None:
+            return 0
+        service, prefix = runtime.service, runtime.service.accounts.stream_prefix
+        after: str | None = None
+        while page := keys.scan(after=after, limit=1000):
+            for record in page:
+                if not (record.erased and record.subject.startswith(prefix)):
+                    continue
+                stream = record.subject
+                last = service.accounts.events.read(stream, desc=True, limit=1)
+                if last and last[0].type_name != AccountErased.type_name:
+                    service.erase(stream[len(prefix) :], by="store import", request_id=None)
+                    finished += 1
+            after = page[-1].subject
+    finally:
+        runtime.close()
+    return finished

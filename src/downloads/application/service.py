@@ -28,7 +28,7 @@ from downloads.application.ports import Clock, Denial, DenialLog, ServiceObserve
 from downloads.application.presenters import as_body, jsonable, present_title
 from downloads.application.queries import DownloadsQueries, account_not_found
 from downloads.domain import Account, Denied, DomainError, NotFound, Policy, Title, TitleInfo
-from eskit import CommandRunner, EventMetadata, Repository
+from eskit import AggregateNotFound, CommandRunner, EventMetadata, Repository
 
 __all__ = ["DownloadsService", "Reply"]
 
@@ -155,13 +155,16 @@ class DownloadsService(DownloadsQueries):
                 raise account_not_found(account_id)
             return account.erase(by=by, request_id=request_id, now=account.decision_time(self.clock()))
 
-        erased_at = self.account_commands.run(
-            account_id,
-            record,
-            # Nothing personal: no request id or arguments in the metadata (the event says who and which request).
-            metadata=lambda _account, at: EventMetadata(recorded_at=at, command="erase_account"),
-            max_attempts=self.max_attempts,
-        )
+        try:
+            erased_at = self.account_commands.run(
+                account_id,
+                record,
+                # Nothing personal: no request id or arguments in the metadata (the event says who and which).
+                metadata=lambda _account, at: EventMetadata(recorded_at=at, command="erase_account"),
+                max_attempts=self.max_attempts,
+            )
+        except AggregateNotFound:
+            raise account_not_found(account_id) from None
         self.accounts.forget(account_id, at=erased_at)
         self.account_commands.evict(account_id)
         if self.denials is not None:

@@ -421,6 +421,7 @@ class Account(Aggregate):
                 downloads=self.downloads,
                 requests=self.requests,
                 last_at=self.last_at,
+                erased_at=self.erased_at,
             )
         )
 
@@ -436,7 +437,7 @@ class Account(Aggregate):
             account._set_status(account.licenses[license_id], ACTIVE)
         account.downloads = {title_id: sorted(times) for title_id, times in decoded.downloads.items()}
         account.requests = decoded.requests
-        account.last_at = decoded.last_at
+        account.last_at, account.erased_at = decoded.last_at, decoded.erased_at
         return account
 
 

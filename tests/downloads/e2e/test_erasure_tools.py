@@ -167,3 +167,39 @@ def test_verify_reports_erased_members_as_such_and_an_unfinished_erasure_as_a_pr
     assert done.returncode == 1 and "run `downloads erase` again" in done.stdout, done.stdout
     cli("erase", "half", "--store", url(source))
     assert "no problems found" in cli("store", "verify", "--store", url(source))
+
+
+@pytest.mark.parametrize("after", [0.4, 0.7, 1.0, 1.3])
+def test_an_erase_killed_at_any_moment_is_finished_by_erasing_again(source: Path, after: float) -> None:
+    """SIGKILL ``downloads erase`` part-way (the delays straddle its start and its steps); the store is then
+    either as it was or part-erased, and erasing again leaves it wholly erased, with one AccountErased."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = Path(sys.executable).parent / "downloads"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DOWNLOADS_")}, **ENV}
+    process = subprocess.Popen(
+        [str(script), "erase", "gone", "--store", url(source)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(after)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    cli("erase", "gone", "--store", url(source))
+    assert_forgotten(source)
+    runtime = open_service(source)
+    try:
+        types = [e.type_name for e in runtime.stores.events.read("account-gone")]
+        assert types[-1] == "AccountErased" and types.count("AccountErased") == 1
+        assert runtime.stores.snapshots.versions("account-gone") == []
+        assert runtime.service.denials is not None
+    finally:
+        runtime.close()
+    assert "no problems found" in cli("store", "verify", "--store", url(source))

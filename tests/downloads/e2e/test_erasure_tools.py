@@ -203,3 +203,16 @@ def test_an_erase_killed_at_any_moment_is_finished_by_erasing_again(source: Path
     finally:
         runtime.close()
     assert "no problems found" in cli("store", "verify", "--store", url(source))
+
+
+def test_history_says_the_member_was_erased_and_what_if_over_every_account_skips_them(
+    source: Path, tmp_path: Path
+) -> None:
+    cli("erase", "gone", "--store", url(source))
+    done = _downloads("history", "gone", "--store", url(source), env=ENV)
+    assert done.returncode == 1 and done.stderr.startswith("Gone: ACCOUNT_ERASED: account 'gone' was erased at ")
+    assert cli("history", "kept", "--store", url(source)).count("DeviceRegistered") == 1
+    policy = tmp_path / "other.toml"
+    policy.write_text("[plans.premium]\ndownload_devices = 1\n")
+    said = cli("what-if", "--policy", str(policy), "--store", url(source))
+    assert "1 accounts, " in said and "1 erased members skipped" in said

@@ -219,3 +219,35 @@ def test_what_if_over_every_account_skips_erased_members_and_says_how_many(d: Do
 
 def _stored(d: Downloads) -> list[Any]:
     return d.service.accounts.events.read(d.service.accounts.stream_id("acct-1"))
+
+
+def test_an_account_written_in_clear_before_encryption_is_erased_too_within_the_limit_of_history(
+    tmp_path: Path,
+) -> None:
+    """Events stored in clear stay as they were stored (history is never rewritten): after the erasure no
+    read shows their personal fields, but their bytes are still in the store's rows, and verify counts them."""
+    from downloads.application.verify import verify_service_store
+    from downloads.bootstrap import bootstrap, make_codec
+    from downloads.settings import Settings
+
+    settings = Settings(store=f"sqlite:///{tmp_path / 'downloads.db'}", snapshot_every=0)
+    before = bootstrap(settings, codec=make_codec(sealed=False))  # the code before encryption
+    before.service.handle(OpenAccount("old", "basic"))
+    before.service.handle(RegisterDevice("old", DEVICE, MODEL))
+    before.close()
+    runtime = bootstrap(settings)
+    try:
+        service = runtime.service
+        assert service.get_account("old")["devices"][0]["model"] == MODEL  # read as it was stored
+        service.handle(RegisterDevice("old", "second", "Second-Secret-Model"))  # sealed: the stream gets a key
+        service.erase("old", by="dpo")
+        assert refusal(lambda: service.get_account("old"), Gone).code == "ACCOUNT_ERASED"
+        registered = [r.event for r in service.accounts.history("old") if isinstance(r.event, DeviceRegistered)]
+        assert all(is_erased(e.device_id) and is_erased(e.model) for e in registered)
+        report = verify_service_store(service, runtime.stores.events, runtime.stores.snapshots)
+        assert report.sound and report.erased == 1 and report.erased_in_clear == 2  # AccountOpened's request id too
+    finally:
+        runtime.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert MODEL.encode() in stored  # the limit: written in clear, it stays in the row
+    assert b"Second-Secret-Model" not in stored

@@ -186,8 +186,9 @@ def _measure_appends(nodes: int, quick: bool, rows: list[dict[str, Any]]) -> dic
 def _service_rate(store_url: str, accounts: int, rounds: int) -> float:
     from downloads.bootstrap import bootstrap
     from downloads.settings import Settings
+    from eskit.privacy import MasterKey
 
-    app = bootstrap(Settings(store=store_url))
+    app = bootstrap(Settings(store=store_url, master_key=MasterKey.generate().text()))  # production mode
     service = app.service
     prefix = uuid.uuid4().hex[:6]
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from downloads.application import DownloadsService
-from downloads.bootstrap import Runtime, bootstrap, open_read_side
+from downloads.bootstrap import ENCRYPTION, Runtime, bootstrap, open_read_side
 from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS
 from downloads.domain.events import DeviceRegistered, LicenseIssued
 from downloads.entrypoints.cli import main
@@ -38,7 +38,7 @@ def newer_codec() -> EventCodec:
     upcasters = Upcasters()
     upcasters.register("DeviceRegistered", 1, lambda data: {**data, "registered_from": "before-v2"})
     classes = [DeviceRegisteredV2 if cls is DeviceRegistered else cls for cls in (*ACCOUNT_EVENTS, *TITLE_EVENTS)]
-    return EventCodec(classes, upcasters=upcasters)
+    return EventCodec(classes, upcasters=upcasters, encryption=ENCRYPTION)
 
 
 def answers(service: DownloadsService, accounts: list[str]) -> list[Any]:

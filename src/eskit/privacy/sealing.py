@@ -75,7 +75,8 @@ class Encryption:
 def seal_fields(
     values: dict[str, Any], names: Iterable[str], key: StreamKey, aad: bytes, dumps: Any, *, stream_id: str
 ) -> dict[str, Any]:
-    """``values`` with the fields ``names`` (those present and not None) moved into a box under ``key``.
+    """``values`` (changed in place) with the fields ``names`` (those present and not None) moved into a box
+    under ``key``.
 
     Nothing personal to seal: ``values`` as they are, whatever ``key``. Raises
     :class:`~eskit.exceptions.KeyErased` for an erased key and
@@ -89,9 +90,10 @@ def seal_fields(
     if not isinstance(key, DataKey):
         raise PrivacyError(f"{stream_id!r} holds personal data and no key was given to seal it")
     box = key.seal(dumps(personal), aad)
-    kept = {name: value for name, value in values.items() if name not in personal}
-    kept[SEALED] = {"fields": sorted(personal), "box": base64.b64encode(box).decode("ascii")}
-    return kept
+    for name in personal:  # ``values`` is the caller's own dict, made for this record
+        del values[name]
+    values[SEALED] = {"fields": sorted(personal), "box": base64.b64encode(box).decode("ascii")}
+    return values
 
 
 def open_fields(

@@ -7,14 +7,15 @@ NODES  ?= 3
 DCS    ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run test test-fast lint format bench cassandra-fetch cassandra-up cassandra-down cassandra-status clean
+.PHONY: install system-deps run test test-fast lint format bench cassandra-fetch cassandra-up cassandra-down cassandra-status \
+	kafka-fetch kafka-up kafka-down kafka-status clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,cassandra,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,cassandra,kafka,bench,eventsourcing]'
 	touch $(STAMP)
 
 run: install
@@ -60,6 +61,20 @@ cassandra-down: install
 
 cassandra-status: install
 	$(BIN)/python -m tools.cassandra_cluster status --nodes $(NODES) --dcs $(DCS)
+
+# A local one-node Kafka 4 broker (KRaft) on 127.0.0.1:19092 for the relay; its jars come from Maven
+# Central once, into .cache/kafka (the tests fetch and start it themselves when they need it).
+kafka-fetch: install
+	$(BIN)/python -m tools.kafka_broker fetch
+
+kafka-up: install
+	$(BIN)/python -m tools.kafka_broker up
+
+kafka-down: install
+	$(BIN)/python -m tools.kafka_broker down
+
+kafka-status: install
+	$(BIN)/python -m tools.kafka_broker status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -72,3 +72,28 @@ def library_pragmas(app: Any) -> tuple[str, int]:
         mode = c.fetchone()[0]
         c.execute("PRAGMA synchronous")
         return str(mode), int(c.fetchone()[0])
+
+
+class ApplicationSide:
+    """The same ``CounterApp`` on whatever persistence module ``env`` names; save per command, get to load."""
+
+    def __init__(self, env: dict[str, str], note: str) -> None:
+        self.app = CounterApp(env=env)
+        self.note = note
+        self.aggregates: list[ESCounter] = []
+
+    def create(self) -> None:
+        counter = ESCounter(note=self.note)
+        self.app.save(counter)
+        self.aggregates.append(counter)
+
+    def command(self, i: int) -> None:
+        counter = self.aggregates[i]
+        counter.increment(1, self.note)
+        self.app.save(counter)
+
+    def load(self, i: int) -> int:
+        return int(self.app.repository.get(self.aggregates[i].id).total)
+
+    def close(self) -> None:
+        self.app.close()

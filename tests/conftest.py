@@ -1,4 +1,4 @@
-"""Session-wide test setup: a clean environment, the Cassandra cluster pool, and the order of cluster tests."""
+"""Session-wide test setup: a clean environment, the Cassandra cluster pool, the Kafka broker, the order of tests."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import os
 import pytest
 
 from tests.support.cassandra import KINDS, cluster_pool
+from tests.support.kafka import kafka, kafka_pool
 
-__all__ = ["cluster_pool"]  # a session fixture for every test folder
+__all__ = ["cluster_pool", "kafka", "kafka_pool"]  # session fixtures for every test folder
 
 
 @pytest.fixture(autouse=True)

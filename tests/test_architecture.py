@@ -29,6 +29,10 @@ ESKIT_DOMAIN_TYPES = {"eskit", "eskit.aggregate", "eskit.events", "eskit.excepti
 ROOT_ERROR = "downloads.errors"
 #: eskit's store adapters, which the core must not import
 ESKIT_ADAPTERS = ("eskit.stores.memory", "eskit.stores.sqlite", "eskit.stores.cassandra")
+#: drivers and libraries that importing eskit must not load (the last one only its bridge imports)
+DRIVERS = ("sqlite3", "cassandra", "eventsourcing")
+#: eskit's bridge to the eventsourcing library: the one part of eskit that imports it
+ESKIT_EVENTSOURCING_BRIDGE = "eskit.interop.eventsourcing"
 
 
 def imported_modules(path: Path, package: str) -> Iterator[tuple[str, bool]]:
@@ -135,10 +139,22 @@ def test_importing_eskit_loads_no_adapter_and_no_driver() -> None:
     probe = (
         "import sys, eskit\n"
         f"adapters = {ESKIT_ADAPTERS!r}\n"
-        "print(sorted(m for m in sys.modules if m.startswith(adapters) or m in ('sqlite3', 'cassandra')))\n"
+        f"DRIVERS = {DRIVERS!r}\n"
+        "print(sorted(m for m in sys.modules if m.startswith(adapters) or m in DRIVERS))\n"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_only_eskits_bridge_imports_the_eventsourcing_library() -> None:
+    found = {
+        module: sorted(name for name, _ in imports if within(name, "eventsourcing"))
+        for module, imports in imports_under(SRC / "eskit").items()
+        if not within(module, ESKIT_EVENTSOURCING_BRIDGE)
+    }
+    assert {module: names for module, names in found.items() if names} == {}
+    bridge = imports_under(SRC / "eskit" / "interop" / "eventsourcing")
+    assert any(within(name, "eventsourcing") for imports in bridge.values() for name, _ in imports)
 
 
 def test_the_domain_imports_only_the_standard_library_and_eskits_domain_types() -> None:
@@ -183,6 +199,22 @@ def test_adapters_serve_the_application_and_import_no_entrypoint_read_side_or_co
         return True
 
     assert offenders(SRC / "downloads" / "adapters", allowed) == {}
+
+
+def test_only_the_relays_kafka_adapter_imports_the_kafka_client_and_only_when_a_sink_is_made() -> None:
+    found = {
+        module: sorted(name for name, _ in imports if within(name, "confluent_kafka"))
+        for folder in (SRC / "eskit", SRC / "downloads")
+        for module, imports in imports_under(folder).items()
+    }
+    assert {module: names for module, names in found.items() if names} == {
+        "downloads.adapters.relay.kafka": ["confluent_kafka"]
+    }
+    probe = (
+        "import sys, eskit, downloads.adapters.relay, downloads.bootstrap\nprint('confluent_kafka' in sys.modules)\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert loaded.stdout.strip() == "False"
 
 
 def test_the_error_root_imports_nothing_of_the_service() -> None:

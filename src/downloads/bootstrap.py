@@ -25,7 +25,7 @@ from downloads.settings import Settings
 from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, Stores, open_stores
 from eskit.events import StoredEvent
 from eskit.privacy import ERASED_KEY, DataKey, Encryption, KeyCache, KeyRecord, KeyRing, StreamKey
-from eskit.readmodel import RunnerSettings
+from eskit.readmodel import RunnerSettings, Sink
 from eskit.stores.sqlite import sqlite_path
 from eskit.transfer import Decode
 
@@ -38,6 +38,7 @@ __all__ = [
     "make_codec",
     "open_denial_log",
     "open_read_side",
+    "open_relay",
 ]
 
 #: what of an account's stream is sealed with its member's key (docs/privacy.md): the personal fields each
@@ -153,7 +154,15 @@ def open_read_side(runtime: Runtime) -> ReadModels:
     tuning = RunnerSettings(
         lease_ttl=s.read_side_lease, batch=s.read_side_batch, workers=s.read_side_workers, idle=s.read_side_idle
     )
-    return ReadSide(runtime.stores, runtime.service.accounts.codec, runtime.policy, runtime.service, settings=tuning)
+    return ReadSide(
+        runtime.stores,
+        runtime.service.accounts.codec,
+        runtime.policy,
+        runtime.service,
+        settings=tuning,
+        relay=open_relay(s),
+        relay_batch=s.relay_batch,
+    )
 
 
 def archive_decoder(settings: Settings) -> Decode:
@@ -196,3 +205,20 @@ def complete_erasures(settings: Settings) -> int:
     finally:
         runtime.close()
     return finished
+
+
+def open_relay(settings: Settings) -> Sink | None:
+    """The relay's destination when ``relay_to`` is set (nothing is contacted until it publishes), else None.
+
+    Raises :class:`~downloads.adapters.relay.BadRelayUrl` for a destination that is not a Kafka URL.
+    """
+    if not settings.relay_to:
+        return None
+    from downloads.adapters.relay import KafkaSink, parse_destination
+
+    return KafkaSink(
+        parse_destination(settings.relay_to),
+        timeout=settings.relay_timeout,
+        create_topic=settings.relay_create_topic,
+        partitions=settings.relay_partitions,
+    )

@@ -16,6 +16,11 @@ outside this tree (and eskit's :class:`~eskit.EskitError` tree, drawn in
     ├── NoMasterKey              production mode without DOWNLOADS_MASTER_KEY    downloads.adapters.master_keys
     ├── InvalidCursor            a paging cursor no page gave                    downloads.application.ports
     ├── ReportTooLarge           a report has more rows than an answer holds     downloads.readmodels.reports
+    ├── RelayNotConfigured       the relay is registered, this process cannot    downloads.readmodels.relay
+    ├── RelayError               the relay could not publish (it tries again)    downloads.adapters.relay
+    │   ├── BadRelayUrl          a destination that is not kafka://host:port/topic
+    │   ├── TopicMissing         the topic does not exist, and was not to be made
+    │   └── RelayUnavailable     the broker did not answer or acknowledge in time
     ├── UsageError               the command line was called wrongly             downloads.entrypoints.cli.common
     └── ApiError                 an answer the HTTP layer gives itself           downloads.entrypoints.http.errors
 """

@@ -33,6 +33,12 @@
 | read_side_batch | DOWNLOADS_READ_SIDE_BATCH | 500 | events applied per batch where the feed is one sequence |
 | read_side_workers | DOWNLOADS_READ_SIDE_WORKERS | 8 | streams followed at once where the feed is per stream |
 | read_side_idle | DOWNLOADS_READ_SIDE_IDLE | 0.2 | seconds an idle runner waits before it looks again |
+| relay_to | DOWNLOADS_RELAY_TO | (none) | kafka://host:port[,host:port]/topic: the read side's runner also |
+|  |  |  | publishes every accepted event there (see `downloads relay`) |
+| relay_create_topic | DOWNLOADS_RELAY_CREATE_TOPIC | false | create the relay's topic when missing (else: an error) |
+| relay_partitions | DOWNLOADS_RELAY_PARTITIONS | 6 | partitions of a topic the relay creates |
+| relay_timeout | DOWNLOADS_RELAY_TIMEOUT | 10 | seconds a relay batch waits for the broker's acknowledgements |
+| relay_batch | DOWNLOADS_RELAY_BATCH | 2000 | events the relay publishes per batch where the feed is one sequence |
 | create_schema | DOWNLOADS_CREATE_SCHEMA | (backend's) | create tables on first use (SQLite always; Cassandra if |
 |  |  |  | true here or in the URL) |
 """
@@ -80,6 +86,11 @@ class Settings(BaseSettings):
     read_side_batch: int = Field(default=500, ge=1, le=10_000)
     read_side_workers: int = Field(default=8, ge=1, le=64)
     read_side_idle: float = Field(default=0.2, gt=0, le=60)
+    relay_to: str | None = None
+    relay_create_topic: bool = False
+    relay_partitions: int = Field(default=6, ge=1, le=10_000)
+    relay_timeout: float = Field(default=10.0, gt=0, le=300)
+    relay_batch: int = Field(default=2000, ge=1, le=50_000)
     denials_kept: int = Field(default=1000, ge=1, le=100_000)
     what_if_max_commands: int = Field(default=10_000, ge=1, le=1_000_000)
     what_if_max_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)

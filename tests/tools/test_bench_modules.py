@@ -19,5 +19,5 @@ def test_every_bench_module_imports_and_has_a_name_a_title_and_a_run() -> None:
 
 
 def test_the_library_contenders_import_when_the_bench_extra_is_installed() -> None:
-    for name in ("bench._eventsourcing_side", "bench._service_es_side"):
+    for name in ("bench._eventsourcing_side", "bench._eventsourcing_stores", "bench._service_es_side"):
         assert importlib.import_module(name).__name__ == name

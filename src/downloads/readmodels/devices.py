@@ -57,12 +57,17 @@ def decide(seen: Seen, rows: Rows) -> Iterator[Put | Delete | Barrier | Scrub]:
         return
     if not isinstance(event, LicenseRenewed | LicenseReleased | LicenseRevoked | LicenseExpired):
         return
-    issued = rows.get(ISSUED.name, (account_id, event.license_id))
-    if issued is None:
-        return  # a license this read model never saw issued holds nothing
-    key = (issued["device_id"], account_id, event.license_id)
+    known = seen.facts.license(account_id, event.license_id)
+    if known is not None:
+        title_id, device_id = known
+    else:
+        issued = rows.get(ISSUED.name, (account_id, event.license_id))
+        if issued is None:
+            return  # a license this read model never saw issued holds nothing
+        title_id, device_id = issued["title_id"], issued["device_id"]
+    key = (device_id, account_id, event.license_id)
     if isinstance(event, LicenseRenewed):
-        yield Put(HELD.name, key, {"title_id": issued["title_id"], "expires_at": to_micros(event.expires_at)})
+        yield Put(HELD.name, key, {"title_id": title_id, "expires_at": to_micros(event.expires_at)})
     else:
         yield Delete(HELD.name, key)
 

@@ -25,12 +25,13 @@ their counts: they hold no personal field.
 
 from __future__ import annotations
 
-import threading
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
+from downloads.domain.events import LicenseIssued
 from eskit import DomainEvent, EventCodec, EventMetadata, OperationalError, StoredEvent
 from eskit.privacy import KeyCache
 from eskit.readmodel import Delete, ProjectionSpec, Put, Rows, Table, Writer
@@ -44,6 +45,7 @@ __all__ = [
     "Barrier",
     "Decide",
     "Decoder",
+    "Facts",
     "ReadModel",
     "Scrub",
     "Seen",
@@ -70,9 +72,8 @@ class Scrub:
 SCRUB: Final = Scrub()
 
 
-@dataclass(frozen=True)
-class Seen:
-    """An event of an account or title stream, as a decision sees it."""
+class Seen(NamedTuple):
+    """An event of an account or title stream, as a decision sees it (a tuple: made for every event)."""
 
     stream_id: str
     #: the account the stream is of; None for a title stream
@@ -81,6 +82,8 @@ class Seen:
     position: int
     event: DomainEvent
     meta: EventMetadata
+    #: facts learnt from events already seen, that never change (a license's title and device)
+    facts: Facts
 
     @property
     def erased(self) -> bool:
@@ -121,14 +124,42 @@ class ReadModel:
         return ProjectionSpec(self.name, self.tables, handle, self.layout)
 
 
+class Facts:
+    """What events say once and for all, kept in memory to spare read models a read: each license's title and device.
+
+    A license's title and device are fixed by its ``LicenseIssued`` and never change, so a fact
+    learnt from an event is true whether or not the batch that met it commits: keeping it is
+    always safe, and forgetting it (the newest ``keep`` are kept) only costs a read.
+    """
+
+    def __init__(self, *, keep: int = 200_000) -> None:
+        self.keep = keep
+        self._licenses: OrderedDict[tuple[str, str], tuple[str, str]] = OrderedDict()
+
+    def license(self, account_id: str, license_id: str) -> tuple[str, str] | None:
+        """``(title_id, device_id)`` of a license seen issued, if still kept."""
+        return self._licenses.get((account_id, license_id))
+
+    def issued(self, account_id: str, license_id: str, title_id: str, device_id: str) -> None:
+        licenses = self._licenses
+        licenses[(account_id, license_id)] = (title_id, device_id)
+        if len(licenses) > self.keep:
+            with contextlib.suppress(KeyError):  # another thread took the oldest first
+                licenses.popitem(last=False)
+
+
 class Decoder:
     """Decodes each stored event once for every read model (the newest few thousand are kept), account
-    events with their member's key from ``keys``."""
+    events with their member's key from ``keys``.
+
+    Read models' targets may decode from several threads at once: two threads decoding the same
+    event both get a right answer, so the cache takes no lock (``keys`` has its own).
+    """
 
     def __init__(self, codec: EventCodec, *, keys: KeyCache | None = None, keep: int = 4096) -> None:
         self.codec, self.keys, self.keep = codec, keys, keep
+        self.facts = Facts()
         self._decoded: OrderedDict[object, Seen] = OrderedDict()
-        self._lock = threading.Lock()
 
     def seen(self, stream_id: str, stored: StoredEvent) -> Seen | None:
         """The event as decisions see it; None for a stream that is not an account's or a title's."""
@@ -138,18 +169,19 @@ class Decoder:
             account_id = None
         else:
             return None
-        key = (stored.event_id, stream_id, stored.position)
-        with self._lock:
-            found = self._decoded.get(key)
-        if found is not None:
+        decoded = self._decoded
+        found = decoded.get(stored.event_id)
+        if found is not None and found.position == stored.position and found.stream_id == stream_id:
             return found
         stream_key = self.keys.key(stream_id) if self.keys is not None and self.codec.seals(stream_id) else None
         event, meta = self.codec.decode(stored, key=stream_key)
-        found = Seen(stream_id, account_id, stored.position, event, meta)
-        with self._lock:
-            self._decoded[key] = found
-            while len(self._decoded) > self.keep:
-                self._decoded.popitem(last=False)
+        found = Seen(stream_id, account_id, stored.position, event, meta, self.facts)
+        if account_id is not None and isinstance(event, LicenseIssued):
+            self.facts.issued(account_id, event.license_id, event.title_id, event.device_id)
+        decoded[stored.event_id] = found
+        if len(decoded) > self.keep:
+            with contextlib.suppress(KeyError):  # another thread took the oldest first
+                decoded.popitem(last=False)
         return found
 
 
@@ -177,6 +209,9 @@ def title_of(rows: Rows, seen: Seen, license_id: str) -> str:
     is damaged, and stays unapplied (with the error in the status) rather than half applied.
     """
     assert seen.account_id is not None
+    known = seen.facts.license(seen.account_id, license_id)
+    if known is not None:
+        return known[0]
     row = rows.get(TITLES_OF.name, (seen.account_id, license_id))
     if row is None or row["title_id"] is None:
         raise OperationalError(f"{seen.stream_id}@{seen.position}: license {license_id!r} was never issued here")

@@ -3,8 +3,9 @@
 Read models live beside a SQLite store (``x.readmodels.db``), in a Cassandra
 store's keyspace, or in memory for ``memory://``: eskit opens the backend that
 goes with the store's URL, and this is the one place that does so. The
-runner follows the feed into every read model, one runner of a deployment at a
-time (a lease), and lets the title-withdrawal manager act after each round.
+runner follows the feed into every read model, and into the relay where there
+is one (:mod:`downloads.readmodels.relay`), one runner of a deployment at a time
+(a lease), and lets the title-withdrawal manager act after each round.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from downloads.domain import Policy
 from downloads.readmodels import devices, licenses, lookup, reports, withdrawal
 from downloads.readmodels.model import Decoder, ReadModel
 from downloads.readmodels.ports import Progress, ReadModels
+from downloads.readmodels.relay import RELAY, relay_spec
 from eskit import EventCodec, Stores
 from eskit.privacy import KeyCache
 from eskit.projection import ProjectionStatus
-from eskit.readmodel import ProjectionRunner, ReadModelStore, RunnerSettings, open_read_models
+from eskit.readmodel import ProjectionRunner, ReadModelStore, RunnerSettings, Sink, open_read_models
 
 __all__ = ["ReadSide"]
 
@@ -49,9 +51,14 @@ class ReadSide(ReadModels):
         settings: RunnerSettings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         store: ReadModelStore | None = None,
+        relay: Sink | None = None,
+        relay_batch: int | None = None,
     ) -> None:
+        """``relay``: where the relay publishes, if this process relays (see :mod:`downloads.readmodels.relay`),
+        ``relay_batch`` events at a time where the feed is one sequence."""
         self.policy, self.service = policy, service
         self.store = store or open_read_models(stores)
+        self.relay = relay
         self.models: list[ReadModel] = [
             licenses.read_model(),
             lookup.read_model(),
@@ -64,7 +71,7 @@ class ReadSide(ReadModels):
         self.runner = ProjectionRunner(
             self.store,
             stores,
-            [model.spec(decoder) for model in self.models],
+            [*(model.spec(decoder) for model in self.models), relay_spec(relay, batch=relay_batch)],
             managers=[withdrawal.TitleWithdrawal(service)],
             settings=settings,
             clock=clock,
@@ -72,6 +79,9 @@ class ReadSide(ReadModels):
 
     @property
     def names(self) -> list[str]:
+        """The projections, and the relay where this deployment has one."""
+        if self.relay is None and not self.relay_registered():
+            return [name for name in self.runner.names if name != RELAY]
         return self.runner.names
 
     def exists(self) -> bool:
@@ -133,7 +143,23 @@ class ReadSide(ReadModels):
     # -- running ----------------------------------------------------------------------------
 
     def status(self) -> list[ProjectionStatus]:
-        return self.runner.status()
+        names = set(self.names)
+        return [s for s in self.runner.status() if s.name in names]
+
+    def relay_registered(self) -> bool:
+        """Whether some process of the deployment started the relay (it is in the registry)."""
+        return self.store.exists() and bool(self.store.versions([RELAY])[RELAY])
+
+    def forget_relay(self) -> int:
+        """Remove the relay from the deployment (its registry entries and checkpoints); how many versions went.
+
+        Its destination keeps what it received; a relay started again later publishes every event from the first.
+        """
+        versions = self.store.versions([RELAY])[RELAY] if self.store.exists() else []
+        for version in versions:
+            self.store.forget(RELAY, version.version)
+            self.store.tables(RELAY, version.version, ()).drop()
+        return len(versions)
 
     def rebuild(self, name: str, *, progress: Progress | None = None) -> int:
         return self.runner.rebuild(name, progress=progress)
@@ -152,4 +178,6 @@ class ReadSide(ReadModels):
 
     def close(self) -> None:
         self.runner.close()
+        if self.relay is not None:
+            self.relay.close()  # after the runner: nothing publishes any more
         self.store.close()

@@ -318,8 +318,8 @@ class StreamFollower:
             lambda pair: self.bring_up(pair[0], pair[1], targets), list(zip(streams, heads, strict=True))
         )
         if not all(reached):
-            failed = sorted({t.key for t in targets if self._stats(t).error})
-            raise OperationalError(f"sweep: some streams could not be applied ({', '.join(failed)})")
+            failed = sorted({f"{t.key}: {self._stats(t).error}" for t in targets if self._stats(t).error})
+            raise OperationalError(f"sweep: some streams could not be applied ({'; '.join(failed)})")
         applied = sum(self._stats(t).applied for t in targets) - before
         return applied, (streams[-1] if len(streams) == limit else None)
 

@@ -6,10 +6,13 @@
   checkpoints, the registry of versions, the runner lease) that each backend
   adapts (SQLite, Cassandra, memory), opened for a store with
   :func:`open_read_models`;
-* :mod:`eskit.readmodel.runner`: the :class:`ProjectionRunner` that keeps them.
+* :mod:`eskit.readmodel.runner`: the :class:`ProjectionRunner` that keeps them;
+* :mod:`eskit.readmodel.sink`: a :class:`Sink`, a follower whose effect is
+  events published outside the store (a relay), run by the same runner.
 """
 
 from eskit.readmodel.runner import ProcessManager, ProjectionRunner, ProjectionSpec, RunnerSettings
+from eskit.readmodel.sink import Sink
 from eskit.readmodel.store import Handler, Progress, ReadModelStore, Version
 from eskit.readmodel.tables import Delete, Kind, Put, Row, Rows, Table, TableSet, Writer
 from eskit.stores.registry import open_read_models
@@ -27,6 +30,7 @@ __all__ = [
     "Row",
     "Rows",
     "RunnerSettings",
+    "Sink",
     "Table",
     "TableSet",
     "Version",

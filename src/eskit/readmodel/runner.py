@@ -32,11 +32,13 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from eskit.exceptions import InterfaceError
+from eskit.ports import EventFeed, FeedEvent
 from eskit.projection import (
     FollowerStats,
     ProjectionStatus,
@@ -46,6 +48,7 @@ from eskit.projection import (
     StreamTarget,
     describe_skipped,
 )
+from eskit.readmodel.sink import Sink
 from eskit.readmodel.store import ACTIVE, BUILDING, Handler, Progress, ReadModelStore, Version
 from eskit.readmodel.tables import Table, TableSet
 from eskit.stores.registry import Stores
@@ -63,12 +66,37 @@ OTHER_STORE = (
 
 @dataclass(frozen=True)
 class ProjectionSpec:
-    """A projection: its name, its tables and their layout (raise it when they change), its effect function."""
+    """A projection: its name, its tables and their layout (raise it when they change), its effect function.
+
+    A spec with a ``sink`` (made with :meth:`publishing`) has no tables: its effect is each event
+    published to the sink and acknowledged, and its store keeps only its checkpoints
+    (see :mod:`eskit.readmodel.sink`).
+
+    ``register=False``: this runner does not start the projection itself; it follows it only once
+    some other process registered it. A process that knows a follower exists elsewhere (a relay
+    configured in another process) declares it so: where the feed is per stream, a stream is
+    settled only once *every* registered follower has it, so a runner that left it out would
+    settle, and lose for it, what it has not yet published.
+    """
 
     name: str
     tables: tuple[Table, ...]
     handle: Handler
     layout: int = 1
+    sink: Sink | None = None
+    register: bool = True
+    #: events per batch where the feed is one sequence; None: the runner's (a sink waits for its
+    #: destination's acknowledgements once per batch, so larger batches pay that wait less often)
+    batch: int | None = None
+
+    @classmethod
+    def publishing(cls, name: str, sink: Sink, *, batch: int | None = None) -> ProjectionSpec:
+        """A follower named ``name`` that publishes every accepted event to ``sink`` (a relay)."""
+        return cls(name, (), _publishes_only, sink=sink, batch=batch)
+
+
+def _publishes_only(stream_id: str, event: object, writer: object) -> None:
+    raise AssertionError("a publishing spec has no table effect")  # its target calls the sink, never this
 
 
 class ProcessManager(abc.ABC):
@@ -114,6 +142,42 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class _SharedReads(EventFeed):
+    """A feed that answers a read again from the last one when it asks for the same events.
+
+    The projections of a runner are usually at the same checkpoint: they then read the feed once
+    per batch, not once each. The answer is the same prefix of the feed after ``after`` either way
+    (the feed only grows), so a projector handed the earlier read applies what it would have; the
+    runner forgets it at the start of each step, so a read at the feed's end is made again.
+    """
+
+    def __init__(self, feed: EventFeed, *, keep: int = 16) -> None:
+        self.feed, self.keep = feed, keep
+        self._reads: OrderedDict[tuple[int, int, int], list[FeedEvent]] = OrderedDict()
+
+    @property
+    def shards(self) -> int:
+        return self.feed.shards
+
+    def read(self, *, shard: int = 0, after: int = 0, limit: int = 1000) -> list[FeedEvent]:
+        key = (shard, after, limit)
+        found = self._reads.get(key)
+        if found is None:
+            found = self._reads[key] = self.feed.read(shard=shard, after=after, limit=limit)
+            if len(self._reads) > self.keep:
+                self._reads.popitem(last=False)
+        return found
+
+    def forget(self) -> None:
+        self._reads.clear()
+
+    def head(self, *, shard: int = 0) -> int:
+        return self.feed.head(shard=shard)
+
+    def store_id(self) -> str | None:
+        return self.feed.store_id()
+
+
 class ProjectionRunner:
     """Keeps the read models of one deployment (see the module docstring)."""
 
@@ -152,6 +216,8 @@ class ProjectionRunner:
             if store.follows == "streams" and stores.stream_feed is not None
             else None
         )
+        #: the feed as the projectors read it: versions at the same checkpoint share one read
+        self._shared_feed = _SharedReads(stores.feed) if stores.feed is not None else None
         self.token: int | None = None
         self.error: str | None = None  # the runner's own (the lease, the registry)
         self._renew_at = 0.0
@@ -195,18 +261,22 @@ class ProjectionRunner:
         if found is None:
             spec = self.specs[name]
             tables = self.store.tables(name, version, spec.tables)
-            found = self._targets[(name, version)] = self.store.target(name, version, tables, spec.handle)
+            if spec.sink is not None:
+                found = self.store.sink_target(name, version, tables, spec.sink)
+            else:
+                found = self.store.target(name, version, tables, spec.handle)
+            self._targets[(name, version)] = found
         return found
 
     def _projector(self, name: str, version: int) -> Projector:
         found = self._projectors.get((name, version))
         if found is None:
             target = self._target(name, version)
-            assert isinstance(target, ProjectionTarget) and self.stores.feed is not None
+            assert isinstance(target, ProjectionTarget) and self._shared_feed is not None
             found = Projector(
-                self.stores.feed,
+                self._shared_feed,
                 target,
-                batch=self.settings.batch,
+                batch=self.specs[name].batch or self.settings.batch,
                 max_backoff=self.settings.max_backoff,
                 clock=self.clock,
             )
@@ -255,7 +325,7 @@ class ProjectionRunner:
                 )
                 self._drop(old)
                 changed = True
-            if not [v for v in versions if v.layout == spec.layout]:
+            if spec.register and not [v for v in versions if v.layout == spec.layout]:
                 self._begin(name, max((v.version for v in versions), default=0) + 1)
                 changed = True
         if changed:
@@ -311,6 +381,8 @@ class ProjectionRunner:
     def _follow(self, registered: dict[str, list[Version]]) -> int:
         if self.follower is not None:
             return self.follower.round()
+        if self._shared_feed is not None:
+            self._shared_feed.forget()
         return sum(
             self._projector(v.name, v.version).tick(max_events=self.settings.step_events)
             for versions in registered.values()

@@ -8,6 +8,9 @@ store's keyspace, memory) keeps, for a deployment:
   (:meth:`ReadModelStore.target`): a :class:`~eskit.projection.ProjectionTarget`
   where the store's feed is one sequence, a :class:`~eskit.projection.StreamTarget`
   where it is a stream feed (:attr:`ReadModelStore.follows` says which);
+* the checkpoints of followers whose effect is not a table but events
+  published to a :class:`~eskit.readmodel.sink.Sink` (a relay), and their
+  targets (:meth:`ReadModelStore.sink_target`);
 * the registry: which versions of each projection exist, which one answers
   reads (``active``) and which are being filled (``building``), and what the
   runner last reported about each (events applied, when, its error), so every
@@ -28,6 +31,7 @@ from typing import Literal
 
 from eskit.events import StoredEvent
 from eskit.projection import ProjectionTarget, StreamTarget
+from eskit.readmodel.sink import Sink
 from eskit.readmodel.tables import Table, TableSet, Writer
 
 __all__ = ["ACTIVE", "BUILDING", "Handler", "Progress", "ReadModelStore", "Version", "table_prefix"]
@@ -117,6 +121,17 @@ class ReadModelStore(abc.ABC):
     @abc.abstractmethod
     def target(self, name: str, version: int, tables: TableSet, handle: Handler) -> ProjectionTarget | StreamTarget:
         """The target that applies the feed to ``tables`` through ``handle``, with its own checkpoints."""
+
+    @abc.abstractmethod
+    def sink_target(self, name: str, version: int, tables: TableSet, sink: Sink) -> ProjectionTarget | StreamTarget:
+        """The target that publishes the feed to ``sink``, with checkpoints kept here (``tables`` has none).
+
+        Its checkpoint moves only after :meth:`Sink.publish` returned (see :mod:`eskit.readmodel.sink`):
+        where the feed is one sequence, a batch is published, then the checkpoint is moved with the
+        same compare-and-set as a table projection's (a batch another runner moved past meanwhile was
+        published twice, and is refused); where it is per stream, a stream's events are published,
+        then its checkpoint is written. It never skips a stream.
+        """
 
     # -- the registry -------------------------------------------------------------------
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 __all__ = ["Delete", "Kind", "Put", "Row", "Rows", "Table", "TableSet", "Writer"]
 
@@ -67,17 +68,21 @@ class Table:
             raise ValueError(f"table {self.name}: no value column {', '.join(sorted(unknown))}")
 
 
-@dataclass(frozen=True)
-class Put:
-    """A write: set ``values`` (some or all value columns) of the row at ``key``, creating the row if need be."""
+_NO_VALUES: Mapping[str, Any] = MappingProxyType({})
+
+
+class Put(NamedTuple):
+    """A write: set ``values`` (some or all value columns) of the row at ``key``, creating the row if need be.
+
+    (A tuple: decisions make one or more for every event.)
+    """
 
     table: str
     key: tuple[Any, ...]
-    values: Mapping[str, Any] = field(default_factory=dict)
+    values: Mapping[str, Any] = _NO_VALUES
 
 
-@dataclass(frozen=True)
-class Delete:
+class Delete(NamedTuple):
     """A write: remove the row at ``key`` (as of the event being applied: a later event may write it again)."""
 
     table: str

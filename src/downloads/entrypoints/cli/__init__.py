@@ -3,7 +3,8 @@
 Groups: :mod:`~downloads.entrypoints.cli.serve` (``serve``, ``token``),
 :mod:`~downloads.entrypoints.cli.store` (``store init|export|import|copy|verify``),
 :mod:`~downloads.entrypoints.cli.support` (``history``, ``what-if``),
-:mod:`~downloads.entrypoints.cli.readside` (``project``, ``projections``) and
+:mod:`~downloads.entrypoints.cli.readside` (``project``, ``projections``),
+:mod:`~downloads.entrypoints.cli.relay` (``relay``) and
 :mod:`~downloads.entrypoints.cli.privacy` (``erase``, ``keys new|rotate``).
 
 Every option also reads its ``DOWNLOADS_*`` environment variable (see
@@ -19,7 +20,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from downloads.entrypoints.cli import privacy, readside, serve, store, support
+from downloads.entrypoints.cli import privacy, readside, relay, serve, store, support
 from downloads.entrypoints.cli.common import printable
 
 __all__ = ["build_parser", "main"]
@@ -28,7 +29,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="downloads", description="Download-license accounting service.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (serve, store, readside, support, privacy):
+    for group in (serve, store, readside, relay, support, privacy):
         group.add_commands(sub)
     return parser
 

@@ -49,7 +49,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from eskit.events import StoredEvent
+from eskit.exceptions import DamagedEvent
 from eskit.projection import MAX_SKIPPED_STREAMS, SkippedStream, StreamTarget, TooManySkipped, cannot_apply
+from eskit.readmodel.sink import Sink
 from eskit.readmodel.store import Handler, Progress, ReadModelStore, Version, table_prefix
 from eskit.readmodel.tables import Row, Table, TableSet, Writer
 from eskit.stores.cassandra.session import CassandraSession, translated
@@ -340,6 +342,31 @@ class _StreamTarget(StreamTarget):
         return self.tables.models.read_skips().get((self.name, self.version), [])
 
 
+class _SinkTarget(_StreamTarget):
+    """A relay's per-stream checkpoints in the keyspace: the stream's events published and acknowledged, then
+    its checkpoint written (at its position, so it never goes back). Nothing is skipped."""
+
+    def __init__(self, name: str, version: int, tables: _Tables, sink: Sink) -> None:
+        super().__init__(name, version, tables, _no_rows)
+        self.sink = sink
+
+    def apply(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
+        if not events:
+            return
+        self.sink.publish(events)
+        self._move(stream_id, events[-1].position)
+
+    def skip_unreadable(self, stream_id: str, position: int, reason: str, *, upto: int) -> None:
+        raise DamagedEvent(stream_id, position, reason)  # a relay never skips: the stream waits
+
+    def skipped(self) -> list[SkippedStream]:
+        return []
+
+
+def _no_rows(stream_id: str, event: object, writer: object) -> None:
+    raise AssertionError("a sink target writes no rows")
+
+
 class CassandraReadModels(ReadModelStore):
     """Read models, the registry of versions and the runner lease, in the store's keyspace."""
 
@@ -415,6 +442,10 @@ class CassandraReadModels(ReadModelStore):
     def target(self, name: str, version: int, tables: TableSet, handle: Handler) -> StreamTarget:
         assert isinstance(tables, _Tables)
         return _StreamTarget(name, version, tables, handle)
+
+    def sink_target(self, name: str, version: int, tables: TableSet, sink: Sink) -> StreamTarget:
+        assert isinstance(tables, _Tables)
+        return _SinkTarget(name, version, tables, sink)
 
     # -- the registry ---------------------------------------------------------------------
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from eskit.events import StoredEvent
+from eskit.exceptions import DamagedEvent
 from eskit.projection import MAX_SKIPPED_STREAMS, SkippedStream, StreamTarget, TooManySkipped, cannot_apply
+from eskit.readmodel.sink import Sink
 from eskit.readmodel.store import Handler, Progress, ReadModelStore, Version, table_prefix
 from eskit.readmodel.tables import Row, Table, TableSet, Writer
 
@@ -224,6 +226,30 @@ class _StreamTarget(StreamTarget):
             return list(models._skipped.get(self.tables.prefix, {}).values())
 
 
+class _SinkTarget(_StreamTarget):
+    """A relay's per-stream checkpoints: a stream's events are published, acknowledged, then its checkpoint moves."""
+
+    def __init__(self, name: str, version: int, tables: _Tables, sink: Sink) -> None:
+        super().__init__(name, version, tables, _no_rows)
+        self.sink = sink
+
+    def apply(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
+        if not events:
+            return
+        self.sink.publish(events)
+        self._move(stream_id, events[-1].position)
+
+    def skip_unreadable(self, stream_id: str, position: int, reason: str, *, upto: int) -> None:
+        raise DamagedEvent(stream_id, position, reason)  # a relay never skips: the stream waits
+
+    def skipped(self) -> list[SkippedStream]:
+        return []
+
+
+def _no_rows(stream_id: str, event: object, writer: object) -> None:
+    raise AssertionError("a sink target writes no rows")
+
+
 class InMemoryReadModels(ReadModelStore):
     """Read models, their registry and the runner lease, in this process (see the module docstring)."""
 
@@ -255,6 +281,10 @@ class InMemoryReadModels(ReadModelStore):
     def target(self, name: str, version: int, tables: TableSet, handle: Handler) -> StreamTarget:
         assert isinstance(tables, _Tables)
         return _StreamTarget(name, version, tables, handle)
+
+    def sink_target(self, name: str, version: int, tables: TableSet, sink: Sink) -> StreamTarget:
+        assert isinstance(tables, _Tables)
+        return _SinkTarget(name, version, tables, sink)
 
     def versions(self, names: Sequence[str]) -> dict[str, list[Version]]:
         with self._lock:

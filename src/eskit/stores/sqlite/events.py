@@ -5,17 +5,24 @@ single write lock up front, so the version check and the inserts of one append
 are atomic across threads and processes. Appends that arrive while a commit is
 under way share the next one (group commit), and each is still answered only
 after the commit holding its events returned.
+
+:meth:`SQLiteEventStore.append_all` makes appends to several streams, and records a
+*tracking position* (how far its caller has come in some upstream sequence whose events
+caused these appends), as one unit that commits whole or not at all: it is checked and
+written inside a grouped transaction like any append, so it never holds the write lock
+for longer than one group's commit and never waits on another writer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from eskit.events import NewEvent, StoredEvent
@@ -23,13 +30,21 @@ from eskit.exceptions import (
     ConcurrencyError,
     DamagedEvent,
     EskitError,
+    IntegrityError,
+    InterfaceError,
     OperationalError,
     StoreUnavailable,
 )
 from eskit.ports import EventStore
 from eskit.stores.checks import check_append, check_read
 from eskit.stores.sqlite.connection import SQLiteConnection, translate_errors
-from eskit.stores.sqlite.schema import INSERT_EVENT, SELECT_LAST_SEQ, SELECT_VERSION
+from eskit.stores.sqlite.schema import (
+    INSERT_EVENT,
+    SELECT_LAST_SEQ,
+    SELECT_TRACKED,
+    SELECT_VERSION,
+    UPSERT_TRACKED,
+)
 from eskit.stores.timestamps import from_micros, to_micros
 
 __all__ = ["SQLiteEventStore", "row_to_event"]
@@ -60,17 +75,31 @@ def row_to_event(
         raise DamagedEvent(stream_id, position, str(exc), sequence=sequence) from None
 
 
-@dataclass
-class _Append:
-    """One caller's append, waiting to be written in some group's transaction."""
+@dataclass(frozen=True)
+class _Part:
+    """The rows of one stream's append and the version they must follow."""
 
     stream_id: str
     expected_version: int
     rows: Sequence[tuple[object, ...]]
+
+
+@dataclass
+class _Append:
+    """One caller's unit of work, waiting to be written whole in some group's transaction.
+
+    Its parts (appends to distinct streams) and its tracking position are all checked
+    before any of them is written, so a unit is stored whole or not at all.
+    """
+
+    parts: Sequence[_Part]
+    tracking: tuple[str, int] | None = None
     wake: threading.Event | None = None  # made only for a caller that has to wait
     finished: bool = False
     lead: bool = False
     error: BaseException | None = None
+    #: the feed sequence numbers each part's events took, once written
+    sequences: list[range] = field(default_factory=list)
 
 
 class _GroupCommitter:
@@ -97,7 +126,7 @@ class _GroupCommitter:
         self.failed_at: float | None = None
         self.failure = ""
 
-    def submit(self, append: _Append) -> int:
+    def submit(self, append: _Append) -> None:
         if self._pid != os.getpid():  # a forked child starts with no commit under way
             self._lock, self._waiting, self._leading, self._pid = threading.Lock(), [], False, os.getpid()
         with self._lock:
@@ -115,7 +144,6 @@ class _GroupCommitter:
                 append.wake.clear()
         if append.error is not None:
             raise append.error
-        return append.expected_version + len(append.rows)
 
     def _lead(self, me: _Append) -> None:
         while not me.finished:
@@ -163,13 +191,32 @@ class _GroupCommitter:
             (last,) = conn.execute(SELECT_LAST_SEQ).fetchone()
             seq = last or 0
             for append in group:
-                (current,) = conn.execute(SELECT_VERSION, (append.stream_id,)).fetchone()
-                current = current or 0
-                if current != append.expected_version:
-                    append.error = ConcurrencyError(append.stream_id, append.expected_version, current)
+                # Checked against what is committed and what this group wrote before it.
+                append.error = _refusal(conn, append)
+                if append.error is not None:
                     continue
-                conn.executemany(INSERT_EVENT, [(*row, seq + n) for n, row in enumerate(append.rows, start=1)])
-                seq += len(append.rows)
+                append.sequences = []
+                for part in append.parts:
+                    conn.executemany(INSERT_EVENT, [(*row, seq + n) for n, row in enumerate(part.rows, start=1)])
+                    append.sequences.append(range(seq + 1, seq + 1 + len(part.rows)))
+                    seq += len(part.rows)
+                if append.tracking is not None:
+                    conn.execute(UPSERT_TRACKED, append.tracking)
+
+
+def _refusal(conn: sqlite3.Connection, append: _Append) -> EskitError | None:
+    """Why ``append`` cannot be written now (a stale version, a tracking position not ahead), or None."""
+    for part in append.parts:
+        (current,) = conn.execute(SELECT_VERSION, (part.stream_id,)).fetchone()
+        current = current or 0
+        if current != part.expected_version:
+            return ConcurrencyError(part.stream_id, part.expected_version, current)
+    if append.tracking is not None:
+        upstream, position = append.tracking
+        row = conn.execute(SELECT_TRACKED, (upstream,)).fetchone()
+        if row is not None and row[0] >= position:
+            return IntegrityError(f"tracking of {upstream!r} is at {row[0]}: position {position} is not ahead of it")
+    return None
 
 
 class SQLiteEventStore(EventStore):
@@ -181,9 +228,49 @@ class SQLiteEventStore(EventStore):
 
     def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
         check_append(stream_id, events, expected_version)
-        return self._committer.submit(
-            _Append(stream_id, expected_version, self._rows(stream_id, events, expected_version))
-        )
+        rows = self._rows(stream_id, events, expected_version)
+        self._committer.submit(_Append([_Part(stream_id, expected_version, rows)]))
+        return expected_version + len(rows)
+
+    def append_all(
+        self,
+        appends: Sequence[tuple[str, Sequence[NewEvent], int]],
+        *,
+        tracking: tuple[str, int] | None = None,
+    ) -> list[range]:
+        """Make every append ``(stream_id, events, expected_version)`` and record ``tracking``: all or none.
+
+        ``tracking`` is ``(upstream, position)``: how far the caller has come in an upstream
+        sequence whose events caused these appends; it must be ahead of the position recorded
+        for that upstream (:meth:`tracked`). Returns, for each append in order, the feed
+        sequence numbers its events took; the call's events stand together in the feed.
+
+        Raises, with nothing written: :class:`~eskit.exceptions.ConcurrencyError` for the first
+        stale append; :class:`~eskit.exceptions.IntegrityError` for a tracking position not ahead
+        of the recorded one; :class:`~eskit.exceptions.InterfaceError` for a stream named twice,
+        an empty append, an empty upstream or a negative position. Once it returns, all is durable.
+        """
+        for stream_id, events, expected in appends:
+            check_append(stream_id, events, expected)
+        if len({stream_id for stream_id, _, _ in appends}) != len(appends):
+            raise InterfaceError("append_all names a stream twice: give each stream's events as one append")
+        if tracking is not None:
+            upstream, position = tracking
+            if not upstream or position < 0:
+                raise InterfaceError(f"a tracking position needs an upstream name and a position >= 0, got {tracking}")
+        if not appends and tracking is None:
+            return []
+        parts = [_Part(sid, expected, self._rows(sid, events, expected)) for sid, events, expected in appends]
+        unit = _Append(parts, tracking=tracking)
+        self._committer.submit(unit)
+        return unit.sequences
+
+    def tracked(self, upstream: str) -> int | None:
+        """The tracking position last recorded for ``upstream`` by :meth:`append_all` (None if none)."""
+        conn = self.db.get()
+        with translate_errors():
+            row = conn.execute(SELECT_TRACKED, (upstream,)).fetchone()
+        return None if row is None else int(row[0])
 
     @staticmethod
     def _rows(stream_id: str, events: Sequence[NewEvent], expected_version: int) -> list[tuple[object, ...]]:
@@ -205,13 +292,16 @@ class SQLiteEventStore(EventStore):
         """All the appends in one write transaction: one commit (and one fsync) for a bulk load."""
         for stream_id, events, expected in appends:
             check_append(stream_id, events, expected)
-        group = [_Append(sid, expected, self._rows(sid, events, expected)) for sid, events, expected in appends]
+        group = [
+            _Append([_Part(sid, expected, self._rows(sid, events, expected))]) for sid, events, expected in appends
+        ]
         if group:
             self._committer.write_now(group)
         answers: list[int | EskitError] = []
         for append in group:
             if append.error is None:
-                answers.append(append.expected_version + len(append.rows))
+                (part,) = append.parts
+                answers.append(part.expected_version + len(part.rows))
             elif isinstance(append.error, EskitError):
                 answers.append(append.error)
             else:

@@ -5,7 +5,8 @@ so read models never take the store's write lock, and holds, besides every
 projection version's tables (``rm_<name>_v<version>_<table>``):
 
 * ``eskit_checkpoints``: per projection version, the feed sequence applied up
-  to. :class:`SQLiteTableProjection` applies a batch in one ``BEGIN IMMEDIATE``
+  to (per relay version, published and acknowledged up to: :class:`SQLiteSinkTarget`).
+  :class:`SQLiteTableProjection` applies a batch in one ``BEGIN IMMEDIATE``
   transaction that first checks the checkpoint is still where the batch starts
   (a second runner's batch is refused with
   :class:`~eskit.projection.CheckpointMoved`), then writes the rows and moves
@@ -56,12 +57,13 @@ from eskit.projection import (
     TooManySkipped,
     cannot_apply,
 )
+from eskit.readmodel.sink import Sink
 from eskit.readmodel.store import Handler, Progress, ReadModelStore, Version, table_prefix
 from eskit.readmodel.tables import Row, Table, TableSet, Writer
 from eskit.stores.sqlite.connection import SQLiteConnection, translate_errors
 from eskit.stores.timestamps import from_micros, to_micros
 
-__all__ = ["SQLiteReadModels", "SQLiteTableProjection", "read_models_path"]
+__all__ = ["SQLiteReadModels", "SQLiteSinkTarget", "SQLiteTableProjection", "read_models_path"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,16 @@ class _Statements:
         self.cols = cols
         self._puts: dict[tuple[str, ...], str] = {}
 
+    def checked_put(self, key: Sequence[Any], columns: tuple[str, ...]) -> str:
+        """The upsert of ``columns`` (checked against the table once per set of columns) for a key."""
+        found = self._puts.get(columns)
+        if found is None:
+            self.table.check(key, dict.fromkeys(columns))
+            found = self.put(columns)
+        elif len(key) != len(self.table.key):
+            self.table.check(key, {})
+        return found
+
     def put(self, columns: tuple[str, ...]) -> str:
         found = self._puts.get(columns)
         if found is None:
@@ -169,6 +181,8 @@ class _Tables(TableSet):
         self._exists = False
 
     def exists(self) -> bool:
+        if not self.tables:
+            return True  # a sink's: only its checkpoint, in the file's own table
         if not self._exists:
             first = self.prefix + next(iter(self.tables))
             rows = self.models.read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (first,))
@@ -178,10 +192,10 @@ class _Tables(TableSet):
     # -- writes -----------------------------------------------------------------------------
 
     def write(self, conn: sqlite3.Connection, table: str, key: Sequence[Any], values: Mapping[str, Any]) -> None:
-        statements = self.sql(table)
-        statements.table.check(key, values)
+        statements = self._sql.get(table) or self.sql(table)
         columns = tuple(values)
-        conn.execute(statements.put(columns), (*key, *(values[c] for c in columns)))
+        sql = statements.checked_put(key, columns)
+        conn.execute(sql, (*key, *values.values()))
 
     def put(self, table: str, key: Sequence[Any], values: Mapping[str, Any] | None = None) -> None:
         with self.models.transaction() as conn:
@@ -411,6 +425,40 @@ class SQLiteTableProjection(ProjectionTarget):
         return [SkippedStream(str(s), int(p), int(n), str(e), None if q is None else int(q)) for s, p, n, e, q in rows]
 
 
+class SQLiteSinkTarget(SQLiteTableProjection):
+    """A relay's checkpoint in the read-model file: a batch is published, acknowledged, then the checkpoint moves.
+
+    The move is the table projections' compare-and-set: when another runner moved the checkpoint
+    while this one published (two runners at once, a lease lost), the batch was published twice
+    and is refused here (:class:`~eskit.projection.CheckpointMoved`); the checkpoint never goes
+    back and never moves past an event that was not acknowledged. Nothing is skipped.
+    """
+
+    def __init__(self, name: str, version: int, tables: _Tables, sink: Sink) -> None:
+        super().__init__(name, version, tables, _no_rows)
+        self.sink = sink
+
+    def apply(self, events: Sequence[FeedEvent], *, after: int) -> None:
+        if not events:
+            return
+        if self.checkpoint() != after:  # a stale view: do not publish what another runner already did
+            raise CheckpointMoved(f"{self.key} is past {after}")
+        self.sink.publish([item.event for item in events])
+        with self.tables.models.transaction() as conn:
+            self._begin(conn, after)
+            self._move(conn, events[-1].sequence)
+
+    def skip_unreadable(self, damaged: DamagedEvent, *, after: int) -> None:
+        raise damaged  # a relay never skips: the event waits until it can be read and published
+
+    def skipped(self) -> list[SkippedStream]:
+        return []
+
+
+def _no_rows(stream_id: str, event: object, writer: object) -> None:
+    raise AssertionError("a sink target writes no rows")
+
+
 class SQLiteReadModels(ReadModelStore):
     """The read-model file: opened (and created) on first use, shared by threads and processes."""
 
@@ -511,6 +559,10 @@ class SQLiteReadModels(ReadModelStore):
     def target(self, name: str, version: int, tables: TableSet, handle: Handler) -> SQLiteTableProjection:
         assert isinstance(tables, _Tables)
         return SQLiteTableProjection(name, version, tables, handle)
+
+    def sink_target(self, name: str, version: int, tables: TableSet, sink: Sink) -> SQLiteSinkTarget:
+        assert isinstance(tables, _Tables)
+        return SQLiteSinkTarget(name, version, tables, sink)
 
     # -- the registry -----------------------------------------------------------------------
 

@@ -4,6 +4,10 @@
 transaction that commits the event, so the committed values are always exactly
 ``1 .. max(seq)`` (see :mod:`eskit.stores.sqlite.feed`).
 
+``eskit_tracking`` holds, per upstream sequence, how far a writer that turns that
+sequence's events into appends has come (written in the transaction of those appends,
+by :meth:`~eskit.stores.sqlite.SQLiteEventStore.append_all`).
+
 ``eskit_store`` holds the store's identity (``store_id``): a random id written
 once, when the file is first opened by code that knows it (at its creation, or
 at the first open of a file made before), never changed. Read models record
@@ -26,9 +30,11 @@ __all__ = [
     "SCHEMA",
     "SELECT_LAST_SEQ",
     "SELECT_STORE_ID",
+    "SELECT_TRACKED",
     "SELECT_VERSION",
     "SNAPSHOTS_INDEX",
     "SNAPSHOTS_TABLE",
+    "UPSERT_TRACKED",
 ]
 
 PRAGMAS = (
@@ -76,6 +82,8 @@ SCHEMA = (
     ) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS eskit_health (id INTEGER PRIMARY KEY, checked_at INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS eskit_store (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # files made before tracking get the table when next opened: every statement here runs at each open
+    "CREATE TABLE IF NOT EXISTS eskit_tracking (upstream TEXT PRIMARY KEY, position INTEGER NOT NULL)",
     SNAPSHOTS_TABLE,
     KEYS_TABLE,
 )
@@ -94,4 +102,9 @@ INSERT_EVENT = (
 )
 SELECT_VERSION = "SELECT max(position) FROM events WHERE stream_id = ?"
 SELECT_LAST_SEQ = "SELECT max(seq) FROM events"
+SELECT_TRACKED = "SELECT position FROM eskit_tracking WHERE upstream = ?"
+UPSERT_TRACKED = (
+    "INSERT INTO eskit_tracking (upstream, position) VALUES (?, ?)"
+    " ON CONFLICT (upstream) DO UPDATE SET position = excluded.position"
+)
 SELECT_STORE_ID = "SELECT value FROM eskit_store WHERE name = 'store_id'"

@@ -160,7 +160,7 @@ def open_read_side(runtime: Runtime) -> ReadModels:
         runtime.policy,
         runtime.service,
         settings=tuning,
-        relay=open_relay(s),
+        relay=open_relay(s, runtime.service.accounts.codec),
         relay_batch=s.relay_batch,
     )
 
@@ -207,17 +207,20 @@ def complete_erasures(settings: Settings) -> int:
     return finished
 
 
-def open_relay(settings: Settings) -> Sink | None:
+def open_relay(settings: Settings, codec: EventCodec) -> Sink | None:
     """The relay's destination when ``relay_to`` is set (nothing is contacted until it publishes), else None.
+
+    It publishes each event's data without what ``codec`` calls personal (docs/privacy.md).
 
     Raises :class:`~downloads.adapters.relay.BadRelayUrl` for a destination that is not a Kafka URL.
     """
     if not settings.relay_to:
         return None
-    from downloads.adapters.relay import KafkaSink, parse_destination
+    from downloads.adapters.relay import KafkaSink, parse_destination, without_personal
 
     return KafkaSink(
         parse_destination(settings.relay_to),
+        data=without_personal(codec),
         timeout=settings.relay_timeout,
         create_topic=settings.relay_create_topic,
         partitions=settings.relay_partitions,

@@ -26,7 +26,7 @@ import orjson
 from eskit.events import ERASED, DomainEvent, EventMetadata, NewEvent, StoredEvent
 from eskit.exceptions import SerializationError, UnknownEventType, UpcastError
 from eskit.privacy.keys import StreamKey
-from eskit.privacy.sealing import Encryption, open_fields, seal_fields
+from eskit.privacy.sealing import SEALED, Encryption, open_fields, seal_fields
 
 __all__ = [
     "EventCodec",
@@ -200,6 +200,33 @@ class EventCodec:
                 elif meta.get(name) is not None:
                     meta[name] = ERASED
         return event, self._metadata(meta, stored.recorded_at, erased=meta_erased or erased)
+
+    def published(self, stored: StoredEvent) -> tuple[dict[str, Any], list[str]]:
+        """What of a stored event's data may leave the store: ``(data, withheld)``.
+
+        ``data`` is the event's data as stored (not upcast) without anything personal: in a stream the
+        codec seals, the sealed box and every field the event's class calls personal (held in clear by
+        an event written before its stream was sealed) are left out, and ``withheld`` names them,
+        sorted. Other streams' data is whole and nothing is withheld. Needs no key and opens nothing,
+        so it answers the same before and after the stream's erasure. The names are the class's
+        ``personal``: a class whose personal field had another name in an older schema lists that
+        name too. Raises :class:`~eskit.exceptions.UnknownEventType` for an unregistered type in a
+        sealed stream (what is personal in it cannot be told) and the serializer's error for data
+        that is not an object.
+        """
+        data = self.serializer.loads(stored.data)
+        if not self.seals(stored.stream_id):
+            return data, []
+        cls = self._classes.get(stored.type_name)
+        if cls is None:
+            raise UnknownEventType(stored.type_name)
+        withheld = {name for name in cls.personal if data.get(name) is not None}
+        for name in withheld:
+            del data[name]
+        box = data.pop(SEALED, None)
+        if isinstance(box, dict):
+            withheld.update(str(name) for name in box.get("fields", ()))
+        return data, sorted(withheld)
 
     def clear_personal(self, stored: StoredEvent) -> bool:
         """Whether a stored event holds personal fields in clear (written before its stream was sealed)."""

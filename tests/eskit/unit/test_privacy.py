@@ -225,6 +225,26 @@ def test_events_written_in_clear_before_sealing_read_as_erased_once_the_stream_i
     assert stores.events.read("member-m1")[0].data.count(b"+44 1") == 1  # history is never rewritten
 
 
+def test_what_may_leave_the_store_holds_nothing_personal_sealed_or_in_clear_before_and_after_erasure(
+    stores: Stores,
+) -> None:
+    plain = EventCodec([Joined, Left])  # the code before encryption
+    stores.events.append("member-m1", [plain.encode(Joined("+44 1", 2), META)], expected_version=0)
+    repo = repository(stores)
+    join(repo, "m1", "+44 2")
+    sealing = codec()
+
+    def published() -> list[tuple[dict[str, Any], list[str]]]:
+        return [sealing.published(stored) for stored in stores.events.read("member-m1")]
+
+    before = published()
+    assert before == [({"seats": 2}, ["phone"]), ({"seats": 1}, ["phone"])]
+    repo.forget("m1", at=T0)
+    assert published() == before  # opens nothing: the same after the erasure
+    stores.events.append("other-1", [sealing.encode(Joined("+44 3", 4), META, stream_id="other-1")], expected_version=0)
+    assert sealing.published(stores.events.read("other-1")[0]) == ({"phone": "+44 3", "seats": 4}, [])  # not sealed
+
+
 def test_upcasters_see_the_opened_payload(stores: Stores) -> None:
     @dataclass(frozen=True)
     class JoinedV2(DomainEvent):

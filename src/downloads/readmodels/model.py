@@ -29,7 +29,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from downloads.domain.events import LicenseIssued
 from eskit import DomainEvent, EventCodec, EventMetadata, OperationalError, StoredEvent
@@ -154,12 +154,22 @@ class Decoder:
 
     Read models' targets may decode from several threads at once: two threads decoding the same
     event both get a right answer, so the cache takes no lock (``keys`` has its own).
+
+    Once any event of a stream was decoded erased, no event of that stream is served from the cache as
+    decoded before the erasure: a read model behind another would otherwise see the member half clear
+    (an issue decoded erased, so nothing written, then a renewal served clear, written, and never
+    deleted, since the erasure's event finds a member's rows through what their issue wrote). With
+    ``keys`` a stream's decodes only go from clear to erased, never back, so each read model meets a
+    member clear, then erased. The streams met erased are kept as many as the events (``keep``): an
+    event cached before a stream was met erased is pushed out by the ``keep`` decodes that come after,
+    each of which is counted as the newest, before the stream is forgotten.
     """
 
     def __init__(self, codec: EventCodec, *, keys: KeyCache | None = None, keep: int = 4096) -> None:
         self.codec, self.keys, self.keep = codec, keys, keep
         self.facts = Facts()
         self._decoded: OrderedDict[object, Seen] = OrderedDict()
+        self._erased: OrderedDict[str, None] = OrderedDict()
 
     def seen(self, stream_id: str, stored: StoredEvent) -> Seen | None:
         """The event as decisions see it; None for a stream that is not an account's or a title's."""
@@ -171,18 +181,31 @@ class Decoder:
             return None
         decoded = self._decoded
         found = decoded.get(stored.event_id)
-        if found is not None and found.position == stored.position and found.stream_id == stream_id:
+        if (
+            found is not None
+            and found.position == stored.position
+            and found.stream_id == stream_id
+            and (found.meta.erased or stream_id not in self._erased)
+        ):
             return found
         stream_key = self.keys.key(stream_id) if self.keys is not None and self.codec.seals(stream_id) else None
         event, meta = self.codec.decode(stored, key=stream_key)
         found = Seen(stream_id, account_id, stored.position, event, meta, self.facts)
         if account_id is not None and isinstance(event, LicenseIssued):
             self.facts.issued(account_id, event.license_id, event.title_id, event.device_id)
-        decoded[stored.event_id] = found
-        if len(decoded) > self.keep:
-            with contextlib.suppress(KeyError):  # another thread took the oldest first
-                decoded.popitem(last=False)
+        if meta.erased:
+            _newest(self._erased, stream_id, None, self.keep)
+        _newest(decoded, stored.event_id, found, self.keep)
         return found
+
+
+def _newest(kept: OrderedDict[Any, Any], key: object, value: object, keep: int) -> None:
+    """Keep ``value`` under ``key`` as the newest of ``kept``, which holds ``keep`` at most."""
+    kept.pop(key, None)
+    kept[key] = value
+    if len(kept) > keep:
+        with contextlib.suppress(KeyError):  # another thread took the oldest first
+            kept.popitem(last=False)
 
 
 #: what a read model that follows licenses past their issue keeps: each license's title

@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 
 from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, RenewLicense
+from downloads.readmodels.model import Decoder
+from eskit import is_erased
+from eskit.privacy import KeyCache
 from tests.downloads.unit.readmodels.support import Wired, wired
 
 MODEL = "Pixel-Secret-Model-42"
@@ -114,3 +117,27 @@ def _no_personal_bytes(side: Wired) -> None:
     for secret in (DEVICE, MODEL, f"{KEY}-erased"):
         assert secret.encode() not in stored, secret
     assert b"other-device" in stored  # the kept member's device is in the read models, as it should be
+
+
+def test_once_the_decoder_met_a_member_erased_it_never_serves_their_events_clear_from_its_cache(side: Wired) -> None:
+    """A projection behind another across an erasure must not see the member's stream half clear: a
+    ``LicenseIssued`` decoded erased (nothing written) then a renewal served clear from the cache (written
+    with the device id, and never deleted, for the erasure's event finds rows through the issue's)."""
+    side.app.title("film")
+    member(side, "erased", DEVICE)
+    service = side.app.service
+    stream = service.accounts.stream_id("erased")
+    events = service.accounts.events.read(stream)
+    issued = next(e for e in events if e.type_name == "LicenseIssued")
+    renewed = next(e for e in events if e.type_name == "LicenseRenewed")
+    keys = KeyCache(service.accounts.keys)
+    decoder = Decoder(service.accounts.codec, keys=keys)
+    assert decoder.seen(stream, renewed) is not None  # a leading projection met the renewal before the erasure
+    service.erase("erased", by="admin")
+    keys.forget(stream)  # this process erased it (serve: the read side beside the service)
+
+    seen_issued = decoder.seen(stream, issued)
+    seen_renewed = decoder.seen(stream, renewed)
+
+    assert seen_issued is not None and seen_issued.erased and is_erased(seen_issued.event.device_id)
+    assert seen_renewed is not None and seen_renewed.erased

@@ -62,6 +62,9 @@ class SQLiteConnection:
         #: True: what a write deletes or replaces is overwritten with zeros (``PRAGMA secure_delete``), never
         #: left in free space: for files that hold personal data a member may have erased
         self.secure_delete = secure_delete
+        #: the last failed write to the file by the store's writers (appends, keys), as (monotonic time,
+        #: what failed), cleared by one that succeeds: what the event store's ``ping`` reports
+        self.failed_write: tuple[float, str] | None = None
         self._local = threading.local()
         self._closed = False
         self._schema_ready = False

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
+from eskit.exceptions import OperationalError
 from eskit.privacy.keys import KeyRecord, KeyStore
 from eskit.stores.sqlite.connection import SQLiteConnection, translate_errors
 from eskit.stores.timestamps import from_micros, to_micros
@@ -47,7 +49,7 @@ class SQLiteKeyStore(KeyStore):
         return _record(row) if row is not None else None
 
     def create(self, record: KeyRecord) -> KeyRecord:
-        with self.db.transaction(immediate=True) as conn:
+        with self._noted(), self.db.transaction(immediate=True) as conn:
             conn.execute(
                 f"INSERT OR IGNORE INTO eskit_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL)",
                 (record.subject, record.master_id, record.wrapped, to_micros(record.created_at)),
@@ -56,7 +58,7 @@ class SQLiteKeyStore(KeyStore):
         return _record(row)
 
     def erase(self, subject: str, at: datetime) -> KeyRecord:
-        with self._secure_delete(), self.db.transaction(immediate=True) as conn:
+        with self._noted(), self._secure_delete(), self.db.transaction(immediate=True) as conn:
             conn.execute(
                 f"INSERT INTO eskit_keys ({_COLUMNS}) VALUES (?, NULL, NULL, ?, ?) ON CONFLICT (subject) DO UPDATE"
                 " SET master_id = NULL, wrapped = NULL, erased_at = coalesce(erased_at, excluded.erased_at)",
@@ -102,6 +104,16 @@ class SQLiteKeyStore(KeyStore):
                         (record.subject, record.master_id, record.wrapped, to_micros(record.created_at)),
                     ).rowcount
         return changed
+
+    @contextlib.contextmanager
+    def _noted(self) -> Iterator[None]:
+        """A failed write is the file's failed write too: the event store's health check reports it (a
+        command whose key could not be made fails before its append, which would otherwise not tell)."""
+        try:
+            yield
+        except OperationalError as exc:
+            self.db.failed_write = (time.monotonic(), f"a key's write failed: {exc}")
+            raise
 
     @contextlib.contextmanager
     def _secure_delete(self) -> Iterator[None]:

@@ -134,6 +134,13 @@ class ArchiveWriter:
         self.path = path
         self._partial = path + ".partial"
         self._raw = open(self._partial, "wb")  # noqa: SIM115 - closed by finish or abort
+        try:
+            self._start(header)
+        except BaseException:  # interrupted before the caller holds the writer: nothing may be left behind
+            self.abort()
+            raise
+
+    def _start(self, header: ArchiveHeader) -> None:
         self._out = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=1)
         self._digest = hashlib.sha256()
         self._buffer: list[bytes] = []  # lines not yet compressed: one write per MiB costs less than one per line
@@ -219,7 +226,7 @@ class ArchiveWriter:
     def abort(self) -> None:
         """Drop what was written (an interrupted or failed export)."""
         with contextlib.suppress(Exception):
-            self._out.close()
+            self._out.close()  # may not be made yet: then this is an AttributeError, suppressed
         self._raw.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._partial)

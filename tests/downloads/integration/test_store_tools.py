@@ -18,11 +18,12 @@ from downloads.entrypoints.cli import main
 from downloads.settings import Settings
 from eskit import EventCodec, EventMetadata, Upcasters
 from eskit.stores.sqlite import read_models_path, sqlite_path
-from tests.support.history import Built, all_events, archive_of_history, build_history
+from tests.support.history import MASTER_KEY, Built, all_events, archive_of_history, build_history
 
 
-def wired(url: str, *, codec: EventCodec | None = None) -> Runtime:
-    return bootstrap(Settings(store=url, snapshot_every=4), codec=codec)
+def wired(url: str, *, codec: EventCodec | None = None, master_key: str | None = None) -> Runtime:
+    """The service on ``url`` (with ``master_key``, else the development key kept beside the store)."""
+    return bootstrap(Settings(store=url, snapshot_every=4, master_key=master_key), codec=codec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +76,7 @@ def test_an_import_into_sqlite_holds_every_event_and_answers_and_replays_as_befo
     assert main(["store", "import", archive, "--store", url]) == 0
     assert "imported 2,002 streams" in capsys.readouterr().out  # 2,000 accounts and two titles
     # The imported store is read by code one schema later: its v1 events go through the upcaster.
-    target = wired(url, codec=newer_codec())
+    target = wired(url, codec=newer_codec(), master_key=MASTER_KEY)  # the key the archive's keys are wrapped with
     try:
         assert all_events(target.stores.events) == all_events(source.stores.events)
         registered = [r.event for r in target.service.accounts.history(built.accounts[7])[1:3]]

@@ -25,7 +25,13 @@ OWN = "ours, 16 accounts"
 SHARED = "ours, 1 account"
 TRIVIAL = "trivial FastAPI"
 CEILING = "SQLite commits, no server"
+TRACED = "ours, 16 accounts, 1 in 10 traced"
+TRACED_ALL = "ours, 16 accounts, every request traced"
 CONTENDERS = (OWN, TRIVIAL, SHARED)
+#: the sampling of the traced case, as the runbook advises for production (OTEL_TRACES_SAMPLER_ARG)
+SAMPLED = 0.1
+#: the traced case's goal: its req/s against the same service with tracing off, in the same rounds
+TRACING_TARGET = 0.9
 SHARED_ACCOUNT = "bench-shared"
 SHARED_DEVICES = 6
 START_TIMEOUT = 60.0
@@ -216,18 +222,21 @@ async def _measure(
     seconds: float,
     warmup: float,
     ceiling_db: Path,
+    contenders: tuple[str, ...],
 ) -> dict[str, list[dict[str, Any]]]:
     pairs: dict[str, Pair] = {
         OWN: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
+        TRACED: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
+        TRACED_ALL: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         SHARED: _ours_pair(lambda i: SHARED_ACCOUNT, lambda i: f"d{i % SHARED_DEVICES}", lambda i: f"bench-title-{i}"),
         TRIVIAL: _trivial_pair,
     }
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in (*CONTENDERS, CEILING)}
-    conns = {name: [Connection("127.0.0.1", ports[name], headers) for _ in range(CLIENTS)] for name in CONTENDERS}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in (*contenders, CEILING)}
+    conns = {name: [Connection("127.0.0.1", ports[name], headers) for _ in range(CLIENTS)] for name in contenders}
     try:
-        for name in CONTENDERS:
+        for name in contenders:
             await _drive(conns[name], pairs[name], warmup)
-        for rnd, name in interleaved((*CONTENDERS, CEILING), rounds):
+        for rnd, name in interleaved((*contenders, CEILING), rounds):
             if name == CEILING:  # no load running: blocking the loop here holds nothing up
                 rate, p50 = _commit_rate(ceiling_db, seconds / 2)
                 results[name].append({"rps": rate, "p50": p50})
@@ -333,9 +342,25 @@ def run(quick: bool) -> dict[str, Any]:
             0.95,
         ),
     ]
+    tracing = parts[SERVERS[0]]["tracing"]
+    if tracing is not None:
+        goals.append(
+            goal_at_least(
+                f"ours tracing 1 in {round(1 / SAMPLED)} requests, exported over OTLP, ≥ {TRACING_TARGET}x ours "
+                f"with tracing off (16 accounts, {SERVERS[0]}, same rounds)",
+                tracing,
+                TRACING_TARGET,
+            )
+        )
     method = parts[SERVERS[0]]["method"] + (
         f" The whole measurement runs once per HTTP server ({', '.join(SERVERS)}): ours with "
-        "`DOWNLOADS_SERVER` set to it, the trivial app on the same server with the same worker count."
+        "`DOWNLOADS_SERVER` set to it, the trivial app on the same server with the same worker count. "
+        f"On {SERVERS[0]} two more cases load two more servers of ours, each on a file of its own and set up "
+        "the same way, with `OTEL_EXPORTER_OTLP_ENDPOINT` naming a local Jaeger (tools/jaeger) and "
+        f"`OTEL_TRACES_SAMPLER=parentbased_traceidratio`: '{TRACED}' with `OTEL_TRACES_SAMPLER_ARG={SAMPLED}`, "
+        f"'{TRACED_ALL}' with 1.0, so every request's spans (request, command, each store call) and the read "
+        "side's are made and exported with the SDK's default batch settings. They rotate with the other cases; "
+        f"the goal is the median of per-round req/s ratios of '{TRACED}' against '{OWN}'."
     )
     return {"title": TITLE, "method": method, "rows": rows, "goals": goals, "notes": notes}
 
@@ -356,29 +381,7 @@ def _run_on(kind: str, quick: bool) -> dict[str, Any]:
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "DOWNLOADS_SERVER": kind,
         }
-        store = f"sqlite:///{workdir / 'downloads.db'}"
-        our_port = free_port()
-        ours = ServerProcess(
-            "downloads serve",
-            [
-                sys.executable,
-                "-m",
-                "downloads.entrypoints.cli",
-                "serve",
-                "--store",
-                store,
-                "--port",
-                str(our_port),
-                "--workers",
-                str(WORKERS),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            port=our_port,
-            log=workdir / "ours.log",
-            cwd=ROOT,
-        )
+        ours = _our_server(workdir / "ours", env)
         trivial_port = free_port()
         trivial = ServerProcess(
             "trivial app",
@@ -388,25 +391,37 @@ def _run_on(kind: str, quick: bool) -> dict[str, Any]:
             log=workdir / "trivial.log",
             cwd=ROOT,
         )
+        # On the default server only: the same service exporting every span to a real OTLP receiver.
+        receiver, traced, why_not = _traced_servers(workdir, env) if kind == SERVERS[0] else (None, {}, None)
+        contenders = (*CONTENDERS, *traced)
         try:
-            ours.start(timeout=START_TIMEOUT)
-            trivial.start(timeout=START_TIMEOUT)
-            _setup(ours.url, signer.issue("admin", ttl_seconds=3600))
-            ports = {OWN: our_port, SHARED: our_port, TRIVIAL: trivial_port}
+            for server in [ours, trivial, *traced.values()]:
+                server.start(timeout=START_TIMEOUT)
+            admin = signer.issue("admin", ttl_seconds=3600)
+            _setup(ours.url, admin)
+            ports = {OWN: ours.port, SHARED: ours.port, TRIVIAL: trivial.port}
             assert ours.process is not None and trivial.process is not None
             pgids = {OWN: ours.process.pid, SHARED: ours.process.pid, TRIVIAL: trivial.process.pid}
-            measuring = _measure(ports, pgids, headers, rounds, seconds, warmup, workdir / "commits.db")
+            for name, server in traced.items():
+                _setup(server.url, admin)
+                assert server.process is not None
+                ports[name], pgids[name] = server.port, server.process.pid
+            measuring = _measure(ports, pgids, headers, rounds, seconds, warmup, workdir / "commits.db", contenders)
             results = _loop_runner()(measuring)
         finally:
             ours.stop(grace=STOP_GRACE)
             trivial.stop(grace=STOP_GRACE)
-        db_events = _count_events(workdir / "downloads.db")
+            for server in traced.values():
+                server.stop(grace=STOP_GRACE)
+            if receiver is not None:
+                receiver.stop()
+        db_events = _count_events(workdir / "ours" / "downloads.db")
     fractions = [o["rps"] / t["rps"] for o, t in zip(results[OWN], results[TRIVIAL], strict=True)]
     contention = [s["rps"] / o["rps"] for s, o in zip(results[SHARED], results[OWN], strict=True)]
     of_commits = [o["rps"] / c["rps"] for o, c in zip(results[OWN], results[CEILING], strict=True)]
     fraction = median(fractions)
     rows = []
-    for name in CONTENDERS:
+    for name in contenders:
         res = results[name]
         errors = sum(sum(r["errors"].values()) for r in res)
         rows.append(
@@ -471,15 +486,70 @@ def _run_on(kind: str, quick: bool) -> dict[str, Any]:
         f"the {CLIENTS}-account case (median over rounds): each command appends at the account's next version, "
         f"so concurrent commands on one account serialise and the losers reload and retry.",
     ]
+    tracing = None
+    if TRACED in results:
+        off_ms = median([r["server_ms"] for r in results[OWN]])
+        tracing, every = (
+            median([t["rps"] / o["rps"] for t, o in zip(results[name], results[OWN], strict=True)])
+            for name in (TRACED, TRACED_ALL)
+        )
+        notes.append(
+            f"Tracing, spans exported over OTLP/HTTP to a local Jaeger (which shares the {os.cpu_count()} cores): "
+            f"'{TRACED}' reached x{tracing:.2f} of '{OWN}' and '{TRACED_ALL}' x{every:.2f} (medians of per-round "
+            f"ratios), at {median([r['server_ms'] for r in results[TRACED]]):.2f} and "
+            f"{median([r['server_ms'] for r in results[TRACED_ALL]]):.2f} against {off_ms:.2f} server CPU ms per "
+            "request: making and encoding a span costs the Python SDK tens of microseconds, and a request makes "
+            "several (request, command, each store call), so production samples (docs/operations.md)."
+        )
+    elif why_not is not None:
+        notes.append(f"Tracing not measured: {why_not}")
     all_errors: dict[str, int] = {}
-    for name in CONTENDERS:
+    for name in contenders:
         for r in results[name]:
             for what, count in r["errors"].items():
                 key = re.sub(r"[0-9a-f-]{36}", "<id>", f"{name}: {what}")
                 all_errors[key] = all_errors.get(key, 0) + count
     if all_errors:
         notes.append("Errors: " + "; ".join(f"{k} x{v}" for k, v in sorted(all_errors.items())[:8]))
-    return {"method": method, "rows": rows, "notes": notes, "fraction": fraction}
+    return {"method": method, "rows": rows, "notes": notes, "fraction": fraction, "tracing": tracing}
+
+
+def _our_server(workdir: Path, env: dict[str, str]) -> ServerProcess:
+    """``downloads serve`` on a SQLite file of its own in ``workdir`` (not started)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "downloads.entrypoints.cli", "serve", "--store", f"sqlite:///{workdir / 'downloads.db'}",
+        "--port", str(port), "--workers", str(WORKERS), "--log-level", "warning",
+    ]  # fmt: skip
+    return ServerProcess("downloads serve", cmd, env=env, port=port, log=workdir / "server.log", cwd=ROOT)
+
+
+def _traced_servers(workdir: Path, env: dict[str, str]) -> tuple[Any, dict[str, ServerProcess], str | None]:
+    """A started Jaeger and two more servers of ours exporting to it, one sampling 1 in 10 requests, one
+    every request; (None, {}, why) when Jaeger cannot run."""
+    from tools.jaeger import JaegerError, LocalJaeger
+
+    receiver = LocalJaeger(workdir / "jaeger")
+    try:
+        receiver.start(timeout=START_TIMEOUT)
+    except (JaegerError, RuntimeError) as exc:
+        receiver.stop()
+        return None, {}, f"no OTLP receiver ({exc})"
+    servers = {}
+    for name, folder, ratio in ((TRACED, "sampled", SAMPLED), (TRACED_ALL, "traced", 1.0)):
+        metrics_dir = workdir / f"{folder}-metrics"
+        metrics_dir.mkdir()
+        traced = {
+            **env,
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.otlp_endpoint,
+            "OTEL_SERVICE_NAME": f"downloads-bench-{folder}",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+        }
+        servers[name] = _our_server(workdir / folder, traced)
+    return receiver, servers, None
 
 
 def _count_events(path: Path) -> int:

@@ -1,4 +1,5 @@
-"""Session-wide test setup: a clean environment, the Cassandra cluster pool, the Kafka broker, the order of tests."""
+"""Session-wide test setup: a clean environment, the Cassandra cluster pool, the Kafka broker, the OTLP receiver,
+the order of tests."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ import os
 import pytest
 
 from tests.support.cassandra import KINDS, cluster_pool
+from tests.support.jaeger import jaeger
 from tests.support.kafka import kafka, kafka_pool
 
-__all__ = ["cluster_pool", "kafka", "kafka_pool"]  # session fixtures for every test folder
+__all__ = ["cluster_pool", "jaeger", "kafka", "kafka_pool"]  # session fixtures for every test folder
 
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DOWNLOADS_* setting leaks from the developer's shell into a test."""
+    """No DOWNLOADS_* (or OTEL_*) setting leaks from the developer's shell into a test."""
     for name in list(os.environ):
-        if name.startswith("DOWNLOADS_") or name == "PROMETHEUS_MULTIPROC_DIR":
+        if name.startswith(("DOWNLOADS_", "OTEL_")) or name == "PROMETHEUS_MULTIPROC_DIR":
             monkeypatch.delenv(name)
 
 

@@ -1,4 +1,4 @@
-"""A server in its own process group: started, waited for on ``/readyz``, always stopped in bounded time.
+"""A server in its own process group: started, waited for on its readiness path, always stopped in bounded time.
 
 Shared by the end-to-end tests and the HTTP benchmark, which both run real
 servers (ours and, in the benchmark, a trivial one to compare with).
@@ -39,8 +39,11 @@ class ServerProcess:
         port: int,
         log: Path | None = None,
         cwd: Path | None = None,
+        ready_path: str = "/readyz",
     ) -> None:
         self.name, self.cmd, self.env, self.port, self.log, self.cwd = name, list(cmd), dict(env), port, log, cwd
+        #: answers 200 once the server serves (``/readyz`` for ours, ``/-/ready`` for Prometheus)
+        self.ready_path = ready_path
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,7 +51,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, *, timeout: float = 60) -> None:
-        """Start the server and wait until ``/readyz`` answers 200; raise ``RuntimeError`` (and stop it) if not."""
+        """Start the server and wait until its ready path answers 200; raise ``RuntimeError`` (and stop it) if not."""
         if self.log is not None:
             with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
                 self.process = self._spawn(log, log)
@@ -59,7 +62,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.log_tail()}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

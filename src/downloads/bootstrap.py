@@ -22,7 +22,7 @@ from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS, Account, Policy, Titl
 from downloads.domain.events import AccountErased
 from downloads.readmodels.ports import ReadModels
 from downloads.settings import Settings
-from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, Stores, open_stores
+from eskit import EventCodec, EventStore, Repository, SnapshotPolicy, SnapshotStore, Stores, open_stores
 from eskit.events import StoredEvent
 from eskit.privacy import ERASED_KEY, DataKey, Encryption, KeyCache, KeyRecord, KeyRing, StreamKey
 from eskit.readmodel import RunnerSettings, Sink
@@ -67,6 +67,9 @@ class Runtime:
     masters: MasterKeySource | None = None
 
     def close(self) -> None:
+        self.service.catalog.close()
+        for repository in (self.service.accounts, self.service.titles):
+            repository.flush_snapshots(timeout=5)
         if self.service.denials is not None:
             self.service.denials.close()
         self.stores.close()
@@ -90,8 +93,12 @@ def bootstrap(
     observer: ServiceObserver | None = None,
     wrap_events: Callable[[EventStore], EventStore] | None = None,
     codec: EventCodec | None = None,
+    wrap_stores: Callable[[Stores], tuple[EventStore, SnapshotStore]] | None = None,
 ) -> Runtime:
     """Open the stores, load the policy and wire the service (``codec`` replaces :func:`make_codec`'s).
+
+    ``wrap_stores`` gives the event and snapshot stores the repositories use (timed, traced: see
+    :func:`downloads.adapters.observed.observed_stores`); ``wrap_events`` then wraps the event store.
 
     Raises :class:`~downloads.adapters.master_keys.NoMasterKey` in production mode without a master key
     (before any store is opened), :class:`~downloads.adapters.policy_file.PolicyError` for a bad
@@ -101,6 +108,9 @@ def bootstrap(
     policy = policy or load_policy(settings.policy)
     stores = open_stores(settings.store, create_schema=settings.create_schema)
     events: EventStore = stores.events
+    snapshot_store: SnapshotStore = stores.snapshots
+    if wrap_stores is not None:
+        events, snapshot_store = wrap_stores(stores)
     if wrap_events is not None:
         events = wrap_events(events)
     codec = codec or make_codec()
@@ -110,13 +120,13 @@ def bootstrap(
         Account,
         events,
         codec,
-        snapshots=stores.snapshots,
+        snapshots=snapshot_store,
         snapshot_policy=snapshots,
         stream_prefix="account-",
         keys=ring,
     )
     titles = Repository(
-        Title, events, codec, snapshots=stores.snapshots, snapshot_policy=snapshots, stream_prefix="title-"
+        Title, events, codec, snapshots=snapshot_store, snapshot_policy=snapshots, stream_prefix="title-"
     )
     sealer = KeySealer(KeyCache(ring, size=max(settings.cache_size, 100))) if ring and codec.encryption else None
     service = DownloadsService(
@@ -128,6 +138,7 @@ def bootstrap(
         keep_requests=timedelta(hours=settings.idempotency_hours),
         observer=observer,
         cache_size=settings.cache_size,
+        title_cache_seconds=settings.title_cache_seconds,
     )
     return Runtime(settings=settings, policy=policy, stores=stores, service=service, masters=masters)
 

@@ -17,6 +17,8 @@
 | workers | DOWNLOADS_WORKERS | 1 | server processes |
 | snapshot_every | DOWNLOADS_SNAPSHOT_EVERY | 100 | snapshot an account every N events (0: never) |
 | cache_size | DOWNLOADS_CACHE_SIZE | 10000 | accounts kept in memory per process between commands (0: none) |
+| title_cache_seconds | DOWNLOADS_TITLE_CACHE_SECONDS | 1 | commands read titles from memory, refreshed after |
+|  |  |  | this (0: read for every command); see downloads.application.catalog |
 | idempotency_hours | DOWNLOADS_IDEMPOTENCY_HOURS | 24 | how long accepted request ids are remembered |
 | max_body_bytes | DOWNLOADS_MAX_BODY_BYTES | 65536 | larger request bodies get 413 |
 | server | DOWNLOADS_SERVER | granian | HTTP server: granian, or uvicorn (httptools) / uvicorn-h11 (no head timeout) |
@@ -39,6 +41,8 @@
 | relay_partitions | DOWNLOADS_RELAY_PARTITIONS | 6 | partitions of a topic the relay creates |
 | relay_timeout | DOWNLOADS_RELAY_TIMEOUT | 10 | seconds a relay batch waits for the broker's acknowledgements |
 | relay_batch | DOWNLOADS_RELAY_BATCH | 2000 | events the relay publishes per batch where the feed is one sequence |
+| log_format | DOWNLOADS_LOG_FORMAT | text | text, or json: one JSON object per line (time, level, logger, message, |
+|  |  |  | request_id, trace_id, span_id) |
 | create_schema | DOWNLOADS_CREATE_SCHEMA | (backend's) | create tables on first use (SQLite always; Cassandra if |
 |  |  |  | true here or in the URL) |
 """
@@ -73,6 +77,7 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     snapshot_every: int = Field(default=100, ge=0)
     cache_size: int = Field(default=10_000, ge=0)
+    title_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     idempotency_hours: float = Field(default=24.0, gt=0)
     max_body_bytes: int = Field(default=65536, ge=1024)
     create_schema: bool | None = None
@@ -94,6 +99,7 @@ class Settings(BaseSettings):
     denials_kept: int = Field(default=1000, ge=1, le=100_000)
     what_if_max_commands: int = Field(default=10_000, ge=1, le=1_000_000)
     what_if_max_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def production(self) -> bool:

@@ -4,6 +4,13 @@ A command is a function of the aggregate that checks, records events and
 returns a value. :class:`CommandRunner` loads the aggregate (from its cache
 when it can), runs the command, saves what it recorded and, when another
 writer got there first, reloads and runs it again.
+
+A cached aggregate is trusted without reading the store first: when another
+process appended since, the command's conditional append fails and the runner
+reloads, so no decision on stale state is ever stored. An answer that stores
+nothing (a refusal, a question) cannot be checked that way, so before it is
+given the runner reads what was appended after the cached state (one read,
+usually of nothing) and, when there is something, decides again.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ class CommandRunner(Generic[A]):
         *,
         metadata: EventMetadata | Callable[[A, R], EventMetadata | Sequence[EventMetadata]],
         create: bool = False,
+        new: bool = False,
         max_attempts: int = 10,
         on_conflict: Callable[[int], None] | None = None,
     ) -> R:
@@ -68,55 +76,100 @@ class CommandRunner(Generic[A]):
         ``max_attempts`` times in all, with a short random backoff; the last
         conflict is re-raised. Raises :class:`AggregateNotFound` for a missing
         aggregate unless ``create``; exceptions raised by ``command`` propagate
-        and nothing is saved.
+        and nothing is saved. ``new`` (with ``create``) says the stream is
+        expected not to exist: the first attempt starts from an empty aggregate
+        without reading the store (its append, conditional on an empty stream,
+        shows whether it was).
         """
         with self._turns[hash(aggregate_id) % _TURN_LOCKS]:
-            for attempt in range(1, max_attempts + 1):
-                aggregate = self._take_cached(aggregate_id)
+            aggregate: A | None = None
+            verified = False  # whether ``aggregate`` was read from the store for this command
+            reload_at: int | None = None  # after a conflict: the version the store reported
+            attempt = 1
+            while True:
                 if aggregate is None:
-                    aggregate = self._load(aggregate_id, create=create)
-                # An exception from the command leaves the aggregate half-changed: it is not cached again.
-                result = command(aggregate)
+                    aggregate = self._take_cached(aggregate_id) if reload_at is None else None
+                    verified = False
+                    if aggregate is None and new and create and attempt == 1 and reload_at is None:
+                        aggregate = self.repository.aggregate_cls(aggregate_id)
+                    elif aggregate is None:
+                        aggregate = self._load(aggregate_id, create=create, version=reload_at)
+                        verified = True
+                try:
+                    result = command(aggregate)
+                except Exception:
+                    if verified:
+                        self._keep_unchanged(aggregate)
+                        raise
+                    # Decided on state nobody read for this command: the refusal stands only if that
+                    # state was current. Half-changed (or assumed new), it is read afresh.
+                    if aggregate.pending_events or aggregate.version == 0:
+                        aggregate = self._load(aggregate_id, create=create)
+                    elif not self._catch_up(aggregate):
+                        self._keep_unchanged(aggregate)
+                        raise
+                    verified = True
+                    continue
                 if aggregate.pending_events:
                     meta = metadata if isinstance(metadata, EventMetadata) else metadata(aggregate, result)
                     try:
                         self.repository.save(aggregate, meta)
-                    except ConcurrencyError:
+                    except ConcurrencyError as exc:
                         if on_conflict is not None:
                             on_conflict(attempt)
                         if attempt == max_attempts:
                             raise
+                        attempt += 1
                         # Jittered, growing backoff: writers in other processes get out of step.
                         time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                        # Reload exactly up to the version the refusal reported (one bounded read).
+                        moved = exc.actual is not None and exc.actual > exc.expected
+                        aggregate, reload_at = None, (exc.actual if moved else None)
+                        continue
+                elif not verified:
+                    # An answer that stores nothing, decided on state nobody read for this command:
+                    # it stands only if that state was current; otherwise decide again on what is.
+                    if aggregate.version == 0:
+                        aggregate, verified = self._load(aggregate_id, create=create), True
+                        continue
+                    if self._catch_up(aggregate):
+                        verified = True
                         continue
                 if aggregate.version > 0:
                     self._keep(aggregate)
                 return result
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def evict(self, aggregate_id: str) -> None:
         """Drop the aggregate from the cache (the next command loads it, and its stream's key, afresh)."""
         with self._cache_lock:
             self._cache.pop(aggregate_id, None)
 
-    def _load(self, aggregate_id: str, *, create: bool) -> A:
+    def _catch_up(self, aggregate: A) -> bool:
+        """Fold in what was appended after ``aggregate`` (which holds no pending events); True if anything was."""
+        found = self.repository.events_after(aggregate)
+        for recorded in found:
+            aggregate.replay(recorded.event, recorded.metadata)
+        return bool(found)
+
+    def _keep_unchanged(self, aggregate: A) -> None:
+        """Cache an aggregate a failed command left as the store holds it (it recorded nothing)."""
+        if not aggregate.pending_events and aggregate.version > 0:
+            self._keep(aggregate)
+
+    def _load(self, aggregate_id: str, *, create: bool, version: int | None = None) -> A:
         try:
-            return self.repository.load(aggregate_id)
+            return self.repository.load(aggregate_id, version=version)
         except AggregateNotFound:
             if not create:
                 raise
             return self.repository.aggregate_cls(aggregate_id)
 
     def _take_cached(self, aggregate_id: str) -> A | None:
-        """Take (not copy) a cached aggregate, brought up to date with the events after it."""
+        """Take (not copy) a cached aggregate, as it was when cached: nothing is read (see the module docstring)."""
         if self.cache_size <= 0:
             return None
         with self._cache_lock:
-            aggregate = self._cache.pop(aggregate_id, None)
-        if aggregate is not None:
-            for recorded in self.repository.events_after(aggregate):
-                aggregate.replay(recorded.event, recorded.metadata)
-        return aggregate
+            return self._cache.pop(aggregate_id, None)
 
     def _keep(self, aggregate: A) -> None:
         """Cache an aggregate whose state is exactly what the store holds (no pending events)."""

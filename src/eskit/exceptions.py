@@ -12,6 +12,7 @@ The classes defined elsewhere name their module::
     │   │   └── DamagedEvent        a stored event cannot be read back (a damaged or forged row)
     │   ├── OperationalError        the backend failed while working (I/O, timeout, busy)
     │   │   ├── StoreUnavailable    the backend cannot be reached at all
+    │   │   │   └── QuorumUnreachable  reads answer, but writes cannot be made durable from here
     │   │   └── UnknownOutcome      a write may or may not have happened and could not be resolved
     │   └── SchemaError             the store's schema is missing or incompatible
     ├── SerializationError          a payload could not be encoded or decoded
@@ -44,6 +45,7 @@ __all__ = [
     "MasterKeyError",
     "OperationalError",
     "PrivacyError",
+    "QuorumUnreachable",
     "SchemaError",
     "SerializationError",
     "StoreError",
@@ -107,6 +109,14 @@ class OperationalError(StoreError):
 
 class StoreUnavailable(OperationalError):
     """The backend cannot be reached (file not openable, no live node)."""
+
+
+class QuorumUnreachable(StoreUnavailable):
+    """This process cannot reach enough replicas to make a write durable; reads still answer.
+
+    Raised at once, without a request, while the store knows it is cut off (a Cassandra region
+    that cannot reach a quorum of the other regions' replicas). Nothing was written.
+    """
 
 
 class UnknownOutcome(OperationalError):

@@ -124,12 +124,24 @@ class EventStore(abc.ABC):
         """
         return contextlib.nullcontext(False)
 
+    def announce(self, stream_id: str, version: int) -> None:  # noqa: B027 - optional hook
+        """Make sure the store's feed tells followers of ``stream_id`` up to ``version``, durably.
+
+        Called before a command found already done (a retry under its key) is answered again: its
+        first attempt may have stored its events and failed before the feed's record of them was
+        durable. Stores whose feed is their commit order (SQLite, memory) have nothing to do.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections; the store must not be used afterwards."""
 
 
 class SnapshotStore(abc.ABC):
     """Port: snapshots of aggregate state at a stream version."""
+
+    #: a write costs a network round trip: repositories write snapshots after the command's answer,
+    #: in the background, rather than on its path (a snapshot is only a cache of the events)
+    deferred_writes: bool = False
 
     @abc.abstractmethod
     def save(self, snapshot: Snapshot) -> None:

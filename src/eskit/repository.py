@@ -19,7 +19,10 @@ snapshots: the events stay, their personal fields unreadable for good.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -27,7 +30,7 @@ from typing import Generic, TypeVar
 from eskit.aggregate import Aggregate, metadata_for
 from eskit.codec import EventCodec, Upcasters
 from eskit.events import DomainEvent, EventMetadata, Snapshot, StoredEvent
-from eskit.exceptions import AggregateNotFound, PrivacyError, SerializationError
+from eskit.exceptions import AggregateNotFound, ConcurrencyError, PrivacyError, SerializationError
 from eskit.ports import EventStore, SnapshotStore
 from eskit.privacy.keys import ErasedKey, KeyRecord, StreamKey
 from eskit.privacy.ring import KeyRing
@@ -40,6 +43,7 @@ A = TypeVar("A", bound=Aggregate)
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
+_DEFERRED_LIMIT = 64  # snapshots waiting for the background writer at most
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,10 @@ class Repository(Generic[A]):
         self.stream_prefix = stream_prefix
         #: where the keys of the streams the codec seals are found (None: nothing is sealed)
         self.keys = keys
+        # Snapshots written after the answer (stores with deferred_writes): one writer thread.
+        self._writer: ThreadPoolExecutor | None = None
+        self._deferred = 0
+        self._deferred_lock = threading.Lock()
 
     def stream_id(self, aggregate_id: str) -> str:
         """The stream that holds the aggregate's events."""
@@ -195,19 +203,21 @@ class Repository(Generic[A]):
         was loaded may have one now (another process made it), so then it is looked up.
         """
         stream_id = self.stream_id(aggregate.id)
-        if aggregate.stream_key is None:
-            page = self.events.read(stream_id, gt=aggregate.version, limit=1)
-            if page:
-                aggregate.stream_key = self.stream_key(stream_id)
-        return self._iter_events(stream_id, gt=aggregate.version, lte=None, key=aggregate.stream_key)
+        stored = self._read_all(stream_id, gt=aggregate.version, lte=None)
+        if stored and aggregate.stream_key is None:
+            aggregate.stream_key = self.stream_key(stream_id)
+        return [self._decode(s, aggregate.stream_key) for s in stored]
 
     def _iter_events(self, stream_id: str, *, gt: int, lte: int | None, key: StreamKey) -> list[RecordedEvent]:
-        decoded: list[RecordedEvent] = []
+        return [self._decode(s, key) for s in self._read_all(stream_id, gt=gt, lte=lte)]
+
+    def _read_all(self, stream_id: str, *, gt: int, lte: int | None) -> list[StoredEvent]:
+        found: list[StoredEvent] = []
         while True:
             page = self.events.read(stream_id, gt=gt, lte=lte, limit=_PAGE)
-            decoded.extend(self._decode(s, key) for s in page)
+            found.extend(page)
             if len(page) < _PAGE:
-                return decoded
+                return found
             gt = page[-1].position
 
     def _decode(self, stored: StoredEvent, key: StreamKey) -> RecordedEvent:
@@ -277,6 +287,10 @@ class Repository(Generic[A]):
         if aggregate.stream_key is None and self.keys is not None and self.codec.seals(stream_id):
             aggregate.stream_key = self.keys.key(stream_id, create=True)
         key = aggregate.stream_key
+        if before == 0 and isinstance(key, ErasedKey):
+            # An erased stream is never empty: the append would be refused, so refuse it as the store would
+            # (the caller reads the stream and decides again), before anything is sealed with a dead key.
+            raise ConcurrencyError(stream_id, expected=0)
         records = [
             self.codec.encode(event, meta, stream_id=stream_id, key=key)
             for event, meta in zip(pending, metadata_for(pending, metadata), strict=True)
@@ -288,7 +302,13 @@ class Repository(Generic[A]):
         return new_version
 
     def take_snapshot(self, aggregate: A) -> bool:
-        """Store a snapshot of ``aggregate`` at its version; return whether one was stored."""
+        """Store a snapshot of ``aggregate`` at its version; return whether one was stored (or queued).
+
+        The state is taken now; a store with ``deferred_writes`` writes it (and prunes older
+        snapshots) in the background, after the command's answer. At most
+        :data:`_DEFERRED_LIMIT` wait at once; past that a snapshot is skipped (the next one
+        due is taken as usual).
+        """
         cls = type(aggregate)
         if self.snapshots is None or not cls.snapshot_type or aggregate.pending_events:
             return False
@@ -300,21 +320,30 @@ class Repository(Generic[A]):
                 if sealed is None:  # no live key to seal it with: a snapshot is a cache, go without
                     return False
                 state = sealed
-            aggregate.snapshot_taken = (aggregate.version, len(state))
-            self.snapshots.save(
-                Snapshot(
-                    stream_id=stream_id,
-                    version=aggregate.version,
-                    type_name=cls.snapshot_type,
-                    schema_version=cls.snapshot_version,
-                    state=state,
-                    recorded_at=datetime.now().astimezone(),
-                )
+            snapshot = Snapshot(
+                stream_id=stream_id,
+                version=aggregate.version,
+                type_name=cls.snapshot_type,
+                schema_version=cls.snapshot_version,
+                state=state,
+                recorded_at=datetime.now().astimezone(),
             )
+            aggregate.snapshot_taken = (aggregate.version, len(state))
         except Exception:  # a snapshot is an optimisation: never fail the command for it
             log.exception("snapshot of %s v%d failed", aggregate.id, aggregate.version)
             return False
-        self._prune(self.stream_id(aggregate.id))
+        if not self.snapshots.deferred_writes:
+            return self._store_snapshot(snapshot)
+        with self._deferred_lock:
+            if self._deferred >= _DEFERRED_LIMIT:
+                log.info(
+                    "snapshot of %s v%d skipped: %d snapshots waiting", aggregate.id, snapshot.version, _DEFERRED_LIMIT
+                )
+                return False
+            self._deferred += 1
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eskit-snapshots")
+        self._writer.submit(self._store_deferred, snapshot)
         return True
 
     def forget(self, aggregate_id: str, *, at: datetime) -> KeyRecord:
@@ -328,11 +357,35 @@ class Repository(Generic[A]):
         if self.keys is None:
             raise PrivacyError(f"{stream_id!r} has no key to erase: this repository seals nothing")
         record = self.keys.erase(stream_id, at=at)
+        self.flush_snapshots()  # one this process writes in the background lands before they are removed
         if self.snapshots is not None:
             versions = self.snapshots.versions(stream_id)
             if versions:
                 self.snapshots.delete(stream_id, versions)
         return record
+
+    def _store_deferred(self, snapshot: Snapshot) -> None:
+        try:
+            self._store_snapshot(snapshot)
+        finally:
+            with self._deferred_lock:
+                self._deferred -= 1
+
+    def _store_snapshot(self, snapshot: Snapshot) -> bool:
+        assert self.snapshots is not None
+        try:
+            self.snapshots.save(snapshot)
+        except Exception:  # a snapshot is an optimisation: never fail the command for it
+            log.exception("snapshot of %s v%d failed", snapshot.stream_id, snapshot.version)
+            return False
+        self._prune(snapshot.stream_id)
+        return True
+
+    def flush_snapshots(self, timeout: float = 30.0) -> None:
+        """Wait (at most ``timeout`` seconds) until every snapshot written in the background is stored."""
+        deadline = time.monotonic() + timeout
+        while self._deferred and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _prune(self, stream_id: str) -> None:
         """Remove the stream's snapshots the policy no longer keeps (a failure only leaves them a while longer)."""

@@ -1,7 +1,9 @@
 """Real Cassandra clusters for tests: started by the session, one at a time, always stopped.
 
 All local clusters listen on 127.0.0.x:9042, so one runs at a time: asking for a
-cluster of another kind stops the running one first. Tests say which kind they
+cluster of another kind stops the running one first. The three-region kind runs every
+connection between regions through its WAN proxies, handed out at 0 ms and healed; a test
+that sets a distance or cuts a region off puts it back in a ``finally``. Tests say which kind they
 need with ``pytest.mark.cluster(nodes=..., dcs=..., paxos_variant=...)``, and
 the session runs them grouped by kind in :data:`KINDS` order (see the root
 conftest), so each kind starts once.
@@ -46,6 +48,9 @@ class ClusterPool:
         cluster = LocalCassandraCluster(nodes, dcs=dcs, paxos_variant=paxos_variant)
         self.current = cluster
         cluster.start()
+        if cluster.proxied:  # one left up by an earlier run may still be cut off or at a distance
+            cluster.heal()
+            cluster.set_wan(0)
         return cluster
 
     def close(self) -> None:

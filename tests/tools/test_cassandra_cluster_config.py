@@ -6,13 +6,16 @@ import importlib
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tools.cassandra_cluster import LocalCassandraCluster, default_base_dir, repo_root
+from tools.cassandra_cluster import ClusterError, LocalCassandraCluster, default_base_dir, repo_root
 from tools.cassandra_cluster.config import TOKENS, NodeConfig
+from tools.cassandra_cluster.process import port_open
 from tools.cassandra_cluster.readiness import gossip_view
+from tools.cassandra_cluster.wan import API_HOST, API_PORT, Toxiproxy, toxiproxy_home
 
 MODULES = (
     "",
@@ -25,8 +28,9 @@ MODULES = (
     ".locations",
     ".process",
     ".readiness",
+    ".wan",
 )
-VERBS = ("fetch", "up", "down", "status", "kill", "stop", "start", "pause", "resume")
+VERBS = ("fetch", "up", "down", "status", "wan", "partition", "heal", "kill", "stop", "start", "pause", "resume")
 
 
 def yaml_value(text: str, key: str) -> str:
@@ -46,11 +50,15 @@ def test_node_of_a_three_dc_cluster_gets_its_own_dc_address_and_token(tmp_path: 
     rackdc = (conf / "cassandra-rackdc.properties").read_text()
     assert f"dc=dc{i}\n" in rackdc
     assert "rack=rack1\n" in rackdc
+    assert "prefer_local=true\n" in rackdc  # same-DC peers skip the WAN proxy
     yaml = (conf / "cassandra.yaml").read_text()
     assert yaml_value(yaml, "listen_address") == f"127.0.0.{i}"
-    assert yaml_value(yaml, "rpc_address") == f"127.0.0.{i}"
+    assert yaml_value(yaml, "rpc_address") == f"127.0.0.{i}"  # clients connect directly
+    # Peers in other regions reach the node through its WAN proxy, seeds included.
+    assert yaml_value(yaml, "broadcast_address") == f"127.0.2.{i}"
+    assert cluster.broadcast_address(i) == f"127.0.2.{i}"
     assert yaml_value(yaml, "initial_token") == str(TOKENS[i - 1])
-    assert "127.0.0.1:7000,127.0.0.2:7000,127.0.0.3:7000" in yaml  # every node is a seed
+    assert "127.0.2.1:7000,127.0.2.2:7000,127.0.2.3:7000" in yaml  # every node is a seed
     assert yaml_value(yaml, "paxos_variant") == "v2"
     assert yaml_value(yaml, "cluster_name") == "'eskit-test'"
     assert (conf / "logback.xml").read_text().startswith("<?xml")
@@ -63,6 +71,10 @@ def test_single_dc_cluster_puts_every_node_in_dc1_and_renders_the_commitlog_mode
     cluster = LocalCassandraCluster(3, tmp_path, commitlog_sync="group", paxos_variant="v1", log=None)
     assert [cluster.node_config(i).dc for i in cluster.node_indices] == ["dc1", "dc1", "dc1"]
     yaml = cluster.node_config(2).cassandra_yaml()
+    assert yaml_value(yaml, "broadcast_address") == "127.0.0.2"  # one region: no proxy
+    assert "127.0.0.1:7000,127.0.0.2:7000,127.0.0.3:7000" in yaml
+    assert "prefer_local=false" in cluster.node_config(2).rackdc_properties()
+    assert cluster.wan is None
     assert yaml_value(yaml, "commitlog_sync") == "group"
     assert yaml_value(yaml, "commitlog_sync_group_window") == "15ms"
     assert yaml_value(yaml, "paxos_variant") == "v1"
@@ -136,3 +148,55 @@ def test_every_module_has_a_sorted_all_of_names_it_has(suffix: str) -> None:
     # isort-style, as ruff's RUF022 sorts: CONSTANTS, then Classes, then functions.
     assert names == sorted(names, key=lambda name: (not name.isupper(), not name[:1].isupper(), name))
     assert all(hasattr(module, name) and not name.startswith("_") for name in names)
+
+
+def test_the_wan_commands_refuse_a_cluster_of_one_region(tmp_path: Path) -> None:
+    cluster = LocalCassandraCluster(3, tmp_path / "c", log=None)
+    for act in (lambda: cluster.set_wan(70), lambda: cluster.partition("dc1"), cluster.heal):
+        with pytest.raises(ClusterError, match="several data centres"):
+            act()
+
+
+@pytest.fixture
+def toxiproxy(tmp_path: Path) -> Iterator[Toxiproxy]:
+    """A real Toxiproxy server with the proxies of a three-region cluster (no Cassandra behind them)."""
+    if not (toxiproxy_home() / "toxiproxy-server").is_file():
+        pytest.skip("Toxiproxy is not built yet (python -m tools.cassandra_cluster fetch)")
+    if port_open(API_HOST, API_PORT, 0.2):
+        pytest.skip("a Toxiproxy server already runs (a cluster is up)")
+    server = Toxiproxy(tmp_path, 3, log=lambda _: None)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_latency_is_half_the_round_trip_on_each_direction_of_every_link(toxiproxy: Toxiproxy) -> None:
+    toxiproxy.set_latency(70, 10)
+    for i in (1, 2, 3):
+        toxics = {t["stream"]: t["attributes"] for t in toxiproxy._call("GET", f"/proxies/node{i}/toxics")}
+        assert toxics == {"upstream": {"latency": 35, "jitter": 5}, "downstream": {"latency": 35, "jitter": 5}}
+    assert toxiproxy.latency() == (70.0, 10.0)
+    toxiproxy.set_latency(0)
+    assert toxiproxy._call("GET", "/proxies/node2/toxics") == []
+    assert toxiproxy.latency() == (0.0, 0.0)
+
+
+def test_a_cut_region_refuses_connections_until_healed_and_a_restart_keeps_the_proxies(
+    toxiproxy: Toxiproxy, tmp_path: Path
+) -> None:
+    proxies = toxiproxy._call("GET", "/proxies")
+    assert {p["listen"]: p["upstream"] for p in proxies.values()} == {
+        f"127.0.2.{i}:7000": f"127.0.0.{i}:7000" for i in (1, 2, 3)
+    }
+    toxiproxy.set_enabled([3], False)
+    assert toxiproxy.disabled() == [3]
+    assert not port_open("127.0.2.3", 7000, 0.5)  # nothing reaches the cut-off region
+    assert port_open("127.0.2.1", 7000, 0.5)
+    toxiproxy.start()  # already running: only checked, the cut stays
+    assert toxiproxy.disabled() == [3]
+    toxiproxy.set_enabled([3], True)
+    assert toxiproxy.disabled() == []
+    assert port_open("127.0.2.3", 7000, 0.5)
+    assert set(toxiproxy.bytes_received()) <= {f"node{i}/{d}" for i in (1, 2, 3) for d in ("upstream", "downstream")}

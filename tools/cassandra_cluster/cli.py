@@ -13,6 +13,7 @@ from tools.cassandra_cluster.classpath import fetch
 from tools.cassandra_cluster.cluster import DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE, LocalCassandraCluster
 from tools.cassandra_cluster.config import COMMITLOG_SYNC_MODES, MAX_NODES
 from tools.cassandra_cluster.locations import DEFAULT_VERSION, clusters_root
+from tools.cassandra_cluster.wan import fetch_toxiproxy
 
 __all__ = [
     "build_parser",
@@ -67,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    fetch_p = sub.add_parser("fetch", help="download the server classpath once (needs mvn)")
+    fetch_p = sub.add_parser(
+        "fetch", help="download the server classpath (needs mvn) and build the WAN proxy (needs go), once"
+    )
     fetch_p.add_argument("--version", default=None, help=f"Cassandra version (default {DEFAULT_VERSION})")
     fetch_p.add_argument("--force", action="store_true", help="refetch even if cached")
 
@@ -85,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--heap", default="512M")
     up.add_argument("--timeout", type=float, default=DEFAULT_READY_TIMEOUT, help="readiness timeout, seconds")
     up.add_argument("--wipe", action="store_true", help="delete existing data first")
+    up.add_argument(
+        "--wan-ms", type=float, default=0.0, help="round trip between regions, ms (with --dcs 3; default 0)"
+    )
+    up.add_argument("--jitter-ms", type=float, default=0.0, help="jitter of that round trip, ms (default 0)")
 
     down = sub.add_parser("down", help="stop the cluster (SIGTERM, SIGKILL after a grace period)")
     cluster_args(down)
@@ -93,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show node states")
     cluster_args(status)
+
+    wan = sub.add_parser("wan", help="set the round trip between regions of a running multi-region cluster")
+    cluster_args(wan)
+    wan.add_argument("--ms", type=float, required=True, help="round trip between regions, ms (0: none)")
+    wan.add_argument("--jitter-ms", type=float, default=0.0)
+
+    partition = sub.add_parser("partition", help="cut one data centre off from the others (until heal)")
+    cluster_args(partition)
+    partition.add_argument("--dc", required=True, help="the data centre to cut off, such as dc3")
+
+    heal = sub.add_parser("heal", help="reconnect every data centre cut off")
+    cluster_args(heal)
 
     for name, text in (
         ("kill", "SIGKILL one node"),
@@ -115,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "fetch":
             print(fetch(args.version, force=args.force))
+            print(fetch_toxiproxy())
             return 0
         if args.command == "up":
             cluster = LocalCassandraCluster(
@@ -129,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.wipe:
                 cluster.wipe()
             cluster.start()
+            if cluster.proxied:
+                cluster.set_wan(args.wan_ms, args.jitter_ms)
+            elif args.wan_ms or args.jitter_ms:
+                raise ClusterError("--wan-ms needs a cluster of several data centres (--dcs 3)")
             print(",".join(cluster.contact_points))
             return 0
         if args.command == "down":
@@ -144,9 +168,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{cluster.base_dir} ({cluster.nodes} node{'s' if cluster.nodes > 1 else ''})")
                 for node in cluster.status():
                     print("  " + node.describe())
+                if cluster.wan is not None and cluster.wan.pid() is not None:
+                    rtt, jitter = cluster.wan_latency()
+                    cut = cluster.partitioned()
+                    print(f"  wan: {rtt:g} ms round trip (± {jitter:g}), cut off: {', '.join(cut) or 'none'}")
             return 0
         (cluster,) = _select_clusters(args, all_if_ambiguous=False)
-        if args.command == "kill":
+        if args.command == "wan":
+            cluster.set_wan(args.ms, args.jitter_ms)
+        elif args.command == "partition":
+            cluster.partition(args.dc)
+        elif args.command == "heal":
+            cluster.heal()
+        elif args.command == "kill":
             cluster.kill_node(args.node)
         elif args.command == "stop":
             cluster.stop_node(args.node)

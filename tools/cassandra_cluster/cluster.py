@@ -24,12 +24,14 @@ from tools.cassandra_cluster.config import (
     PAXOS_VARIANTS,
     STORAGE_PORT,
     NodeConfig,
+    broadcast_address,
     node_address,
     node_dc,
 )
 from tools.cassandra_cluster.locations import cassandra_home, default_base_dir, default_version
 from tools.cassandra_cluster.process import port_open, proc_cmdline, proc_state, tail
 from tools.cassandra_cluster.readiness import driver_probe, gossip_view
+from tools.cassandra_cluster.wan import Toxiproxy
 
 __all__ = [
     "DEFAULT_READY_TIMEOUT",
@@ -138,7 +140,9 @@ class LocalCassandraCluster:
         silences them).
 
         ``dcs`` is 1 (every node in ``dc``) or the node count: one data centre per node,
-        node *i* in ``dc<i>`` (a multi-region cluster on one machine). ``paxos_variant`` is
+        node *i* in ``dc<i>`` (a multi-region cluster on one machine), where every connection
+        between regions passes a Toxiproxy proxy (:mod:`tools.cassandra_cluster.wan`): see
+        :meth:`set_wan`, :meth:`partition` and :meth:`heal`. ``paxos_variant`` is
         written to ``cassandra.yaml`` (``v2``, which eskit requires, or ``v1`` to test that
         refusal)."""
         if nodes not in (1, MAX_NODES):
@@ -151,6 +155,8 @@ class LocalCassandraCluster:
             raise ValueError(f"commitlog_sync must be periodic, batch or group, not {commitlog_sync!r}")
         self.nodes = nodes
         self.dcs = dcs
+        #: every cross-region connection passes a WAN proxy (clusters of several data centres)
+        self.proxied = dcs > 1
         self.paxos_variant = paxos_variant
         self.base_dir = (base_dir or default_base_dir(nodes, dcs, paxos_variant)).resolve()
         self.version = version or default_version()
@@ -164,6 +170,7 @@ class LocalCassandraCluster:
         self.stop_grace = stop_grace
         self.unsafe_system = unsafe_system
         self._log: Logger = log or quiet_logger
+        self.wan = Toxiproxy(self.base_dir, nodes, log=self._log) if self.proxied else None
         # system.log size of each node when we last launched it: readiness checks for that node's
         # own start-up read only what was logged after this offset (older runs appended before).
         self._log_offsets: dict[int, int] = {}
@@ -199,6 +206,11 @@ class LocalCassandraCluster:
         """Listen/RPC address of node ``i``."""
         self._check_index(i)
         return node_address(i)
+
+    def broadcast_address(self, i: int) -> str:
+        """The address peers reach node ``i`` at: its WAN proxy's in a multi-region cluster."""
+        self._check_index(i)
+        return broadcast_address(i, self.proxied)
 
     def node_dir(self, i: int) -> Path:
         """Directory of node ``i`` (conf, data, logs, tmp, pid file)."""
@@ -294,6 +306,7 @@ class LocalCassandraCluster:
             rack=self.rack,
             commitlog_sync=self.commitlog_sync,
             paxos_variant=self.paxos_variant,
+            proxied=self.proxied,
         )
 
     def write_config(self, i: int) -> None:
@@ -364,6 +377,8 @@ class LocalCassandraCluster:
         started = time.monotonic()
         with file_lock(self.base_dir / ".lock"):
             self._write_metadata()
+            if self.wan is not None:
+                self.wan.start()  # before the nodes: they reach each other only through it
             to_start = [i for i in self.node_indices if self.pid(i) is None]
             if to_start:
                 lib = fetch(self.version, self.home, log=self._log)
@@ -379,6 +394,8 @@ class LocalCassandraCluster:
         other again. A paused node is resumed instead; a running node is only checked."""
         started = time.monotonic()
         with file_lock(self.base_dir / ".lock"):
+            if self.wan is not None:
+                self.wan.start()
             pid = self.pid(i)
             if pid is None:
                 self._launch(i, fetch(self.version, self.home, log=self._log))
@@ -396,6 +413,8 @@ class LocalCassandraCluster:
             self._signal(pid, signal.SIGTERM)
             self._signal(pid, signal.SIGCONT)
         self._wait_dead(pids, self.stop_grace)
+        if self.wan is not None:
+            self.wan.stop()
         if wipe and self.base_dir.exists():
             shutil.rmtree(self.base_dir)
             self._log(f"wiped {self.base_dir}")
@@ -436,6 +455,44 @@ class LocalCassandraCluster:
         pid = self._require_pid(i)
         self._log(f"node {i}: SIGCONT pid {pid}")
         os.kill(pid, signal.SIGCONT)
+
+    # ---- distance and partitions between regions (multi-region clusters) --------------------
+
+    def _require_wan(self) -> Toxiproxy:
+        if self.wan is None:
+            raise ClusterError("distance and partitions need a cluster of several data centres (--dcs 3)")
+        return self.wan
+
+    def set_wan(self, round_trip_ms: float, jitter_ms: float = 0.0) -> None:
+        """Make every round trip between two regions take ``round_trip_ms`` (± ``jitter_ms``); 0: none.
+
+        Takes effect at once, on open connections too; clients and same-region peers are not delayed."""
+        self._require_wan().set_latency(round_trip_ms, jitter_ms)
+        self._log(f"wan: {round_trip_ms:g} ms round trip between regions" + (f" ± {jitter_ms:g}" if jitter_ms else ""))
+
+    def wan_latency(self) -> tuple[float, float]:
+        """The round trip and jitter between regions now set, in milliseconds."""
+        return self._require_wan().latency()
+
+    def partition(self, dc: str) -> None:
+        """Cut data centre ``dc`` off: nothing reaches its nodes until :meth:`heal` (see the wan module)."""
+        nodes = [i for i in self.node_indices if self.dc_of(i) == dc]
+        if not nodes:
+            raise ClusterError(f"no data centre {dc!r} (have {', '.join(self.data_centres)})")
+        self._require_wan().set_enabled(nodes, False)
+        self._log(f"wan: {dc} cut off")
+
+    def heal(self) -> None:
+        """Reconnect every region cut off by :meth:`partition`."""
+        wan = self._require_wan()
+        cut = wan.disabled()
+        wan.set_enabled(cut, True)
+        if cut:
+            self._log(f"wan: healed ({', '.join(self.dc_of(i) for i in cut)} reconnected)")
+
+    def partitioned(self) -> list[str]:
+        """The data centres cut off now."""
+        return [self.dc_of(i) for i in self._require_wan().disabled()]
 
     def wait_ready(self, nodes: Sequence[int] | None = None) -> None:
         """Wait (up to ``ready_timeout``) until the given nodes (default: all) are ready."""
@@ -551,7 +608,7 @@ class LocalCassandraCluster:
                     self._log(f"node {i}: CQL port open after {time.monotonic() - started:.1f}s, waiting for peers...")
                 if not self._gossip_converged(i, alive):
                     continue
-                others = [self.address(j) for j in alive if j != i]
+                others = [self.broadcast_address(j) for j in alive if j != i]
                 if driver_probe(self.address(i), self.nodes - 1, others) is False:
                     continue
                 pending.remove(i)
@@ -570,9 +627,9 @@ class LocalCassandraCluster:
         for j in alive:
             if j == i:
                 continue
-            if own.get(self.address(j)) != "UP":
+            if own.get(self.broadcast_address(j)) != "UP":
                 return False
-            if self._gossip_view(j, 0).get(self.address(i)) != "UP":
+            if self._gossip_view(j, 0).get(self.broadcast_address(i)) != "UP":
                 return False
         return True
 

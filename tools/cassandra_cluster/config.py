@@ -1,7 +1,9 @@
 """A node's configuration: addresses, ports, tokens and the files in its ``conf/`` folder.
 
 Node *i* (1-based) listens on ``127.0.0.i``, ports 7000 (gossip) and 9042 (CQL), with JMX on
-``7200 + i``. Its ``cassandra.yaml`` and ``cassandra-rackdc.properties`` are rendered from the
+``7200 + i``. In a cluster of several data centres it broadcasts ``127.0.2.i`` instead, the address
+of its WAN proxy (see :mod:`tools.cassandra_cluster.wan`), so peers in other regions reach it
+through the proxy. Its ``cassandra.yaml`` and ``cassandra-rackdc.properties`` are rendered from the
 ``string.Template`` files in ``files/``; ``logback.xml`` is copied as is.
 """
 
@@ -23,8 +25,10 @@ __all__ = [
     "STORAGE_PORT",
     "TOKENS",
     "NodeConfig",
+    "broadcast_address",
     "node_address",
     "node_dc",
+    "proxy_address",
 ]
 
 CONTACT_PORT = 9042
@@ -57,6 +61,16 @@ def node_address(i: int) -> str:
     return f"127.0.0.{i}"
 
 
+def proxy_address(i: int) -> str:
+    """Address of node ``i``'s WAN proxy (its broadcast address in a multi-region cluster): ``127.0.2.<i>``."""
+    return f"127.0.2.{i}"
+
+
+def broadcast_address(i: int, proxied: bool) -> str:
+    """What node ``i`` broadcasts: its proxy's address in a multi-region cluster, else its listen address."""
+    return proxy_address(i) if proxied else node_address(i)
+
+
 def node_dc(i: int, *, dcs: int, dc: str) -> str:
     """Data centre of node ``i``: ``dc<i>`` when each node has its own (``dcs > 1``), else ``dc``."""
     return f"dc{i}" if dcs > 1 else dc
@@ -73,6 +87,8 @@ class NodeConfig:
     rack: str
     commitlog_sync: str
     paxos_variant: str
+    #: True in a multi-region cluster: the node broadcasts its WAN proxy's address
+    proxied: bool = False
 
     @property
     def address(self) -> str:
@@ -80,9 +96,14 @@ class NodeConfig:
         return node_address(self.index)
 
     @property
+    def broadcast_address(self) -> str:
+        """The address peers connect to: the node's WAN proxy when ``proxied``, else its listen address."""
+        return broadcast_address(self.index, self.proxied)
+
+    @property
     def seeds(self) -> str:
-        """The seed list: every node of the cluster, ``address:storage port``, comma-separated."""
-        return ",".join(f"{node_address(j)}:{STORAGE_PORT}" for j in range(1, self.nodes + 1))
+        """The seed list: every node's broadcast address and storage port, comma-separated."""
+        return ",".join(f"{broadcast_address(j, self.proxied)}:{STORAGE_PORT}" for j in range(1, self.nodes + 1))
 
     def cassandra_yaml(self) -> str:
         """Text of this node's ``cassandra.yaml``."""
@@ -92,6 +113,7 @@ class NodeConfig:
             initial_token=str(TOKENS[self.index - 1]),
             seeds=self.seeds,
             address=self.address,
+            broadcast_address=self.broadcast_address,
             commitlog_sync=self.commitlog_sync,
             commitlog_sync_options=_SYNC_OPTIONS[self.commitlog_sync],
             paxos_variant=self.paxos_variant,
@@ -100,7 +122,7 @@ class NodeConfig:
     def rackdc_properties(self) -> str:
         """Text of this node's ``cassandra-rackdc.properties`` (read by GossipingPropertyFileSnitch)."""
         template = string.Template((FILES_DIR / "cassandra-rackdc.properties.in").read_text())
-        return template.substitute(dc=self.dc, rack=self.rack)
+        return template.substitute(dc=self.dc, rack=self.rack, prefer_local="true" if self.proxied else "false")
 
     def write(self, conf: Path) -> None:
         """(Re)write ``cassandra.yaml``, ``cassandra-rackdc.properties`` and ``logback.xml`` in ``conf``."""

@@ -42,7 +42,7 @@ def driver_probe(address: str, expected_peers: int, alive_peers: Sequence[str]) 
     """Check a node through CQL, connecting to ``address`` only.
 
     True if ``system.peers_v2`` lists at least ``expected_peers`` peers and the node's schema
-    version equals that of every address in ``alive_peers`` (schema agreement: a node restarted
+    version equals that of every (broadcast) address in ``alive_peers`` (schema agreement: a node restarted
     after a crash may still be pulling schema changes it missed). False if not (yet), or if the
     query failed. None if the optional ``cassandra-driver`` package is not installed."""
     # Test suites often run with warnings turned into errors (pytest filterwarnings=error); a

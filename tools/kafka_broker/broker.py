@@ -171,7 +171,10 @@ class LocalKafkaBroker:
         if (self.data_dir / "meta.properties").is_file():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = self._java(lib, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_path))
+        # One id in 64 starts with "-": passed as "--cluster-id=..." so it is never read as an option.
+        cmd = self._java(
+            lib, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.config_path)
+        )
         result = subprocess.run(
             cmd, cwd=self.base_dir, capture_output=True, text=True, check=False, timeout=self.ready_timeout
         )

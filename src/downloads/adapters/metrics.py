@@ -12,9 +12,7 @@ outcome codes outside :data:`OUTCOME_CODES` count as ``other``.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,10 +25,17 @@ from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from eskit import EskitError, EventStore, NewEvent, StoredEvent
 from eskit.projection import ProjectionStatus
 
-__all__ = ["CONTENT_TYPE_LATEST", "METHODS", "OUTCOME_CODES", "Metrics", "TimedEventStore", "projection_metrics"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "METHODS",
+    "OUTCOMES",
+    "OUTCOME_CODES",
+    "Metrics",
+    "outcome_class",
+    "projection_metrics",
+]
 
 #: the HTTP methods counted by name
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
@@ -42,6 +47,7 @@ OUTCOME_CODES = frozenset(
         "OK",
         "REPLAYED",
         "ACCOUNT_ERASED",
+        "FAILED",  # not a rule's refusal: the store or the code failed (the client saw a 5xx or a 409 conflict)
         "ACCOUNT_EXISTS",
         "ACCOUNT_NOT_ACTIVE",
         "ACCOUNT_NOT_FOUND",
@@ -64,6 +70,28 @@ OUTCOME_CODES = frozenset(
         "WHAT_IF_TOO_LARGE",
     }
 )
+
+
+#: the outcome classes a command's latency is kept by: accepted, answered again for a repeated key,
+#: refused by a rule (any other code), or failed (``FAILED``)
+OUTCOMES = ("ok", "replayed", "refused", "failed")
+
+#: latency buckets of commands and requests, seconds: a cached command takes about a millisecond, a
+#: far region's quorum write tens of milliseconds
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+#: buckets of one store operation and of one SQLite commit (an fsync): tenths of a millisecond up
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5)
+
+
+def outcome_class(code: str) -> str:
+    """The class of :data:`OUTCOMES` an outcome code belongs to."""
+    if code == "OK":
+        return "ok"
+    if code == "REPLAYED":
+        return "replayed"
+    if code == "FAILED":
+        return "failed"
+    return "refused"
 
 
 class Metrics:
@@ -91,6 +119,26 @@ class Metrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )
+        self.command_latency = Histogram(
+            "downloads_command_seconds",
+            "Account command latency (load, decide, save, retries included) by command and outcome class",
+            ["command", "outcome"],
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.store_latency = Histogram(
+            "downloads_store_operation_seconds",
+            "Event and snapshot store operation latency by operation",
+            ["operation"],
+            registry=r,
+            buckets=STORE_BUCKETS,
+        )
+        self.sqlite_commit = Histogram(
+            "downloads_sqlite_commit_seconds",
+            "SQLite event store commit time (the write-ahead log's fsync), per commit of a group",
+            registry=r,
+            buckets=STORE_BUCKETS,
+        )
         self.conflicts = Counter(
             "downloads_concurrency_conflicts",
             "Optimistic concurrency conflicts (each is retried)",
@@ -104,8 +152,11 @@ class Metrics:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 
-    def outcome(self, command: str, code: str) -> None:
+    def outcome(self, command: str, code: str, seconds: float | None = None) -> None:
+        """Count a command's outcome code and, when given, time it under its outcome class."""
         self.outcomes.labels(command, code if code in OUTCOME_CODES else "other").inc()
+        if seconds is not None:
+            self.command_latency.labels(command, outcome_class(code)).observe(seconds)
 
     def conflict(self, command: str, attempt: int) -> None:
         self.conflicts.labels(command).inc()
@@ -117,47 +168,6 @@ class Metrics:
             prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
-
-
-class TimedEventStore(EventStore):
-    """An event store that times appends into :class:`Metrics` and delegates everything."""
-
-    def __init__(self, inner: EventStore, metrics: Metrics) -> None:
-        self.inner = inner
-        self.metrics = metrics
-
-    def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
-        started = time.perf_counter()
-        try:
-            return self.inner.append(stream_id, events, expected_version=expected_version)
-        finally:
-            self.metrics.append_latency.observe(time.perf_counter() - started)
-
-    def read(
-        self, stream_id: str, *, gt: int = 0, lte: int | None = None, limit: int | None = None, desc: bool = False
-    ) -> list[StoredEvent]:
-        return self.inner.read(stream_id, gt=gt, lte=lte, limit=limit, desc=desc)
-
-    def append_many(self, appends: Sequence[tuple[str, Sequence[NewEvent], int]]) -> list[int | EskitError]:
-        return self.inner.append_many(appends)
-
-    def stream_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
-        return self.inner.stream_ids(after=after, limit=limit)
-
-    def version(self, stream_id: str) -> int:
-        return self.inner.version(stream_id)
-
-    def recorded_times(self, stream_id: str, positions: Sequence[int]) -> dict[int, datetime]:
-        return self.inner.recorded_times(stream_id, positions)
-
-    def version_at(self, stream_id: str, when: datetime) -> int:
-        return self.inner.version_at(stream_id, when)
-
-    def ping(self) -> None:
-        self.inner.ping()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def projection_metrics(statuses: Sequence[ProjectionStatus]) -> bytes:

@@ -41,6 +41,8 @@ class AccountCommand:
     name: ClassVar[str]
     #: whether the command may run on an account that does not exist yet
     creates_account: ClassVar[bool] = False
+    #: whether the command's decision must read titles as stored, never from the cache (see catalog.py)
+    fresh_catalog: ClassVar[bool] = False
 
     account_id: str
 
@@ -194,6 +196,8 @@ class RevokeLicense(AccountCommand):
     """Sent by the title-withdrawal process manager, never by clients."""
 
     name: ClassVar[str] = "revoke_license"
+    # "the title can be downloaded, leave the license" must never come from a stale title
+    fresh_catalog: ClassVar[bool] = True
 
     license_id: str
     reason: str

@@ -23,9 +23,11 @@ def system_clock() -> datetime:
 class ServiceObserver(Protocol):
     """What the service reports, for metrics."""
 
-    def conflict(self, command: str, attempt: int) -> None: ...
+    def conflict(self, command: str, attempt: int) -> None:
+        """Another writer got there first: attempt ``attempt`` of ``command`` is run again."""
 
-    def outcome(self, command: str, code: str) -> None: ...
+    def outcome(self, command: str, code: str, seconds: float) -> None:
+        """``command`` ended with ``code`` (``OK``, ``REPLAYED``, a rule's code, or ``FAILED``) after ``seconds``."""
 
 
 @dataclass(frozen=True)

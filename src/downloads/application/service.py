@@ -16,11 +16,13 @@ part-way is finished by erasing again.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from downloads.application.catalog import TitleCache
 from downloads.application.commands import AccountCommand, SetTitle
 from downloads.application.handlers import HANDLERS, Context
 from downloads.application.idempotency import command_metadata, original_body, remembered
@@ -29,6 +31,7 @@ from downloads.application.presenters import as_body, jsonable, present_title
 from downloads.application.queries import DownloadsQueries, account_not_found
 from downloads.domain import Account, Denied, DomainError, NotFound, Policy, Title, TitleInfo
 from eskit import AggregateNotFound, CommandRunner, EventMetadata, Repository
+from eskit.tracing import Span, tracer
 
 __all__ = ["DownloadsService", "Reply"]
 
@@ -60,8 +63,11 @@ class DownloadsService(DownloadsQueries):
         max_attempts: int = 20,
         cache_size: int = 0,
         denials: DenialLog | None = None,
+        title_cache_seconds: float = 0.0,
     ) -> None:
         super().__init__(accounts=accounts, titles=titles, policy=policy, clock=clock, denials=denials)
+        #: titles for commands, from memory (see downloads.application.catalog)
+        self.catalog = TitleCache(self.title_info, ttl=title_cache_seconds)
         self.account_commands = CommandRunner(accounts, cache_size=cache_size)
         self.title_commands = CommandRunner(titles)
         self.keep_requests = keep_requests
@@ -74,17 +80,29 @@ class DownloadsService(DownloadsQueries):
         A refusal of a command on an account that exists is recorded in the denial log (when
         there is one), apart from the account's events. Arguments past a bound of the policy
         (:meth:`AccountCommand.validate`) are refused before anything is loaded or recorded.
+        The observer learns the outcome and the time taken; when a tracer is installed the command
+        runs in a span ``command <name>`` with its account id (pseudonymous), attempts, conflicts
+        and outcome code.
         """
-        seen: dict[str, Any] = {}
+        started = time.perf_counter()
+        current = tracer()
+        if current is None:
+            return self._handle(command, idempotency_key, started, None)
+        attributes = {"downloads.command": command.name, "downloads.account_id": command.account_id}
+        with current.span(f"command {command.name}", dict(attributes)) as span:
+            return self._handle(command, idempotency_key, started, span)
+
+    def _handle(self, command: AccountCommand, key: str | None, started: float, span: Span | None) -> Reply:
+        seen: dict[str, Any] = {"attempts": 0, "conflicts": 0}
         try:
             command.validate(self.policy)
             reply = self.account_commands.run(
                 command.account_id,
-                lambda account: self._decide(command, account, idempotency_key, seen),
+                lambda account: self._decide(command, account, key, seen),
                 metadata=lambda account, reply: command_metadata(
                     command,
                     arguments=seen["args"],
-                    key=idempotency_key,
+                    key=key,
                     at=reply.at,
                     events=len(account.pending_events),
                     body=reply.body,
@@ -92,15 +110,24 @@ class DownloadsService(DownloadsQueries):
                     keep=self.keep_requests,
                 ),
                 create=True,  # existence is checked after the key, so a retry of an open is a replay
+                new=command.creates_account,  # an open expects no stream: its append, not a read, checks
                 max_attempts=self.max_attempts,
-                on_conflict=lambda attempt: self._conflict(command, attempt),
+                on_conflict=lambda attempt: self._conflict(command, attempt, seen, span),
             )
         except DomainError as exc:
-            self._outcome(command, exc.code)
+            self._outcome(command, exc.code, started, seen, span)
             if seen.get("exists") and isinstance(exc, Denied | NotFound) and self.denials is not None:
-                self._record_denial(command, exc, seen, idempotency_key)
+                self._record_denial(command, exc, seen, key)
             raise
-        self._outcome(command, "REPLAYED" if reply.replayed else "OK")
+        except Exception as exc:
+            self._outcome(command, "FAILED", started, seen, span)
+            if span is not None:
+                span.fail(exc)
+            raise
+        if reply.replayed:
+            # Answered again: first make sure the feed's record of it is durable (EventStore.announce).
+            self.accounts.events.announce(self.accounts.stream_id(command.account_id), seen["version"])
+        self._outcome(command, "REPLAYED" if reply.replayed else "OK", started, seen, span)
         return reply
 
     def _record_denial(self, command: AccountCommand, exc: DomainError, seen: dict[str, Any], key: str | None) -> None:
@@ -123,6 +150,7 @@ class DownloadsService(DownloadsQueries):
 
     def _decide(self, command: AccountCommand, account: Account, key: str | None, seen: dict[str, Any]) -> Reply:
         account.require_not_erased()  # before the key: an erased account remembers no key, answers nothing
+        seen["attempts"] += 1
         now = account.decision_time(self.clock())
         seen["now"], seen["exists"], seen["version"] = now, account.exists, account.version
         seen["args"] = command.recorded_arguments(account)
@@ -132,7 +160,20 @@ class DownloadsService(DownloadsQueries):
                 return Reply(original_body(self.accounts, command, prior), prior.created, replayed=True)
         if not command.creates_account and not account.exists:
             raise account_not_found(account.id)
-        decision = HANDLERS[type(command)](command, account, Context(self.policy, now, self.title_info))
+        handler, cached = HANDLERS[type(command)], not command.fresh_catalog
+        consulted: list[str] = []
+
+        def title(title_id: str) -> TitleInfo | None:
+            consulted.append(title_id)
+            return self.catalog.get(title_id)
+
+        try:
+            decision = handler(command, account, Context(self.policy, now, title if cached else self.title_info))
+        except DomainError:
+            if not consulted:
+                raise
+            # A refusal is decided on the catalog as stored, never on what the cache holds.
+            decision = handler(command, account, Context(self.policy, now, self.title_info))
         if key is not None and not account.pending_events:
             # The key must be remembered with the account's version, by the same conditional append as
             # any decision: an event that changes nothing carries its record.
@@ -148,6 +189,7 @@ class DownloadsService(DownloadsQueries):
         key store; remove the account's snapshots and denials; drop it from this process's caches.
         Raises ``ACCOUNT_NOT_FOUND`` for an account that never existed.
         """
+        started = time.perf_counter()
         request_id = request_id or f"erase-{uuid.uuid4().hex}"
 
         def record(account: Account) -> datetime:
@@ -169,7 +211,7 @@ class DownloadsService(DownloadsQueries):
         self.account_commands.evict(account_id)
         if self.denials is not None:
             self.denials.forget(account_id)
-        self._outcome_named("erase_account", "OK")
+        self._outcome_named("erase_account", "OK", time.perf_counter() - started)
         return {"account_id": account_id, "erased_at": erased_at}
 
     def set_title(self, command: SetTitle) -> dict[str, Any]:
@@ -191,15 +233,25 @@ class DownloadsService(DownloadsQueries):
             create=True,
             max_attempts=self.max_attempts,
         )
+        self.catalog.put(command.title_id, info)  # this process's commands see its own change at once
         return as_body(present_title(info))
 
-    def _conflict(self, command: AccountCommand, attempt: int) -> None:
+    def _conflict(self, command: AccountCommand, attempt: int, seen: dict[str, Any], span: Span | None) -> None:
+        seen["conflicts"] += 1
+        if span is not None:
+            span.event("conflict", {"downloads.attempt": attempt})
         if self.observer is not None:
             self.observer.conflict(command.name, attempt)
 
-    def _outcome(self, command: AccountCommand, code: str) -> None:
-        self._outcome_named(command.name, code)
+    def _outcome(
+        self, command: AccountCommand, code: str, started: float, seen: dict[str, Any], span: Span | None
+    ) -> None:
+        if span is not None:
+            span.set("downloads.outcome", code)
+            span.set("downloads.attempts", seen["attempts"])
+            span.set("downloads.conflicts", seen["conflicts"])
+        self._outcome_named(command.name, code, time.perf_counter() - started)
 
-    def _outcome_named(self, name: str, code: str) -> None:
+    def _outcome_named(self, name: str, code: str, seconds: float) -> None:
         if self.observer is not None:
-            self.observer.outcome(name, code)
+            self.observer.outcome(name, code, seconds)

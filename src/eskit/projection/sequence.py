@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 
 from eskit.exceptions import DamagedEvent, EskitError, OperationalError, SerializationError
 from eskit.ports import EventFeed, FeedEvent
+from eskit.tracing import Attribute, tracer
 
 __all__ = [
     "CANNOT_APPLY",
@@ -203,12 +204,32 @@ class Projector:
         if not events:
             return 0
         try:
-            self.target.apply(events, after=after)
+            self._apply(events, after)
         except CheckpointMoved:
             return 0
         self.updated_at = self.clock()
         self.applied += len(events)
         return len(events)
+
+    def _apply(self, events: Sequence[FeedEvent], after: int) -> None:
+        current = tracer()
+        if current is None:
+            self.target.apply(events, after=after)
+            return
+        attributes: dict[str, Attribute] = {
+            "eskit.projection": self.target.name,
+            "eskit.count": len(events),
+            "eskit.after": after,
+        }
+        with current.span("projection batch", attributes) as span:
+            try:
+                self.target.apply(events, after=after)
+            except CheckpointMoved:
+                span.event("checkpoint moved", {})
+                raise
+            except Exception as exc:
+                span.fail(exc)
+                raise
 
     def catch_up(self, *, max_events: int | None = None) -> int:
         """Apply batches until the feed has nothing more (or ``max_events`` are applied); return the count."""

@@ -39,6 +39,7 @@ from eskit.events import StoredEvent
 from eskit.exceptions import DamagedEvent, OperationalError
 from eskit.ports import EventStore, StreamFeed
 from eskit.projection.sequence import SkippedStream
+from eskit.tracing import tracer
 
 __all__ = ["FollowerStats", "StreamFollower", "StreamTarget"]
 
@@ -282,8 +283,13 @@ class StreamFollower:
         """Apply the events above ``after`` to ``target``; the error it raised, or None."""
         mine = [e for e in events if e.position > after]
         stats = self._stats(target)
+        current = tracer()
         try:
-            target.apply(stream_id, mine)
+            if current is None:
+                target.apply(stream_id, mine)
+            else:
+                with current.span("projection batch", {"eskit.projection": target.key, "eskit.count": len(mine)}):
+                    target.apply(stream_id, mine)
         except Exception as exc:  # kept per target; the stream is tried again next round
             error = f"{type(exc).__name__}: {exc}"
             with self._lock:

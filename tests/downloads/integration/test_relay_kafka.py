@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,7 +34,9 @@ from downloads.settings import Settings
 from eskit import open_stores
 from eskit.projection import ProjectionTarget
 from eskit.stores.sqlite.readmodel import read_models_path
+from tests.support.jaeger import tags_of, wait_for_spans
 from tests.support.kafka import Received, consume, create_topic, fresh_topic
+from tools.jaeger import LocalJaeger
 from tools.kafka_broker import LocalKafkaBroker
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -400,3 +403,30 @@ def test_a_relay_url_that_is_not_kafka_is_refused_before_anything_is_opened(tmp_
     assert result.returncode == 1
     assert result.stderr.startswith("BadRelayUrl: the relay publishes to kafka://host:port/topic")
     assert not path.exists()
+
+
+@pytest.mark.slow
+def test_each_relay_batch_is_a_span_whose_context_its_messages_carry(
+    tmp_path: Path, kafka: LocalKafkaBroker, jaeger: LocalJaeger
+) -> None:
+    path = tmp_path / "downloads.db"
+    open_members(url(path))
+    store = accepted(url(path))
+    topic = fresh_topic()
+    create_topic(kafka.bootstrap, topic)
+    service = f"relay-{uuid.uuid4().hex[:8]}"
+    tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    with relay_process(url(path), kafka, topic, tmp_path / "relay.log", OTEL_SERVICE_NAME=service, **tracing):
+        wait_for(lambda: relay_checkpoint(path) >= len(store), "the relay caught up")
+        received = consume(kafka.bootstrap, topic, until=len(store))
+        batches = wait_for_spans(lambda: jaeger.find(service, "relay batch"), bool)
+    assert batches, jaeger.log_tail()
+    ids = {(span["traceID"], span["spanID"]) for span in batches}
+    for span in batches:
+        tags = tags_of(span)
+        assert tags["span.kind"] == "producer" and tags["messaging.system"] == "kafka"
+        assert tags["messaging.destination.name"] == topic and tags["messaging.batch.message_count"] >= 1
+    assert len(received) >= len(store)
+    for message in received:
+        version, trace_id, span_id, _flags = message.headers["traceparent"].decode().split("-")
+        assert version == "00" and (trace_id, span_id) in ids, message.headers

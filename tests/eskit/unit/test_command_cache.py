@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from eskit import CommandRunner, EventCodec, Repository
+from eskit import CommandRunner, EventCodec, Repository, StoredEvent
 from eskit.stores.sqlite import SQLiteEventStore
-from tests.eskit.unit.test_commands import META, EntryRecorded, Ledger
+from tests.eskit.unit.test_commands import META, EntryRecorded, Ledger, Refused
 
 
 def repositories(tmp_path: Path) -> tuple[CommandRunner[Ledger], CommandRunner[Ledger]]:
@@ -50,3 +50,111 @@ def test_the_cache_holds_at_most_cache_size_aggregates(tmp_path: Path) -> None:
         cached.run(f"l{n}", lambda ledger: ledger.record("x"), metadata=META, create=True)
     assert len(cached._cache) == 10
     assert cached.run("l0", lambda ledger: list(ledger.entries), metadata=META) == ["x"]
+
+
+class CountingStore(SQLiteEventStore):
+    """A SQLite store that counts the reads a command makes (``read`` and ``version`` calls)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reads: list[tuple[str, int, int | None]] = []
+
+    def read(
+        self, stream_id: str, *, gt: int = 0, lte: int | None = None, limit: int | None = None, desc: bool = False
+    ) -> list[StoredEvent]:
+        self.reads.append(("read", gt, lte))
+        return super().read(stream_id, gt=gt, lte=lte, limit=limit, desc=desc)
+
+    def version(self, stream_id: str) -> int:
+        self.reads.append(("version", 0, None))
+        return super().version(stream_id)
+
+
+def counted(tmp_path: Path) -> tuple[CommandRunner[Ledger], CountingStore, CommandRunner[Ledger]]:
+    """A caching runner over a counting store, and another process's runner on the same file."""
+    codec = EventCodec([EntryRecorded])
+    store = CountingStore(tmp_path / "counted.db")
+    other = CommandRunner(Repository(Ledger, SQLiteEventStore(tmp_path / "counted.db"), codec))
+    return CommandRunner(Repository(Ledger, store, codec), cache_size=10), store, other
+
+
+def test_a_command_on_a_cached_aggregate_reads_nothing_before_its_append(tmp_path: Path) -> None:
+    cached, store, _ = counted(tmp_path)
+    cached.run("l1", lambda ledger: ledger.record("a"), metadata=META, create=True)
+    store.reads.clear()
+
+    cached.run("l1", lambda ledger: ledger.record("b"), metadata=META)
+
+    assert store.reads == []  # the conditional append alone tells a stale cache
+    assert cached.repository.load("l1").entries == ["a", "b"]
+
+
+def test_a_stale_cached_aggregate_loses_its_append_and_is_decided_again_on_the_stored_state(tmp_path: Path) -> None:
+    cached, store, other = counted(tmp_path)
+    cached.run("l1", lambda ledger: ledger.record("a"), metadata=META, create=True)
+    other.run("l1", lambda ledger: ledger.record("b"), metadata=META)
+    other.run("l1", lambda ledger: ledger.record("c"), metadata=META)
+    seen: list[list[str]] = []
+
+    def record_after_seeing(ledger: Ledger) -> None:
+        seen.append(list(ledger.entries))
+        ledger.record("d")
+
+    store.reads.clear()
+    cached.run("l1", record_after_seeing, metadata=META)
+
+    assert seen == [["a"], ["a", "b", "c"]]
+    # The reload after the conflict reads exactly up to the version the refusal reported.
+    assert store.reads == [("read", 0, 3)]
+    assert other.repository.load("l1").entries == ["a", "b", "c", "d"]
+
+
+def test_a_refusal_decided_on_a_stale_cached_aggregate_is_decided_again(tmp_path: Path) -> None:
+    cached, _, other = counted(tmp_path)
+    cached.run("l1", lambda ledger: ledger.record("a"), metadata=META, create=True)
+    other.run("l1", lambda ledger: ledger.record("b"), metadata=META)
+
+    def needs_b(ledger: Ledger) -> int:
+        if "b" not in ledger.entries:
+            raise Refused("no b yet")
+        return len(ledger.entries)
+
+    assert cached.run("l1", needs_b, metadata=META) == 2
+    with pytest.raises(Refused):  # a refusal on current state stands, and the state stays cached
+        cached.run("l2", needs_b, metadata=META, create=True)
+
+
+def test_a_refusal_on_a_current_cached_aggregate_costs_one_read_and_keeps_it_cached(tmp_path: Path) -> None:
+    cached, store, _ = counted(tmp_path)
+    cached.run("l1", lambda ledger: ledger.record("a"), metadata=META, create=True)
+    store.reads.clear()
+
+    def refuse(ledger: Ledger) -> None:
+        raise Refused("no")
+
+    with pytest.raises(Refused):
+        cached.run("l1", refuse, metadata=META)
+    assert store.reads == [("read", 1, None)]  # what came after the cached state: nothing
+    store.reads.clear()
+    cached.run("l1", lambda ledger: ledger.record("b"), metadata=META)
+    assert store.reads == []  # still cached
+
+
+def test_a_new_stream_is_written_without_reading_first_and_an_existing_one_is_found_by_the_refused_append(
+    tmp_path: Path,
+) -> None:
+    cached, store, other = counted(tmp_path)
+    cached.run("fresh", lambda ledger: ledger.record("a"), metadata=META, create=True, new=True)
+    assert store.reads == []
+
+    other.run("taken", lambda ledger: ledger.record("theirs"), metadata=META, create=True)
+    seen: list[list[str]] = []
+
+    def open_once(ledger: Ledger) -> None:
+        seen.append(list(ledger.entries))
+        if not ledger.entries:
+            ledger.record("ours")
+
+    cached.run("taken", open_once, metadata=META, create=True, new=True)
+    assert seen == [[], ["theirs"]]
+    assert other.repository.load("taken").entries == ["theirs"]

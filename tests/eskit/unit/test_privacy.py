@@ -5,6 +5,7 @@ Runs on the in-memory stores and on SQLite (whose file is searched byte by byte)
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,9 @@ from eskit import (
     is_erased,
     open_stores,
 )
+from eskit.events import Snapshot
 from eskit.privacy import ERASED_KEY, Encryption, KeyRecord, KeyRing, KeyStore, MasterKey, MasterKeys
+from eskit.stores.memory import InMemorySnapshotStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 META = EventMetadata(recorded_at=T0, request_id="key-of-ann-7", command="join", extra={"args": {"who": "ann"}})
@@ -323,3 +326,39 @@ def test_the_store_file_holds_no_byte_of_a_sealed_field(tmp_path: Path) -> None:
         stores.close()
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert b"7700" not in stored and b"key-of-ann" not in stored
+
+
+class GatedSnapshots(InMemorySnapshotStore):
+    """Snapshots written after the answer (as on Cassandra), each waiting until the test lets it through."""
+
+    deferred_writes = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def save(self, snapshot: Snapshot) -> None:
+        assert self.gate.wait(10), "the test never let the snapshot through"
+        super().save(snapshot)
+
+
+def test_a_snapshot_still_being_written_when_the_member_is_erased_is_removed_with_the_others() -> None:
+    stores = open_stores("memory://")
+    assert stores.keys is not None
+    snapshots = GatedSnapshots()
+    repo = Repository(
+        Member,
+        stores.events,
+        codec(),
+        snapshots=snapshots,
+        snapshot_policy=SnapshotPolicy(every=1),
+        stream_prefix="member-",
+        keys=KeyRing(stores.keys, MasterKeys(MasterKey.generate())),
+    )
+    join(repo, "m1", "+44 1")  # its snapshot waits to be written
+    threading.Timer(0.2, snapshots.gate.set).start()  # lands while the erasure runs
+
+    repo.forget("m1", at=T0)
+
+    repo.flush_snapshots(timeout=10)
+    assert snapshots.versions("member-m1") == []

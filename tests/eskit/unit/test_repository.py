@@ -7,6 +7,7 @@ shows where a load started reading events.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -201,6 +202,39 @@ def test_a_snapshot_that_fails_to_be_taken_does_not_fail_the_save(backend: Backe
 
     assert snapshot_state(backend) is None
     assert repo.load("c").total == 11
+
+
+class SlowSnapshotStore(InMemorySnapshotStore):
+    """A store whose writes take a network round trip: they wait until the test lets them through."""
+
+    deferred_writes = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def save(self, snapshot: Snapshot) -> None:
+        assert self.gate.wait(10), "the test never let the snapshot through"
+        super().save(snapshot)
+
+
+def test_a_store_with_deferred_writes_gets_its_snapshot_after_the_save_returned() -> None:
+    snapshots = SlowSnapshotStore()
+    repo = Repository(
+        Counter, InMemoryEventStore(), EventCodec([Added]), snapshots=snapshots, snapshot_policy=SnapshotPolicy(every=2)
+    )
+    counter = Counter("c")
+    counter.add(1)
+    counter.add(2)
+
+    assert repo.save(counter, at(1)) == 2  # returned while the snapshot's write still waits
+    counter.add(3)  # the aggregate goes on changing: the snapshot holds the state it was taken at
+    assert snapshots.load("c") is None
+
+    snapshots.gate.set()
+    repo.flush_snapshots(timeout=10)
+    stored = snapshots.load("c")
+    assert stored is not None and (stored.version, orjson.loads(stored.state)) == (2, {"total": 3, "additions": 2})
 
 
 def test_a_stream_keeps_its_newest_two_snapshots_and_the_first_of_each_span(backend: Backend) -> None:

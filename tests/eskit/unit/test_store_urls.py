@@ -136,3 +136,25 @@ def test_a_cassandra_url_without_options_keeps_the_defaults() -> None:
     settings = CassandraSettings.from_url("cassandra://127.0.0.1/ks")
 
     assert (settings.create_schema, settings.single_writer_region, settings.bucket_size) == (False, False, 10_000)
+    assert (settings.command_timeout, settings.commit_consistency) == (5.0, None)
+
+
+def test_a_cassandra_url_sets_the_command_timeout_and_the_commit_level() -> None:
+    settings = CassandraSettings.from_url("cassandra://h/ks?command_timeout=1.5&commit_consistency=quorum")
+
+    assert (settings.command_timeout, settings.commit_consistency) == (1.5, "QUORUM")
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("command_timeout=0", "command_timeout must be more than 0"),
+        ("command_timeout=-1", "command_timeout must be more than 0"),
+        ("command_timeout=1e9", "at most 600"),
+        ("command_timeout=soon", "bad option value"),
+        ("commit_consistency=SERIAL", "commit_consistency must be one of"),
+    ],
+)
+def test_a_bad_cassandra_timeout_or_commit_level_is_refused(query: str, message: str) -> None:
+    with pytest.raises(InterfaceError, match=message):
+        CassandraSettings.from_url(f"cassandra://h/ks?{query}")

@@ -27,6 +27,7 @@ from downloads.adapters.relay.errors import RelayError, RelayUnavailable, TopicM
 from downloads.adapters.relay.url import KafkaDestination
 from eskit import StoredEvent
 from eskit.readmodel import Sink
+from eskit.tracing import Attribute, Tracer, tracer
 
 __all__ = ["KafkaSink"]
 
@@ -154,12 +155,33 @@ class KafkaSink(Sink):
             return
         with self._lock:
             try:
-                self._publish(events)
+                current = tracer()
+                if current is None:
+                    self._publish(events, [])
+                else:
+                    self._traced(current, events)
             except Exception:
                 self._drop()  # whatever failed, the next attempt starts afresh from the checkpoint
                 raise
 
-    def _publish(self, events: Sequence[StoredEvent]) -> None:
+    def _traced(self, current: Tracer, events: Sequence[StoredEvent]) -> None:
+        """The batch in a ``relay batch`` span whose context each message carries (W3C ``traceparent``)."""
+        from downloads.adapters.tracing import inject_headers
+
+        attributes: dict[str, Attribute] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": self.destination.topic,
+            "messaging.batch.message_count": len(events),
+        }
+        with current.span("relay batch", attributes, kind="producer") as span:
+            try:
+                self._publish(events, inject_headers())
+            except Exception as exc:
+                span.fail(exc)
+                raise
+
+    def _publish(self, events: Sequence[StoredEvent], trace_headers: list[tuple[str, bytes]]) -> None:
         producer = self._open()
         failures: list[str] = []
         delivered = [0]
@@ -173,6 +195,8 @@ class KafkaSink(Sink):
         topic = self.destination.topic
         for stored in events:
             key, value, headers = message(stored, data=self.data)
+            if trace_headers:
+                headers = [*headers, *trace_headers]
             while True:
                 try:
                     producer.produce(topic, value=value, key=key, headers=headers, on_delivery=report)

@@ -12,7 +12,16 @@ from typing import Any
 from downloads.errors import DownloadsError
 from downloads.settings import Settings
 
-__all__ = ["UsageError", "parse_time", "printable", "progress_bar", "settings_from", "shown", "store_option"]
+__all__ = [
+    "UsageError",
+    "parse_time",
+    "printable",
+    "progress_bar",
+    "settings_from",
+    "shown",
+    "store_option",
+    "traced",
+]
 
 
 class UsageError(DownloadsError):
@@ -69,3 +78,30 @@ def progress_bar(label: str, *, total: int | None = None, unit: str = "events") 
         leave=True,
     ) as progress:
         yield progress.update
+
+
+@contextlib.contextmanager
+def traced() -> Iterator[None]:
+    """For a long-running command (``project``, ``relay``): log lines in ``DOWNLOADS_LOG_FORMAT`` (text or
+    JSON, with trace and span ids), and this process's spans exported over OTLP while the block runs when
+    the ``OTEL_*`` variables ask for it (see :mod:`downloads.adapters.tracing`); tracing settings it cannot
+    honour are a :class:`UsageError`."""
+    import logging.config
+    import os
+
+    from downloads.adapters.logs import FORMATS, logging_config
+    from downloads.adapters.tracing import TracingError, start_tracing, stop_tracing
+
+    fmt = os.environ.get("DOWNLOADS_LOG_FORMAT", "text").strip().lower()
+    if fmt not in FORMATS:
+        raise UsageError(f"DOWNLOADS_LOG_FORMAT={fmt!r}: use one of {', '.join(FORMATS)}")
+    logging.config.dictConfig(logging_config("json" if fmt == "json" else "text", "info"))
+
+    try:
+        start_tracing()
+    except TracingError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        yield
+    finally:
+        stop_tracing()

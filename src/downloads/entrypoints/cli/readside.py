@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from downloads.entrypoints.cli.common import UsageError, printable, settings_from, shown, store_option
+from downloads.entrypoints.cli.common import UsageError, printable, settings_from, shown, store_option, traced
 
 __all__ = ["add_commands"]
 
@@ -26,6 +26,11 @@ def _open_read_side(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _cmd_project(args: argparse.Namespace) -> int:
     """Run the read side in the foreground until interrupted (Ctrl-C), reporting progress."""
+    with traced():
+        return _project(args)
+
+
+def _project(args: argparse.Namespace) -> int:
     runtime, read_side = _open_read_side(args)
     stop = threading.Event()
     runner = threading.Thread(target=read_side.run, args=(stop,), name="read-side", daemon=True)

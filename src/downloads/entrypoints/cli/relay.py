@@ -7,7 +7,7 @@ import sys
 import threading
 from typing import Any
 
-from downloads.entrypoints.cli.common import UsageError, printable, settings_from, shown, store_option
+from downloads.entrypoints.cli.common import UsageError, printable, settings_from, shown, store_option, traced
 
 __all__ = ["add_commands"]
 
@@ -37,7 +37,8 @@ def _cmd_relay(args: argparse.Namespace) -> int:
             sink.check()  # type: ignore[union-attr]
         except RelayUnavailable as exc:  # the broker may come back: the runner backs off and reports meanwhile
             print(printable(f"warning: {exc}"), file=sys.stderr)
-        _run(read_side, f"relaying {shown(runtime.stores.url)} to {args.to} (Ctrl-C stops)")
+        with traced():  # a span per relay batch, its context in each message's headers
+            _run(read_side, f"relaying {shown(runtime.stores.url)} to {args.to} (Ctrl-C stops)")
     finally:
         runtime.close()
     return 0

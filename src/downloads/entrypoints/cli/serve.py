@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -26,8 +27,12 @@ def _run_http_server(settings: Settings, log_level: str) -> None:
 
     Granian (the default) bounds a request's head by size (431) and by time, and closes idle
     keep-alive connections after the same time; uvicorn is kept for comparison (``uvicorn-h11``
-    bounds the head's size, neither bounds the time a head may take to arrive).
+    bounds the head's size, neither bounds the time a head may take to arrive). Every process
+    (the server's and its workers') writes log lines in ``settings.log_format``.
     """
+    from downloads.adapters.logs import logging_config
+
+    log_config = logging_config(settings.log_format, log_level)
     target = "downloads.entrypoints.http.app:create_app_from_env"
     if settings.server == "granian":
         from granian import Granian
@@ -49,6 +54,7 @@ def _run_http_server(settings: Settings, log_level: str) -> None:
                 header_read_timeout=int(settings.header_timeout * 1000), max_buffer_size=settings.max_header_bytes
             ),
             log_level=LogLevels(log_level),
+            log_dictconfig=log_config,
             log_access=False,
             # A stop that arrives while a worker is still starting would otherwise wait forever.
             workers_kill_timeout=10,
@@ -63,6 +69,7 @@ def _run_http_server(settings: Settings, log_level: str) -> None:
         port=settings.port,
         workers=settings.workers,
         log_level=log_level,
+        log_config=log_config,
         access_log=False,
         http="h11" if settings.server == "uvicorn-h11" else "httptools",
         h11_max_incomplete_event_size=settings.max_header_bytes,
@@ -73,9 +80,14 @@ def _run_http_server(settings: Settings, log_level: str) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from downloads.adapters.tokens import new_secret
+    from downloads.adapters.tracing import TracingError, check_tracing
     from downloads.bootstrap import bootstrap
 
     settings = settings_from(args)
+    try:
+        check_tracing()  # the OTEL_* variables: refused here, not in every worker
+    except TracingError as exc:
+        raise UsageError(str(exc)) from exc
     # Open the store and read the policy once here, so a bad setting fails before any worker starts.
     runtime = bootstrap(settings)
     runtime.close()
@@ -94,6 +106,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "DOWNLOADS_CACHE_SIZE": str(settings.cache_size),
         "DOWNLOADS_IDEMPOTENCY_HOURS": str(settings.idempotency_hours),
         "DOWNLOADS_MAX_BODY_BYTES": str(settings.max_body_bytes),
+        "DOWNLOADS_LOG_FORMAT": settings.log_format,
     }
     # The store exists now (the bootstrap above made it if allowed): workers only open it, so a
     # SQLite file removed while serving is reported, never silently made again.
@@ -106,11 +119,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # Workers write metrics to files here so /metrics sums every process.
         metrics_dir = tempfile.mkdtemp(prefix="downloads-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    print(
-        f"downloads: serving on http://{settings.host}:{settings.port} with store {settings.store} "
-        f"({settings.workers} worker{'s' if settings.workers > 1 else ''})",
-        file=sys.stderr,
+    serving = (
+        f"serving on http://{settings.host}:{settings.port} with store {settings.store} "
+        f"({settings.workers} worker{'s' if settings.workers > 1 else ''})"
     )
+    if settings.log_format == "json":
+        from downloads.adapters.logs import JsonFormatter
+
+        record = logging.LogRecord("downloads.serve", logging.INFO, __file__, 0, serving, None, None)
+        print(JsonFormatter().format(record), file=sys.stderr)
+    else:
+        print(f"downloads: {serving}", file=sys.stderr)
     try:
         _run_http_server(settings, args.log_level)
     finally:
@@ -197,6 +216,11 @@ def add_commands(sub: Any) -> None:
         "--log-level",
         default=os.environ.get("DOWNLOADS_LOG_LEVEL", "info"),
         choices=["critical", "error", "warning", "info", "debug"],
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text, or json: one object per line with request, trace and span ids (env DOWNLOADS_LOG_FORMAT)",
     )
     serve.set_defaults(run=_cmd_serve)
 

@@ -8,14 +8,16 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from downloads.adapters.metrics import Metrics, TimedEventStore
+from downloads.adapters.metrics import Metrics
+from downloads.adapters.observed import observed_stores
 from downloads.adapters.tokens import TokenSigner, parse_max_ttl
+from downloads.adapters.tracing import RequestSpans, start_tracing, stop_tracing
 from downloads.application import Clock, system_clock
 from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.domain import Policy
 from downloads.entrypoints import admin, apidocs
 from downloads.entrypoints.http.errors import install_error_handlers
-from downloads.entrypoints.http.middleware import BodyLimit, Gatekeeper, NoStoreJSON, RequestMetrics
+from downloads.entrypoints.http.middleware import BodyLimit, Gatekeeper, NoStoreJSON, RequestContext, RequestMetrics
 from downloads.entrypoints.http.routes import accounts, devices, health, licenses, readside, titles
 from downloads.settings import Settings
 
@@ -36,9 +38,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
         max_ttl=parse_max_ttl(settings.token_max_ttl),
     )
     metrics = Metrics()
-    ctx = context or bootstrap(
-        settings, clock=clock, observer=metrics, wrap_events=lambda inner: TimedEventStore(inner, metrics)
-    )
+    # Exported over OTLP when the OTEL_* variables ask for it, in each worker (after the fork); else None.
+    tracing = start_tracing()
+    ctx = context or bootstrap(settings, clock=clock, observer=metrics, wrap_stores=observed_stores(metrics))
 
     read_side = open_read_side(ctx)
     if settings.read_side == "background":
@@ -49,6 +51,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
         yield
         read_side.close()
         ctx.close()
+        stop_tracing()  # sends the spans still queued, bounded by the exporter's timeout
 
     api = FastAPI(
         lifespan=lifespan,
@@ -61,6 +64,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
         summary="License accounting for offline downloads, on an event-sourced store.",
         docs_url=None,  # FastAPI's pages load from a CDN: apidocs serves them from the package instead
         redoc_url=None,
+        # FastAPI's own telemetry would add spans (and metrics, logs) of its own once a tracer provider is
+        # set: the request's span is RequestContext's, the rest are the service's (docs/operations.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     api.state.service = ctx.service
     api.state.stores = ctx.stores
@@ -79,6 +85,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
     api.add_middleware(Gatekeeper, routes=api.router.routes, signer=signer)
     api.add_middleware(RequestMetrics, observe=metrics.observe_request)
     api.add_middleware(NoStoreJSON)
+    api.add_middleware(RequestContext, spans=RequestSpans(tracing) if tracing is not None else None)
 
     return api
 

@@ -1,21 +1,25 @@
-"""ASGI middleware: the gatekeeper (paths and credentials), request size limit, metrics."""
+"""ASGI middleware: the gatekeeper (paths and credentials), request size limit, metrics, request ids."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from downloads.adapters.logs import REQUEST_ID
 from downloads.adapters.tokens import TokenSigner
+from downloads.adapters.tracing import UNTRACED_PATHS, RequestSpans
 from downloads.entrypoints.http.deps import authenticate, authorize
 from downloads.entrypoints.http.errors import ApiError, error_response
 from downloads.entrypoints.http.routing import flat_routes
 
-__all__ = ["BodyLimit", "Gatekeeper", "NoStoreJSON", "RequestMetrics"]
+__all__ = ["BodyLimit", "Gatekeeper", "NoStoreJSON", "RequestContext", "RequestMetrics"]
 
 #: encoded path separators: a proxy's path rules see one path, the router would decode another
 _ENCODED_SEPARATORS = (b"%2f", b"%5c", b"\\")
@@ -236,3 +240,62 @@ def _is_json(scope: Scope) -> bool:
 def _is_json_type(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+#: what a client's X-Request-Id may be to be kept (as the route's header check says): else one is made
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+class RequestContext:
+    """Give every request an id: the client's ``X-Request-Id`` when it is a valid one, else a new one.
+
+    The id is current (:data:`~downloads.adapters.logs.REQUEST_ID`) while the request is handled, so
+    every log line written for it carries it, and the answer returns it in ``X-Request-Id``. With
+    ``spans`` (tracing on), each request but probes and scrapes runs in a server span under the
+    caller's ``traceparent`` (see :class:`~downloads.adapters.tracing.RequestSpans`).
+    """
+
+    def __init__(self, app: ASGIApp, *, spans: RequestSpans | None = None) -> None:
+        self.app = app
+        self.spans = spans
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = _header(scope, b"x-request-id")
+        request_id = sent if sent is not None and _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        echoed = (b"x-request-id", request_id.encode())
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), echoed]}
+            await send(message)
+
+        if self.spans is None or scope["path"] in UNTRACED_PATHS:
+            await self.app(scope, receive, send_wrapper)
+        else:
+            await self._traced(scope, receive, send_wrapper, request_id)
+        # Left set when the app raised: the server-error handler outside still logs with it (the
+        # request's task ends right after).
+        REQUEST_ID.reset(token)
+
+    async def _traced(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        spans = self.spans
+        assert spans is not None
+        method = scope["method"]
+        with spans.span(method, scope["headers"]) as span:
+
+            async def answer(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    route = getattr(scope.get("route"), "path", None)
+                    account = (scope.get("path_params") or {}).get("account_id")
+                    spans.answered(span, method, route, message["status"], request_id, account)
+                await send(message)
+
+            try:
+                await self.app(scope, receive, answer)
+            except Exception as exc:
+                spans.failed(span, exc)
+                raise

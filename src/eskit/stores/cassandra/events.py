@@ -39,12 +39,14 @@ from eskit.exceptions import (
     EskitError,
     InterfaceError,
     OperationalError,
+    QuorumUnreachable,
     StoreUnavailable,
     UnknownOutcome,
 )
 from eskit.ports import EventStore
 from eskit.stores.cassandra.feed import CassandraStreamFeed
-from eskit.stores.cassandra.session import CassandraSession, backoff, translate
+from eskit.stores.cassandra.gate import QuorumGate
+from eskit.stores.cassandra.session import CassandraSession, Deadline, backoff, translate
 from eskit.stores.checks import check_append, check_read
 from eskit.stores.timestamps import from_micros, to_micros
 from eskit.timetravel import TIME_STRIDE
@@ -52,6 +54,14 @@ from eskit.timetravel import TIME_STRIDE
 log = logging.getLogger(__name__)
 
 __all__ = ["CassandraEventStore"]
+
+
+def _all_unavailable(exc: Exception) -> bool:
+    """Whether a driver's NoHostAvailable says only that replicas were unavailable (nothing was sent)."""
+    from cassandra import Unavailable
+
+    errors = getattr(exc, "errors", None) or {}
+    return all(isinstance(e, Unavailable) for e in errors.values())
 
 
 def _row_to_event(stream_id: str, row: Any) -> StoredEvent:
@@ -93,6 +103,8 @@ class CassandraEventStore(EventStore):
         # Streams whose append was just refused: the next read is serial, so that it sees the
         # winning write even when that write was committed in another region.
         self._read_serially: set[str] = set()
+        #: refuses appends at once while this region cannot reach a global quorum (see gate.py)
+        self.gate = QuorumGate(self._probe)
         #: counts of unknown outcomes met and how they were resolved (for metrics and tests)
         self.outcomes = {"timed_out": 0, "resent_applied": 0, "found_ours": 0, "found_theirs": 0, "unresolved": 0}
 
@@ -102,12 +114,37 @@ class CassandraEventStore(EventStore):
         """The bucket an append after ``version`` goes to."""
         return version // self.bucket_size
 
-    def _head(self, stream_id: str, bucket: int, *, serial: bool = False) -> int | None:
-        row = self.db.query(self.sql.select_head, (stream_id, bucket), serial=serial).one()
+    def _head(
+        self, stream_id: str, bucket: int, *, serial: bool = False, deadline: Deadline | None = None
+    ) -> int | None:
+        if serial:
+            row = self._serial_query(self.sql.select_head, (stream_id, bucket), deadline).one()
+        else:
+            row = self.db.query(self.sql.select_head, (stream_id, bucket)).one()
         return None if row is None else row.head
 
+    def _serial_query(self, statement: Any, params: Sequence[Any], deadline: Deadline | None = None) -> Any:
+        """A read at serial consistency. It needs a global quorum, like an append, so it is bounded the
+        same way and guarded by the gate: refused at once while cut off, and a failure tells the gate."""
+        self.gate.check()
+        try:
+            return self.db.query(
+                statement, params, serial=True, deadline=deadline or Deadline(self.db.settings.command_timeout)
+            )
+        except OperationalError as exc:
+            if not isinstance(exc, QuorumUnreachable):
+                self.gate.failed(f"{type(exc).__name__} on a serial read")
+            raise
+
+    def _serially(self, stream_id: str) -> bool:
+        """Whether the next read of the stream is serial: after a refused append, while a quorum is reachable.
+
+        Cut off from the other regions, a serial read cannot answer; what this region holds can.
+        """
+        return stream_id in self._read_serially and self.gate.allows()
+
     def version(self, stream_id: str) -> int:
-        serial = stream_id in self._read_serially
+        serial = self._serially(stream_id)
         version = self._version(stream_id, serial=serial)
         self._read_serially.discard(stream_id)
         return version
@@ -154,38 +191,61 @@ class CassandraEventStore(EventStore):
         check_append(stream_id, events, expected_version)
         if len(events) > self.bucket_size:
             raise InterfaceError(f"an append holds at most bucket_size={self.bucket_size} events")
+        # Refused at once, without a request, while this region cannot reach a global quorum.
+        self.gate.check()
+        deadline = Deadline(self.db.settings.command_timeout)
         head, writer = expected_version + len(events), uuid.uuid4()  # one hint per attempt, never shared
+        at = to_micros(events[0].recorded_at)
         if self.feed is not None:
             # Hint first: an append whose hint could not be written is not proposed (see feed.py).
-            self.feed.hint(stream_id, head, writer, to_micros(events[0].recorded_at))
+            try:
+                self.feed.hint(stream_id, head, writer, at, deadline=deadline)
+            except OperationalError as exc:
+                raise StoreUnavailable(f"cannot append to {stream_id!r}: its feed hint failed ({exc})") from exc
         try:
-            return self._append(stream_id, events, expected_version)
+            version = self._append(stream_id, events, expected_version, writer, at, deadline)
         except ConcurrencyError:
+            self.gate.succeeded()  # a refusal is an answer from a quorum
             if self.feed is not None:  # definitely not appended: its hint would only cost followers a look
-                try:
-                    self.feed.withdraw(stream_id, head, writer)
-                except EskitError as exc:
-                    log.info("stale hint of %s@%d left: %s", stream_id, head, exc)
+                self.feed.withdraw(stream_id, head, writer)
             if len(self._read_serially) >= 100_000:
                 self._read_serially.clear()  # a hint only: a non-serial reload conflicts once more
             self._read_serially.add(stream_id)
             raise
+        except (StoreUnavailable, UnknownOutcome) as exc:
+            self.gate.failed(f"{type(exc).__name__} on an append")
+            raise
+        self.gate.succeeded()
+        return version
 
-    def _append(self, stream_id: str, events: Sequence[NewEvent], expected_version: int) -> int:
+    def _append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+        writer: uuid.UUID,
+        at: int,
+        deadline: Deadline,
+    ) -> int:
         bucket = self._bucket_of_version(expected_version)
+        new_version = expected_version + len(events)
         # Guess whether this is the bucket's first append (true when the previous append ended
         # exactly on a bucket boundary, as single-event appends do); a wrong guess shows in the
         # refused condition's current head and costs one more round, a right one saves a read.
         first_in_bucket = expected_version % self.bucket_size == 0
+        durable_hint: Any = None
         for _ in range(2):
             if first_in_bucket and bucket > 0:
                 # The previous bucket must end exactly at the expected version. Once it does, no
                 # later append can change it, so this check cannot go stale.
-                previous = self._head(stream_id, bucket - 1, serial=True)
+                previous = self._head(stream_id, bucket - 1, serial=True, deadline=deadline)
                 if previous != expected_version:
                     raise ConcurrencyError(stream_id, expected_version, previous)
+            if durable_hint is None and self.feed is not None:
+                # The durable hint travels alongside the Paxos round (see feed.py): no round trip of its own.
+                durable_hint = self.feed.hint_durably(stream_id, new_version, writer, at)
             batch = self._batch(stream_id, bucket, events, expected_version, first_in_bucket)
-            applied, head = self._conditional(batch, stream_id, bucket, expected_version, events)
+            applied, head = self._conditional(batch, stream_id, bucket, expected_version, events, deadline)
             if applied:
                 self._remember_bucket(stream_id, bucket)
                 self._index_times(
@@ -196,7 +256,10 @@ class CassandraEventStore(EventStore):
                         if (p - 1) % TIME_STRIDE == 0
                     },
                 )
-                return expected_version + len(events)
+                if self.feed is not None:
+                    # Acknowledged only once its hint is durable (survives the loss of this region).
+                    self.feed.confirm(durable_hint, stream_id, new_version, deadline)
+                return new_version
             wrong_guess = (head is None) != first_in_bucket and (head is None or head == expected_version)
             if not wrong_guess:
                 raise ConcurrencyError(stream_id, expected_version, head)
@@ -210,7 +273,7 @@ class CassandraEventStore(EventStore):
 
         batch = BatchStatement(
             batch_type=BatchType.UNLOGGED,
-            consistency_level=self.db.write_cl,
+            consistency_level=self.db.commit_cl,
             serial_consistency_level=self.db.serial_cl,
         )
         new_version = expected_version + len(events)
@@ -236,27 +299,38 @@ class CassandraEventStore(EventStore):
         return batch
 
     def _conditional(
-        self, batch: Any, stream_id: str, bucket: int, expected_version: int, events: Sequence[NewEvent]
+        self,
+        batch: Any,
+        stream_id: str,
+        bucket: int,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        deadline: Deadline,
     ) -> tuple[bool, int | None]:
-        """Run the conditional batch, resolving unknown outcomes.
+        """Run the conditional batch, resolving unknown outcomes, within ``deadline``.
 
         Returns whether our events are stored and, when they are not, the
         bucket's current head as the refused condition reported it. Raises
         :class:`UnknownOutcome` when an attempt may have been applied and the
-        cluster cannot tell whether it was.
+        cluster cannot tell whether it was, :class:`StoreUnavailable` when no
+        attempt can have been (the replicas were unavailable every time).
         """
         from cassandra import InvalidRequest, Unavailable
+        from cassandra.cluster import NoHostAvailable
 
         attempts = self.db.settings.retries + 1
         uncertain = False
+        cap = self.db.settings.request_timeout
         for attempt in range(1, attempts + 1):
             try:
-                result = self.db.session.execute(batch)
-            except Unavailable:
-                # Refused by the coordinator before any Paxos round: this attempt wrote nothing.
-                if attempt == attempts:
+                result = self.db.session.execute(batch, timeout=deadline.timeout(cap))
+            except (Unavailable, NoHostAvailable) as exc:
+                if isinstance(exc, NoHostAvailable) and not _all_unavailable(exc):
+                    uncertain = self._uncertain(stream_id, exc)  # a connection lost under the request
+                # Otherwise refused by the coordinator before any Paxos round: this attempt wrote nothing.
+                if attempt == attempts or deadline.remaining() < 0.05:
                     break
-                backoff(attempt)
+                backoff(attempt, deadline)
                 continue
             except InvalidRequest as exc:
                 if uncertain:
@@ -265,12 +339,10 @@ class CassandraEventStore(EventStore):
             except Exception as exc:
                 # A timeout, a failed coordinator, a dropped connection: the batch may have been
                 # applied. Send the same batch again (same event ids, same condition).
-                uncertain = True
-                self.outcomes["timed_out"] += 1
-                log.info("conditional append to %s failed (%s), resolving", stream_id, type(exc).__name__)
-                if attempt == attempts:
+                uncertain = self._uncertain(stream_id, exc)
+                if attempt == attempts or deadline.remaining() < 0.05:
                     break
-                backoff(attempt)
+                backoff(attempt, deadline)
                 continue
             if result.was_applied:
                 if uncertain:
@@ -280,13 +352,25 @@ class CassandraEventStore(EventStore):
             if not uncertain:
                 return False, head
             # Refused after an uncertain attempt: whatever stands at E+1 now is final.
-            return self._resolve(stream_id, bucket, expected_version, events, final=True), head
+            return self._resolve(stream_id, bucket, expected_version, events, final=True, deadline=deadline), head
         if not uncertain:
             raise StoreUnavailable(f"cannot append to {stream_id!r}: not enough replicas are available")
-        return self._resolve(stream_id, bucket, expected_version, events, final=False), None
+        return self._resolve(stream_id, bucket, expected_version, events, final=False, deadline=deadline), None
+
+    def _uncertain(self, stream_id: str, exc: Exception) -> bool:
+        self.outcomes["timed_out"] += 1
+        log.info("conditional append to %s failed (%s), resolving", stream_id, type(exc).__name__)
+        return True
 
     def _resolve(
-        self, stream_id: str, bucket: int, expected_version: int, events: Sequence[NewEvent], *, final: bool
+        self,
+        stream_id: str,
+        bucket: int,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        final: bool,
+        deadline: Deadline | None = None,
     ) -> bool:
         """After an uncertain attempt: are our events at E+1 (True), another writer's (False)?
 
@@ -295,7 +379,7 @@ class CassandraEventStore(EventStore):
         the answer is :class:`UnknownOutcome`, never a conflict.
         """
         try:
-            row = self._row_after(stream_id, bucket, expected_version)
+            row = self._row_after(stream_id, bucket, expected_version, deadline)
         except OperationalError as exc:
             self.outcomes["unresolved"] += 1
             raise UnknownOutcome(
@@ -312,10 +396,10 @@ class CassandraEventStore(EventStore):
         self.outcomes["found_ours" if ours else "found_theirs"] += 1
         return ours
 
-    def _row_after(self, stream_id: str, bucket: int, expected_version: int) -> Any:
+    def _row_after(self, stream_id: str, bucket: int, expected_version: int, deadline: Deadline | None = None) -> Any:
         """The event row at position E+1 in ``bucket``, read at serial consistency (None if absent)."""
-        return self.db.query(
-            self.sql.select_range, (stream_id, bucket, expected_version, expected_version + 1, 1), serial=True
+        return self._serial_query(
+            self.sql.select_range, (stream_id, bucket, expected_version, expected_version + 1, 1), deadline
         ).one()
 
     def _ours(self, stream_id: str, bucket: int, expected_version: int, events: Sequence[NewEvent]) -> bool:
@@ -337,9 +421,9 @@ class CassandraEventStore(EventStore):
         check_read(gt, lte, limit)
         if limit == 0:
             return []
-        serial = stream_id in self._read_serially
+        serial = self._serially(stream_id)
         found = self._read(stream_id, gt, lte, limit, desc, serial=serial)
-        if found is None and not serial:
+        if found is None and not serial and self.gate.allows():
             # Fewer rows than the head promised: a commit reached only some replicas. A serial read
             # finishes any Paxos round in flight, after which rows and head agree.
             found = self._read(stream_id, gt, lte, limit, desc, serial=True)
@@ -355,6 +439,10 @@ class CassandraEventStore(EventStore):
         self, stream_id: str, gt: int, lte: int | None, limit: int | None, desc: bool, *, serial: bool
     ) -> list[StoredEvent] | None:
         """The events in range, or None when fewer come back than the head says exist."""
+        if lte is None and not serial and not desc:
+            handled, found = self._read_to_head(stream_id, gt, limit)
+            if handled:
+                return found
         if lte is not None and lte > gt and (lte - 1) // self.bucket_size - gt // self.bucket_size <= 1:
             # A short bounded range (time travel, a cached aggregate catching up): when every
             # position comes back, the rows alone prove the read complete, no head needed.
@@ -370,6 +458,34 @@ class CassandraEventStore(EventStore):
         # Positions are contiguous: exactly this many events stand in (gt, upper].
         expected = upper - gt if limit is None else min(limit, upper - gt)
         return found if len(found) >= expected else None
+
+    def _read_to_head(self, stream_id: str, gt: int, limit: int | None) -> tuple[bool, list[StoredEvent] | None]:
+        """Everything after ``gt`` in one round trip: the head of the stream's last known bucket and the
+        rows of the buckets up to it, read side by side (a load, a catch-up). Returns (False, None) when
+        the stream has moved past that bucket (the caller then walks the buckets), else (True, what
+        :meth:`_read` returns)."""
+        last = self._last_bucket.get(stream_id, 0)
+        first = max(0, (gt + 1) // self.bucket_size - 1)
+        if not 0 <= last - first <= 2:
+            return False, None
+        wanted = 2**31 - 1 if limit is None else limit
+        queries: list[tuple[Any, Sequence[Any]]] = [(self.sql.select_head, (stream_id, last))]
+        queries += [(self.sql.select_range, (stream_id, b, gt, 2**62, wanted)) for b in range(first, last + 1)]
+        head_rows, *bucket_rows = self.db.query_all(queries)
+        row = head_rows.one()
+        head = None if row is None else row.head
+        if head is None:
+            # Nothing in the last known bucket: an empty stream (bucket 0), or a stale hint.
+            return (True, []) if last == 0 else (False, None)
+        if self._bucket_of_version(head) != last:
+            return False, None  # the stream went on into a later bucket
+        if head <= gt:
+            return True, []
+        found = [_row_to_event(stream_id, r) for rows in bucket_rows for r in rows if r.position <= head]
+        if limit is not None:
+            found = found[:limit]
+        expected = head - gt if limit is None else min(limit, head - gt)
+        return True, (found if len(found) >= expected else None)
 
     def _rows(
         self, stream_id: str, gt: int, upper: int, limit: int | None, desc: bool, *, serial: bool
@@ -393,7 +509,8 @@ class CassandraEventStore(EventStore):
             return found if limit is None else found[:limit]
         for bucket in buckets:
             wanted = 2**31 - 1 if limit is None else limit - len(found)
-            rows = self.db.query(statement, (stream_id, bucket, gt, upper, wanted), serial=serial)
+            params = (stream_id, bucket, gt, upper, wanted)
+            rows = self._serial_query(statement, params) if serial else self.db.query(statement, params)
             found.extend(_row_to_event(stream_id, row) for row in rows)
             if limit is not None and len(found) >= limit:
                 break
@@ -436,13 +553,21 @@ class CassandraEventStore(EventStore):
         return [f.result() for f in futures]
 
     def _index_times(self, stream_id: str, times: dict[int, int]) -> None:
-        """Record stride positions' times in the time index; a failure costs only speed (it is repaired on read)."""
+        """Record stride positions' times in the time index, without waiting: a missed entry costs only speed.
+
+        One attempt each, sent and not awaited (off the command's path); an entry that did not land
+        is read from the events and written again by the next read that lacks it.
+        """
         for position, micros in times.items():
-            try:
-                # One attempt: a missed entry is written again by the next read that lacks it.
-                self.db.query(self.sql.insert_time, (stream_id, position, micros), idempotent=False)
-            except OperationalError as exc:
+
+            def lost(exc: Exception, position: int = position) -> None:
                 log.warning("time index of %s at %d not written: %s", stream_id, position, exc)
+
+            try:
+                future = self.db.session.execute_async(self.sql.insert_time.bind((stream_id, position, micros)))
+                future.add_errback(lost)
+            except Exception as exc:  # the session is closing: the index is repaired on read
+                lost(exc)
 
     def recorded_times(self, stream_id: str, positions: Sequence[int]) -> dict[int, datetime]:
         """Stride positions from the time index (one partition); the rest, and any the index lacks,
@@ -479,7 +604,26 @@ class CassandraEventStore(EventStore):
         return found
 
     def ping(self) -> None:
+        """Ready when the local node answers; :class:`QuorumUnreachable` when appends would be refused."""
         self.db.query("SELECT release_version FROM system.local")
+        self.gate.ready()
+
+    def announce(self, stream_id: str, version: int) -> None:
+        """Write the stream's feed hint at the durable level (a command found already done is answered again)."""
+        # With one region the hint before the proposal is already on a quorum of all replicas.
+        if self.feed is not None and self.feed.two_phase and version > 0:
+            self.gate.check()
+            try:
+                self.feed.announce(stream_id, version, deadline=Deadline(self.db.settings.command_timeout))
+            except OperationalError as exc:
+                self.gate.failed(f"{type(exc).__name__} on a durable hint")
+                raise
+
+    def _probe(self) -> None:
+        """One plain read at the durable level: it needs the same replicas an append needs."""
+        statement = self.sql.probe.bind(())
+        statement.consistency_level = self.db.write_cl
+        self.db.session.execute(statement, timeout=min(1.0, self.db.settings.command_timeout))
 
     def close(self) -> None:
         self.db.close()

@@ -164,3 +164,10 @@ def choose_levels(session: CassandraSession) -> None:
     write = s.write_consistency or ("QUORUM" if regions and not s.single_writer_region else s.consistency)
     session.serial_cl = getattr(ConsistencyLevel, serial)
     session.write_cl = getattr(ConsistencyLevel, write)
+    # Paxos v2 makes an append durable once a quorum of the electorate accepted it, so its commit
+    # needs to wait only for the local replicas (docs/cassandra.md, "What it costs").
+    session.commit_cl = getattr(ConsistencyLevel, s.commit_consistency or s.consistency)
+    # A hint at write_cl crosses regions; when it would, a local hint goes first (it survives the
+    # writer's crash) and the durable one alongside the Paxos round (docs/read-side.md).
+    local = s.consistency if s.consistency.startswith("LOCAL_") else "LOCAL_QUORUM"
+    session.local_hint_cl = getattr(ConsistencyLevel, local) if write != local else None

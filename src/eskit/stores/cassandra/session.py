@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +19,26 @@ from eskit.stores.cassandra.settings import CassandraSettings
 if TYPE_CHECKING:
     from eskit.stores.cassandra.statements import Statements
 
-__all__ = ["CassandraSession", "backoff", "translate", "translated"]
+__all__ = ["CassandraSession", "Deadline", "backoff", "translate", "translated"]
+
+
+class Deadline:
+    """A time budget for one operation: every request in it waits at most what is left of it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def timeout(self, cap: float) -> float:
+        """What one request may wait: ``cap`` or what is left, whichever is less (never below 10 ms)."""
+        return max(0.01, min(cap, self.remaining()))
+
+    @property
+    def passed(self) -> bool:
+        return self.remaining() <= 0
 
 
 class CassandraSession:
@@ -32,9 +52,15 @@ class CassandraSession:
 
         self.settings = settings
         self.cl = getattr(ConsistencyLevel, settings.consistency)
-        # Until the keyspace's data centres are known (see _choose_levels), the strictest levels.
+        # Until the keyspace's data centres are known (see choose_levels), the strictest levels.
         self.serial_cl = ConsistencyLevel.SERIAL
+        #: plain writes every region must see (durable hints, read models)
         self.write_cl = self.cl
+        #: the commit phase of conditional appends
+        self.commit_cl = self.cl
+        #: the level of the hint written before a proposal when a second, durable one (at
+        #: ``write_cl``) goes alongside the Paxos round; None: one hint at ``write_cl``, before
+        self.local_hint_cl: Any = None
         self.data_centres: list[str] = []
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.dc)),
@@ -47,6 +73,10 @@ class CassandraSession:
             port=settings.port,
             protocol_version=5,
             connection_class=LibevConnection,
+            # Without it, a request sent while another is in flight on the same connection (the
+            # durable hint beside an append's Paxos round) waits for the first one's ACK: Nagle's
+            # algorithm against the node's delayed ACK, up to 40 ms (measured: 194 ms against 151).
+            sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             connect_timeout=settings.connect_timeout,
             control_connection_timeout=settings.connect_timeout,
@@ -56,12 +86,19 @@ class CassandraSession:
         self.statements: Statements | None = None  # prepared once the keyspace is checked
 
     def query(
-        self, statement: Any, params: Sequence[Any] = (), *, serial: bool = False, idempotent: bool = True
+        self,
+        statement: Any,
+        params: Sequence[Any] = (),
+        *,
+        serial: bool = False,
+        idempotent: bool = True,
+        deadline: Deadline | None = None,
     ) -> Any:
         """Run a statement with bounded retries (backoff) on timeouts and unavailability.
 
         Only idempotent statements are retried here; conditional writes handle
-        their own retries (see :meth:`CassandraEventStore.append`).
+        their own retries (see :meth:`CassandraEventStore.append`). With a
+        ``deadline``, no attempt waits past it and none starts after it.
         """
         from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
         from cassandra.cluster import NoHostAvailable
@@ -74,13 +111,16 @@ class CassandraSession:
         if serial:
             bound.consistency_level = self.serial_cl
         attempts = self.settings.retries + 1 if idempotent else 1
+        cap = self.settings.request_timeout
         for attempt in range(1, attempts + 1):
             try:
-                return self.session.execute(bound)
+                if deadline is None:
+                    return self.session.execute(bound)
+                return self.session.execute(bound, timeout=deadline.timeout(cap))
             except (ReadTimeout, WriteTimeout, Unavailable, OperationTimedOut, NoHostAvailable) as exc:
-                if attempt == attempts:
+                if attempt == attempts or (deadline is not None and deadline.remaining() < 0.05):
                     raise translate(exc, "Cassandra request failed") from exc
-                backoff(attempt)
+                backoff(attempt, deadline)
             except Exception as exc:
                 raise translate(exc, "Cassandra request failed") from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -100,8 +140,12 @@ class CassandraSession:
         self.cluster.shutdown()
 
 
-def backoff(attempt: int) -> None:
-    time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+def backoff(attempt: int, deadline: Deadline | None = None) -> None:
+    """Sleep before attempt ``attempt + 1``: growing, jittered, and never past ``deadline``."""
+    pause = min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0)
+    if deadline is not None:
+        pause = min(pause, max(0.0, deadline.remaining() - 0.05))
+    time.sleep(pause)
 
 
 def translate(exc: Exception, context: str) -> Exception:

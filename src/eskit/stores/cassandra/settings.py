@@ -36,15 +36,19 @@ class CassandraSettings:
     """Everything a ``cassandra://`` URL can say, with the defaults.
 
     ``cassandra://host1,host2[:port]/keyspace?dc=dc1&consistency=LOCAL_QUORUM
-    &serial_consistency=SERIAL&write_consistency=QUORUM&single_writer_region=false
-    &replication=dc1:3,dc2:3&bucket_size=10000&create_schema=false
-    &connect_timeout=10&request_timeout=12&retries=5``
+    &serial_consistency=SERIAL&write_consistency=QUORUM&commit_consistency=LOCAL_QUORUM
+    &single_writer_region=false&replication=dc1:3,dc2:3&bucket_size=10000&create_schema=false
+    &connect_timeout=10&request_timeout=12&retries=5&command_timeout=5``
 
     Regions: when the keyspace is replicated to more than one data centre,
-    conditional appends run their Paxos round at ``SERIAL`` (a global quorum) and
-    commit at ``QUORUM``, so two regions can never both win the same version;
-    ``LOCAL_SERIAL`` is refused there unless ``single_writer_region=true``
-    declares that only one region ever accepts commands.
+    conditional appends run their Paxos round at ``SERIAL`` (a global quorum), so
+    two regions can never both win the same version, and commit at
+    ``commit_consistency`` (``LOCAL_QUORUM``: with Paxos v2 an append is durable
+    once a global quorum accepted it, see ``docs/cassandra.md``); ``LOCAL_SERIAL``
+    is refused there unless ``single_writer_region=true`` declares that only one
+    region ever accepts commands. ``command_timeout`` bounds the time an append
+    may take in all (its retries and the resolution of an unknown outcome
+    included), and so how long a region cut off from the others takes to refuse.
     """
 
     hosts: tuple[str, ...]
@@ -54,9 +58,11 @@ class CassandraSettings:
     consistency: str = "LOCAL_QUORUM"  # reads
     # The Paxos phase of conditional writes; None: SERIAL on a multi-DC keyspace, else LOCAL_SERIAL.
     serial_consistency: str | None = None
-    # The commit of conditional writes; None: QUORUM on a multi-DC keyspace with several writing
-    # regions, else the read consistency.
+    # Plain writes every region must see (the feed's durable hints, read models); None: QUORUM on a
+    # multi-DC keyspace with several writing regions, else the read consistency.
     write_consistency: str | None = None
+    # The commit of conditional appends (Paxos's last phase); None: the read consistency.
+    commit_consistency: str | None = None
     single_writer_region: bool = False  # only one region accepts commands (allows LOCAL_SERIAL on many DCs)
     # Used only when creating the keyspace: replicas in the local DC, or per DC ("dc1:3,dc2:3").
     replication: int | dict[str, int] = 3
@@ -65,6 +71,7 @@ class CassandraSettings:
     connect_timeout: float = 10.0
     request_timeout: float = 12.0
     retries: int = 5  # bounded retries (with backoff) on timeouts and unavailable replicas
+    command_timeout: float = 5.0  # seconds an append may take in all, retries and resolution included
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> CassandraSettings:
@@ -94,6 +101,7 @@ class CassandraSettings:
             "consistency",
             "serial_consistency",
             "write_consistency",
+            "commit_consistency",
             "single_writer_region",
             "replication",
             "bucket_size",
@@ -101,6 +109,7 @@ class CassandraSettings:
             "connect_timeout",
             "request_timeout",
             "retries",
+            "command_timeout",
         }
         for key in query:
             if key not in known:
@@ -109,7 +118,7 @@ class CassandraSettings:
         try:
             if "dc" in query:
                 values["dc"] = query["dc"]
-            for key in ("consistency", "serial_consistency", "write_consistency"):
+            for key in ("consistency", "serial_consistency", "write_consistency", "commit_consistency"):
                 if key in query:
                     values[key] = query[key].upper()
             if "replication" in query:
@@ -117,7 +126,7 @@ class CassandraSettings:
             for key in ("bucket_size", "retries"):
                 if key in query:
                     values[key] = int(query[key])
-            for key in ("connect_timeout", "request_timeout"):
+            for key in ("connect_timeout", "request_timeout", "command_timeout"):
                 if key in query:
                     values[key] = float(query[key])
             for key in ("create_schema", "single_writer_region"):
@@ -127,10 +136,13 @@ class CassandraSettings:
             raise InterfaceError(f"bad option value in {url!r}: {exc}") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
-        for name in ("consistency", "write_consistency"):
+        for name in ("consistency", "write_consistency", "commit_consistency"):
             value = getattr(settings, name)
             if value is not None and value not in _CONSISTENCY_NAMES:
                 raise InterfaceError(f"{name} must be one of {', '.join(_CONSISTENCY_NAMES)}")
+        for name in ("connect_timeout", "request_timeout", "command_timeout"):
+            if not 0 < getattr(settings, name) <= 600:
+                raise InterfaceError(f"{name} must be more than 0 and at most 600 seconds")
         if settings.serial_consistency is not None and settings.serial_consistency not in _SERIAL_NAMES:
             raise InterfaceError("serial_consistency must be SERIAL or LOCAL_SERIAL")
         if settings.bucket_size < 10:

@@ -15,6 +15,8 @@ __all__ = ["CassandraSnapshotStore"]
 class CassandraSnapshotStore(SnapshotStore):
     """Snapshots in Cassandra, newest first in each stream's partition."""
 
+    deferred_writes = True  # written after the command's answer (see Repository.take_snapshot)
+
     def __init__(self, connection: CassandraSession) -> None:
         self.db = connection
         assert connection.statements is not None, "the session's statements are prepared by open_stores"

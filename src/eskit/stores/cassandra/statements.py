@@ -40,6 +40,8 @@ class Statements:
                 f"SELECT DISTINCT stream_id, bucket FROM {ks}.events"
                 " WHERE token(stream_id, bucket) > token(?, ?) LIMIT ?"
             )
+            # The gate's probe (see gate.py): a tiny row every keyspace has.
+            self.probe = p(f"SELECT value FROM {ks}.eskit_settings WHERE name = 'bucket_size'")
             self.insert_time = p(f"INSERT INTO {ks}.event_times (stream_id, position, recorded_at) VALUES (?, ?, ?)")
             self.select_indexed_times = p(
                 f"SELECT position, recorded_at FROM {ks}.event_times WHERE stream_id = ? AND position IN ?"

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,6 +70,8 @@ class SQLiteConnection:
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         self._identity: tuple[int, int] | None = None
+        #: told the seconds each write transaction's COMMIT took (with ``synchronous=FULL``, the fsync)
+        self.commit_observer: Callable[[float], None] | None = None
 
     def get(self) -> sqlite3.Connection:
         """Return this thread's connection, opening it (and the schema) on first use."""
@@ -222,7 +224,13 @@ class SQLiteConnection:
                 yield conn
                 if immediate:
                     self.check_file()  # never commit into a file that is not the store's any more
-                conn.execute("COMMIT")
+                observer = self.commit_observer
+                if observer is None or not immediate:
+                    conn.execute("COMMIT")
+                else:
+                    started = time.perf_counter()
+                    conn.execute("COMMIT")
+                    observer(time.perf_counter() - started)
             except BaseException:
                 # Also after a failed COMMIT: SQLite may keep the transaction (and the write lock) open.
                 if conn.in_transaction:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -55,3 +56,55 @@ def test_every_code_the_service_can_refuse_with_is_a_known_outcome_code() -> Non
     assert len(raised) > 10
     assert raised <= OUTCOME_CODES, sorted(raised - OUTCOME_CODES)
     assert {"OK", "REPLAYED"} <= OUTCOME_CODES
+
+
+def _count(metrics: Metrics, name: str, **labels: str) -> float:
+    wanted = tuple(sorted(labels.items()))
+    return sum(value for key, value in _samples(metrics, name).items() if set(wanted) <= set(key))
+
+
+def test_commands_are_timed_per_command_and_outcome_class(tmp_path: Path) -> None:
+    from downloads.adapters.observed import observed_stores
+    from downloads.application import AcquireLicense, OpenAccount, RegisterDevice
+    from downloads.bootstrap import bootstrap
+    from downloads.domain import DomainError, Policy
+    from downloads.settings import Settings
+
+    metrics = Metrics()
+    runtime = bootstrap(
+        Settings(store=f"sqlite:///{tmp_path / 'downloads.db'}"),
+        policy=Policy(),
+        observer=metrics,
+        wrap_stores=observed_stores(metrics),
+    )
+    try:
+        service = runtime.service
+        service.handle(OpenAccount("acct-1", "standard"))
+        with contextlib.suppress(DomainError):
+            service.handle(OpenAccount("acct-1", "standard"), idempotency_key="k1")
+        service.handle(RegisterDevice("acct-1", "phone", "p"), idempotency_key="k2")
+        service.handle(RegisterDevice("acct-1", "phone", "p"), idempotency_key="k2")
+        with contextlib.suppress(DomainError):
+            service.handle(AcquireLicense("acct-1", "tablet", "demo-title-1"))
+    finally:
+        runtime.close()
+
+    timed = "downloads_command_seconds_count"
+    assert _count(metrics, timed, command="register_device", outcome="ok") == 1
+    assert _count(metrics, timed, command="register_device", outcome="replayed") == 1
+    assert _count(metrics, timed, command="acquire_license", outcome="refused") == 1
+    assert _count(metrics, timed, command="open_account", outcome="refused") == 1  # ACCOUNT_EXISTS
+    # every store operation is timed by name, snapshots and the SQLite commit (its fsync) too
+    store = "downloads_store_operation_seconds_count"
+    assert _count(metrics, store, operation="append") == 2  # opened, registered
+    assert _count(metrics, store, operation="read") >= 1
+    assert _count(metrics, store, operation="snapshot_load") >= 1
+    assert _count(metrics, "downloads_sqlite_commit_seconds_count") >= 2
+
+
+def test_a_command_that_fails_outside_the_rules_is_timed_and_counted_as_failed() -> None:
+    metrics = Metrics()
+    metrics.outcome("acquire_license", "FAILED", 0.5)
+
+    assert _count(metrics, "downloads_command_seconds_count", command="acquire_license", outcome="failed") == 1
+    assert _count(metrics, "downloads_command_outcomes_total", command="acquire_license", code="FAILED") == 1

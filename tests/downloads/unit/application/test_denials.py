@@ -147,7 +147,7 @@ def test_denials_racing_accepted_commands_on_one_account_cause_them_no_conflict(
         def conflict(self, command: str, attempt: int) -> None:
             conflicts.append((command, attempt))
 
-        def outcome(self, command: str, code: str) -> None:
+        def outcome(self, command: str, code: str, seconds: float) -> None:
             pass
 
     d.service.observer = Observer()

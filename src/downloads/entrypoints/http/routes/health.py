@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from downloads.adapters.metrics import CONTENT_TYPE_LATEST, Metrics, projection_metrics
 from downloads.entrypoints.http.routes._reply import json
-from eskit import StoreError
+from eskit import QuorumUnreachable, StoreError
 
 __all__ = ["healthz", "metrics", "readyz", "router"]
 
@@ -28,9 +28,16 @@ router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=Fa
 
 @router.get("/readyz")
 def readyz(request: Request) -> Response:
-    """Ready when the store answers and, on SQLite, takes a write. Callers learn only the status."""
+    """Ready when the store answers and, on SQLite, takes a write. Callers learn only the status.
+
+    ``read_only`` (503): the store answers reads but cannot make a write durable from here (a
+    Cassandra region cut off from the others); a load balancer should send commands elsewhere.
+    """
     try:
         request.app.state.stores.events.ping()
+    except QuorumUnreachable as exc:
+        log.warning("not ready for commands: %s", exc)
+        return json({"status": "read_only"}, 503)
     except StoreError as exc:
         log.warning("not ready: %s", exc)  # the reason goes to the log, not to anonymous callers
         return json({"status": "unavailable"}, 503)

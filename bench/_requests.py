@@ -197,10 +197,11 @@ def count_commands(url: str, *, settle: float = 0.3) -> list[CommandCount]:
     from downloads.bootstrap import bootstrap
     from downloads.domain import DomainError
     from downloads.settings import Settings
+    from tests.support.cassandra import MASTER_KEY
 
     # Titles stay cached for the whole count (in service they are read again in the background,
     # once a second while in use, off the commands' path).
-    settings = Settings(store=url, title_cache_seconds=60)
+    settings = Settings(store=url, title_cache_seconds=60, master_key=MASTER_KEY)  # Cassandra: production mode
     runtime = bootstrap(settings)
     service = runtime.service
     db = runtime.stores.events.db  # type: ignore[attr-defined]

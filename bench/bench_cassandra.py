@@ -148,8 +148,9 @@ def _service_contender(url: str, per_thread: int) -> tuple[Callable[[int], list[
     """The service in process (as ``bootstrap`` builds it), each thread on its own account: command latencies."""
     from downloads.bootstrap import bootstrap
     from downloads.settings import Settings
+    from tests.support.cassandra import MASTER_KEY
 
-    app = bootstrap(Settings(store=url))
+    app = bootstrap(Settings(store=url, master_key=MASTER_KEY))  # Cassandra: production mode
     service = app.service
     prefix = uuid.uuid4().hex[:6]
     for a in range(CONCURRENCY):

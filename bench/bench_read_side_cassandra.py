@@ -26,7 +26,9 @@ def _url(hosts: str) -> str:
 
 
 def _wired(url: str) -> tuple[Runtime, ReadSide]:
-    runtime = bootstrap(Settings(store=url, snapshot_every=0))
+    from eskit.privacy import MasterKey
+
+    runtime = bootstrap(Settings(store=url, snapshot_every=0, master_key=MasterKey.generate().text()))
     read_side = open_read_side(runtime)
     assert isinstance(read_side, ReadSide)
     return runtime, read_side

@@ -29,8 +29,9 @@ def _service_round(url: str, commands: int) -> tuple[float, list[float]]:
     """Commands per second and per-command latencies of acquire+release pairs on THREADS accounts."""
     from downloads.bootstrap import bootstrap
     from downloads.settings import Settings
+    from eskit.privacy import MasterKey
 
-    app = bootstrap(Settings(store=url))
+    app = bootstrap(Settings(store=url, master_key=MasterKey.generate().text()))  # production mode
     service = app.service
     prefix = uuid.uuid4().hex[:6]
     latencies: list[float] = []

@@ -90,9 +90,11 @@ def _region(url: str, hosts: list[str], keyspace: str, dc: str, rounds: int) -> 
     from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, ReleaseLicense
     from downloads.bootstrap import bootstrap
     from downloads.settings import Settings
+    from tests.support.cassandra import MASTER_KEY
     from tests.support.regions import regional
 
-    runtime = bootstrap(Settings(store=regional(url, dc)))
+    # Cassandra is production mode: every region's process wraps members' keys with one master key
+    runtime = bootstrap(Settings(store=regional(url, dc), master_key=MASTER_KEY))
     db = runtime.stores.events.db  # type: ignore[attr-defined]
     commit_level = _level_name(getattr(db, "commit_cl", db.write_cl))
     raw = _RawAppender(hosts, keyspace, dc)

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from bench.harness import goal_at_least, goal_at_most, interleaved, median, progress, scratch_dir
-from downloads.adapters.relay import KafkaSink, message, parse_destination
+from downloads.adapters.relay import KafkaSink, message, parse_destination, without_personal
 from downloads.application import ChangePlan, OpenAccount
 from downloads.bootstrap import Runtime, bootstrap, open_read_side
 from downloads.settings import Settings
@@ -78,7 +78,10 @@ def _bare(bootstrap_servers: str, envelopes: list[tuple[bytes, bytes, list[tuple
 
 def _relay(runtime: Runtime, workdir: Path, bootstrap_servers: str, head: int, r: int) -> float:
     """The relay alone in a runner, from the first event to the last acknowledged; events/s."""
-    sink = KafkaSink(parse_destination(f"kafka://{bootstrap_servers}/{_topic(bootstrap_servers)}"))
+    sink = KafkaSink(
+        parse_destination(f"kafka://{bootstrap_servers}/{_topic(bootstrap_servers)}"),
+        data=without_personal(runtime.service.accounts.codec),
+    )
     sink.check()
     models = SQLiteReadModels(workdir / f"relay-{r}.readmodels.db")
     runner = ProjectionRunner(
@@ -163,7 +166,8 @@ def run(quick: bool) -> dict[str, Any]:
             progress(f"filling: {accounts} accounts, {changes:,} plan changes")
             _fill(runtime, accounts, changes)
             events = _events(runtime)
-            envelopes = [message(e) for e in events]
+            published = without_personal(runtime.service.accounts.codec)  # what the relay publishes
+            envelopes = [message(e, data=published) for e in events]
             rates: dict[str, list[float]] = {"bare producer": [], "relay": []}
             for r, contender in interleaved(list(rates), rounds):
                 if contender == "bare producer":

@@ -1,4 +1,5 @@
-"""Service-layer command throughput on SQLite: DownloadsService against the eventsourcing library."""
+"""Service-layer command throughput on SQLite: DownloadsService against the eventsourcing library, and with
+members' personal fields sealed against the same service writing them in clear (the cost of encryption)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from bench.harness import goal_at_least, median, progress, scratch_dir
 from downloads.application import AcquireLicense, OpenAccount, RegisterDevice, ReleaseLicense, StartPlayback
 
 NAME = "service"
-TITLE = "Service commands on SQLite: DownloadsService against the eventsourcing library"
+TITLE = "Service commands on SQLite: DownloadsService against the eventsourcing library, with and without encryption"
 
 TARGET = 1.5
+#: the service sealing members' personal fields against the same service writing them in clear (docs/privacy.md)
+SEALED_TARGET = 0.9
 SNAPSHOT_EVERY = 100  # the service's default (DOWNLOADS_SNAPSHOT_EVERY); the same interval on both sides
-CONTENDERS = ("ours", "eventsourcing")
+CONTENDERS = ("ours", "eventsourcing", "ours-clear")
 TITLE_ID = "demo-title-1"
 DEVICE_ID = "d1"
 PLAN = "standard"
@@ -31,13 +34,13 @@ def _clock() -> datetime:
 class OurSide:
     """``DownloadsService`` from ``bootstrap(Settings(store="sqlite:///file"))``, request ids left out."""
 
-    def __init__(self, path: Path) -> None:
-        from downloads.bootstrap import bootstrap
+    def __init__(self, path: Path, *, sealed: bool = True) -> None:
+        from downloads.bootstrap import bootstrap, make_codec
         from downloads.settings import Settings
 
         self.path = path
         settings = Settings(store=f"sqlite:///{path}", policy=None, snapshot_every=SNAPSHOT_EVERY)
-        self.app = bootstrap(settings, clock=_clock)
+        self.app = bootstrap(settings, clock=_clock, codec=make_codec(sealed=sealed))
         self.service = self.app.service
 
     def open_account(self, account_id: str) -> None:
@@ -112,13 +115,17 @@ Timings = dict[str, dict[str, list[float]]]  # contender -> "wall"/"cpu" -> seco
 def _round(workdir: Path, m: int, r: int, rnd: int) -> tuple[Timings, dict[str, tuple[int, int]], tuple[str, int]]:
     """One round on fresh files: open ``m`` accounts, then ``r`` times acquire/play/release on each."""
     paths = {name: workdir / f"{name}-{rnd}.db" for name in CONTENDERS}
-    sides: dict[str, Any] = {"ours": OurSide(paths["ours"]), "eventsourcing": TheirSide(paths["eventsourcing"])}
+    sides: dict[str, Any] = {
+        "ours": OurSide(paths["ours"]),
+        "eventsourcing": TheirSide(paths["eventsourcing"]),
+        "ours-clear": OurSide(paths["ours-clear"], sealed=False),
+    }
     times: Timings = {name: {"wall": [], "cpu": []} for name in CONTENDERS}
     accounts = [f"acct-{rnd}-{i}" for i in range(m)]
     k = rnd
     try:
         pragmas = {name: side.pragmas() for name, side in sides.items()}
-        if pragmas["ours"] != pragmas["eventsourcing"]:
+        if len(set(pragmas.values())) != 1:
             raise RuntimeError(f"durability differs (journal_mode, synchronous): {pragmas}")
         for account in accounts:
             for side in sides.values():
@@ -165,6 +172,8 @@ def run(quick: bool) -> dict[str, Any]:
     ratios: list[float] = []  # per window of 3m consecutive paired commands: their total / our total
     command_ratios: list[float] = []  # per paired command: their time / our time
     cpu_ratios: list[float] = []
+    sealed_ratios: list[float] = []  # per window: the time in clear / the time sealed (1 = encryption is free)
+    sealed_cpu: list[float] = []
     rates: dict[str, list[float]] = {name: [] for name in CONTENDERS}
     cpu_us: dict[str, list[float]] = {name: [] for name in CONTENDERS}
     wall_ms: dict[str, list[float]] = {name: [] for name in CONTENDERS}
@@ -173,7 +182,7 @@ def run(quick: bool) -> dict[str, Any]:
     with scratch_dir() as workdir:
         for rnd in range(rounds):
             times, counts, pragmas = _round(workdir, m, r, rnd)
-            ours, theirs = times["ours"], times["eventsourcing"]
+            ours, theirs, clear = times["ours"], times["eventsourcing"], times["ours-clear"]
             command_ratios += [t / o for o, t in zip(ours["wall"], theirs["wall"], strict=True)]
             window = 3 * m
             ratios += [
@@ -181,6 +190,11 @@ def run(quick: bool) -> dict[str, Any]:
                 for w in range(0, len(ours["wall"]), window)
             ]
             cpu_ratios.append(sum(theirs["cpu"]) / sum(ours["cpu"]))
+            sealed_ratios += [
+                sum(clear["wall"][w : w + window]) / sum(ours["wall"][w : w + window])
+                for w in range(0, len(ours["wall"]), window)
+            ]
+            sealed_cpu.append(sum(clear["cpu"]) / sum(ours["cpu"]))
             for name in CONTENDERS:
                 n = len(times[name]["wall"])
                 rates[name].append(n / sum(times[name]["wall"]))
@@ -189,9 +203,10 @@ def run(quick: bool) -> dict[str, Any]:
             progress(
                 f"round {rnd + 1}/{rounds}: x{median(ratios):.2f} (throughput, paired windows), "
                 f"x{median(command_ratios):.2f} (per-command median), "
-                f"x{median(cpu_ratios):.2f} (CPU) so far"
+                f"x{median(cpu_ratios):.2f} (CPU) so far; sealed x{median(sealed_ratios):.2f} of clear"
             )
     ratio, command_ratio, cpu_ratio = median(ratios), median(command_ratios), median(cpu_ratios)
+    sealed_ratio, sealed_cpu_ratio = median(sealed_ratios), median(sealed_cpu)
     commands = m * r * 3
     rows = [
         {
@@ -211,8 +226,24 @@ def run(quick: bool) -> dict[str, Any]:
             "CPU µs/command": median(cpu_us["eventsourcing"]),
             "events, snapshots stored": f"{counts['eventsourcing'][0]:,}, {counts['eventsourcing'][1]:,}",
         },
+        {
+            "contender": "ours, personal fields in clear (no encryption)",
+            "commands/s": median(rates["ours-clear"]),
+            "median ms/command": median(wall_ms["ours-clear"]),
+            "CPU µs/command": median(cpu_us["ours-clear"]),
+            "events, snapshots stored": f"{counts['ours-clear'][0]:,}, {counts['ours-clear'][1]:,}",
+            "sealed x clear (throughput)": sealed_ratio,
+            "sealed x clear (CPU)": sealed_cpu_ratio,
+        },
     ]
-    goals = [goal_at_least(f"service command throughput ≥ {TARGET}x eventsourcing (paired, wall time)", ratio, TARGET)]
+    goals = [
+        goal_at_least(f"service command throughput ≥ {TARGET}x eventsourcing (paired, wall time)", ratio, TARGET),
+        goal_at_least(
+            f"service command throughput with personal fields sealed ≥ {SEALED_TARGET}x in clear (paired, wall time)",
+            sealed_ratio,
+            SEALED_TARGET,
+        ),
+    ]
     method = (
         f"Per round, on two fresh SQLite files in one temporary folder, each side opens {m} accounts "
         f"(plan `{PLAN}`, device `{DEVICE_ID}` registered; not timed), then {r} times over the accounts runs "

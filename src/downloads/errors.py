@@ -9,9 +9,11 @@ outside this tree (and eskit's :class:`~eskit.EskitError` tree, drawn in
     ├── DomainError              a rule refused a command; nothing changed      downloads.domain.errors
     │   ├── NotFound             an account, device, license or title is unknown (404)
     │   ├── Denied               a business rule refuses the command (409)
-    │   └── Invalid              the command names something unknown (422)
+    │   ├── Invalid              the command names something unknown (422)
+    │   └── Gone                 the account was erased (410 ACCOUNT_ERASED)
     ├── PolicyError              a policy file or text is unreadable or wrong    downloads.adapters.policy_file
     ├── AuthError                a token is missing, forged or expired           downloads.adapters.tokens
+    ├── NoMasterKey              production mode without DOWNLOADS_MASTER_KEY    downloads.adapters.master_keys
     ├── InvalidCursor            a paging cursor no page gave                    downloads.application.ports
     ├── ReportTooLarge           a report has more rows than an answer holds     downloads.readmodels.reports
     ├── RelayNotConfigured       the relay is registered, this process cannot    downloads.readmodels.relay

@@ -9,7 +9,7 @@ adapter from :mod:`eskit.stores` (memory, SQLite, Cassandra).
 from eskit.aggregate import Aggregate
 from eskit.codec import EventCodec, OrjsonSerializer, Serializer, Upcaster, Upcasters
 from eskit.commands import CommandRunner
-from eskit.events import DomainEvent, EventMetadata, NewEvent, Snapshot, StoredEvent
+from eskit.events import ERASED, DomainEvent, Erased, EventMetadata, NewEvent, Snapshot, StoredEvent, is_erased
 from eskit.exceptions import (
     AggregateError,
     AggregateNotFound,
@@ -18,7 +18,10 @@ from eskit.exceptions import (
     EskitError,
     IntegrityError,
     InterfaceError,
+    KeyErased,
+    MasterKeyError,
     OperationalError,
+    PrivacyError,
     QuorumUnreachable,
     SchemaError,
     SerializationError,
@@ -33,6 +36,7 @@ from eskit.repository import RecordedEvent, Repository, SnapshotPolicy
 from eskit.stores.registry import Stores, open_stores
 
 __all__ = [
+    "ERASED",
     "Aggregate",
     "AggregateError",
     "AggregateNotFound",
@@ -40,6 +44,7 @@ __all__ = [
     "ConcurrencyError",
     "DamagedEvent",
     "DomainEvent",
+    "Erased",
     "EskitError",
     "EventCodec",
     "EventFeed",
@@ -48,9 +53,12 @@ __all__ = [
     "FeedEvent",
     "IntegrityError",
     "InterfaceError",
+    "KeyErased",
+    "MasterKeyError",
     "NewEvent",
     "OperationalError",
     "OrjsonSerializer",
+    "PrivacyError",
     "QuorumUnreachable",
     "RecordedEvent",
     "Repository",
@@ -69,5 +77,6 @@ __all__ = [
     "UpcastError",
     "Upcaster",
     "Upcasters",
+    "is_erased",
     "open_stores",
 ]

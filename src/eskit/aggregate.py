@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 from eskit.events import DomainEvent, EventMetadata
+from eskit.privacy.keys import ErasedKey, StreamKey
 
 __all__ = ["Aggregate", "metadata_for"]
 
@@ -47,6 +48,14 @@ class Aggregate(abc.ABC):
         #: (version, bytes) of the newest snapshot this object was loaded from or stored as, None when
         #: none is known; the repository spaces the snapshots of a big state by it
         self.snapshot_taken: tuple[int, int] | None = None
+        #: the key of the aggregate's stream as its repository found it (where the codec seals the
+        #: stream's personal fields): kept here, so a cached aggregate's next command needs no lookup
+        self.stream_key: StreamKey = None
+
+    @property
+    def key_erased(self) -> bool:
+        """Whether the stream's key was erased (its personal fields read as ``ERASED``)."""
+        return isinstance(self.stream_key, ErasedKey)
 
     @abc.abstractmethod
     def apply(self, event: DomainEvent) -> None:

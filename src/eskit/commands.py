@@ -139,6 +139,11 @@ class CommandRunner(Generic[A]):
                     self._keep(aggregate)
                 return result
 
+    def evict(self, aggregate_id: str) -> None:
+        """Drop the aggregate from the cache (the next command loads it, and its stream's key, afresh)."""
+        with self._cache_lock:
+            self._cache.pop(aggregate_id, None)
+
     def _catch_up(self, aggregate: A) -> bool:
         """Fold in what was appended after ``aggregate`` (which holds no pending events); True if anything was."""
         found = self.repository.events_after(aggregate)

@@ -7,6 +7,10 @@ previous version registered in the :class:`~eskit.codec.EventCodec`).
 
 Stores never see domain events: they keep :class:`NewEvent` / :class:`StoredEvent`
 records whose payload and metadata are already encoded bytes.
+
+Personal data: an event class names its *personal* fields (``personal``), which
+the codec seals with the stream's own key where the application asks for it
+(:mod:`eskit.privacy`). Once that key is erased they read back as :data:`ERASED`.
 """
 
 from __future__ import annotations
@@ -19,12 +23,34 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 __all__ = [
+    "ERASED",
     "DomainEvent",
+    "Erased",
     "EventMetadata",
     "NewEvent",
     "Snapshot",
     "StoredEvent",
+    "is_erased",
 ]
+
+
+class Erased(str):
+    """What a personal field reads as once its stream's key was erased: text that says so.
+
+    A ``str`` so that code written for the field's value goes on working (it shows
+    ``[erased]``); :func:`is_erased` tells it apart from any value a member sent.
+    """
+
+    __slots__ = ()
+
+
+#: the value of every personal field whose key was erased
+ERASED = Erased("[erased]")
+
+
+def is_erased(value: object) -> bool:
+    """Whether ``value`` is the marker of a personal field whose key was erased."""
+    return isinstance(value, Erased)
 
 
 @dataclass(frozen=True)
@@ -40,6 +66,8 @@ class DomainEvent:
 
     type_name: ClassVar[str] = ""
     version: ClassVar[int] = 1
+    #: the fields that hold personal data: sealed with the stream's key where the codec is told to
+    personal: ClassVar[frozenset[str]] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event's fields as a plain dict (the stored payload)."""
@@ -64,6 +92,8 @@ class EventMetadata:
     clock); ``request_id`` identifies the command for idempotency;
     ``causation_id`` the message that caused it; ``extra`` holds anything an
     application wants to keep with the event (for example the answer it gave).
+    ``erased`` says that the parts the codec seals were erased with the stream's
+    key: they read as :data:`ERASED` (or empty, for ``extra``).
     """
 
     recorded_at: datetime
@@ -71,6 +101,7 @@ class EventMetadata:
     command: str | None = None
     causation_id: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    erased: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ The classes defined elsewhere name their module::
     │   └── UpcastError             an upcaster is missing or failed
     ├── AggregateError
     │   └── AggregateNotFound       the stream has no events (at the requested point)
+    ├── PrivacyError                personal fields cannot be sealed or opened
+    │   ├── MasterKeyError          no master key, or not the one a stream's key was wrapped with
+    │   └── KeyErased               the stream's key was erased: nothing personal can be written to it
     ├── CheckpointMoved             a projection's batch lost to another runner's     eskit.projection
     ├── TooManySkipped              more streams fail than damage explains            eskit.projection
     ├── ArchiveError                an archive that cannot be trusted or loaded       eskit.transfer
@@ -38,7 +41,10 @@ __all__ = [
     "EskitError",
     "IntegrityError",
     "InterfaceError",
+    "KeyErased",
+    "MasterKeyError",
     "OperationalError",
+    "PrivacyError",
     "QuorumUnreachable",
     "SchemaError",
     "SerializationError",
@@ -150,4 +156,20 @@ class AggregateNotFound(AggregateError):
 
     def __init__(self, stream_id: str) -> None:
         super().__init__(f"aggregate {stream_id!r} not found")
+        self.stream_id = stream_id
+
+
+class PrivacyError(EskitError):
+    """Base class of errors about sealing personal fields with a stream's key (:mod:`eskit.privacy`)."""
+
+
+class MasterKeyError(PrivacyError):
+    """No master key is configured, it is malformed, or a stream's key was wrapped by another one."""
+
+
+class KeyErased(PrivacyError):
+    """The stream's key was erased: its personal fields can be neither written nor read again."""
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(f"the key of {stream_id!r} was erased: nothing personal can be written to it")
         self.stream_id = stream_id

@@ -6,6 +6,14 @@ version it was loaded at, so a concurrent writer makes the save fail with
 :class:`~eskit.exceptions.ConcurrencyError` instead of overwriting history;
 :class:`~eskit.commands.CommandRunner` turns that into a bounded
 reload-and-retry loop.
+
+Where the codec seals a stream's personal fields (:mod:`eskit.privacy`), the
+repository finds the stream's key in its key ring when it loads (one read of
+the key store), keeps it with the aggregate (``Aggregate.stream_key``), so
+that the commands a cached aggregate runs next read and write with it at no
+cost, makes it when the stream first has something personal to write, and
+seals snapshots whole with it. :meth:`Repository.forget` erases the key and the
+snapshots: the events stay, their personal fields unreadable for good.
 """
 
 from __future__ import annotations
@@ -22,8 +30,11 @@ from typing import Generic, TypeVar
 from eskit.aggregate import Aggregate, metadata_for
 from eskit.codec import EventCodec, Upcasters
 from eskit.events import DomainEvent, EventMetadata, Snapshot, StoredEvent
-from eskit.exceptions import AggregateNotFound, SerializationError
+from eskit.exceptions import AggregateNotFound, ConcurrencyError, PrivacyError, SerializationError
 from eskit.ports import EventStore, SnapshotStore
+from eskit.privacy.keys import ErasedKey, KeyRecord, StreamKey
+from eskit.privacy.ring import KeyRing
+from eskit.privacy.sealing import is_sealed_state, open_state, seal_state
 
 __all__ = ["RecordedEvent", "Repository", "SnapshotPolicy"]
 
@@ -118,6 +129,7 @@ class Repository(Generic[A]):
         snapshot_policy: SnapshotPolicy | None = None,
         snapshot_upcasters: Upcasters | None = None,
         stream_prefix: str = "",
+        keys: KeyRing | None = None,
     ) -> None:
         self.aggregate_cls = aggregate_cls
         self.events = events
@@ -126,6 +138,8 @@ class Repository(Generic[A]):
         self.snapshot_policy = snapshot_policy or SnapshotPolicy()
         self.snapshot_upcasters = snapshot_upcasters or Upcasters()
         self.stream_prefix = stream_prefix
+        #: where the keys of the streams the codec seals are found (None: nothing is sealed)
+        self.keys = keys
         # Snapshots written after the answer (stores with deferred_writes): one writer thread.
         self._writer: ThreadPoolExecutor | None = None
         self._deferred = 0
@@ -150,40 +164,74 @@ class Repository(Generic[A]):
             version = at_time if version is None else min(version, at_time)
         if version is not None and version <= 0:
             raise AggregateNotFound(aggregate_id)
-        aggregate = self._from_snapshot(aggregate_id, stream_id, version)
+        key = self.stream_key(stream_id)
+        aggregate = self._from_snapshot(aggregate_id, stream_id, version, key)
         if aggregate is None:
             aggregate = self.aggregate_cls(aggregate_id)
-        for recorded in self._iter_events(stream_id, gt=aggregate.version, lte=version):
+        aggregate.stream_key = key
+        for recorded in self._iter_events(stream_id, gt=aggregate.version, lte=version, key=key):
             aggregate.replay(recorded.event, recorded.metadata)
         if aggregate.version == 0:
             raise AggregateNotFound(aggregate_id)
         return aggregate
 
+    def stream_key(self, stream_id: str, *, create: bool = False) -> StreamKey:
+        """The key of a stream the codec seals (read from the key ring), None for any other stream."""
+        if self.keys is None or not self.codec.seals(stream_id):
+            return None
+        return self.keys.key(stream_id, create=create)
+
+    def decode(self, stored: StoredEvent, *, key: StreamKey = None) -> RecordedEvent:
+        """Decode one stored event of any stream, with its stream's key (looked up unless given)."""
+        if key is None:
+            key = self.stream_key(stored.stream_id)
+        return self._decode(stored, key)
+
     def history(
         self, aggregate_id: str, *, gt: int = 0, lte: int | None = None, limit: int | None = None
     ) -> list[RecordedEvent]:
         """Return the aggregate's decoded events with ``gt < position <= lte``, oldest first."""
-        stored = self.events.read(self.stream_id(aggregate_id), gt=gt, lte=lte, limit=limit)
-        return [self._decode(s) for s in stored]
+        stream_id = self.stream_id(aggregate_id)
+        stored = self.events.read(stream_id, gt=gt, lte=lte, limit=limit)
+        key = self.stream_key(stream_id) if stored else None
+        return [self._decode(s, key) for s in stored]
 
     def events_after(self, aggregate: A) -> list[RecordedEvent]:
-        """The decoded events appended to the aggregate's stream after its version, by any process."""
-        return self._iter_events(self.stream_id(aggregate.id), gt=aggregate.version, lte=None)
+        """The decoded events appended to the aggregate's stream after its version, by any process.
 
-    def _iter_events(self, stream_id: str, *, gt: int, lte: int | None) -> list[RecordedEvent]:
-        decoded: list[RecordedEvent] = []
+        Decoded with the key kept with the aggregate; a stream that had none when the aggregate
+        was loaded may have one now (another process made it), so then it is looked up.
+        """
+        stream_id = self.stream_id(aggregate.id)
+        stored = self._read_all(stream_id, gt=aggregate.version, lte=None)
+        if stored and aggregate.stream_key is None:
+            aggregate.stream_key = self.stream_key(stream_id)
+        return [self._decode(s, aggregate.stream_key) for s in stored]
+
+    def _iter_events(self, stream_id: str, *, gt: int, lte: int | None, key: StreamKey) -> list[RecordedEvent]:
+        return [self._decode(s, key) for s in self._read_all(stream_id, gt=gt, lte=lte)]
+
+    def _read_all(self, stream_id: str, *, gt: int, lte: int | None) -> list[StoredEvent]:
+        found: list[StoredEvent] = []
         while True:
             page = self.events.read(stream_id, gt=gt, lte=lte, limit=_PAGE)
-            decoded.extend(self._decode(s) for s in page)
+            found.extend(page)
             if len(page) < _PAGE:
-                return decoded
+                return found
             gt = page[-1].position
 
-    def _decode(self, stored: StoredEvent) -> RecordedEvent:
-        event, metadata = self.codec.decode(stored)
+    def _decode(self, stored: StoredEvent, key: StreamKey) -> RecordedEvent:
+        event, metadata = self.codec.decode(stored, key=key)
         return RecordedEvent(stored.position, stored.type_name, event, metadata, stored.schema_version)
 
-    def _from_snapshot(self, aggregate_id: str, stream_id: str, version: int | None) -> A | None:
+    def open_snapshot(self, snapshot: Snapshot, key: StreamKey) -> bytes:
+        """A snapshot's state as serialized: opened with ``key`` when it is sealed (``ValueError`` when it
+        does not open: no live key, or altered)."""
+        if is_sealed_state(snapshot.state):
+            return open_state(snapshot.state, key, _state_aad(snapshot.stream_id, snapshot.version))
+        return snapshot.state
+
+    def _from_snapshot(self, aggregate_id: str, stream_id: str, version: int | None, key: StreamKey) -> A | None:
         cls = self.aggregate_cls
         if self.snapshots is None or not cls.snapshot_type:
             return None
@@ -193,8 +241,10 @@ class Repository(Generic[A]):
         if snapshot.type_name != cls.snapshot_type:
             log.warning("ignoring snapshot of %s: type %r", stream_id, snapshot.type_name)
             return None
+        if not is_sealed_state(snapshot.state) and self.codec.seals(stream_id) and isinstance(key, ErasedKey):
+            return None  # a state written in clear (before sealing) of a stream now erased: never used
         try:
-            state = self.codec.serializer.loads(snapshot.state)
+            state = self.codec.serializer.loads(self.open_snapshot(snapshot, key))
             if snapshot.schema_version != cls.snapshot_version:
                 if not self.snapshot_upcasters.can_upcast(
                     cls.snapshot_type, snapshot.schema_version, cls.snapshot_version
@@ -233,10 +283,19 @@ class Repository(Generic[A]):
         if not pending:
             return aggregate.version
         before = aggregate.stored_version
+        stream_id = self.stream_id(aggregate.id)
+        if aggregate.stream_key is None and self.keys is not None and self.codec.seals(stream_id):
+            aggregate.stream_key = self.keys.key(stream_id, create=True)
+        key = aggregate.stream_key
+        if before == 0 and isinstance(key, ErasedKey):
+            # An erased stream is never empty: the append would be refused, so refuse it as the store would
+            # (the caller reads the stream and decides again), before anything is sealed with a dead key.
+            raise ConcurrencyError(stream_id, expected=0)
         records = [
-            self.codec.encode(event, meta) for event, meta in zip(pending, metadata_for(pending, metadata), strict=True)
+            self.codec.encode(event, meta, stream_id=stream_id, key=key)
+            for event, meta in zip(pending, metadata_for(pending, metadata), strict=True)
         ]
-        new_version = self.events.append(self.stream_id(aggregate.id), records, expected_version=before)
+        new_version = self.events.append(stream_id, records, expected_version=before)
         aggregate.mark_saved(metadata)
         if self.snapshot_policy.due(before, new_version, last=aggregate.snapshot_taken):
             self.take_snapshot(aggregate)
@@ -253,10 +312,16 @@ class Repository(Generic[A]):
         cls = type(aggregate)
         if self.snapshots is None or not cls.snapshot_type or aggregate.pending_events:
             return False
+        stream_id = self.stream_id(aggregate.id)
         try:
             state = self.codec.serializer.dumps(aggregate.to_snapshot())
+            if self.codec.seals(stream_id):
+                sealed = seal_state(state, aggregate.stream_key, _state_aad(stream_id, aggregate.version))
+                if sealed is None:  # no live key to seal it with: a snapshot is a cache, go without
+                    return False
+                state = sealed
             snapshot = Snapshot(
-                stream_id=self.stream_id(aggregate.id),
+                stream_id=stream_id,
                 version=aggregate.version,
                 type_name=cls.snapshot_type,
                 schema_version=cls.snapshot_version,
@@ -280,6 +345,24 @@ class Repository(Generic[A]):
                 self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eskit-snapshots")
         self._writer.submit(self._store_deferred, snapshot)
         return True
+
+    def forget(self, aggregate_id: str, *, at: datetime) -> KeyRecord:
+        """Erase the aggregate's key and remove its snapshots: its events stay, their personal fields
+        unreadable for good. Idempotent (the key record keeps the first erasure's time); a store
+        failure part-way leaves what is done, and calling it again finishes.
+
+        Raises :class:`~eskit.exceptions.PrivacyError` for a repository with no key ring.
+        """
+        stream_id = self.stream_id(aggregate_id)
+        if self.keys is None:
+            raise PrivacyError(f"{stream_id!r} has no key to erase: this repository seals nothing")
+        record = self.keys.erase(stream_id, at=at)
+        self.flush_snapshots()  # one this process writes in the background lands before they are removed
+        if self.snapshots is not None:
+            versions = self.snapshots.versions(stream_id)
+            if versions:
+                self.snapshots.delete(stream_id, versions)
+        return record
 
     def _store_deferred(self, snapshot: Snapshot) -> None:
         try:
@@ -313,3 +396,7 @@ class Repository(Generic[A]):
                 self.snapshots.delete(stream_id, dropped)
         except Exception:
             log.exception("pruning the snapshots of %s failed", stream_id)
+
+
+def _state_aad(stream_id: str, version: int) -> bytes:
+    return b"s" + stream_id.encode("utf-8") + b"\x00" + str(version).encode("ascii")

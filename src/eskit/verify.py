@@ -17,6 +17,14 @@ stream is read on after it), an event the state cannot take is a ``fold``
 problem, a rule check or a snapshot that fails on odd state is a problem of its
 kind. Only a failure of the store itself (:class:`~eskit.exceptions.OperationalError`)
 stops the walk.
+
+A stream whose key was erased (:mod:`eskit.privacy`) is counted as *erased*, not
+as damage: its events decode with their personal fields erased and fold as
+usual, but the application's rule check is not run on them (it would judge
+erased values), and a snapshot that still stands for it is a problem (an
+erasure that did not finish). Events of an erased stream that were written in
+clear, before the stream was sealed, are counted apart: their personal fields
+are still in the store's rows (history is never rewritten).
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from eskit.codec import EventCodec
 from eskit.events import StoredEvent
 from eskit.exceptions import DamagedEvent, EskitError, OperationalError
 from eskit.ports import EventStore, SnapshotStore
+from eskit.privacy import ErasedKey
+from eskit.privacy.keys import StreamKey
 from eskit.repository import RecordedEvent, Repository
 
 __all__ = ["Inspect", "Problem", "VerifyReport", "verify_store"]
@@ -63,6 +73,10 @@ class VerifyReport:
     streams: int = 0
     events: int = 0
     snapshots: int = 0
+    #: streams whose key was erased (their personal fields cannot be read again: not damage)
+    erased: int = 0
+    #: events of erased streams written in clear before their stream was sealed (still readable in the rows)
+    erased_in_clear: int = 0
     problems: list[Problem] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
 
@@ -151,10 +165,18 @@ def _verify_stream(
 ) -> None:
     repository = _repository_for(stream_id, repositories)
     aggregate: Aggregate | None = None
+    key: StreamKey = repository.stream_key(stream_id) if repository is not None else None
+    erased = isinstance(key, ErasedKey)
     if repository is not None:
         aggregate = repository.aggregate_cls(stream_id[len(repository.stream_prefix) :])
+        aggregate.stream_key = key
     pending = _snapshot_versions(snapshots, stream_id) if snapshots is not None and repository is not None else []
     report.snapshots += len(pending)
+    if erased:
+        report.erased += 1
+        for version in pending:
+            report.add(Problem("erasure", stream_id, version, "a snapshot of an erased stream remains: erase it again"))
+        pending = []
     expected = 1
     for page, damaged in _pages(events, stream_id):
         for stored in page:
@@ -163,12 +185,14 @@ def _verify_stream(
                 _gap(report, stream_id, expected, stored.position)
                 aggregate = None  # a fold with a hole in it proves nothing more
             expected = stored.position + 1
-            recorded = _decode(codec, stored, report)
+            recorded = _decode(codec, stored, report, key)
             if recorded is None:
                 aggregate = None
                 continue
+            if erased and codec.clear_personal(stored):
+                report.erased_in_clear += 1
             if aggregate is not None:
-                aggregate = _fold(aggregate, recorded, stream_id, inspect, report)
+                aggregate = _fold(aggregate, recorded, stream_id, None if erased else inspect, report)
             while aggregate is not None and pending and pending[0] == stored.position:
                 assert repository is not None and snapshots is not None
                 _compare_snapshot(repository, snapshots, aggregate, pending.pop(0), report)
@@ -189,9 +213,9 @@ def _gap(report: VerifyReport, stream_id: str, expected: int, found: int) -> Non
     report.add(Problem("gap", stream_id, found, f"positions jump from {expected - 1} to {found}: events are missing"))
 
 
-def _decode(codec: EventCodec, stored: StoredEvent, report: VerifyReport) -> RecordedEvent | None:
+def _decode(codec: EventCodec, stored: StoredEvent, report: VerifyReport, key: StreamKey) -> RecordedEvent | None:
     try:
-        event, metadata = codec.decode(stored)
+        event, metadata = codec.decode(stored, key=key)
     except (EskitError, ValueError, TypeError, KeyError) as exc:
         report.add(Problem("undecodable", stored.stream_id, stored.position, f"{stored.type_name}: {exc}"))
         return None
@@ -241,8 +265,8 @@ def _compare(
         return  # removed meanwhile
     serializer = repository.codec.serializer
     try:
-        stored = serializer.loads(snapshot.state)
-    except EskitError as exc:
+        stored = serializer.loads(repository.open_snapshot(snapshot, aggregate.stream_key))
+    except (EskitError, ValueError) as exc:
         report.add(Problem("snapshot", stream_id, version, f"unreadable: {exc}"))
         return
     if snapshot.schema_version != type(aggregate).snapshot_version:

@@ -17,7 +17,7 @@ import orjson
 
 __all__ = ["EventLine", "changed", "read_lines", "write_archive"]
 
-#: an event line as a dict (``stream``, ``position``, ``recorded_at`` ...)
+#: an event line as a dict (``stream``, ``position``, ``recorded_at`` ...), or a key line (``key`` ...)
 EventLine = dict[str, Any]
 
 
@@ -38,7 +38,7 @@ def write_archive(
     """Write ``header``, ``events`` (dicts, or raw line bytes without their newline) and a trailer whose
     counts and sha256 match what was written, so the file passes the digest check whatever it holds."""
     digest = hashlib.sha256()
-    streams = count = 0
+    streams = count = keys = 0
     with gzip.open(path, "wb", compresslevel=compresslevel) as out:
 
         def line(data: bytes) -> None:
@@ -52,9 +52,12 @@ def write_archive(
                 count += 1
                 continue
             line(json.dumps(event, separators=(",", ":")).encode() + b"\n")  # json: integers past 64 bits too
+            if "key" in event and "stream" not in event:
+                keys += 1
+                continue
             count += 1
             streams += event.get("position") == 1
-        trailer = {"end": True, "streams": streams, "events": count, "sha256": digest.hexdigest()}
+        trailer = {"end": True, "streams": streams, "events": count, "keys": keys, "sha256": digest.hexdigest()}
         out.write(orjson.dumps(trailer) + b"\n")
 
 

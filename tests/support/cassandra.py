@@ -23,6 +23,9 @@ from tools.cassandra_cluster import LocalCassandraCluster
 #: every kind of cluster the tests start: (nodes, data centres, Paxos variant)
 KINDS = ((1, 1, "v2"), (1, 1, "v1"), (3, 1, "v2"), (3, 3, "v2"))
 
+#: the master key of every service the Cassandra tests run (a Cassandra store is production mode: it needs one)
+MASTER_KEY = "1yjvkFm0IGZr7bB2V7Kcwr9ZqB0E8H6G3F4z6mW9mBk"
+
 
 class ClusterPool:
     """Keeps at most one local cluster running and hands it out by kind (size, regions, Paxos)."""

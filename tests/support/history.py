@@ -20,6 +20,9 @@ from downloads.application import (
 )
 from eskit import EventStore
 
+#: the master key of the stores these helpers build (a tool that reads their archives is given it too)
+MASTER_KEY = "l2fHgRsyRNUNz6ECo_FV2m-YrS0O1H6l6jHIoOuq3aw"
+
 
 @dataclass
 class Built:
@@ -81,7 +84,7 @@ def archive_of_history(path: str, accounts: int) -> tuple[Any, Built]:
     from downloads.settings import Settings
     from eskit.transfer import export_store
 
-    source = bootstrap(Settings(store="memory://", snapshot_every=4))
+    source = bootstrap(Settings(store="memory://", snapshot_every=4, master_key=MASTER_KEY))
     built = build_history(source.service, accounts)
     export_store(source.stores, path)
     return source, built

@@ -26,7 +26,6 @@ from typing import Any
 
 import httpx
 
-from downloads.domain.rules import window_quota
 from tests.support.server import Server
 
 __all__ = ["Acked", "Attempt", "RegionalLoad", "at_all", "check_history", "regional", "wait"]
@@ -187,15 +186,14 @@ def check_history(url: str, load: RegionalLoad, *, policy: Any) -> dict[str, int
     Returns how many commands and events were checked. ``policy`` is the service's
     :class:`~downloads.domain.Policy`.
     """
-    from downloads.bootstrap import make_codec
+    from downloads.bootstrap import bootstrap
     from downloads.domain import Account
     from downloads.domain.requests import reply_record
-    from eskit import Repository, open_stores
+    from downloads.settings import Settings
 
-    stores = open_stores(at_all(url))
+    checker = bootstrap(Settings(store=at_all(url)))  # the service's repository: sealed fields open with their keys
     try:
-        codec = make_codec()
-        accounts = Repository(Account, stores.events, codec, stream_prefix="account-")
+        accounts = checker.service.accounts
         acked_keys = {a.key: a for a in load.acked}
         attempted = {a.key for a in load.attempts}
         commands = events = 0
@@ -219,7 +217,7 @@ def check_history(url: str, load: RegionalLoad, *, policy: Any) -> dict[str, int
             assert key in _keys_of(accounts, acked.account), f"acknowledged {key} is not in {acked.account} at ALL"
         return {"commands": commands, "events": events}
     finally:
-        stores.close()
+        checker.close()
 
 
 def _keys_of(accounts: Any, account_id: str) -> set[str]:
@@ -245,8 +243,8 @@ def _check_limits(account: Any, policy: Any, at: Any) -> None:
         studio_name = policy.titles[title_id].studio if title_id in policy.titles else "default"
         limit = policy.studio(studio_name).max_downloads_per_title
         if limit:
-            used = window_quota(account.downloads.get(title_id, []), limit=limit, now=at, window=policy.window).used
-            assert used <= limit, (account.id, "title limit", title_id, used)
+            counted = account.counted_downloads(title_id, at, policy.window)
+            assert len(counted) <= limit, (account.id, "title limit", title_id, len(counted))
 
 
 def wait(condition: Any, *, timeout: float, every: float = 0.5, what: str = "condition") -> float:

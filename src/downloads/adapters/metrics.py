@@ -47,6 +47,7 @@ OUTCOME_CODES = frozenset(
     {
         "OK",
         "REPLAYED",
+        "ACCOUNT_ERASED",
         "FAILED",  # not a rule's refusal: the store or the code failed (the client saw a 5xx or a 409 conflict)
         "ACCOUNT_EXISTS",
         "ACCOUNT_NOT_ACTIVE",

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from downloads.errors import DownloadsError
 
-__all__ = ["Clock", "Denial", "DenialLog", "InvalidCursor", "ServiceObserver", "system_clock"]
+__all__ = ["Clock", "Denial", "DenialLog", "InvalidCursor", "Sealer", "ServiceObserver", "system_clock"]
 
 #: the time now, aware
 Clock = Callable[[], datetime]
@@ -54,7 +54,10 @@ class InvalidCursor(DownloadsError, ValueError):
 
 class DenialLog(Protocol):
     """Where denials are kept, apart from the account's events, so recording one never conflicts with a
-    command the account accepts; each account keeps its newest ``kept`` denials and no more."""
+    command the account accepts; each account keeps its newest ``kept`` denials and no more.
+
+    A denial is personal data (what the member asked, under which request id): a log seals each
+    record with the member's key where it is given a :class:`Sealer`, and forgets them on erasure."""
 
     kept: int
 
@@ -69,5 +72,21 @@ class DenialLog(Protocol):
         that is not of the form this log gives; one of that form that it never gave pages on from there.
         """
 
+    def forget(self, account_id: str) -> None:
+        """Remove every denial of the account (its member was erased); idempotent."""
+
     def close(self) -> None:
         """Release what the log holds open."""
+
+
+class Sealer(Protocol):
+    """Seals records about an account with its member's key, and opens them (a denial log uses one)."""
+
+    def seal(self, account_id: str, body: bytes) -> bytes:
+        """``body`` sealed under the account's key (made if it has none yet)."""
+
+    def open(self, account_id: str, body: bytes) -> bytes | None:
+        """What :meth:`seal` sealed (a body stored in clear as it is); None once the key was erased."""
+
+    def forget(self, account_id: str) -> None:
+        """Drop what is kept in memory of the account's key (it was erased)."""

@@ -28,6 +28,7 @@ __all__ = [
     "DeviceLicensesOut",
     "DeviceOut",
     "DownloadsOut",
+    "ErasedOut",
     "EventOut",
     "EventsOut",
     "LicenseOut",
@@ -79,6 +80,11 @@ class AccountOut(BaseModel):
     devices_with_downloads: int
     devices: list[DeviceOut]
     version: int
+
+
+class ErasedOut(BaseModel):
+    account_id: str
+    erased_at: str
 
 
 class DeactivatedOut(BaseModel):

@@ -2,7 +2,8 @@
 
 Queries load the aggregates and present them; licenses past their expiry are
 shown as expired without saving anything. Each answer is the JSON-ready form
-of a presenter's model.
+of a presenter's model. Nothing about an erased account is answered (410
+``ACCOUNT_ERASED``), not even its state as it was before the erasure.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from downloads.application.presenters import (
     present_license,
     present_title,
 )
-from downloads.domain import Account, Invalid, NotFound, Policy, Title, TitleInfo
+from downloads.domain import Account, DomainError, Invalid, NotFound, Policy, Title, TitleInfo
+from downloads.domain.account import account_erased
+from downloads.domain.events import AccountErased
 from eskit import AggregateNotFound, RecordedEvent, Repository
+from eskit.privacy import ErasedKey
 
 __all__ = ["DownloadsQueries", "account_not_found", "title_not_found"]
 
@@ -58,8 +62,7 @@ class DownloadsQueries:
     def list_denials(self, account_id: str, *, after: str | None = None, limit: int = 100) -> dict[str, Any]:
         """A page of the account's recorded denials, newest first (``ACCOUNT_NOT_FOUND`` for no account,
         ``INVALID_CURSOR`` for an ``after`` the log never gives); a page is also bounded in bytes."""
-        if self.accounts.events.version(self.accounts.stream_id(account_id)) == 0:
-            raise account_not_found(account_id)
+        self.require_not_erased(account_id)
         if self.denials is None:
             return as_body(present_denials([], None))
         try:
@@ -67,6 +70,34 @@ class DownloadsQueries:
         except InvalidCursor as exc:
             raise Invalid("INVALID_CURSOR", str(exc), {"after": after}) from None
         return as_body(present_denials(found, following))
+
+    def require_not_erased(self, account_id: str) -> None:
+        """Raise ``ACCOUNT_NOT_FOUND`` for an account with no events and ``ACCOUNT_ERASED`` for an erased one.
+
+        Erased: its last event is ``AccountErased`` (written first by an erasure), or its key was
+        erased (an erasure restored into a store that holds the account's events but not that event).
+        Two reads of the store (the stream's last event, the key), whatever the history's length.
+        """
+        stream = self.accounts.stream_id(account_id)
+        last = self.accounts.events.read(stream, desc=True, limit=1)
+        if not last:
+            raise account_not_found(account_id)
+        if last[0].type_name == AccountErased.type_name:
+            event = self.accounts.decode(last[0]).event
+            raise account_erased(account_id, event.at if isinstance(event, AccountErased) else None)
+        if isinstance(self.accounts.stream_key(stream), ErasedKey):
+            raise account_erased(account_id, None)
+
+    def erased_at(self, account_id: str) -> datetime | None:
+        """When the account was erased (its first erasure), None if it was not; ``ACCOUNT_NOT_FOUND`` for none."""
+        try:
+            self.require_not_erased(account_id)
+        except DomainError as exc:
+            if exc.code != "ACCOUNT_ERASED":
+                raise
+            at = exc.details.get("erased_at")
+            return datetime.fromisoformat(at) if at else self.clock()
+        return None
 
     def title_info(self, title_id: str) -> TitleInfo | None:
         """The title from the catalog, or from the policy's demo catalog, or None."""
@@ -84,11 +115,17 @@ class DownloadsQueries:
         return as_body(present_title(info))
 
     def load_account(self, account_id: str, *, as_of: datetime | None = None, version: int | None = None) -> Account:
-        """The account now (or at a point), with due licenses shown as expired (not saved)."""
+        """The account now (or at a point), with due licenses shown as expired (not saved).
+
+        ``ACCOUNT_ERASED`` for an erased account, also for a point before its erasure.
+        """
+        if as_of is not None or version is not None:
+            self.require_not_erased(account_id)  # the state before the erasure does not say it
         try:
             account = self.accounts.load(account_id, as_of=as_of, version=version)
         except AggregateNotFound as exc:
             raise account_not_found(account_id) from exc
+        account.require_not_erased()
         if not account.exists:
             raise account_not_found(account_id)
         if account.status == "active":
@@ -180,8 +217,7 @@ class DownloadsQueries:
         answer fewer than ``limit`` events with a ``next`` to continue from.
         """
         stream = self.accounts.stream_id(account_id)
-        if self.accounts.events.version(stream) == 0:
-            raise account_not_found(account_id)
+        self.require_not_erased(account_id)
         if since is not None:  # recorded times never go backwards in an account: skip to the first at or after
             after = max(after, self.accounts.events.version_at(stream, since - timedelta(microseconds=1)))
         kept: list[RecordedEvent] = []

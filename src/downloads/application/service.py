@@ -5,12 +5,19 @@ bottom: run it on the account's latest state (:class:`eskit.CommandRunner`
 reloads and runs it again when another writer got there first), answer a
 remembered key with its first answer, decide through the command's handler,
 and save the events with metadata that records the key once.
+
+:meth:`DownloadsService.erase` forgets a member (see docs/privacy.md): it
+records ``AccountErased`` by the same conditional append as any command (so no
+command is accepted after it), then destroys the member's key and removes
+their snapshots and denials. Each step is idempotent: an erasure interrupted
+part-way is finished by erasing again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +30,7 @@ from downloads.application.ports import Clock, Denial, DenialLog, ServiceObserve
 from downloads.application.presenters import as_body, jsonable, present_title
 from downloads.application.queries import DownloadsQueries, account_not_found
 from downloads.domain import Account, Denied, DomainError, NotFound, Policy, Title, TitleInfo
-from eskit import CommandRunner, EventMetadata, Repository
+from eskit import AggregateNotFound, CommandRunner, EventMetadata, Repository
 from eskit.tracing import Span, tracer
 
 __all__ = ["DownloadsService", "Reply"]
@@ -142,6 +149,7 @@ class DownloadsService(DownloadsQueries):
             log.exception("could not record the denial of %s on %s", command.name, command.account_id)
 
     def _decide(self, command: AccountCommand, account: Account, key: str | None, seen: dict[str, Any]) -> Reply:
+        account.require_not_erased()  # before the key: an erased account remembers no key, answers nothing
         seen["attempts"] += 1
         now = account.decision_time(self.clock())
         seen["now"], seen["exists"], seen["version"] = now, account.exists, account.version
@@ -171,6 +179,40 @@ class DownloadsService(DownloadsQueries):
             # any decision: an event that changes nothing carries its record.
             account.answered_unchanged(command=command.name, now=now)
         return Reply(as_body(decision.answer), decision.created, at=now)
+
+    def erase(self, account_id: str, *, by: str, request_id: str | None = None) -> dict[str, Any]:
+        """Forget the member of ``account_id``; answer ``{"account_id", "erased_at"}`` (the first erasure's time).
+
+        In order, each step idempotent, so that erasing again finishes an erasure that was interrupted:
+        record ``AccountErased`` (a conditional append: a command decided before it conflicts, is
+        decided again and refused, so none is accepted after it); destroy the member's key in the
+        key store; remove the account's snapshots and denials; drop it from this process's caches.
+        Raises ``ACCOUNT_NOT_FOUND`` for an account that never existed.
+        """
+        started = time.perf_counter()
+        request_id = request_id or f"erase-{uuid.uuid4().hex}"
+
+        def record(account: Account) -> datetime:
+            if not account.exists and not account.key_erased:
+                raise account_not_found(account_id)
+            return account.erase(by=by, request_id=request_id, now=account.decision_time(self.clock()))
+
+        try:
+            erased_at = self.account_commands.run(
+                account_id,
+                record,
+                # Nothing personal: no request id or arguments in the metadata (the event says who and which).
+                metadata=lambda _account, at: EventMetadata(recorded_at=at, command="erase_account"),
+                max_attempts=self.max_attempts,
+            )
+        except AggregateNotFound:
+            raise account_not_found(account_id) from None
+        self.accounts.forget(account_id, at=erased_at)
+        self.account_commands.evict(account_id)
+        if self.denials is not None:
+            self.denials.forget(account_id)
+        self._outcome_named("erase_account", "OK", time.perf_counter() - started)
+        return {"account_id": account_id, "erased_at": erased_at}
 
     def set_title(self, command: SetTitle) -> dict[str, Any]:
         """Put a title in the catalog or change it; raise :class:`~downloads.domain.Invalid` for bad values."""
@@ -208,5 +250,8 @@ class DownloadsService(DownloadsQueries):
             span.set("downloads.outcome", code)
             span.set("downloads.attempts", seen["attempts"])
             span.set("downloads.conflicts", seen["conflicts"])
+        self._outcome_named(command.name, code, time.perf_counter() - started)
+
+    def _outcome_named(self, name: str, code: str, seconds: float) -> None:
         if self.observer is not None:
-            self.observer.outcome(command.name, code, time.perf_counter() - started)
+            self.observer.outcome(name, code, seconds)

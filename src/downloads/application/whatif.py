@@ -19,6 +19,10 @@ refused with ``WHAT_IF_TOO_LARGE`` and a ``to`` that fits, so the caller narrows
 it with ``from`` and ``to``. The summary over every account keeps no decisions
 and is not bounded by count; what it keeps (a summary, some titles' timelines)
 does not grow with the number of accounts.
+
+An erased member's commands are not re-decided: their arguments are gone with
+their key. A request about such an account answers ``ACCOUNT_ERASED``; the
+summary skips those accounts and says how many it skipped.
 """
 
 from __future__ import annotations
@@ -140,7 +144,9 @@ def _groups(history: list[RecordedEvent]) -> Iterator[RecordedCommand]:
 
 
 def recorded_commands(service: DownloadsService, account_id: str) -> list[RecordedCommand]:
-    """The account's commands, accepted and refused, in the order they were decided."""
+    """The account's commands, accepted and refused, in the order they were decided (``ACCOUNT_ERASED`` for an
+    erased member's, whose arguments are gone)."""
+    service.require_not_erased(account_id)
     history = service.accounts.history(account_id)
     if not history:
         raise account_not_found(account_id)
@@ -373,6 +379,8 @@ class WhatIfSummary:
     commands: int = 0
     changed: int = 0
     not_redecidable: int = 0
+    #: accounts skipped because their member was erased
+    erased: int = 0
     by_change: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)  # command, was, would be, studio
 
     def add(self, result: WhatIfResult) -> None:
@@ -410,7 +418,12 @@ def summarise(
     for account_id in account_ids:
         try:
             summary.add(what_if.account(account_id, bounded=False))
-        except (AggregateNotFound, DomainError):
-            continue  # a stream that is not an account after all
+        except DomainError as exc:
+            if exc.code == "ACCOUNT_ERASED":
+                summary.erased += 1
+                advance(1)
+            continue  # else a stream that is not an account after all
+        except AggregateNotFound:
+            continue
         advance(1)
     return summary

@@ -1,7 +1,7 @@
 """The downloads domain: the Account and Title aggregates, their events, policy and errors."""
 
 from downloads.domain.account import Account
-from downloads.domain.errors import Denied, DomainError, Invalid, NotFound
+from downloads.domain.errors import Denied, DomainError, Gone, Invalid, NotFound
 from downloads.domain.events import ACCOUNT_EVENTS, TITLE_EVENTS
 from downloads.domain.model import Device, License
 from downloads.domain.policy import CatalogTitle, Plan, Policy, Studio
@@ -17,6 +17,7 @@ __all__ = [
     "Denied",
     "Device",
     "DomainError",
+    "Gone",
     "Invalid",
     "License",
     "NotFound",

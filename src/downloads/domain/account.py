@@ -8,6 +8,11 @@ are expired lazily: :meth:`Account.expire_due` runs first in every command.
 Time: a command is decided at :meth:`Account.decision_time`, the later of the
 deciding process's clock and the last recorded time in the account, so time
 never runs backwards within an account even when processes' clocks disagree.
+
+Erasure: :meth:`Account.erase` records ``AccountErased``, after which the
+account holds nothing of its member (devices, licenses, counts and keys are
+dropped) and :attr:`Account.erased` is true; so is it for an account whose key
+was erased without that event (an archive restored after the erasure).
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from datetime import datetime
 from typing import Any, Self
 
 from downloads.domain import rules
-from downloads.domain.errors import Denied, Invalid
+from downloads.domain.errors import Denied, Gone, Invalid
 from downloads.domain.events import (
     AccountClosed,
+    AccountErased,
     AccountOpened,
     DeviceDeactivated,
     DeviceRegistered,
@@ -49,10 +55,21 @@ from downloads.domain.snapshots import AccountState, decode_state, encode_state
 from downloads.domain.title import TitleInfo
 from eskit import Aggregate, DomainEvent, EventMetadata
 
-__all__ = ["Account"]
+__all__ = ["Account", "account_erased"]
 
 OPEN = "active"
 CLOSED = "closed"
+ERASED = "erased"
+
+
+def account_erased(account_id: str, erased_at: datetime | None) -> Gone:
+    """The refusal of anything about an erased account (410 ``ACCOUNT_ERASED``)."""
+    when = erased_at.isoformat() if erased_at is not None else None
+    return Gone(
+        "ACCOUNT_ERASED",
+        f"account {account_id!r} was erased" + (f" at {when}" if when else "") + ": nothing about it is kept",
+        {"account_id": account_id, "erased_at": when},
+    )
 
 
 class Account(Aggregate):
@@ -72,12 +89,23 @@ class Account(Aggregate):
         self.downloads: dict[str, list[datetime]] = {}  # title id -> times counted, oldest first
         self.requests = RememberedRequests()
         self.last_at: datetime | None = None  # the latest time recorded in the account
+        self.erased_at: datetime | None = None
 
     # -- queries ---------------------------------------------------------------
 
     @property
     def exists(self) -> bool:
         return bool(self.status)
+
+    @property
+    def erased(self) -> bool:
+        """Whether the member was forgotten: the account records it, or its key was erased."""
+        return self.status == ERASED or self.key_erased
+
+    def require_not_erased(self) -> None:
+        """Raise ``ACCOUNT_ERASED`` (410) for an erased account."""
+        if self.erased:
+            raise account_erased(self.id, self.erased_at)
 
     def decision_time(self, clock_now: datetime) -> datetime:
         """When a command arriving at ``clock_now`` is decided: never before the account's last event."""
@@ -114,6 +142,7 @@ class Account(Aggregate):
     # -- rules shared by commands ------------------------------------------------
 
     def _require_active(self) -> None:
+        self.require_not_erased()
         if self.status != OPEN:
             raise Denied("ACCOUNT_NOT_ACTIVE", f"account {self.id!r} is closed", {"status": self.status})
 
@@ -306,6 +335,14 @@ class Account(Aggregate):
             "revoked": [i for i in held_ids if i not in server],
         }
 
+    def erase(self, *, by: str, request_id: str, now: datetime) -> datetime:
+        """Forget the member: record ``AccountErased`` (once; erasing again answers the first time)."""
+        if self.status == ERASED:
+            assert self.erased_at is not None
+            return self.erased_at
+        self.trigger(AccountErased(now, by, request_id))
+        return now
+
     # -- idempotency and time ------------------------------------------------------
 
     def answered_unchanged(self, *, command: str, now: datetime) -> None:
@@ -364,6 +401,11 @@ class Account(Aggregate):
             lic.ended_at, lic.end_reason = event.at, "expired"
         elif isinstance(event, RequestAnswered):
             pass  # no state: its metadata holds a key record, which observe indexes
+        elif isinstance(event, AccountErased):
+            # Nothing of the member stays, in memory or in a snapshot: what a cache may still hold goes.
+            self.status, self.erased_at = ERASED, event.at
+            self.devices, self.licenses, self._active, self.downloads = {}, {}, {}, {}
+            self.requests = RememberedRequests()
 
     # -- snapshots ---------------------------------------------------------------
 
@@ -379,6 +421,7 @@ class Account(Aggregate):
                 downloads=self.downloads,
                 requests=self.requests,
                 last_at=self.last_at,
+                erased_at=self.erased_at,
             )
         )
 
@@ -394,7 +437,7 @@ class Account(Aggregate):
             account._set_status(account.licenses[license_id], ACTIVE)
         account.downloads = {title_id: sorted(times) for title_id, times in decoded.downloads.items()}
         account.requests = decoded.requests
-        account.last_at = decoded.last_at
+        account.last_at, account.erased_at = decoded.last_at, decoded.erased_at
         return account
 
 

@@ -5,7 +5,8 @@ Under the service's root, :class:`~downloads.errors.DownloadsError`::
     DomainError
     ├── NotFound         an account, device, license or title does not exist (HTTP 404)
     ├── Denied           a rule refuses the command (HTTP 409)
-    └── Invalid          the command names something unknown, such as a plan (HTTP 422)
+    ├── Invalid          the command names something unknown, such as a plan (HTTP 422)
+    └── Gone             the account was erased: nothing about it is answered again (HTTP 410)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from downloads.errors import DownloadsError
 
-__all__ = ["Denied", "DomainError", "Invalid", "NotFound"]
+__all__ = ["Denied", "DomainError", "Gone", "Invalid", "NotFound"]
 
 
 class DomainError(DownloadsError):
@@ -38,3 +39,7 @@ class Denied(DomainError):
 
 class Invalid(DomainError):
     """The command is well-formed but names something the domain does not know."""
+
+
+class Gone(DomainError):
+    """The account was erased (its member forgotten): every command and query on it is refused for good."""

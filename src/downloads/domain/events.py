@@ -2,6 +2,11 @@
 
 Type names are stable and never derived from module paths. Times are aware
 UTC datetimes; they are stored as ISO 8601 strings and parsed back here.
+
+``personal`` names each event's fields that are a member's personal data (see
+docs/privacy.md): they are sealed with the member's own key and read as
+``eskit.ERASED`` once the member was erased. Title ids, times, counts, reasons
+and license ids stay in clear.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ __all__ = [
     "ACCOUNT_EVENTS",
     "TITLE_EVENTS",
     "AccountClosed",
+    "AccountErased",
     "AccountEvent",
     "AccountOpened",
     "DeviceDeactivated",
@@ -92,6 +98,7 @@ class AccountClosed(AccountEvent):
 @dataclass(frozen=True)
 class DeviceRegistered(AccountEvent):
     type_name = "DeviceRegistered"
+    personal = frozenset({"device_id", "model"})
     device_id: str
     model: str
     at: datetime
@@ -100,6 +107,7 @@ class DeviceRegistered(AccountEvent):
 @dataclass(frozen=True)
 class DeviceDeactivated(AccountEvent):
     type_name = "DeviceDeactivated"
+    personal = frozenset({"device_id"})
     device_id: str
     at: datetime
 
@@ -109,6 +117,7 @@ class LicenseIssued(AccountEvent):
     """A license was issued; ``counted`` says whether it counts toward the title's yearly limit."""
 
     type_name = "LicenseIssued"
+    personal = frozenset({"device_id"})
     license_id: str
     device_id: str
     title_id: str
@@ -176,6 +185,20 @@ class RequestAnswered(AccountEvent):
 
 
 @dataclass(frozen=True)
+class AccountErased(AccountEvent):
+    """The member was forgotten: their key is destroyed and every personal field reads as erased from now on.
+
+    Recorded without personal data: when, by whom (the subject of the admin's token) and under
+    which request id. Always the account's last event: nothing is accepted after it.
+    """
+
+    type_name = "AccountErased"
+    at: datetime
+    erased_by: str
+    request_id: str
+
+
+@dataclass(frozen=True)
 class TitleEvent(AccountEvent):
     """Base of title events (same datetime handling)."""
 
@@ -205,5 +228,6 @@ ACCOUNT_EVENTS: tuple[type[DomainEvent], ...] = (
     LicenseRevoked,
     LicenseExpired,
     RequestAnswered,
+    AccountErased,
 )
 TITLE_EVENTS: tuple[type[DomainEvent], ...] = (TitleSet,)

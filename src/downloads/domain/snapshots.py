@@ -31,11 +31,12 @@ class AccountState:
     downloads: dict[str, list[datetime]]
     requests: RememberedRequests
     last_at: datetime | None
+    erased_at: datetime | None = None
 
 
 def encode_state(state: AccountState) -> dict[str, Any]:
-    """The stored form of ``state``."""
-    return {
+    """The stored form of ``state`` (``erased_at`` only for an erased account, so older forms compare equal)."""
+    stored = {
         "plan": state.plan,
         "status": state.status,
         "opened_at": state.opened_at,
@@ -60,6 +61,9 @@ def encode_state(state: AccountState) -> dict[str, Any]:
         "requests": state.requests.to_rows(),
         "last_at": state.last_at,
     }
+    if state.erased_at is not None:
+        stored["erased_at"] = state.erased_at
+    return stored
 
 
 def decode_state(stored: Mapping[str, Any]) -> AccountState:
@@ -93,6 +97,7 @@ def decode_state(stored: Mapping[str, Any]) -> AccountState:
         downloads={k: [_required_time(t) for t in v] for k, v in stored["downloads"].items()},
         requests=RememberedRequests.from_rows(stored["requests"], _required_time),
         last_at=_time(stored["last_at"]),
+        erased_at=_time(stored.get("erased_at")),
     )
 
 

@@ -9,8 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from downloads.domain.events import LicenseExpired, LicenseIssued, LicenseReleased, LicenseRenewed, LicenseRevoked
-from downloads.readmodels.model import Barrier, ReadModel, Seen
+from downloads.domain.events import (
+    AccountErased,
+    LicenseExpired,
+    LicenseIssued,
+    LicenseReleased,
+    LicenseRenewed,
+    LicenseRevoked,
+)
+from downloads.readmodels.model import SCRUB, Barrier, ReadModel, Scrub, Seen
 from eskit.readmodel import Delete, Put, Rows, Table
 from eskit.stores.timestamps import from_micros, to_micros
 
@@ -27,11 +34,20 @@ HELD = Table(
 ISSUED = Table("issued", partition=("account_id",), clustering=("license_id",), values=("device_id", "title_id"))
 
 
-def decide(seen: Seen, rows: Rows) -> Iterator[Put | Delete | Barrier]:
-    """A license is held from its issue (or renewal) until it is released, revoked or expires."""
+def decide(seen: Seen, rows: Rows) -> Iterator[Put | Delete | Barrier | Scrub]:
+    """A license is held from its issue (or renewal) until it is released, revoked or expires; an erased
+    member's rows go."""
     event, account_id = seen.event, seen.account_id
     if account_id is None:
         return
+    if isinstance(event, AccountErased):
+        for row in rows.select(ISSUED.name, (account_id,)):
+            yield Delete(HELD.name, (row["device_id"], account_id, row["license_id"]))
+            yield Delete(ISSUED.name, (account_id, row["license_id"]))
+        yield SCRUB
+        return
+    if seen.erased:
+        return  # an erased member's events: nothing of theirs is written
     if isinstance(event, LicenseIssued):
         yield Put(
             ISSUED.name, (account_id, event.license_id), {"device_id": event.device_id, "title_id": event.title_id}

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from downloads.domain.events import (
+    AccountErased,
     LicenseExpired,
     LicenseIssued,
     LicenseReleased,
@@ -20,8 +21,18 @@ from downloads.domain.events import (
     LicenseRevoked,
     PlaybackStarted,
 )
-from downloads.readmodels.model import TITLES_OF, Barrier, ReadModel, Seen, remember_title, title_of
-from eskit.readmodel import Put, Rows, Table
+from downloads.readmodels.model import (
+    SCRUB,
+    TITLES_OF,
+    Barrier,
+    ReadModel,
+    Scrub,
+    Seen,
+    licenses_of,
+    remember_title,
+    title_of,
+)
+from eskit.readmodel import Delete, Put, Rows, Table
 from eskit.stores.timestamps import from_micros, to_micros
 
 __all__ = ["LICENSES", "SCAN", "decide", "every_license", "page", "read_model"]
@@ -40,11 +51,19 @@ SCAN = 20_000
 _ENDED = {LicenseReleased: "released", LicenseRevoked: "revoked", LicenseExpired: "expired"}
 
 
-def decide(seen: Seen, rows: Rows) -> Iterator[Put | Barrier]:
-    """A license's row follows its events: issued, playback started, renewed, ended."""
+def decide(seen: Seen, rows: Rows) -> Iterator[Put | Delete | Barrier | Scrub]:
+    """A license's row follows its events: issued, playback started, renewed, ended; an erased member's go."""
     event, account_id = seen.event, seen.account_id
     if account_id is None:
         return
+    if isinstance(event, AccountErased):
+        for license_id, title_id in licenses_of(rows, seen):
+            yield Delete(LICENSES.name, (title_id, account_id, license_id))
+            yield Delete(TITLES_OF.name, (account_id, license_id))
+        yield SCRUB
+        return
+    if seen.erased:
+        return  # an erased member's events: nothing of theirs is written (their rows went with the erasure)
     if isinstance(event, LicenseIssued):
         yield remember_title(seen, event.license_id, event.title_id)
         values = {

@@ -31,6 +31,7 @@ from downloads.readmodels.model import Decoder, ReadModel
 from downloads.readmodels.ports import Progress, ReadModels
 from downloads.readmodels.relay import RELAY, relay_spec
 from eskit import EventCodec, Stores
+from eskit.privacy import KeyCache
 from eskit.projection import ProjectionStatus
 from eskit.readmodel import ProjectionRunner, ReadModelStore, RunnerSettings, Sink, open_read_models
 
@@ -65,7 +66,8 @@ class ReadSide(ReadModels):
             withdrawal.read_model(service.clock),
             devices.read_model(),
         ]
-        decoder = Decoder(codec)
+        keys = service.accounts.keys
+        decoder = Decoder(codec, keys=KeyCache(keys) if keys is not None else None)
         self.runner = ProjectionRunner(
             self.store,
             stores,

@@ -6,6 +6,11 @@ row) and a report sums the rows of the months and titles it covers. A title's
 studio is the one its latest ``TitleSet`` names (else the policy's demo
 catalog), taken when the report is read: no order between a title's stream and
 the accounts' is needed.
+
+An erased member's downloads keep counting: the counts hold no personal field
+(a title, a day, the pseudonymous account id and the event's position), and
+the events they come from are read in clear after the erasure too. Only the
+license-to-title rows of the account go, on its ``AccountErased``.
 """
 
 from __future__ import annotations
@@ -14,10 +19,20 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from downloads.domain.events import LicenseIssued, LicenseRenewed, TitleSet
+from downloads.domain.events import AccountErased, LicenseIssued, LicenseRenewed, TitleSet
 from downloads.errors import DownloadsError
-from downloads.readmodels.model import TITLES_OF, Barrier, ReadModel, Seen, remember_title, title_of
-from eskit.readmodel import Put, Rows, Table
+from downloads.readmodels.model import (
+    SCRUB,
+    TITLES_OF,
+    Barrier,
+    ReadModel,
+    Scrub,
+    Seen,
+    licenses_of,
+    remember_title,
+    title_of,
+)
+from eskit.readmodel import Delete, Put, Rows, Table
 
 __all__ = ["COUNTS", "MONTHS", "STUDIOS", "TITLES", "ReportTooLarge", "decide", "read_model", "report"]
 
@@ -52,10 +67,14 @@ def _count(seen: Seen, title_id: str, at: datetime, *, renewal: bool) -> Iterato
     yield Put(TITLES.name, (month, title_id))
 
 
-def decide(seen: Seen, rows: Rows) -> Iterator[Put | Barrier]:
+def decide(seen: Seen, rows: Rows) -> Iterator[Put | Delete | Barrier | Scrub]:
     """A download counts on its license's issue, a renewal on its renewal; a ``TitleSet`` names the studio."""
     event = seen.event
-    if isinstance(event, TitleSet):
+    if seen.account_id is not None and isinstance(event, AccountErased):
+        for license_id, _title in licenses_of(rows, seen):
+            yield Delete(TITLES_OF.name, (seen.account_id, license_id))
+        yield SCRUB
+    elif isinstance(event, TitleSet):
         yield Put(STUDIOS.name, (event.title_id,), {"studio": event.studio})
     elif seen.account_id is not None and isinstance(event, LicenseIssued):
         yield remember_title(seen, event.license_id, event.title_id)

@@ -32,8 +32,9 @@ from datetime import datetime
 from typing import Any
 
 from downloads.application import DownloadsService, RevokeLicense
-from downloads.domain import NotFound
+from downloads.domain import Gone, NotFound
 from downloads.domain.events import (
+    AccountErased,
     LicenseExpired,
     LicenseIssued,
     LicenseReleased,
@@ -41,8 +42,19 @@ from downloads.domain.events import (
     LicenseRevoked,
     TitleSet,
 )
-from downloads.readmodels.model import BARRIER, TITLES_OF, Barrier, ReadModel, Seen, remember_title, title_of
-from eskit.readmodel import ProcessManager, Put, Rows, Table, TableSet
+from downloads.readmodels.model import (
+    BARRIER,
+    SCRUB,
+    TITLES_OF,
+    Barrier,
+    ReadModel,
+    Scrub,
+    Seen,
+    licenses_of,
+    remember_title,
+    title_of,
+)
+from eskit.readmodel import Delete, ProcessManager, Put, Rows, Table, TableSet
 from eskit.stores.timestamps import to_micros
 
 __all__ = ["NAME", "REASON", "TitleWithdrawal", "decider", "marked", "read_model"]
@@ -87,10 +99,10 @@ def _mark(title_id: str, seen: Seen) -> Put:
     return Put(MARKS.name, (0, title_id, seen.stream_id, seen.position))
 
 
-def decider(clock: Callable[[], datetime]) -> Callable[[Seen, Rows], Iterator[Put | Barrier]]:
+def decider(clock: Callable[[], datetime]) -> Callable[[Seen, Rows], Iterator[Put | Delete | Barrier | Scrub]]:
     """The decision, judging ends of availability by ``clock`` (the manager's, so both sides agree)."""
 
-    def decide(seen: Seen, rows: Rows) -> Iterator[Put | Barrier]:
+    def decide(seen: Seen, rows: Rows) -> Iterator[Put | Delete | Barrier | Scrub]:
         event, account_id = seen.event, seen.account_id
         if isinstance(event, TitleSet):
             ended = event.available_until is not None and event.available_until <= event.at
@@ -106,6 +118,14 @@ def decider(clock: Callable[[], datetime]) -> Callable[[Seen, Rows], Iterator[Pu
                 yield _mark(event.title_id, seen)
             return
         if account_id is None:
+            return
+        if isinstance(event, AccountErased):  # an erased member's licenses: nothing left to revoke
+            for license_id, title_id in licenses_of(rows, seen):
+                yield Delete(LICENSES.name, (title_id, account_id, license_id))
+                yield Delete(TITLES_OF.name, (account_id, license_id))
+            yield SCRUB
+            return
+        if seen.erased:
             return
         if isinstance(event, LicenseIssued):
             yield remember_title(seen, event.license_id, event.title_id)
@@ -213,7 +233,7 @@ class TitleWithdrawal(ProcessManager):
                     RevokeLicense(account_id, license_id, REASON),
                     idempotency_key=f"withdraw:{title_id}:{license_id}:{episode}",
                 )
-            except NotFound:
+            except (NotFound, Gone):  # the account or license is gone, or its member erased: nothing to revoke
                 return 0
             return 1
 

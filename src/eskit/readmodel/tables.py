@@ -135,6 +135,14 @@ class Writer(Rows):
     def barrier(self) -> None:
         """Every write made before stands before any made after is sent (a reader meets them in that order)."""
 
+    def scrub(self) -> None:
+        """The rows this event deleted held personal data (a member was erased): keep no copy of them.
+
+        SQLite zeroes deleted rows anyway (``secure_delete``) and, after the batch commits, empties its
+        write-ahead log; Cassandra's deletes are tombstones, whose shadowed cells leave the disks at
+        compaction (see docs/privacy.md); memory keeps nothing.
+        """
+
 
 class TableSet(Rows):
     """One projection version's tables in a backend: made, dropped, read, and written outside the feed.

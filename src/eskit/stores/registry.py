@@ -22,6 +22,7 @@ from eskit.exceptions import InterfaceError
 from eskit.ports import EventFeed, EventStore, SnapshotStore, StreamFeed
 
 if TYPE_CHECKING:
+    from eskit.privacy.keys import KeyStore
     from eskit.readmodel.store import ReadModelStore
 
 __all__ = ["ADAPTERS", "Adapter", "Stores", "open_read_models", "open_stores"]
@@ -29,7 +30,7 @@ __all__ = ["ADAPTERS", "Adapter", "Stores", "open_read_models", "open_stores"]
 
 @dataclass(frozen=True)
 class Stores:
-    """An event store, the snapshot store that goes with it, and its feed where it has one."""
+    """An event store, the snapshot and key stores that go with it, and its feed where it has one."""
 
     url: str
     events: EventStore
@@ -37,9 +38,13 @@ class Stores:
     feed: EventFeed | None = None
     #: the feed of a store without one commit order (Cassandra): which streams to look at
     stream_feed: StreamFeed | None = None
+    #: streams' keys, wrapped (:mod:`eskit.privacy`), in the same file or keyspace as the events
+    keys: KeyStore | None = None
 
     def close(self) -> None:
         """Close the stores."""
+        if self.keys is not None:
+            self.keys.close()
         if self.feed is not None:
             self.feed.close()
         if self.stream_feed is not None:

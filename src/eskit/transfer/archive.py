@@ -1,13 +1,19 @@
 """The archive format: a store's events in one gzip-compressed JSON-lines file.
 
-Line 1 is the header, then one line per event, then the trailer::
+Line 1 is the header, then one line per event, then one per stream's key, then the trailer::
 
-    {"format": "eskit-archive", "version": 1, "created_at": "...Z", "source": "sqlite",
+    {"format": "eskit-archive", "version": 2, "created_at": "...Z", "source": "sqlite",
      "consistency": "feed-cut", "feed_cut": 12345}
     {"stream": "account-a1", "position": 1, "event_id": "<uuid>", "type": "AccountOpened",
      "schema_version": 1, "recorded_at": "2026-12-01T12:00:00.123456Z", "data": "{...}", "metadata": "{...}"}
     ...
-    {"end": true, "streams": 2, "events": 9, "sha256": "<hex>"}
+    {"key": "account-a1", "created_at": "...Z", "master_id": "<id>", "wrapped_base64": "..."}
+    {"key": "account-a2", "created_at": "...Z", "erased_at": "...Z"}
+    {"end": true, "streams": 2, "events": 9, "keys": 2, "sha256": "<hex>"}
+
+Keys travel as the store keeps them: wrapped by the master key (never in
+clear), or as the tombstone of an erased one (no key bytes at all). Version 1
+archives (before keys) are read as they are.
 
 ``data`` and ``metadata`` are the stored bytes as text (``data_base64`` /
 ``metadata_base64`` instead when they are not UTF-8), so an import writes back
@@ -44,7 +50,17 @@ import orjson
 
 from eskit.events import NewEvent, StoredEvent
 from eskit.exceptions import EskitError
-from eskit.transfer.lines import MAX_LINE, LineProblem, StreamPositions, check_event, event_from_line, shown
+from eskit.privacy import KeyRecord
+from eskit.transfer.lines import (
+    MAX_LINE,
+    LineProblem,
+    StreamPositions,
+    check_event,
+    event_from_line,
+    key_from_line,
+    key_line,
+    shown,
+)
 
 __all__ = [
     "FORMAT",
@@ -55,10 +71,13 @@ __all__ = [
     "ArchiveSummary",
     "ArchiveWriter",
     "Decode",
+    "Item",
 ]
 
 FORMAT = "eskit-archive"
-VERSION = 1
+VERSION = 2
+#: the versions this code reads
+READABLE = (1, 2)
 
 
 class ArchiveError(EskitError):
@@ -66,8 +85,11 @@ class ArchiveError(EskitError):
     holding what no store can take; or an event that cannot be exported."""
 
 
-#: an application's decoding of one event (raises when it cannot read it)
-Decode = Callable[[StoredEvent], object]
+#: an application's decoding of one event, given its stream's key record from the archive (raises when it cannot)
+Decode = Callable[[StoredEvent, KeyRecord | None], object]
+
+#: what an archive holds, line by line: an event ``(stream_id, position, event)``, or a stream's key record
+Item = tuple[str, int, NewEvent] | KeyRecord
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,7 @@ class ArchiveSummary:
     streams: int
     events: int
     sha256: str
+    keys: int = 0
 
 
 def _time(when: datetime) -> str:
@@ -111,12 +134,20 @@ class ArchiveWriter:
         self.path = path
         self._partial = path + ".partial"
         self._raw = open(self._partial, "wb")  # noqa: SIM115 - closed by finish or abort
+        try:
+            self._start(header)
+        except BaseException:  # interrupted before the caller holds the writer: nothing may be left behind
+            self.abort()
+            raise
+
+    def _start(self, header: ArchiveHeader) -> None:
         self._out = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=1)
         self._digest = hashlib.sha256()
         self._buffer: list[bytes] = []  # lines not yet compressed: one write per MiB costs less than one per line
         self._buffered = 0
         self.streams = 0
         self.events = 0
+        self.keys = 0
         self._positions = StreamPositions()
         self._line(
             {
@@ -169,10 +200,21 @@ class ArchiveWriter:
         if event.position == 1:  # every stream's events start at 1, so this counts streams without a set
             self.streams += 1
 
+    def write_key(self, record: KeyRecord) -> None:
+        """Add a stream's key record as the store keeps it (wrapped, or a tombstone)."""
+        self._line(key_line(record, _time))
+        self.keys += 1
+
     def finish(self) -> ArchiveSummary:
         self._flush()
-        summary = ArchiveSummary(self.streams, self.events, self._digest.hexdigest())
-        trailer = {"end": True, "streams": summary.streams, "events": summary.events, "sha256": summary.sha256}
+        summary = ArchiveSummary(self.streams, self.events, self._digest.hexdigest(), self.keys)
+        trailer = {
+            "end": True,
+            "streams": summary.streams,
+            "events": summary.events,
+            "keys": summary.keys,
+            "sha256": summary.sha256,
+        }
         self._out.write(orjson.dumps(trailer) + b"\n")
         self._out.close()
         self._raw.flush()
@@ -184,7 +226,7 @@ class ArchiveWriter:
     def abort(self) -> None:
         """Drop what was written (an interrupted or failed export)."""
         with contextlib.suppress(Exception):
-            self._out.close()
+            self._out.close()  # may not be made yet: then this is an AttributeError, suppressed
         self._raw.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._partial)
@@ -211,6 +253,7 @@ class ArchiveReader:
         self.decode = decode
         #: what :meth:`check` found, once it passed
         self.summary: ArchiveSummary | None = None
+        self.version = VERSION
         self.header = self._read_header()
 
     def _lines(self) -> Iterator[tuple[int, bytes]]:
@@ -237,11 +280,12 @@ class ArchiveReader:
             value = self._parse(number, line)
             if value.get("format") != FORMAT:
                 raise ArchiveError(f"line 1: {self.path!r} is not an {FORMAT} file")
-            if value.get("version") != VERSION:
+            if value.get("version") not in READABLE:
                 raise ArchiveError(
                     f"line 1: {self.path!r} is {FORMAT} version {shown(value.get('version'))}; "
-                    f"this code reads version {VERSION}"
+                    f"this code reads versions {', '.join(map(str, READABLE))}"
                 )
+            self.version = int(value["version"])
             try:
                 feed_cut = value.get("feed_cut")
                 if feed_cut is not None and (isinstance(feed_cut, bool) or not isinstance(feed_cut, int)):
@@ -267,19 +311,23 @@ class ArchiveReader:
             raise ArchiveError(f"line {number}: not a JSON object")
         return value
 
-    def _event(self, number: int, value: dict[str, Any], positions: StreamPositions) -> StoredEvent:
+    def _item(self, number: int, value: dict[str, Any], positions: StreamPositions) -> StoredEvent | KeyRecord:
         try:
+            if "key" in value and "stream" not in value:
+                if self.version < 2:
+                    raise LineProblem("a key line in a version 1 archive")
+                return key_from_line(value)
             event = event_from_line(value)
             positions.follow(event.stream_id, event.position)
         except LineProblem as exc:
             raise ArchiveError(f"line {number}: {exc}") from None
         return event
 
-    def _decoded(self, number: int, event: StoredEvent) -> None:
+    def _decoded(self, number: int, event: StoredEvent, keys: dict[str, KeyRecord]) -> None:
         if self.decode is None:
             return
         try:
-            self.decode(event)
+            self.decode(event, keys.get(event.stream_id))
         except Exception as exc:  # whatever the application's decoding raises, the event is unreadable to it
             raise ArchiveError(
                 f"line {number}: {shown(event.stream_id)} at position {event.position}: this application cannot "
@@ -287,11 +335,14 @@ class ArchiveReader:
                 f"{shown(str(exc), limit=200)}"
             ) from None
 
-    def _walk(self, *, check: bool, advance: Callable[[int], None]) -> Iterator[tuple[int, StoredEvent]]:
-        """Every event with its line number, each line checked; the trailer's digest and counts at the end."""
+    def _walk(
+        self, *, advance: Callable[[int], None], decoding: dict[str, KeyRecord] | None = None
+    ) -> Iterator[tuple[int, StoredEvent | KeyRecord]]:
+        """Every event and key record with its line number, each line checked (each event decoded with the
+        keys of ``decoding``, when given); the trailer's digest and counts at the end."""
         digest = hashlib.sha256()
         positions = StreamPositions()
-        streams = events = last = 0
+        streams = events = keys = last = 0
         trailer: dict[str, Any] | None = None
         for number, line in self._lines():
             last = number
@@ -304,45 +355,64 @@ class ArchiveReader:
             digest.update(line)
             if number == 1:
                 continue
-            event = self._event(number, value, positions)
-            if check:
-                self._decoded(number, event)
+            item = self._item(number, value, positions)
+            if isinstance(item, KeyRecord):
+                keys += 1
+                yield number, item
+                continue
+            if decoding is not None:
+                self._decoded(number, item, decoding)
             events += 1
-            streams += event.position == 1
+            streams += item.position == 1
             if events % 1000 == 0:
                 advance(1000)
-            yield number, event
+            yield number, item
         advance(events % 1000)
         if trailer is None:
             raise ArchiveError(
                 f"line {last}: no trailer after it: the archive is truncated (an export that did not finish?)"
             )
-        summary = ArchiveSummary(streams, events, digest.hexdigest())
+        summary = ArchiveSummary(streams, events, digest.hexdigest(), keys)
         if trailer.get("sha256") != summary.sha256:
             raise ArchiveError(f"line {last} (the trailer): checksum mismatch: the archive was altered or damaged")
-        if trailer.get("events") != events or trailer.get("streams") != streams:
+        counted_keys = trailer.get("keys", 0) if self.version >= 2 else 0
+        if trailer.get("events") != events or trailer.get("streams") != streams or counted_keys != keys:
             raise ArchiveError(
-                f"line {last} (the trailer): it counts {shown(trailer.get('streams'))} streams and "
-                f"{shown(trailer.get('events'))} events, the archive holds {streams} and {events}"
+                f"line {last} (the trailer): it counts {shown(trailer.get('streams'))} streams, "
+                f"{shown(trailer.get('events'))} events and {shown(counted_keys)} keys, the archive holds "
+                f"{streams}, {events} and {keys}"
             )
         self.summary = summary
 
     def check(self, *, advance: Callable[[int], None] = lambda _n: None) -> ArchiveSummary:
-        """Read the whole file: every line is a sound event, and the trailer's counts and digest match.
+        """Read the whole file: every line is a sound event or key, and the trailer's counts and digest match.
 
         Raises :class:`ArchiveError` naming the first problem and its line. ``advance`` is told of
-        events checked, a thousand at a time.
+        events checked, a thousand at a time. With ``decode``, a second read decodes every event with
+        its stream's key record from the archive (the keys are kept in memory meanwhile).
         """
-        for _ in self._walk(check=True, advance=advance):
-            pass
+        keys: dict[str, KeyRecord] = {}
+        for _, item in self._walk(advance=advance):
+            if self.decode is not None and isinstance(item, KeyRecord):
+                keys[item.subject] = item
+        if self.decode is not None:
+            for _ in self._walk(advance=lambda _n: None, decoding=keys):
+                pass
         assert self.summary is not None
         return self.summary
 
-    def events(self) -> Iterator[tuple[str, int, NewEvent]]:
-        """Each event as ``(stream_id, position, event)``, in file order (call :meth:`check` first).
+    def items(self) -> Iterator[Item]:
+        """Each event as ``(stream_id, position, event)`` and each key record, in file order (call :meth:`check`
+        first).
 
         Every line is checked again as it is read, and the digest at the end, so a file
-        changed since :meth:`check` raises :class:`ArchiveError` (after the events before it).
+        changed since :meth:`check` raises :class:`ArchiveError` (after the lines before it).
         """
-        for _, stored in self._walk(check=False, advance=lambda _n: None):
-            yield stored.stream_id, stored.position, stored.to_new()
+        for _, item in self._walk(advance=lambda _n: None):
+            yield item if isinstance(item, KeyRecord) else (item.stream_id, item.position, item.to_new())
+
+    def events(self) -> Iterator[tuple[str, int, NewEvent]]:
+        """Each event as ``(stream_id, position, event)``, in file order (see :meth:`items`)."""
+        for item in self.items():
+            if not isinstance(item, KeyRecord):
+                yield item

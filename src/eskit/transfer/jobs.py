@@ -19,6 +19,14 @@
   so no event is written twice and none is skipped.
 
 Snapshots are not moved: they are a cache the target rebuilds as commands run.
+
+Streams' keys (:mod:`eskit.privacy`) move with the events, as the store keeps
+them: wrapped by the master key, or as the tombstones of erased ones. A load
+never puts a key where the target holds a tombstone, and always puts a
+tombstone over a key (:meth:`~eskit.privacy.KeyStore.load`), so no export,
+import or copy brings back an erased member: an import that is told where
+erasures made since the archive was written are recorded
+(:func:`carry_erasures`) keeps them too.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import orjson
 from eskit.events import NewEvent, StoredEvent
 from eskit.exceptions import DamagedEvent, EskitError
 from eskit.ports import EventFeed, EventStore
+from eskit.privacy import KeyRecord, KeyStore
 from eskit.stores.registry import Stores
 from eskit.transfer.archive import ArchiveError, ArchiveHeader, ArchiveReader, ArchiveSummary, ArchiveWriter, Decode
 from eskit.transfer.loader import Diverged, Loader
@@ -46,6 +55,7 @@ __all__ = [
     "CopyState",
     "ImportResult",
     "NotEmpty",
+    "carry_erasures",
     "check_archive",
     "copy_store",
     "export_store",
@@ -77,6 +87,40 @@ def _read_stream(store: EventStore, stream_id: str, *, gt: int = 0) -> Iterator[
     while page := store.read(stream_id, gt=gt, limit=_PAGE):
         yield from page
         gt = page[-1].position
+
+
+def _every_key(keys: KeyStore | None) -> Iterator[KeyRecord]:
+    if keys is None:
+        return
+    after: str | None = None
+    while page := keys.scan(after=after, limit=_PAGE):
+        yield from page
+        after = page[-1].subject
+
+
+def _targets(target: Stores | EventStore) -> tuple[EventStore, KeyStore | None]:
+    if isinstance(target, Stores):
+        return target.events, target.keys
+    return target, None
+
+
+def carry_erasures(source: KeyStore, target: KeyStore) -> int:
+    """Put every erasure ``source`` records (its tombstones) into ``target``; return how many changed it.
+
+    Before an import of an archive written before some erasures: the target then never takes
+    those members' keys from the archive, and their events stay unreadable.
+    """
+    carried = 0
+    batch: list[KeyRecord] = []
+    for record in _every_key(source):
+        if record.erased:
+            batch.append(record)
+        if len(batch) >= _PAGE:
+            carried += target.load(batch)
+            batch = []
+    if batch:
+        carried += target.load(batch)
+    return carried
 
 
 # -- export ------------------------------------------------------------------------
@@ -114,6 +158,7 @@ def _export(stores: Stores, path: str, progress: Progress) -> ArchiveSummary:
                     out.write(item.event)
                 after = page[-1].sequence
                 advance(len(page))
+            _write_keys(stores, out)
             return out.finish()
     header = ArchiveHeader(created_at=now, source=source, consistency="per-stream", feed_cut=None)
     events = stores.events
@@ -135,7 +180,15 @@ def _export(stores: Stores, path: str, progress: Progress) -> ArchiveSummary:
                     out.write(event)
                 advance(len(stream))
             last = streams[-1]
+        _write_keys(stores, out)
         return out.finish()
+
+
+def _write_keys(stores: Stores, out: ArchiveWriter) -> None:
+    """Every key record, after the events: each written event's key was made before it was written, so it is
+    here; an erasure made while the export ran is here as its tombstone."""
+    for record in _every_key(stores.keys):
+        out.write_key(record)
 
 
 # -- import ------------------------------------------------------------------------
@@ -169,7 +222,7 @@ def check_archive(path: str, *, decode: Decode | None = None, progress: Progress
 
 def import_store(
     archive: str | ArchiveReader,
-    target: EventStore,
+    target: Stores | EventStore,
     *,
     resume: bool = False,
     decode: Decode | None = None,
@@ -185,6 +238,9 @@ def import_store(
     (checked by event id, stream by stream). Where the target can
     (:meth:`~eskit.ports.EventStore.all_or_nothing`), every event is written in one
     transaction: an import that fails part-way, or is interrupted, leaves nothing.
+    The archive's key records go to the target's key store (never a key over a
+    tombstone there); an archive that holds keys needs a target that keeps them
+    (``Stores``), else :class:`~eskit.transfer.archive.ArchiveError` before anything is written.
     """
     reader = archive if isinstance(archive, ArchiveReader) else ArchiveReader(archive, decode=decode)
     if reader.summary is None:
@@ -192,6 +248,9 @@ def import_store(
             reader.check(advance=advance)
     summary = reader.summary
     assert summary is not None
+    target, keys = _targets(target)
+    if summary.keys and keys is None:
+        raise ArchiveError(f"the archive holds {summary.keys:,} streams' keys and the target keeps none")
     found = _first_streams(target)
     if found and not resume:
         more = " and more" if len(found) == 3 else ""
@@ -200,16 +259,30 @@ def import_store(
             "import into an empty store (or pass --resume to finish an interrupted import of this file)"
         )
     loader = Loader(target)
+    records: list[KeyRecord] = []
     with target.all_or_nothing() as atomic, progress("importing", total=summary.events) as advance:
         done = 0
-        for stream_id, position, event in reader.events():
+        for item in reader.items():
+            if isinstance(item, KeyRecord):
+                records.append(item)
+                if len(records) >= _PAGE:
+                    _load_keys(keys, records)
+                continue
+            stream_id, position, event = item
             loader.add(stream_id, position, event)
             done += 1
             if done % _PAGE == 0:
                 advance(_PAGE)
         loader.flush()
+        _load_keys(keys, records)
         advance(done % _PAGE)
     return ImportResult(summary, loader.written, loader.skipped, atomic)
+
+
+def _load_keys(keys: KeyStore | None, records: list[KeyRecord]) -> None:
+    if records and keys is not None:
+        keys.load(records)
+    records.clear()
 
 
 # -- copy --------------------------------------------------------------------------
@@ -302,7 +375,7 @@ class CopyResult:
 
 def copy_store(
     source: Stores,
-    target: EventStore,
+    target: Stores | EventStore,
     state: CopyState,
     *,
     follow: bool = False,
@@ -316,7 +389,15 @@ def copy_store(
     until ``stop()`` says so. Raises :class:`NotEmpty` for a non-empty target
     when ``state`` shows no copy under way, and :class:`~eskit.transfer.loader.Diverged`
     when the target's events differ from the source's.
+
+    Keys go with the events: a stream's key record is copied before the first of its events
+    each page holds, and every record again at the end of each pass, so an erasure the source
+    recorded meanwhile reaches the target (a tombstone always lands over a key).
     """
+    target, target_keys = _targets(target)
+    if source.keys is not None and target_keys is None and source.keys.scan(limit=1):
+        raise EskitError("the source keeps streams' keys and the target keeps none: copy to a whole store")
+    keys = _KeyCopier(source.keys, target_keys)
     if state.started:
         state.check_target(target)
     else:
@@ -335,22 +416,62 @@ def copy_store(
     loader = Loader(target, fill=fill)
     feed = single_feed(source)
     if feed is not None:
-        return _follow_feed(feed, loader, state, follow=follow, stop=stop, progress=progress)
-    return _walk(events, target, loader, state, follow=follow, stop=stop, progress=progress)
+        return _follow_feed(feed, loader, state, keys, follow=follow, stop=stop, progress=progress)
+    return _walk(events, target, loader, state, keys, follow=follow, stop=stop, progress=progress)
+
+
+class _KeyCopier:
+    """Brings streams' key records from the source's key store to the target's."""
+
+    def __init__(self, source: KeyStore | None, target: KeyStore | None) -> None:
+        self.source, self.target = source, target
+
+    def streams(self, stream_ids: Sequence[str]) -> None:
+        """The records of these streams (before their events are written)."""
+        if self.source is None or self.target is None:
+            return
+        found = [r for s in dict.fromkeys(stream_ids) if (r := self.source.get(s)) is not None]
+        if found:
+            self.target.load(found)
+
+    def every(self) -> None:
+        """Every record (at the end of a pass: erasures made since their streams were copied)."""
+        if self.source is not None and self.target is not None:
+            batch: list[KeyRecord] = []
+            for record in _every_key(self.source):
+                batch.append(record)
+                if len(batch) >= _PAGE:
+                    self.target.load(batch)
+                    batch = []
+            if batch:
+                self.target.load(batch)
 
 
 def _follow_feed(
-    feed: EventFeed, loader: Loader, state: CopyState, *, follow: bool, stop: Callable[[], bool], progress: Progress
+    feed: EventFeed,
+    loader: Loader,
+    state: CopyState,
+    keys: _KeyCopier,
+    *,
+    follow: bool,
+    stop: Callable[[], bool],
+    progress: Progress,
 ) -> CopyResult:
     head = feed.head()
+    synced = False  # every key record copied since the last page of events
     with progress("copying", total=max(head - state.feed_after, 0)) as advance:
         while not stop():
             page = feed.read(after=state.feed_after, limit=_PAGE)
             if not page:
+                if not synced:
+                    keys.every()
+                    synced = True
                 if not follow:
                     break
                 time.sleep(0.2)
                 continue
+            synced = False
+            keys.streams([item.event.stream_id for item in page])
             for item in page:
                 loader.add(item.event.stream_id, item.event.position, item.event.to_new())
             loader.flush()
@@ -377,6 +498,7 @@ def _walk(
     target: EventStore,
     loader: Loader,
     state: CopyState,
+    keys: _KeyCopier,
     *,
     follow: bool,
     stop: Callable[[], bool],
@@ -389,6 +511,7 @@ def _walk(
                 held = target.version(stream_id)
                 if held:
                     _check_same(events, target, stream_id, held)
+                keys.streams([stream_id])
                 newest: StoredEvent | None = None
                 for event in _read_stream(events, stream_id, gt=held):
                     loader.add(stream_id, event.position, event.to_new())
@@ -403,6 +526,7 @@ def _walk(
                 if stop():
                     break
             else:
+                keys.every()
                 state.after_stream, state.walks = None, state.walks + 1
                 state.save()
                 if not follow:

@@ -16,6 +16,10 @@ against what *every* store can hold before the target is opened:
   store encodes (:func:`eskit.stores.timestamps.storable`);
 * ``event_id`` is a UUID; ``data`` and ``metadata`` are text, or valid base64.
 
+A key line (a stream's key record, :mod:`eskit.privacy`) names its subject
+(a stream id, as above), the master key that wrapped it and the wrapped bytes
+(base64), or, for a tombstone, only when it was erased; times as above.
+
 Export applies the same checks to what it writes, so a damaged store is not
 turned into an archive that import would refuse.
 """
@@ -29,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from eskit.events import StoredEvent
+from eskit.privacy import KeyRecord
 from eskit.stores.timestamps import storable
 
 __all__ = [
@@ -40,6 +45,8 @@ __all__ = [
     "StreamPositions",
     "check_event",
     "event_from_line",
+    "key_from_line",
+    "key_line",
     "shown",
 ]
 
@@ -101,18 +108,18 @@ def _stream(value: dict[str, Any]) -> str:
     return stream
 
 
-def _recorded_at(value: dict[str, Any]) -> datetime:
-    text = value.get("recorded_at")
+def _recorded_at(value: dict[str, Any], name: str = "recorded_at") -> datetime:
+    text = value.get(name)
     if not isinstance(text, str):
-        raise LineProblem(f"recorded_at must be an ISO 8601 time, not {shown(text)}")
+        raise LineProblem(f"{name} must be an ISO 8601 time, not {shown(text)}")
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise LineProblem(f"recorded_at {shown(text)} is not an ISO 8601 time") from None
+        raise LineProblem(f"{name} {shown(text)} is not an ISO 8601 time") from None
     try:
         return storable(when)
     except ValueError as exc:
-        raise LineProblem(f"recorded_at {exc}") from None
+        raise LineProblem(f"{name} {exc}") from None
 
 
 def event_from_line(value: dict[str, Any]) -> StoredEvent:
@@ -138,6 +145,30 @@ def event_from_line(value: dict[str, Any]) -> StoredEvent:
         recorded_at=_recorded_at(value),
         event_id=parsed_id,
     )
+
+
+def key_line(record: KeyRecord, time: Any) -> dict[str, Any]:
+    """The archive line of a key record (``time`` writes a datetime as the archive does)."""
+    line: dict[str, Any] = {"key": record.subject, "created_at": time(record.created_at)}
+    if record.erased:
+        line["erased_at"] = time(record.erased_at)
+    else:
+        assert record.wrapped is not None
+        line["master_id"] = record.master_id
+        line["wrapped_base64"] = base64.b64encode(record.wrapped).decode("ascii")
+    return line
+
+
+def key_from_line(value: dict[str, Any]) -> KeyRecord:
+    """The key record a key line describes; :class:`LineProblem` when it is not one a store could hold."""
+    subject = _text(value, "key")
+    if len(subject.encode("utf-8")) > MAX_STREAM_ID_BYTES:
+        raise LineProblem(f"key {shown(subject)} is longer than {MAX_STREAM_ID_BYTES:,} bytes")
+    created_at = _recorded_at(value, "created_at")
+    if "erased_at" in value:
+        return KeyRecord.tombstone(subject, _recorded_at(value, "erased_at"), created_at=created_at)
+    master_id = _text(value, "master_id")
+    return KeyRecord(subject, master_id, _bytes(value, "wrapped"), created_at)
 
 
 def check_event(event: StoredEvent) -> None:

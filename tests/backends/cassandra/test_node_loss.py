@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from eskit import EventCodec, open_stores
+from downloads.bootstrap import bootstrap
+from downloads.settings import Settings
 from tests.support.cassandra import ClusterPool, fresh_keyspace, store_url
 from tests.support.server import Server, running_server
 
@@ -145,18 +146,18 @@ def test_a_killed_node_loses_no_acknowledged_command_and_the_cluster_agrees_afte
                 assert state["devices_with_downloads"] <= state["device_limit"]
 
     # Read back at consistency ALL: every replica answers, and the events are the ones the service saw.
-    store = open_stores(url.replace("create_schema=true", "consistency=ALL")).events
+    checker = bootstrap(Settings(store=url.replace("create_schema=true", "consistency=ALL")))
+    store, accounts = checker.stores.events, checker.service.accounts
     try:
-        codec = EventCodec()
         for account, events in histories.items():
             stored = store.read(f"account-{account}")
             assert [s.position for s in stored] == [e["seq"] for e in events]
             assert [s.type_name for s in stored] == [e["type"] for e in events]
-            assert [codec.decode_metadata(s.metadata, s.recorded_at).request_id for s in stored] == [
+            assert [accounts.decode(s).metadata.request_id for s in stored] == [  # sealed: read with the key
                 e["metadata"].get("request_id") for e in events
             ]
     finally:
-        store.close()
+        checker.close()
     print(
         f"acknowledged {len(ledger.acked)} commands, {while_down} while a node was down; "
         f"attempts per command: max {max(ledger.attempts)}"

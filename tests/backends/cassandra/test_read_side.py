@@ -43,7 +43,7 @@ def revocations(runtime: Runtime, accounts: list[str]) -> Counter[str]:
     for account in accounts:
         for stored in runtime.stores.events.read(runtime.service.accounts.stream_id(account)):
             if stored.type_name == "LicenseRevoked":
-                event, _ = runtime.service.accounts.codec.decode(stored)
+                event = runtime.service.accounts.decode(stored).event
                 counts[event.license_id] += 1  # type: ignore[attr-defined]
     return counts
 

@@ -103,7 +103,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def expected_models(checker: Runtime, streams: list[str]) -> dict[str, Any]:
     """The read models folded straight from the streams (read at ALL)."""
-    codec, store = checker.service.accounts.codec, checker.stores.events
+    accounts, store = checker.service.accounts, checker.stores.events
     licenses: dict[tuple[str, str, str], dict[str, Any]] = {}
     keys: set[tuple[str, str, str]] = set()
     counts: Counter[tuple[str, str, str]] = Counter()
@@ -112,7 +112,8 @@ def expected_models(checker: Runtime, streams: list[str]) -> dict[str, Any]:
             continue
         account, titles = stream.removeprefix("account-"), {}
         for stored in store.read(stream):
-            event, meta = codec.decode(stored)
+            recorded = accounts.decode(stored)  # sealed: read with the member's key
+            event, meta = recorded.event, recorded.metadata
             if isinstance(event, DeviceRegistered):
                 keys.add(("device_id", event.device_id, account))
             if meta.extra and "reply" in meta.extra and meta.request_id:

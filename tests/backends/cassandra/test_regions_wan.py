@@ -214,8 +214,8 @@ def test_the_title_limit_holds_when_three_regions_70ms_apart_race(
 
 def _check_read_side(east: Server, load: RegionalLoad, title: str, url: str) -> float:
     """The read side (in dc1) shows every acknowledged command once; returns the seconds it took."""
-    from downloads.bootstrap import make_codec
-    from eskit import Repository, open_stores
+    from downloads.bootstrap import bootstrap
+    from downloads.settings import Settings
 
     keys = {a.key for a in load.acked}
     started = time.monotonic()
@@ -230,19 +230,18 @@ def _check_read_side(east: Server, load: RegionalLoad, title: str, url: str) -> 
     wait(shown, timeout=180, every=1.0, what="the read side showing every acknowledged command")
     seconds = time.monotonic() - started
     # Nothing doubled or missing: every license of the title once, and the downloads counted once.
-    from downloads.domain import Account
     from downloads.domain.events import LicenseIssued
 
-    stores = open_stores(url.replace("create_schema=true", "consistency=ALL"))
+    checker = bootstrap(Settings(store=url.replace("create_schema=true", "consistency=ALL")))
     try:
-        accounts = Repository(Account, stores.events, make_codec(), stream_prefix="account-")
+        accounts = checker.service.accounts  # sealed fields open with the members' keys
         issued: set[str] = set()
         for account in load.accounts:
             for recorded in accounts.history(account):
                 if isinstance(recorded.event, LicenseIssued) and recorded.event.title_id == title:
                     issued.add(recorded.event.license_id)
     finally:
-        stores.close()
+        checker.close()
 
     def counted() -> bool:
         listed: list[str] = []

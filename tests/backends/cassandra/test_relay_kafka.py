@@ -1,6 +1,7 @@
 """The relay on Cassandra with a real Kafka broker: racing writers, a relay killed mid-batch, a broker
-stopped under load, and on three nodes a node paused; afterwards every accepted event is in the topic,
-each account's in order (a consumer keeping the first copy of each event id), and nothing else.
+stopped under load, on three nodes a node paused, and members erased while it relays; afterwards
+every accepted event is in the topic, each account's in order (a consumer keeping the first copy of
+each event id), nothing else, and nothing personal.
 
 On Cassandra the relay follows the stream feed like the projections: each stream's events are
 published, acknowledged, then its checkpoint written; a stream is settled only once the relay has it.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.downloads.integration.test_relay_erasure import relay_across_erasures
 from tests.downloads.integration.test_relay_kafka import (
     BATCH,
     accepted,
@@ -149,3 +151,11 @@ def test_on_three_nodes_with_one_paused_the_relay_goes_on_and_nothing_is_missing
             assert relay.poll() is None
     received = in_partition_order(consume(kafka.bootstrap, topic, until=len(events)))
     assert_every_event_once_in_order(received, events)
+
+
+@pytest.mark.cluster(nodes=1)
+def test_the_relay_publishes_nothing_personal_of_any_member_and_publishes_their_erasure(
+    cluster_pool: ClusterPool, kafka: LocalKafkaBroker
+) -> None:
+    with keyspace_url(cluster_pool.get(1), "relay_erasure") as store:
+        relay_across_erasures(store, kafka, exact=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cassandra import ClusterPool, keyspace_url
+from tests.support.cassandra import MASTER_KEY, ClusterPool, keyspace_url
 from tests.support.server import Server, running_server
 
 SERVER_FIXTURES = ("server", "shared_server", "strict_server")
@@ -54,7 +54,14 @@ def _on_cassandra(
     """A server on a fresh keyspace of the 3-node cluster, the keyspace dropped afterwards."""
     with (
         keyspace_url(pool.get(3), "api") as store,
-        running_server(tmp_path, store=store, workers=workers, policy=policy, read_side=read_side) as running,
+        running_server(
+            tmp_path,
+            store=store,
+            workers=workers,
+            policy=policy,
+            read_side=read_side,
+            env={"DOWNLOADS_MASTER_KEY": MASTER_KEY},  # a Cassandra store is production mode
+        ) as running,
     ):
         yield running
 

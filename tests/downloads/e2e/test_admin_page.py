@@ -61,6 +61,9 @@ def _build_store(path: Path) -> None:
         service.handle(AcquireLicense("acct-big", "phone-77", "demo-title-1"), idempotency_key="asked-again")
         with pytest.raises(DomainError):
             service.handle(AcquireLicense("acct-big", "tablet-9", "demo-title-1"), idempotency_key="why-denied")
+        service.handle(OpenAccount("acct-gone", "basic"))
+        service.handle(RegisterDevice("acct-gone", "gone-phone", "phone"))
+        service.erase("acct-gone", by="dpo")
     finally:
         runtime.close()
 
@@ -135,6 +138,24 @@ def test_a_bad_token_is_refused_and_a_service_token_is_not_enough(page: Any, ser
     page.get_by_text("needs a support or admin token").wait_for()
     assert page.locator("#app").is_hidden()
     _shot(page, tmp_path, "sign-in-refused")
+
+
+def test_an_erased_account_shows_that_it_was_erased_and_nothing_else(page: Any, server: Server, tmp_path: Path) -> None:
+    _sign_in(page, server.token("support"))
+    page.get_by_text("signed in as support").wait_for()
+    page.get_by_label("By").select_option("account")
+    page.get_by_label("Value").fill("acct-big")
+    page.get_by_role("button", name="Find").click()
+    page.get_by_role("heading", name="Account acct-big").wait_for()
+    page.get_by_label("Value").fill("acct-gone")
+    page.get_by_role("button", name="Find").click()
+    expect(page.locator("#status")).to_contain_text("Account acct-gone was erased on ")
+    assert page.locator("#account").is_hidden()  # nor the account shown before
+    page.get_by_label("By").select_option("device_id")
+    page.get_by_label("Value").fill("gone-phone")
+    page.get_by_role("button", name="Find").click()
+    expect(page.locator("#status")).to_have_text("No account holds device_id gone-phone.")
+    _shot(page, tmp_path, "erased")
 
 
 def test_why_was_this_download_denied_answered_from_one_page(page: Any, server: Server, tmp_path: Path) -> None:

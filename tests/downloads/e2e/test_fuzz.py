@@ -101,11 +101,12 @@ def _steered_schema(fuzz_server: Server, seeded: Seeded) -> Any:
 
     @loaded.hook
     def flatmap_path_parameters(context: Any, path_parameters: Any) -> st.SearchStrategy[Any]:
-        # Closing the seeded accounts, deactivating their devices or rewriting the seeded titles would leave
-        # the operations fuzzed after these with nothing to act on.
+        # Closing or erasing the seeded accounts, deactivating their devices or rewriting the seeded titles
+        # would leave the operations fuzzed after these with nothing to act on.
         label = context.operation.label
         if label in (
             "POST /v1/accounts/{account_id}/close",
+            "POST /v1/accounts/{account_id}/erase",
             "DELETE /v1/accounts/{account_id}/devices/{device_id}",
             "PUT /v1/titles/{title_id}",
         ):

@@ -13,7 +13,7 @@ import pytest
 
 from eskit import open_stores
 from eskit.transfer import CopyState, copy_store
-from tests.support.history import all_events, archive_of_history
+from tests.support.history import MASTER_KEY, all_events, archive_of_history
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +22,7 @@ def _start(*args: str, cwd: Path) -> subprocess.Popen[str]:
     script = Path(sys.executable).parent / "downloads"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "downloads.entrypoints.cli"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOWNLOADS_")}
+    env["DOWNLOADS_MASTER_KEY"] = MASTER_KEY  # the key the source's members' keys are wrapped with
     return subprocess.Popen(
         [*command, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -45,7 +46,7 @@ def big_source(tmp_path_factory: pytest.TempPathFactory) -> str:
     runtime, _ = archive_of_history(str(workdir / "unused.jsonl.gz"), 6000)
     url = f"sqlite:///{workdir / 'source.db'}"
     target = open_stores(url)
-    copy_store(runtime.stores, target.events, CopyState(str(workdir / "seed.json"), "memory://", url))
+    copy_store(runtime.stores, target, CopyState(str(workdir / "seed.json"), "memory://", url))  # keys too
     target.close()
     runtime.close()
     return url

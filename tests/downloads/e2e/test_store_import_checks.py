@@ -19,7 +19,7 @@ import pytest
 
 from tests.downloads.e2e.test_api_cli import _downloads
 from tests.support.archives import EventLine, changed, read_lines, write_archive
-from tests.support.history import archive_of_history
+from tests.support.history import MASTER_KEY, archive_of_history
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,16 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def _refused(archive: Path, store: Path, *extra: str) -> str:
     """Import ``archive`` into ``store``; assert it is refused in one line and return that line."""
-    done = _downloads("store", "import", str(archive), "--store", f"sqlite:///{store}", *extra, timeout=300)
+    done = _downloads(
+        "store",
+        "import",
+        str(archive),
+        "--store",
+        f"sqlite:///{store}",
+        *extra,
+        env={"DOWNLOADS_MASTER_KEY": MASTER_KEY},
+        timeout=300,
+    )
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr
     progress = ("checking:", "importing:")  # the progress bar's lines on stderr

@@ -268,6 +268,7 @@ def test_every_accepted_event_of_racing_writers_arrives_once_in_order_per_accoun
         "recorded_at",
         "command",
         "data",
+        "withheld",
     }
     commands = Counter(e["command"] for e in envelopes(received))
     assert commands["change_plan"] > 0 and commands["open_account"] == len(ACCOUNTS)

@@ -8,22 +8,22 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from downloads.application import DownloadsService
-from downloads.bootstrap import Runtime, bootstrap, open_read_side
+from downloads.bootstrap import ENCRYPTION, Runtime, bootstrap, open_read_side
 from downloads.domain import ACCOUNT_EVENTS, TITLE_EVENTS
 from downloads.domain.events import DeviceRegistered, LicenseIssued
 from downloads.entrypoints.cli import main
 from downloads.settings import Settings
 from eskit import EventCodec, EventMetadata, Upcasters
 from eskit.stores.sqlite import read_models_path, sqlite_path
-from tests.support.history import Built, all_events, archive_of_history, build_history
+from tests.support.history import MASTER_KEY, Built, all_events, archive_of_history, build_history
 
 
-def wired(url: str, *, codec: EventCodec | None = None) -> Runtime:
-    return bootstrap(Settings(store=url, snapshot_every=4), codec=codec)
+def wired(url: str, *, codec: EventCodec | None = None, master_key: str | None = None) -> Runtime:
+    """The service on ``url`` (with ``master_key``, else the development key kept beside the store)."""
+    return bootstrap(Settings(store=url, snapshot_every=4, master_key=master_key), codec=codec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,7 @@ def newer_codec() -> EventCodec:
     upcasters = Upcasters()
     upcasters.register("DeviceRegistered", 1, lambda data: {**data, "registered_from": "before-v2"})
     classes = [DeviceRegisteredV2 if cls is DeviceRegistered else cls for cls in (*ACCOUNT_EVENTS, *TITLE_EVENTS)]
-    return EventCodec(classes, upcasters=upcasters)
+    return EventCodec(classes, upcasters=upcasters, encryption=ENCRYPTION)
 
 
 def answers(service: DownloadsService, accounts: list[str]) -> list[Any]:
@@ -76,7 +76,7 @@ def test_an_import_into_sqlite_holds_every_event_and_answers_and_replays_as_befo
     assert main(["store", "import", archive, "--store", url]) == 0
     assert "imported 2,002 streams" in capsys.readouterr().out  # 2,000 accounts and two titles
     # The imported store is read by code one schema later: its v1 events go through the upcaster.
-    target = wired(url, codec=newer_codec())
+    target = wired(url, codec=newer_codec(), master_key=MASTER_KEY)  # the key the archive's keys are wrapped with
     try:
         assert all_events(target.stores.events) == all_events(source.stores.events)
         registered = [r.event for r in target.service.accounts.history(built.accounts[7])[1:3]]
@@ -165,16 +165,13 @@ def _corrupt_payload(url: str) -> None:
 
 
 def _snapshot_differs(url: str) -> None:
-    with _db(url) as db:
-        (state,) = db.execute(
-            "SELECT state FROM snapshots WHERE stream_id = 'account-acct-00001' AND version = 4"
-        ).fetchone()
-        changed = orjson.loads(state)
-        changed["plan"] = "basic"
-        db.execute(
-            "UPDATE snapshots SET state = ? WHERE stream_id = 'account-acct-00001' AND version = 4",
-            (orjson.dumps(changed),),
-        )
+    """The snapshot at version 4 replaced by another state, sealed with the member's key as a snapshot is."""
+    runtime = wired(url)
+    account = runtime.service.accounts.load("acct-00001", version=4)
+    assert account.plan != "basic"
+    account.plan = "basic"
+    assert runtime.service.accounts.take_snapshot(account)
+    runtime.close()
 
 
 def _limit_exceeded(url: str) -> None:

@@ -48,7 +48,7 @@ def revocations(runtime: Runtime) -> Counter[str]:
     while batch := runtime.stores.feed.read(after=after, limit=5000):
         for item in batch:
             if item.event.type_name == "LicenseRevoked":
-                event, _ = runtime.service.accounts.codec.decode(item.event)
+                event = runtime.service.accounts.decode(item.event).event
                 counts[event.license_id] += 1  # type: ignore[attr-defined]
         after = batch[-1].sequence
     return counts

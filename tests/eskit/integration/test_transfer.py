@@ -178,7 +178,7 @@ def _rewrite(archive: str, change: Any) -> None:
         (lambda lines: [*lines[:-3], lines[-3][:20]], "truncated"),
         (lambda lines: [lines[0], lines[1].replace(b"s-000", b"s-00X"), *lines[2:]], "checksum"),
         (lambda lines: [lines[0], *lines[2:]], "checksum"),
-        (lambda lines: [lines[0].replace(b'"version":1', b'"version":9'), *lines[1:]], "version 9"),
+        (lambda lines: [lines[0].replace(b'"version":2', b'"version":9'), *lines[1:]], "version 9"),
     ],
     ids=["trailer cut off", "line cut short", "altered payload", "line removed", "newer format"],
 )

@@ -7,8 +7,8 @@ rows: eskit offers the seam (:class:`eskit.readmodel.Sink`, with checkpoints
 kept by the read-model store), and this package the Kafka side:
 
 * :mod:`~downloads.adapters.relay.envelope`: the versioned JSON envelope, the
-  key (the account id) and the headers; the one function that decides what of
-  an event's data may leave the store (the seam erasure will use);
+  key (the account id) and the headers; what of an event's data may leave the
+  store (:func:`without_personal`: never a member's personal fields);
 * :mod:`~downloads.adapters.relay.kafka`: :class:`KafkaSink`, an idempotent
   producer that returns only once the broker acknowledged every event;
 * :mod:`~downloads.adapters.relay.url`: ``kafka://host:port[,host:port]/topic``.
@@ -18,7 +18,15 @@ the service's decisions, and eskit stays free of any broker client. Importing
 this package imports no Kafka client; making a :class:`KafkaSink` does.
 """
 
-from downloads.adapters.relay.envelope import ENVELOPE_HEADER, ENVELOPE_VERSION, account_of, message, stored_data
+from downloads.adapters.relay.envelope import (
+    ENVELOPE_HEADER,
+    ENVELOPE_VERSION,
+    Published,
+    account_of,
+    message,
+    stored_data,
+    without_personal,
+)
 from downloads.adapters.relay.errors import BadRelayUrl, RelayError, RelayUnavailable, TopicMissing
 from downloads.adapters.relay.kafka import KafkaSink
 from downloads.adapters.relay.url import KafkaDestination, parse_destination
@@ -29,6 +37,7 @@ __all__ = [
     "BadRelayUrl",
     "KafkaDestination",
     "KafkaSink",
+    "Published",
     "RelayError",
     "RelayUnavailable",
     "TopicMissing",
@@ -36,4 +45,5 @@ __all__ = [
     "message",
     "parse_destination",
     "stored_data",
+    "without_personal",
 ]

@@ -11,27 +11,32 @@ Envelope version 1 (the value of each Kafka message, UTF-8 JSON)::
      "schema_version": 1,                the version of "data"'s layout for that type
      "recorded_at": "2026-03-01T12:00:00.123456Z",   RFC 3339, UTC
      "command": "AcquireLicense",        the command that decided it (null if unknown)
-     "data": {...}}                      the event's data exactly as stored (not upcast)
+     "data": {...},                      the event's data as stored (not upcast), without personal fields
+     "withheld": ["device_id"]}          the names of the personal fields left out of "data"
 
 Nothing else of the event's metadata is published (request and causation ids, the answers kept
 for idempotency), and no secret is ever in an event. Key: the account id (the stream id for a
 title's stream), so one member's events go to one partition, in order. Headers:
 ``envelope-version`` (``1``) and ``event-type``.
 
-Erasure (issue 22) decides what may leave the store: every envelope's ``data`` is made by one
-function, :func:`stored_data`, the seam where members' personal fields will be left encrypted,
-or dropped for an erased member, before anything is published.
+Members' personal fields never leave the store (docs/privacy.md): not in clear, and not sealed
+either (no consumer holds a member's key, and ciphertext shipped elsewhere is one more copy to
+forget). What of an event's data is published is decided by one function, given to
+:func:`message` and to the sink: the service's is :func:`without_personal` (its codec says what is
+personal); :func:`stored_data`, the data whole, is only for stores with nothing personal. So a
+member's envelopes say the same before and after their erasure, and the erasure itself is
+published (``AccountErased``, the account's last event): a consumer forgets the member then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
-from eskit import StoredEvent
+from eskit import EventCodec, StoredEvent
 
 __all__ = [
     "ACCOUNT_PREFIX",
@@ -39,9 +44,11 @@ __all__ = [
     "ENVELOPE_VERSION",
     "DataOf",
     "Message",
+    "Published",
     "account_of",
     "message",
     "stored_data",
+    "without_personal",
 ]
 
 ENVELOPE_VERSION = 1
@@ -49,8 +56,16 @@ ENVELOPE_HEADER = "envelope-version"
 ACCOUNT_PREFIX = "account-"
 _VERSION_HEADER = str(ENVELOPE_VERSION).encode()
 
-#: what an envelope says of an event's data (see :func:`stored_data`)
-DataOf = Callable[[StoredEvent], Any]
+
+class Published(NamedTuple):
+    """What an envelope says of an event's data: the data, and the names of the fields left out of it."""
+
+    data: Any
+    withheld: Sequence[str] = ()
+
+
+#: what of an event's data is published (see :func:`without_personal`)
+DataOf = Callable[[StoredEvent], Published]
 #: (key, value, headers) of one Kafka message
 Message = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
@@ -60,14 +75,30 @@ def account_of(stream_id: str) -> str | None:
     return stream_id[len(ACCOUNT_PREFIX) :] if stream_id.startswith(ACCOUNT_PREFIX) else None
 
 
-def stored_data(stored: StoredEvent) -> Any:
-    """The event's data as stored: what envelope version 1 publishes.
+def stored_data(stored: StoredEvent) -> Published:
+    """The event's data whole, as stored: for streams that hold nothing personal (tests, other stores).
 
-    The one place that decides what of an event's data leaves the store: erasure replaces it.
     Raises ``orjson.JSONDecodeError`` (a ``ValueError``) for data that is not JSON: the relay then
     stops on that event and reports it, it never skips it.
     """
-    return orjson.loads(stored.data)
+    return Published(orjson.loads(stored.data))
+
+
+def without_personal(codec: EventCodec) -> DataOf:
+    """The service's choice: each event's data as stored, without the fields ``codec`` calls personal
+    (see :meth:`eskit.EventCodec.published`): in an account stream, the sealed box and any personal field
+    an old event holds in clear are left out, and named in ``withheld``. Opens nothing, needs no key.
+
+    Raises (from the returned function) the codec's ``SerializationError`` for data that is not a JSON
+    object and ``UnknownEventType`` for a type it does not know in an account stream: the relay stops
+    on that event and reports it, it never skips it, and never publishes what it cannot judge.
+    """
+
+    def data(stored: StoredEvent) -> Published:
+        found, withheld = codec.published(stored)
+        return Published(found, withheld)
+
+    return data
 
 
 def _command(stored: StoredEvent) -> str | None:
@@ -81,6 +112,7 @@ def _command(stored: StoredEvent) -> str | None:
 def message(stored: StoredEvent, *, data: DataOf = stored_data) -> Message:
     """The Kafka message of one stored event: its key, its envelope, its headers."""
     account = account_of(stored.stream_id)
+    published = data(stored)
     when = stored.recorded_at
     if when.utcoffset():  # stores hand out UTC; anything else is written in UTC all the same
         when = when.astimezone(UTC)
@@ -95,7 +127,8 @@ def message(stored: StoredEvent, *, data: DataOf = stored_data) -> Message:
             "schema_version": stored.schema_version,
             "recorded_at": when,
             "command": _command(stored),
-            "data": data(stored),
+            "data": published.data,
+            "withheld": list(published.withheld),
         },
         option=orjson.OPT_UTC_Z,  # RFC 3339 in UTC, "Z"; microseconds when there are any
     )

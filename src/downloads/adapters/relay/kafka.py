@@ -22,7 +22,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from downloads.adapters.relay.envelope import DataOf, message, stored_data
+from downloads.adapters.relay.envelope import DataOf, message
 from downloads.adapters.relay.errors import RelayError, RelayUnavailable, TopicMissing
 from downloads.adapters.relay.url import KafkaDestination
 from eskit import StoredEvent
@@ -50,18 +50,19 @@ class KafkaSink(Sink):
 
     ``timeout`` bounds how long one publish waits for its acknowledgements (seconds);
     ``create_topic`` makes a missing topic with ``partitions`` partitions instead of refusing;
-    ``data`` decides what of each event's data is published (see
-    :func:`~downloads.adapters.relay.envelope.stored_data`).
+    ``data`` decides what of each event's data is published: no default, so whoever makes a sink
+    says it (the service gives :func:`~downloads.adapters.relay.envelope.without_personal`, which
+    leaves members' personal fields out).
     """
 
     def __init__(
         self,
         destination: KafkaDestination,
         *,
+        data: DataOf,
         timeout: float = 10.0,
         create_topic: bool = False,
         partitions: int = 6,
-        data: DataOf = stored_data,
     ) -> None:
         self.destination = destination
         self.timeout, self.create_topic, self.partitions, self.data = timeout, create_topic, partitions, data

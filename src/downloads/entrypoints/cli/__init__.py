@@ -3,8 +3,9 @@
 Groups: :mod:`~downloads.entrypoints.cli.serve` (``serve``, ``token``),
 :mod:`~downloads.entrypoints.cli.store` (``store init|export|import|copy|verify``),
 :mod:`~downloads.entrypoints.cli.support` (``history``, ``what-if``),
-:mod:`~downloads.entrypoints.cli.readside` (``project``, ``projections``) and
-:mod:`~downloads.entrypoints.cli.relay` (``relay``).
+:mod:`~downloads.entrypoints.cli.readside` (``project``, ``projections``),
+:mod:`~downloads.entrypoints.cli.relay` (``relay``) and
+:mod:`~downloads.entrypoints.cli.privacy` (``erase``, ``keys new|rotate``).
 
 Every option also reads its ``DOWNLOADS_*`` environment variable (see
 :mod:`downloads.settings`). The project's own errors and bad input print
@@ -19,7 +20,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from downloads.entrypoints.cli import readside, relay, serve, store, support
+from downloads.entrypoints.cli import privacy, readside, relay, serve, store, support
 from downloads.entrypoints.cli.common import printable
 
 __all__ = ["build_parser", "main"]
@@ -28,7 +29,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="downloads", description="Download-license accounting service.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (serve, store, readside, relay, support):
+    for group in (serve, store, readside, relay, support, privacy):
         group.add_commands(sub)
     return parser
 
@@ -37,11 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status.
 
     The service's own errors (:class:`~downloads.errors.DownloadsError`), eskit's and bad settings
-    print ``ErrorName: message`` and exit non-zero (2 for a bad policy, 1 otherwise); anything else
+    print ``ErrorName: message`` and exit non-zero (2 for a bad policy or a production deployment without
+    its master key, 1 otherwise); anything else
     is a bug and shows as one.
     """
     from pydantic import ValidationError
 
+    from downloads.adapters.master_keys import NoMasterKey
     from downloads.adapters.policy_file import PolicyError
     from downloads.domain import DomainError
     from downloads.errors import DownloadsError
@@ -59,6 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             message = str(exc)
         print(printable(f"{type(exc).__name__}: {message}"), file=sys.stderr)
-        return 2 if isinstance(exc, PolicyError) else 1
+        return 2 if isinstance(exc, PolicyError | NoMasterKey) else 1
     except KeyboardInterrupt:
         return 130

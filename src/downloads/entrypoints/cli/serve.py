@@ -1,4 +1,8 @@
-"""``downloads serve`` (the HTTP API, with its dev tokens when no secret is set) and ``downloads token``."""
+"""``downloads serve`` (the HTTP API, with its dev tokens when no secret is set) and ``downloads token``.
+
+Without ``DOWNLOADS_MASTER_KEY``, ``serve`` refuses to start in production mode, and in development says
+which generated key wraps members' keys (see :mod:`downloads.adapters.master_keys`).
+"""
 
 from __future__ import annotations
 
@@ -85,7 +89,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except TracingError as exc:
         raise UsageError(str(exc)) from exc
     # Open the store and read the policy once here, so a bad setting fails before any worker starts.
-    bootstrap(settings).close()
+    runtime = bootstrap(settings)
+    runtime.close()
+    if runtime.masters is not None and runtime.masters.dev_file is not None:
+        _show_dev_master_key(runtime.masters.dev_file, runtime.masters.keys.current.id, settings.log_format)
     secret = settings.auth_secret
     if not secret:
         secret = new_secret()
@@ -185,6 +192,23 @@ def _show_dev_tokens(signer: Any) -> None:
     except OSError as exc:
         raise UsageError(f"cannot write the dev tokens to {path}: {exc}; set DOWNLOADS_AUTH_SECRET") from exc
     print(f"No DOWNLOADS_AUTH_SECRET set: generated one for this run; tokens written to {path}", file=sys.stderr)
+
+
+def _show_dev_master_key(where: str, key_id: str, log_format: str = "text") -> None:
+    """Say that members' keys are wrapped by a development key, and where it is (never the key itself);
+    as a JSON log line when the logs are JSON (every line of the server is then one object)."""
+    kept = "generated for this process" if where == "memory" else f"kept in {os.path.abspath(where)}"
+    message = (
+        f"No DOWNLOADS_MASTER_KEY set (development mode): members' keys are wrapped by a development master key "
+        f"(id {key_id}, {kept}). In production set DOWNLOADS_MASTER_KEY (`downloads keys new` makes one)."
+    )
+    if log_format == "json":
+        from downloads.adapters.logs import JsonFormatter
+
+        record = logging.LogRecord("downloads.serve", logging.WARNING, __file__, 0, message, None, None)
+        print(JsonFormatter().format(record), file=sys.stderr)
+    else:
+        print(message, file=sys.stderr)
 
 
 def add_commands(sub: Any) -> None:

@@ -65,26 +65,29 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
+    from downloads.adapters.master_keys import NoMasterKey
+    from downloads.bootstrap import archive_decoder, complete_erasures
     from eskit import open_stores
-    from eskit.transfer import check_archive, import_store
+    from eskit.transfer import carry_erasures, check_archive, import_store
 
     url = _url(args)
-    decode = None
-    if args.decode:
-        from downloads.bootstrap import make_codec
-
-        decode = make_codec().decode
+    settings = settings_from(args, store=url)
+    decode = archive_decoder(settings) if args.decode else None
     # The whole archive is checked before the target is opened: a refused one leaves no file, no table.
     try:
         reader = check_archive(args.file, decode=decode, progress=progress_bar)
     except KeyboardInterrupt:
         print(f"interrupted while checking: {shown(url)} was not opened", file=sys.stderr)
         return 130
+    erasures = open_stores(args.erasures_from, create_schema=False) if args.erasures_from else None
     stores = open_stores(url, create_schema=True)
     started = time.monotonic()
     atomic = stores.events.atomic_loads
     try:
-        result = import_store(reader, stores.events, resume=args.resume, progress=progress_bar)
+        if erasures is not None and erasures.keys is not None and stores.keys is not None:
+            carried = carry_erasures(erasures.keys, stores.keys)
+            print(f"carried {carried:,} erasures from {shown(args.erasures_from)}", file=sys.stderr)
+        result = import_store(reader, stores, resume=args.resume, progress=progress_bar)
     except KeyboardInterrupt:
         if atomic:
             print(f"interrupted: nothing was imported ({shown(url)} is as it was)", file=sys.stderr)
@@ -96,8 +99,22 @@ def _cmd_import(args: argparse.Namespace) -> int:
         return 130
     finally:
         stores.close()
+        if erasures is not None:
+            erasures.close()
     skipped = f" ({result.skipped:,} were there already)" if result.skipped else ""
     print(f"imported {result.summary.streams:,} streams, {_rate(result.written, started)}{skipped}, into {shown(url)}")
+    try:
+        completed = complete_erasures(settings_from(args, store=url, create_schema=False))
+    except NoMasterKey as exc:
+        print(f"erasures not checked ({exc}): run `downloads store verify` with the master key set", file=sys.stderr)
+        return 0
+    if completed:
+        print(f"finished the erasure of {completed:,} members the archive held (their keys are erased here)")
+    print(
+        f"the archive was written at {reader.header.created_at.isoformat()}: members erased elsewhere since then "
+        "are forgotten here only if their erasures were carried (--erasures-from, or `downloads erase` again)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -130,7 +147,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     try:
-        result = copy_store(source, target.events, state, follow=args.follow, progress=progress_bar)
+        result = copy_store(source, target, state, follow=args.follow, progress=progress_bar)
     except KeyboardInterrupt:
         if not args.follow:
             print("interrupted: run the same command again to resume where it stopped", file=sys.stderr)
@@ -179,6 +196,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         f"checked {report.streams:,} streams, {report.events:,} events, {report.snapshots:,} snapshots, "
         f"{read_rows:,} read-model rows in {time.monotonic() - started:.1f} s"
     )
+    if report.erased:
+        print(f"{report.erased:,} erased members: their personal fields cannot be read again (not damage)")
+    if report.erased_in_clear:
+        print(
+            f"{report.erased_in_clear:,} events of erased members were written in clear before encryption: their "
+            "personal fields are still in the store's rows (see docs/privacy.md)"
+        )
     if report.sound:
         print("no problems found")
         return 0
@@ -211,6 +235,12 @@ def add_commands(sub: Any) -> None:
     )
     load.add_argument(
         "--decode", action="store_true", help="also check that this application can decode every event of the archive"
+    )
+    load.add_argument(
+        "--erasures-from",
+        metavar="URL",
+        help="a store whose erasures the import keeps (e.g. the store the archive came from): members erased "
+        "there since the archive was written stay unreadable here",
     )
     store_option(load)
     load.set_defaults(run=_cmd_import)

@@ -137,6 +137,7 @@ def _cmd_what_if(args: argparse.Namespace) -> int:
             f"{summary.accounts:,} accounts, {summary.commands:,} commands re-decided in "
             f"{time.monotonic() - started:.1f} s: {summary.changed:,} decisions would change"
             + (f", {summary.not_redecidable:,} recorded before commands were" if summary.not_redecidable else "")
+            + (f"; {summary.erased:,} erased members skipped" if summary.erased else "")
         )
         if summary.by_change:
             print(f"  {'count':>7}  {'command':<16} {'was':<28} {'would be':<28} studio")

@@ -17,7 +17,17 @@ from downloads.entrypoints.http.errors import ApiError
 #: the scope key the Edge middleware leaves the checked principal under (see middleware.PRINCIPAL)
 PRINCIPAL = "downloads.principal"
 
-__all__ = ["Admin", "Commander", "IdempotencyKey", "Reader", "Service", "Support", "authenticate", "authorize"]
+__all__ = [
+    "Admin",
+    "Commander",
+    "IdempotencyKey",
+    "Reader",
+    "RequestId",
+    "Service",
+    "Support",
+    "authenticate",
+    "authorize",
+]
 
 
 async def _service(request: Request) -> DownloadsService:
@@ -73,9 +83,18 @@ async def _idempotency_key(
     return idempotency_key
 
 
+async def _request_id(
+    x_request_id: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
+) -> str | None:
+    # What an erasure records as its request id: the tracing id, else the client's key (both optional).
+    return x_request_id or idempotency_key
+
+
 Service = Annotated[DownloadsService, Depends(_service)]
 Reader = Annotated[Principal, Depends(_role("service", "support", "admin"))]
 Commander = Annotated[Principal, Depends(_role("service", "admin"))]
 Admin = Annotated[Principal, Depends(_role("admin"))]
 Support = Annotated[Principal, Depends(_role("support", "admin"))]
 IdempotencyKey = Annotated[str | None, Depends(_idempotency_key)]
+RequestId = Annotated[str | None, Depends(_request_id)]

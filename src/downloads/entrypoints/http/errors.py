@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
-from downloads.domain import Denied, DomainError, Invalid, NotFound
+from downloads.domain import Denied, DomainError, Gone, Invalid, NotFound
 from downloads.entrypoints.http.routing import flat_routes
 from downloads.errors import DownloadsError
 from eskit import ConcurrencyError, OperationalError, StoreError, StoreUnavailable
@@ -64,6 +64,8 @@ def error_response(
 def _status_of(exc: DomainError) -> int:
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, Gone):
+        return 410
     if isinstance(exc, Denied):
         return 409
     if isinstance(exc, Invalid):

@@ -12,6 +12,7 @@ from typing import Any
 
 from eskit.stores.cassandra.events import CassandraEventStore
 from eskit.stores.cassandra.feed import CassandraStreamFeed
+from eskit.stores.cassandra.keys import CassandraKeyStore
 from eskit.stores.cassandra.readmodel import CassandraReadModels
 from eskit.stores.cassandra.schema import (
     check_paxos_variant,
@@ -28,6 +29,7 @@ from eskit.stores.registry import Stores
 
 __all__ = [
     "CassandraEventStore",
+    "CassandraKeyStore",
     "CassandraReadModels",
     "CassandraSession",
     "CassandraSettings",
@@ -55,10 +57,11 @@ def open_stores(url: str, *, create_schema: bool | None = None, **_: Any) -> Sto
         choose_levels(session)
         session.statements = Statements(session)
         feed = CassandraStreamFeed(session, feed_shards(session))
+        keys = CassandraKeyStore(session)
     except BaseException:
         session.close()
         raise
-    return Stores(url, CassandraEventStore(session, feed), CassandraSnapshotStore(session), stream_feed=feed)
+    return Stores(url, CassandraEventStore(session, feed), CassandraSnapshotStore(session), stream_feed=feed, keys=keys)
 
 
 def open_read_models(stores: Stores, **_: Any) -> CassandraReadModels:

@@ -7,6 +7,7 @@ import logging
 from eskit.exceptions import (
     SchemaError,
 )
+from eskit.stores.cassandra.keys import KEYS_TABLE
 from eskit.stores.cassandra.session import CassandraSession, translated
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ __all__ = [
 #: how many partitions the feed's hints are spread over; recorded when the keyspace is created
 FEED_SHARDS = 16
 #: the tables every keyspace must have (``downloads store init`` adds the missing ones)
-TABLES = {"events", "snapshots", "eskit_settings", "event_times", "feed_hints"}
+TABLES = {"events", "snapshots", "eskit_settings", "event_times", "feed_hints", "eskit_keys"}
 
 
 def create_keyspace(session: CassandraSession) -> None:
@@ -62,6 +63,8 @@ def create_keyspace(session: CassandraSession) -> None:
             shard int, stream_id text, head bigint, writer uuid, at bigint,
             PRIMARY KEY ((shard), stream_id, head, writer)
         ) WITH gc_grace_seconds = 3600""",
+        # Streams' keys, wrapped by the master key, or their tombstones (see eskit.stores.cassandra.keys).
+        KEYS_TABLE.format(ks=ks),
     ]
     with translated("cannot create the Cassandra schema"):
         for statement in statements:

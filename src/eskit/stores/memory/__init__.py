@@ -16,12 +16,14 @@ from eskit.stores.memory.events import (
     InMemorySnapshotStore,
     InMemoryStreamFeed,
 )
+from eskit.stores.memory.keys import InMemoryKeyStore
 from eskit.stores.memory.readmodel import InMemoryReadModels
 from eskit.stores.registry import Stores
 
 __all__ = [
     "InMemoryEventFeed",
     "InMemoryEventStore",
+    "InMemoryKeyStore",
     "InMemoryReadModels",
     "InMemorySnapshotStore",
     "InMemoryStreamFeed",
@@ -36,7 +38,14 @@ _READ_MODELS: weakref.WeakKeyDictionary[InMemoryEventStore, InMemoryReadModels] 
 def open_stores(url: str, **_: Any) -> Stores:
     """New, empty in-memory stores (``memory://``); every call gets its own."""
     events = InMemoryEventStore()
-    return Stores(url, events, InMemorySnapshotStore(), InMemoryEventFeed(events), InMemoryStreamFeed(events))
+    return Stores(
+        url,
+        events,
+        InMemorySnapshotStore(),
+        InMemoryEventFeed(events),
+        InMemoryStreamFeed(events),
+        keys=InMemoryKeyStore(),
+    )
 
 
 def open_read_models(stores: Stores, **_: Any) -> InMemoryReadModels:

@@ -12,6 +12,7 @@ from eskit.stores.registry import Stores
 from eskit.stores.sqlite.connection import SQLiteConnection
 from eskit.stores.sqlite.events import SQLiteEventStore
 from eskit.stores.sqlite.feed import SQLiteEventFeed
+from eskit.stores.sqlite.keys import SQLiteKeyStore
 from eskit.stores.sqlite.readmodel import SQLiteReadModels, read_models_path
 from eskit.stores.sqlite.snapshots import SQLiteSnapshotStore
 
@@ -19,6 +20,7 @@ __all__ = [
     "SQLiteConnection",
     "SQLiteEventFeed",
     "SQLiteEventStore",
+    "SQLiteKeyStore",
     "SQLiteReadModels",
     "SQLiteSnapshotStore",
     "open_read_models",
@@ -42,7 +44,7 @@ def open_stores(url: str, *, create_schema: bool | None = None, **_: Any) -> Sto
     """Open the file a ``sqlite:///`` URL names; it is created only when ``create_schema`` is not False."""
     db = SQLiteConnection(sqlite_path(url), create=create_schema is not False)
     db.get()  # open now, so a bad path fails at start rather than at first request
-    return Stores(url, SQLiteEventStore(db), SQLiteSnapshotStore(db), SQLiteEventFeed(db))
+    return Stores(url, SQLiteEventStore(db), SQLiteSnapshotStore(db), SQLiteEventFeed(db), keys=SQLiteKeyStore(db))
 
 
 def open_read_models(stores: Stores, **_: Any) -> SQLiteReadModels:

@@ -46,13 +46,25 @@ class SQLiteConnection:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, create: bool = True, event_store: bool = True, durable: bool = True
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        event_store: bool = True,
+        durable: bool = True,
+        secure_delete: bool = False,
     ) -> None:
         self.path = str(path)
         self.create = create
         self.event_store = event_store  # False: a file of read models, without the event store's tables
         #: False: ``synchronous=NORMAL`` (a crash may lose the newest commits, whole): for derived data only
         self.durable = durable
+        #: True: what a write deletes or replaces is overwritten with zeros (``PRAGMA secure_delete``), never
+        #: left in free space: for files that hold personal data a member may have erased
+        self.secure_delete = secure_delete
+        #: the last failed write to the file by the store's writers (appends, keys), as (monotonic time,
+        #: what failed), cleared by one that succeeds: what the event store's ``ping`` reports
+        self.failed_write: tuple[float, str] | None = None
         self._local = threading.local()
         self._closed = False
         self._schema_ready = False
@@ -120,6 +132,8 @@ class SQLiteConnection:
                         conn.execute(pragma)
                     if not self.durable:
                         conn.execute("PRAGMA synchronous=NORMAL")
+                    if self.secure_delete:
+                        conn.execute("PRAGMA secure_delete=ON")
                     with self._schema_lock:
                         if not self._schema_ready:
                             if self.event_store:

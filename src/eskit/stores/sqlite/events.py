@@ -123,8 +123,6 @@ class _GroupCommitter:
         self._leading = False
         self._pid = os.getpid()
         #: when the last group failed in the backend (full disk, I/O error) with no commit since
-        self.failed_at: float | None = None
-        self.failure = ""
 
     def submit(self, append: _Append) -> None:
         if self._pid != os.getpid():  # a forked child starts with no commit under way
@@ -151,10 +149,10 @@ class _GroupCommitter:
                 group, self._waiting = self._waiting[: self.max_group], self._waiting[self.max_group :]
             try:
                 self._write(group)
-                self.failed_at = None
+                self.db.failed_write = None
             except BaseException as exc:  # the group's transaction failed: none of its events are stored
                 if isinstance(exc, OperationalError):
-                    self.failed_at, self.failure = time.monotonic(), str(exc)
+                    self.db.failed_write = (time.monotonic(), f"an append failed: {exc}")
                 for append in group:
                     append.error = append.error or exc
             for append in group:
@@ -385,7 +383,7 @@ class SQLiteEventStore(EventStore):
             ).fetchall()
         return {position: from_micros(at) for position, at in rows}
 
-    #: after a failed append, how long ``ping`` reports the failure unless an append succeeds meanwhile
+    #: after a failed write (an append, a key's), how long ``ping`` reports it unless an append succeeds meanwhile
     FAILURE_MEMORY = 30.0
     #: ``ping`` proves a write at most this often (seconds); in between it checks the file only
     PROBE_EVERY = 1.0
@@ -394,13 +392,13 @@ class SQLiteEventStore(EventStore):
     def ping(self) -> None:
         """Check that the store's file is still its own and takes a durable write (one row, rewritten).
 
-        A recent failed append (full disk, I/O error) with no successful one since also fails
-        the check: a probe of one small row can slip into the last free bytes that an append
-        did not fit in.
+        A recent failed append or key write (full disk, I/O error) with no successful append since
+        also fails the check: a probe of one small row can slip into the last free bytes that an
+        append did not fit in.
         """
-        failed_at = self._committer.failed_at
-        if failed_at is not None and time.monotonic() - failed_at < self.FAILURE_MEMORY:
-            raise StoreUnavailable(f"the last append to {self.db.path!r} failed: {self._committer.failure}")
+        failed = self.db.failed_write
+        if failed is not None and time.monotonic() - failed[0] < self.FAILURE_MEMORY:
+            raise StoreUnavailable(f"the last write to {self.db.path!r} failed: {failed[1]}")
         self.db.check_file()
         if time.monotonic() - self._probed_at < self.PROBE_EVERY:
             return  # a write proven this recently: probes cannot be used to load the write lock

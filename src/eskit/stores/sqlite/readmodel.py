@@ -27,6 +27,11 @@ fail (:func:`~eskit.projection.cannot_apply`), the batch is undone and applied
 again event by event, each in a savepoint: the event that fails is undone
 alone, its stream is recorded as skipped from there on, and the rest goes on.
 
+Deleted rows are overwritten with zeros (``secure_delete``), and a batch in which
+a decision asked for it (:meth:`~eskit.readmodel.Writer.scrub`: a member was
+erased) ends with the write-ahead log checkpointed and emptied, so no copy of an
+erased member's rows stays in the file or its log.
+
 Durability: the file runs ``synchronous=NORMAL``. A crash of the machine may
 lose the newest batches, but never a batch's rows without its checkpoint (WAL
 commits are atomic), and the feed applies them again: read models are derived,
@@ -272,6 +277,10 @@ class _BatchWriter(Writer):
 
     def __init__(self, tables: _Tables, conn: sqlite3.Connection) -> None:
         self.tables, self.conn = tables, conn
+        self.scrubbed = False
+
+    def scrub(self) -> None:
+        self.scrubbed = True  # the log is emptied once the batch is committed
 
     def put(self, table: str, key: Sequence[Any], values: Mapping[str, Any] | None = None) -> None:
         self.tables.write(self.conn, table, key, values or {})
@@ -330,6 +339,8 @@ class SQLiteTableProjection(ProjectionTarget):
             else:
                 conn.execute("RELEASE eskit_batch")
             self._move(conn, events[-1].sequence)
+        if writer.scrubbed:
+            self.tables.models.truncate_log()
 
     def _begin(self, conn: sqlite3.Connection, after: int) -> None:
         row = conn.execute("SELECT seq FROM eskit_checkpoints WHERE prefix = ?", (self.tables.prefix,)).fetchone()
@@ -455,8 +466,16 @@ class SQLiteReadModels(ReadModelStore):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.db = SQLiteConnection(path, create=True, event_store=False, durable=False)
+        self.db = SQLiteConnection(path, create=True, event_store=False, durable=False, secure_delete=True)
         self._ready = False
+
+    def truncate_log(self) -> None:
+        """Move the write-ahead log into the file and empty it (best effort: a reader may hold it a while)."""
+        conn = self.connection()
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.info("could not empty the read models' log of %s yet: %s", self.path, exc)
 
     def connection(self) -> sqlite3.Connection:
         conn = self.db.get()

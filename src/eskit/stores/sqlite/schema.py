@@ -13,6 +13,10 @@ once, when the file is first opened by code that knows it (at its creation, or
 at the first open of a file made before), never changed. Read models record
 the id of the store they follow, so a file made anew under the same name is
 never taken for the one they were built from.
+
+``eskit_keys`` holds each sealed stream's key, wrapped by a master key, or its
+tombstone once erased (:mod:`eskit.privacy`). Older files get the table when
+first opened by code that knows it (it starts empty).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ __all__ = [
     "FEED_INDEX",
     "FEED_TRIGGER",
     "INSERT_EVENT",
+    "KEYS_TABLE",
     "PRAGMAS",
     "SCHEMA",
     "SELECT_LAST_SEQ",
@@ -54,6 +59,14 @@ SNAPSHOTS_TABLE = """CREATE TABLE IF NOT EXISTS snapshots (
 #: created after the snapshots table is known to be today's (older files get it by migration)
 SNAPSHOTS_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS snapshots_by_stream ON snapshots (stream_id, version)"
 
+KEYS_TABLE = """CREATE TABLE IF NOT EXISTS eskit_keys (
+        subject TEXT PRIMARY KEY,
+        master_id TEXT,
+        wrapped BLOB,
+        created_at INTEGER NOT NULL,
+        erased_at INTEGER
+    )"""
+
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
         stream_id TEXT NOT NULL,
@@ -72,6 +85,7 @@ SCHEMA = (
     # files made before tracking get the table when next opened: every statement here runs at each open
     "CREATE TABLE IF NOT EXISTS eskit_tracking (upstream TEXT PRIMARY KEY, position INTEGER NOT NULL)",
     SNAPSHOTS_TABLE,
+    KEYS_TABLE,
 )
 
 #: created after the ``seq`` column is known to exist (files made before the feed get it by migration)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import orjson
 import pytest
 
-from downloads.adapters.relay import BadRelayUrl, message, parse_destination
-from eskit import StoredEvent
+from downloads.adapters.relay import BadRelayUrl, Published, message, parse_destination, without_personal
+from downloads.bootstrap import make_codec
+from downloads.domain.events import LicenseIssued, PlanChanged, TitleSet
+from eskit import EventCodec, EventMetadata, StoredEvent, UnknownEventType
+from eskit.privacy import DataKey
+
+START = datetime(2030, 3, 1, tzinfo=UTC)
 
 EVENT_ID = uuid.UUID("9f0c2b8e-5d5e-4f43-9a5a-1f0f7c7f0a11")
 
@@ -46,6 +52,7 @@ def test_the_envelope_holds_the_event_as_stored_and_its_command_and_nothing_else
         "recorded_at": "2030-03-01T12:00:00.123456Z",
         "command": "change_plan",
         "data": {"plan": "premium"},
+        "withheld": [],
     }
     assert key == b"a17"
     assert headers == [("envelope-version", b"1"), ("event-type", b"PlanChanged")]
@@ -64,8 +71,56 @@ def test_data_that_is_not_json_is_an_error_not_a_message() -> None:
 
 
 def test_what_of_the_data_is_published_is_decided_by_one_function() -> None:
-    _, value, _ = message(stored(), data=lambda event: {"redacted": True})
-    assert orjson.loads(value)["data"] == {"redacted": True}
+    _, value, _ = message(stored(), data=lambda event: Published({"redacted": True}, ["plan"]))
+    assert (orjson.loads(value)["data"], orjson.loads(value)["withheld"]) == ({"redacted": True}, ["plan"])
+
+
+def sealed_event(codec: EventCodec, event: Any, *, stream_id: str = "account-a17", key: Any = None) -> StoredEvent:
+    new = codec.encode(event, EventMetadata(recorded_at=datetime(2030, 3, 1, tzinfo=UTC)), stream_id=stream_id, key=key)
+    return StoredEvent(
+        stream_id=stream_id,
+        position=2,
+        type_name=new.type_name,
+        schema_version=new.schema_version,
+        data=new.data,
+        metadata=new.metadata,
+        recorded_at=new.recorded_at,
+        event_id=new.event_id,
+    )
+
+
+def test_the_service_publishes_an_account_event_without_its_personal_fields_sealed_or_in_clear() -> None:
+    codec = make_codec()
+    key = DataKey("account-a17", bytes(range(32)))
+    issued = LicenseIssued("lic-1", "device-secret-1", "film", START, START + timedelta(days=2), True)
+    published = without_personal(codec)
+
+    _, sealed, _ = message(sealed_event(codec, issued, key=key), data=published)
+    _, clear, _ = message(sealed_event(make_codec(sealed=False), issued), data=published)  # stored before sealing
+
+    for value in (sealed, clear):
+        envelope = orjson.loads(value)
+        assert b"device-secret-1" not in value and b"$sealed" not in value
+        assert envelope["withheld"] == ["device_id"]
+        assert envelope["data"]["license_id"] == "lic-1" and envelope["data"]["title_id"] == "film"
+    assert orjson.loads(sealed)["data"] == orjson.loads(clear)["data"]
+
+
+def test_the_service_publishes_events_with_nothing_personal_whole() -> None:
+    codec = make_codec()
+    key = DataKey("account-a17", bytes(range(32)))
+    _, value, _ = message(sealed_event(codec, PlanChanged("premium", START), key=key), data=without_personal(codec))
+    assert (orjson.loads(value)["data"]["plan"], orjson.loads(value)["withheld"]) == ("premium", [])
+    _, title, _ = message(
+        sealed_event(codec, TitleSet("film", "studio-a", True, None, START), stream_id="title-film"),
+        data=without_personal(codec),
+    )
+    assert orjson.loads(title)["data"]["studio"] == "studio-a" and orjson.loads(title)["withheld"] == []
+
+
+def test_an_account_event_of_a_type_the_service_does_not_know_is_not_published() -> None:
+    with pytest.raises(UnknownEventType):
+        message(stored(), data=without_personal(EventCodec(encryption=make_codec().encryption)))
 
 
 def test_a_destination_is_brokers_and_a_topic() -> None:

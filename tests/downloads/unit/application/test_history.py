@@ -130,7 +130,7 @@ def _random_history(d: Downloads, seed: int, commands: int) -> None:
 def _events_only(d: Downloads) -> DownloadsService:
     """A second service over the same events, with no snapshot store: it rebuilds from events only."""
     repo = d.service.accounts
-    accounts = Repository(Account, repo.events, repo.codec, stream_prefix=repo.stream_prefix)
+    accounts = Repository(Account, repo.events, repo.codec, stream_prefix=repo.stream_prefix, keys=repo.keys)
     return DownloadsService(accounts=accounts, titles=d.service.titles, policy=d.service.policy, clock=d.clock)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from downloads.application import AcquireLicense, DownloadsService, StartPlayback, SyncDevice
+from downloads.bootstrap import ENCRYPTION
 from downloads.domain import ACCOUNT_EVENTS, Account
 from downloads.domain.events import AccountEvent, AccountOpened, DeviceRegistered, LicenseIssued
 from eskit import EventCodec, EventMetadata, Repository, Upcasters
@@ -85,9 +86,13 @@ def _new_code(d: Downloads, *, upcast: bool = True) -> DownloadsService:
     upcasters = Upcasters()
     if upcast:
         upcasters.register("LicenseIssued", 1, _v1_to_v2)
-    codec = EventCodec([*(e for e in ACCOUNT_EVENTS if e is not LicenseIssued), LicenseIssuedV2], upcasters=upcasters)
+    codec = EventCodec(
+        [*(e for e in ACCOUNT_EVENTS if e is not LicenseIssued), LicenseIssuedV2],
+        upcasters=upcasters,
+        encryption=ENCRYPTION,
+    )
     repo = d.service.accounts
-    accounts = Repository(Account, repo.events, codec, stream_prefix=repo.stream_prefix)
+    accounts = Repository(Account, repo.events, codec, stream_prefix=repo.stream_prefix, keys=repo.keys)
     return DownloadsService(accounts=accounts, titles=d.service.titles, policy=d.service.policy, clock=d.clock)
 
 
@@ -125,7 +130,11 @@ def test_new_code_reads_a_stream_that_mixes_v1_and_v2_rows() -> None:
     issued = LicenseIssuedV2("new-1", "phone", "demo-title-2", START, START + timedelta(days=7), True, 7)
     new.accounts.events.append(
         stream,
-        [new.accounts.codec.encode(issued, EventMetadata(recorded_at=START))],
+        [
+            new.accounts.codec.encode(
+                issued, EventMetadata(recorded_at=START), stream_id=stream, key=new.accounts.stream_key(stream)
+            )
+        ],
         expected_version=new.accounts.events.version(stream),
     )
 

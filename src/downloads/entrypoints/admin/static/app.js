@@ -46,6 +46,7 @@ async function api(method, path, body) {
     const failure = new Error(error.code + ": " + error.message);
     failure.status = response.status;
     failure.code = error.code;
+    failure.details = error.details || {};
     throw failure;
   }
   return data;
@@ -141,6 +142,15 @@ async function openAccount(accountId) {
     say("Account " + accountId + ".");
     $("account-title").focus();
   } catch (e) {
+    if (e.code === "ACCOUNT_ERASED") {
+      // Nothing of an erased member is shown, not even the account as it was before.
+      state.account = null;
+      $("account").hidden = true;
+      $("event").hidden = true;
+      $("state").hidden = true;
+      const when = e.details && e.details.erased_at ? " on " + e.details.erased_at : "";
+      return say("Account " + accountId + " was erased" + when + ": its member was forgotten, nothing about it is kept.");
+    }
     say(e.message, true);
   }
 }

@@ -124,6 +124,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         403: "the token's role may not do this",
         404: "not found",
         409: "refused by a rule",
+        410: "the account was erased (ACCOUNT_ERASED)",
         413: "body too large",
         422: "invalid request",
         503: "store unavailable or account busy",

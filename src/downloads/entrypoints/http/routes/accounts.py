@@ -1,4 +1,4 @@
-"""Accounts: open, read (also as of a time or version), change plan, close, history, denials, what-if."""
+"""Accounts: open, read (also as of a time or version), change plan, close, history, denials, what-if, erase."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from starlette.responses import Response
 
 from downloads.adapters.policy_file import PolicyError, policy_from_text
 from downloads.application import ChangePlan, CloseAccount, OpenAccount
-from downloads.application.presenters import AccountOut, DenialsOut, EventsOut, WhatIfOut
+from downloads.application.presenters import AccountOut, DenialsOut, ErasedOut, EventsOut, WhatIfOut, iso
 from downloads.application.whatif import WhatIf, WhatIfLimits
-from downloads.entrypoints.http.deps import Commander, IdempotencyKey, Reader, Service, Support
+from downloads.entrypoints.http.deps import Admin, Commander, IdempotencyKey, Reader, RequestId, Service, Support
 from downloads.entrypoints.http.errors import ApiError
 from downloads.entrypoints.http.routes._links import ACCOUNT_LINKS
 from downloads.entrypoints.http.routes._reply import ERRORS, Body, command
@@ -24,6 +24,7 @@ __all__ = [
     "account_events",
     "change_plan",
     "close_account",
+    "erase_account",
     "get_account",
     "open_account",
     "router",
@@ -123,3 +124,15 @@ def what_if(account_id: Id, body: WhatIfIn, service: Service, _: Support, reques
     limits = WhatIfLimits(commands=settings.what_if_max_commands, answer_bytes=settings.what_if_max_bytes)
     engine = WhatIf(service, policy, limits=limits)
     return engine.present(engine.account(account_id, since=body.since, until=body.until))
+
+
+@router.post("/{account_id}/erase", response_model=ErasedOut)
+def erase_account(account_id: Id, service: Service, admin: Admin, request_id: RequestId) -> Body:
+    """Forget the account's member (admins): their key is destroyed, so every personal field of the account
+    is unreadable for good, and every route of the account answers 410 ``ACCOUNT_ERASED`` from now on.
+
+    Idempotent: erasing again answers the first erasure's time (and finishes one that was interrupted).
+    Recorded without personal data: when, the admin token's subject, and ``X-Request-Id`` (else the
+    ``Idempotency-Key``) when the request sends one."""
+    done = service.erase(account_id, by=admin.subject or "admin", request_id=request_id)
+    return {"account_id": done["account_id"], "erased_at": iso(done["erased_at"])}

@@ -62,13 +62,16 @@ def caught_up(read_side: Any, *, rounds: int = 200) -> None:
 def every_row_at_all(url: str, dc: str) -> bytes:
     """Every value of every row of every table of the keyspace, read at ALL through a coordinator in ``dc``."""
     from cassandra import ConsistencyLevel
-    from cassandra.cluster import Cluster
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy
     from cassandra.query import SimpleStatement
 
     hosts, keyspace = url[len("cassandra://") :].split("/", 1)
     keyspace = keyspace.split("?", 1)[0]
-    driver = Cluster(hosts.split(","), protocol_version=5, load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=dc))
+    profile = ExecutionProfile(
+        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=dc), consistency_level=ConsistencyLevel.ALL
+    )
+    driver = Cluster(hosts.split(","), protocol_version=5, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
     found: list[bytes] = []
     try:
         session = driver.connect()

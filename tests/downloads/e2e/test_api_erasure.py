@@ -86,6 +86,12 @@ def test_an_admin_erases_a_member_and_every_route_of_the_account_answers_410(sha
         again = admin.post(f"/v1/accounts/{m['account']}/erase")
         assert again.status_code == 200 and again.json() == body  # idempotent: the first erasure's time
         expect_error(admin.post(f"/v1/accounts/{unique_id()}/erase"), 404, "ACCOUNT_NOT_FOUND")
+        # An X-Request-Id the Edge does not take (too long) is replaced by a new id, as on every route:
+        # the erasure is recorded under that id rather than refused.
+        other = member(http)
+        replaced = admin.post(f"/v1/accounts/{other['account']}/erase", headers={"X-Request-Id": "r" * 300})
+        assert replaced.status_code == 200, replaced.text
+        assert replaced.headers["x-request-id"] != "r" * 300
 
 
 def test_the_read_side_forgets_the_member_and_the_studios_report_keeps_counting(shared_server: Server) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from downloads.adapters.logs import REQUEST_ID
 from downloads.adapters.tokens import AuthError, Principal, TokenSigner
 from downloads.application import DownloadsService
 from downloads.entrypoints.http.errors import ApiError
@@ -84,11 +85,11 @@ async def _idempotency_key(
 
 
 async def _request_id(
-    x_request_id: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> str | None:
-    # What an erasure records as its request id: the tracing id, else the client's key (both optional).
-    return x_request_id or idempotency_key
+    # What an erasure records as its request id: the one the Edge gave this request (the client's
+    # X-Request-Id when well formed, else a new one), else the client's key.
+    return REQUEST_ID.get() or idempotency_key
 
 
 Service = Annotated[DownloadsService, Depends(_service)]

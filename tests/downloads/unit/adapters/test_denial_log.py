@@ -43,10 +43,10 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DenialLog]:
     else:
         from downloads.bootstrap import bootstrap
         from downloads.settings import Settings
-        from tests.support.cassandra import keyspace_url
+        from tests.support.cassandra import MASTER_KEY, keyspace_url
 
         with keyspace_url(request.getfixturevalue("cluster_pool").get(1), "denials") as url:
-            runtime = bootstrap(Settings(store=url))
+            runtime = bootstrap(Settings(store=url, master_key=MASTER_KEY))  # a Cassandra store is production mode
             assert runtime.service.denials is not None
             yield runtime.service.denials
             runtime.close()

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from downloads.adapters.tokens import TokenSigner
+from tests.support.cassandra import MASTER_KEY
 from tools.server_process import ServerProcess, free_port
 
 SECRET = "e2e-secret-" + "x" * 32
@@ -66,6 +67,8 @@ class Server:
         if self.policy is not None:
             cmd += ["--policy", str(self.policy)]
         env = {**os.environ, "DOWNLOADS_AUTH_SECRET": SECRET, **self.env}
+        if self.store.startswith("cassandra://"):  # production mode: the tests' master key unless one is given
+            env.setdefault("DOWNLOADS_MASTER_KEY", MASTER_KEY)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.running = ServerProcess("server", cmd, env=env, port=self.port, log=self.log_path)
         self.running.start(timeout=timeout)

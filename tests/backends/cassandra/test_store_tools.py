@@ -22,6 +22,7 @@ from eskit import open_stores
 from eskit.transfer import ArchiveReader, CopyState, copy_store
 from tests.downloads.integration.test_store_tools import answers, assert_replays, newer_codec
 from tests.support.cassandra import ClusterPool, fresh_keyspace, store_url
+from tests.support.history import MASTER_KEY as HISTORY_MASTER_KEY
 from tests.support.history import all_events, archive_of_history, build_history
 from tests.support.server import running_server
 
@@ -38,7 +39,8 @@ def test_an_archive_imported_into_cassandra_holds_every_event_and_answers_and_re
     url = store_url(cluster, fresh_keyspace("imported"))
     try:
         assert main(["store", "import", archive, "--store", url]) == 0
-        target = bootstrap(Settings(store=url, snapshot_every=4), codec=newer_codec())  # one schema later
+        # one schema later, with the master key the archive's keys are wrapped with
+        target = bootstrap(Settings(store=url, snapshot_every=4, master_key=HISTORY_MASTER_KEY), codec=newer_codec())
         try:
             assert all_events(target.stores.events) == all_events(source.stores.events)
             assert answers(target.service, built.accounts) == answers(source.service, built.accounts)
@@ -87,7 +89,7 @@ def test_a_copy_from_sqlite_to_three_nodes_killed_halfway_resumes_and_equals_the
     memory = bootstrap(Settings(store="memory://", snapshot_every=4))
     build_history(memory.service, 1500)
     sqlite = open_stores(source_url)
-    copy_store(memory.stores, sqlite.events, CopyState(str(tmp_path / "seed.json"), "memory://", source_url))
+    copy_store(memory.stores, sqlite, CopyState(str(tmp_path / "seed.json"), "memory://", source_url))
     sqlite.close()
     memory.close()
     state = tmp_path / "copy-state.json"

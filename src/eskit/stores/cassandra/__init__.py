@@ -57,11 +57,12 @@ def open_stores(url: str, *, create_schema: bool | None = None, **_: Any) -> Sto
         choose_levels(session)
         session.statements = Statements(session)
         feed = CassandraStreamFeed(session, feed_shards(session))
-        keys = CassandraKeyStore(session)
+        events = CassandraEventStore(session, feed)
+        keys = CassandraKeyStore(session, events.gate)  # cut off from a quorum: key writes refused at once too
     except BaseException:
         session.close()
         raise
-    return Stores(url, CassandraEventStore(session, feed), CassandraSnapshotStore(session), stream_feed=feed, keys=keys)
+    return Stores(url, events, CassandraSnapshotStore(session), stream_feed=feed, keys=keys)
 
 
 def open_read_models(stores: Stores, **_: Any) -> CassandraReadModels:

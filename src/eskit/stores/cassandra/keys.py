@@ -19,12 +19,14 @@ makes any such copy useless. See docs/privacy.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from eskit.exceptions import OperationalError, QuorumUnreachable
 from eskit.privacy.keys import KeyRecord, KeyStore
-from eskit.stores.cassandra.session import CassandraSession, translated
+from eskit.stores.cassandra.gate import QuorumGate
+from eskit.stores.cassandra.session import CassandraSession, Deadline, translated
 from eskit.stores.timestamps import from_micros, to_micros
 
 __all__ = ["KEYS_TABLE", "CassandraKeyStore"]
@@ -51,8 +53,10 @@ def _record(row: Any) -> KeyRecord:
 class CassandraKeyStore(KeyStore):
     """Key records in the keyspace, written with lightweight transactions (see the module docstring)."""
 
-    def __init__(self, connection: CassandraSession) -> None:
+    def __init__(self, connection: CassandraSession, gate: QuorumGate | None = None) -> None:
         self.db = connection
+        #: the event store's gate: a region cut off refuses key writes at once, as it refuses appends
+        self.gate = gate
         ks = connection.settings.keyspace
         p = connection.session.prepare
         with translated("cannot prepare the key statements"):
@@ -80,11 +84,30 @@ class CassandraKeyStore(KeyStore):
         bound = statement.bind(params)
         bound.consistency_level = self.db.write_cl
         bound.serial_consistency_level = self.db.serial_cl
-        return bool(self.db.query(bound).was_applied)
+        return bool(self._guarded(lambda deadline: self.db.query(bound, deadline=deadline)).was_applied)
 
     def _read(self, subject: str, *, serial: bool) -> KeyRecord | None:
-        row = self.db.query(self._get, (subject,), serial=serial).one()
-        return _record(row) if row is not None else None
+        if serial:
+            row = self._guarded(lambda deadline: self.db.query(self._get, (subject,), serial=True, deadline=deadline))
+        else:
+            row = self.db.query(self._get, (subject,))
+        found = row.one()
+        return _record(found) if found is not None else None
+
+    def _guarded(self, run: Callable[[Deadline], Any]) -> Any:
+        """A request that needs a global quorum: refused at once while the gate is closed, bounded by
+        the store's command timeout like an append, and its failure tells the gate."""
+        if self.gate is None:
+            return run(Deadline(self.db.settings.command_timeout))
+        self.gate.check()
+        try:
+            result = run(Deadline(self.db.settings.command_timeout))
+        except OperationalError as exc:
+            if not isinstance(exc, QuorumUnreachable):
+                self.gate.failed(f"{type(exc).__name__} on a key record")
+            raise
+        self.gate.succeeded()
+        return result
 
     def get(self, subject: str) -> KeyRecord | None:
         return self._read(subject, serial=False)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -30,12 +33,17 @@ CEILING = "SQLite commits, no server"
 BASELINE = "ours, baseline checkout"
 TRACED = "ours, own accounts, 1 in 10 traced"
 TRACED_ALL = "ours, own accounts, every request traced"
-CONTENDERS = (OWN, TRIVIAL, SHARED, BASELINE, TRACED, TRACED_ALL)
+#: ours with `DOWNLOADS_READ_SIDE=off` and the read side run by `downloads project` in a process of its own
+SEPARATE = "ours, own accounts, read side in `downloads project`"
+CONTENDERS = (OWN, TRIVIAL, SHARED, BASELINE, TRACED, TRACED_ALL, SEPARATE)
 #: the ``src`` folder of another checkout of the service (an earlier commit): when set, the one-worker
 #: setup also serves it, as a third server in the same rounds, for a before/after in one run
 BASELINE_ENV = "BENCH_HTTP_BASELINE_SRC"
 #: the sampling of the traced case, as the runbook advises for production (OTEL_TRACES_SAMPLER_ARG)
 SAMPLED = 0.1
+#: the niceness of the local OTLP receiver: it stands in for a collector on another machine, so it takes only
+#: the CPU the measured server and the client leave (on 2 cores it would otherwise compete with both)
+RECEIVER_NICE = 19
 #: the traced case's goal: its req/s against the same service with tracing off, in the same rounds
 TRACING_TARGET = 0.9
 SHARED_ACCOUNT = "bench-shared"
@@ -229,12 +237,17 @@ async def _measure(
     warmup: float,
     ceiling_db: Path,
     clients: int,
+    sides: dict[str, int] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
+    """Rounds of every contender in turn; ``sides`` names, per contender, the process group of work of
+    its own outside the server (its read side's process), whose CPU is recorded apart as ``side_ms``."""
+    sides = sides or {}
     pairs: dict[str, Pair] = {
         OWN: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         BASELINE: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         TRACED: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         TRACED_ALL: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
+        SEPARATE: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         SHARED: _ours_pair(lambda i: SHARED_ACCOUNT, lambda i: f"d{i % SHARED_DEVICES}", lambda i: f"bench-title-{i}"),
         TRIVIAL: _trivial_pair,
     }
@@ -253,8 +266,10 @@ async def _measure(
             url = f"http://127.0.0.1:{ports[name]}"
             before = _conflicts(url) if name != TRIVIAL else 0.0
             server0 = _group_cpu(pgids[name])
+            side0 = _group_cpu(sides[name]) if name in sides else 0.0
             tally, wall, cpu = await _drive(conns[name], pairs[name], seconds)
             server_cpu = _group_cpu(pgids[name]) - server0
+            side_cpu = _group_cpu(sides[name]) - side0 if name in sides else 0.0
             after = _conflicts(url) if name != TRIVIAL else 0.0
             n = len(tally.latencies)
             p50 = _percentile(tally.latencies, 0.5)
@@ -268,6 +283,7 @@ async def _measure(
                     "client_cpu": cpu / wall,
                     "server_cpu": server_cpu / wall,
                     "server_ms": server_cpu / max(n, 1) * 1e3,
+                    "side_ms": side_cpu / max(n, 1) * 1e3,
                     "conflicts": after - before,
                 }
             )
@@ -392,11 +408,16 @@ def run(quick: bool) -> dict[str, Any]:
         f"count; '{SHARED}' is measured with 2 workers only. The CPU goal's value is the median over rounds of "
         "(trivial ms/req / ours ms/req), each pair from consecutive rounds of the one-worker setup. "
         "In the one-worker setup two more cases load two more servers of ours, each on a file of its own and set "
-        "up the same way, with `OTEL_EXPORTER_OTLP_ENDPOINT` naming a local Jaeger (tools/jaeger) and "
+        "up the same way, with `OTEL_EXPORTER_OTLP_ENDPOINT` naming a local Jaeger (tools/jaeger, run at "
+        f"`nice -n {RECEIVER_NICE}`: it stands in for a collector on another machine, so it gets the CPU the "
+        "server and the client leave rather than a share of theirs) and "
         f"`OTEL_TRACES_SAMPLER=parentbased_traceidratio`: '{TRACED}' with `OTEL_TRACES_SAMPLER_ARG={SAMPLED}`, "
         f"'{TRACED_ALL}' with 1.0, so every request's spans (request, command, each store call) and the read "
         "side's are made and exported with the SDK's default batch settings. They rotate with the other cases; "
-        f"the tracing goal is the median of per-round req/s ratios of '{TRACED}' against '{OWN}'."
+        f"the tracing goal is the median of per-round req/s ratios of '{TRACED}' against '{OWN}'. "
+        f"'{SEPARATE}' (one-worker setup too): one more server of ours on a file of its own with "
+        "`DOWNLOADS_READ_SIDE=off`, and `downloads project` on the same file in a process group of its own; its "
+        "'server CPU' is the server's alone, and the projector's CPU in the same round is given in the notes."
     )
     if os.environ.get(BASELINE_ENV):
         method += (
@@ -442,6 +463,11 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
             _traced_servers(workdir, env, workers) if (kind, workers) == ("granian", 1) else (None, {}, None)
         )
         extra.update(traced)
+        projector: subprocess.Popen[bytes] | None = None
+        if (kind, workers) == ("granian", 1):
+            (workdir / "separate-metrics").mkdir()
+            separate_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(workdir / "separate-metrics")}
+            extra[SEPARATE] = _our_server(workdir / "separate", {**separate_env, "DOWNLOADS_READ_SIDE": "off"}, 1)
         try:
             ours.start(timeout=START_TIMEOUT)
             trivial.start(timeout=START_TIMEOUT)
@@ -457,13 +483,19 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
                 _setup(server.url, admin)
                 assert server.process is not None
                 ports[name], pgids[name] = server.port, server.process.pid
-            measuring = _measure(ports, pgids, headers, rounds, seconds, warmup, workdir / "commits.db", clients)
+            sides: dict[str, int] = {}
+            if SEPARATE in extra:
+                projector = _projector(workdir / "separate", separate_env)
+                sides[SEPARATE] = projector.pid
+            measuring = _measure(ports, pgids, headers, rounds, seconds, warmup, workdir / "commits.db", clients, sides)
             results = _loop_runner()(measuring)
         finally:
             ours.stop(grace=STOP_GRACE)
             trivial.stop(grace=STOP_GRACE)
             for server in extra.values():
                 server.stop(grace=STOP_GRACE)
+            if projector is not None:
+                _stop(projector)
             if receiver is not None:
                 receiver.stop()
         db_events = _count_events(workdir / "ours" / "downloads.db")
@@ -552,6 +584,19 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
             f"Before/after in one run: ours' CPU per request is x{median(against):.2f} of the baseline checkout's "
             f"({BASELINE_ENV}; per-round range {min(against):.2f}-{max(against):.2f})."
         )
+    if results.get(SEPARATE):
+        apart = results[SEPARATE]
+        serve_ratio = [t["server_ms"] / a["server_ms"] for a, t in zip(apart, results[TRIVIAL], strict=True)]
+        total = [a["server_ms"] + a["side_ms"] for a in apart]
+        notes.append(
+            f"Read side apart: with `DOWNLOADS_READ_SIDE=off` and `downloads project` running the read models in a "
+            f"process of its own, the server's CPU per request is "
+            f"{median([a['server_ms'] for a in apart]):.2f} ms, x{median(serve_ratio):.2f} of the trivial "
+            f"endpoint's (per-round range {min(serve_ratio):.2f}-{max(serve_ratio):.2f}); the read side's process "
+            f"adds {median([a['side_ms'] for a in apart]):.2f} ms per request (total {median(total):.2f}, against "
+            f"{median([o['server_ms'] for o in results[OWN]]):.2f} with the read side in the worker): the command "
+            f"path's own cost, and the read models' upkeep that a deployment may run elsewhere."
+        )
     tracing = None
     if results.get(TRACED):
         off_ms = median([r["server_ms"] for r in results[OWN]])
@@ -560,7 +605,8 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
             for name in (TRACED, TRACED_ALL)
         )
         notes.append(
-            f"Tracing, spans exported over OTLP/HTTP to a local Jaeger (which shares the {os.cpu_count()} cores): "
+            f"Tracing, spans exported over OTLP/HTTP to a local Jaeger (which shares the {os.cpu_count()} cores, "
+            f"at nice {RECEIVER_NICE}, standing in for a collector elsewhere): "
             f"'{TRACED}' reached x{tracing:.2f} of '{OWN}' and '{TRACED_ALL}' x{every:.2f} (medians of per-round "
             f"ratios), at {median([r['server_ms'] for r in results[TRACED]]):.2f} and "
             f"{median([r['server_ms'] for r in results[TRACED_ALL]]):.2f} against {off_ms:.2f} server CPU ms per "
@@ -594,6 +640,26 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
     }
 
 
+def _projector(workdir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`downloads project` on the store of the server in ``workdir``, in a process group of its own."""
+    cmd = [sys.executable, "-m", "downloads.entrypoints.cli", "project", "--store",
+           f"sqlite:///{workdir / 'downloads.db'}"]  # fmt: skip
+    with open(workdir / "project.log", "ab") as log:
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to ``process``'s group, SIGKILL after the grace."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=STOP_GRACE)
+
+
 def _our_server(workdir: Path, env: dict[str, str], workers: int, name: str = "downloads serve") -> ServerProcess:
     """``downloads serve`` with ``workers`` workers on a SQLite file of its own in ``workdir`` (not started)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -612,7 +678,7 @@ def _traced_servers(
     every request; (None, {}, why) when Jaeger cannot run."""
     from tools.jaeger import JaegerError, LocalJaeger
 
-    receiver = LocalJaeger(workdir / "jaeger")
+    receiver = LocalJaeger(workdir / "jaeger", nice=RECEIVER_NICE)
     try:
         receiver.start(timeout=START_TIMEOUT)
     except (JaegerError, RuntimeError) as exc:

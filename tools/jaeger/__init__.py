@@ -133,8 +133,10 @@ def _go_env() -> dict[str, str]:
 class LocalJaeger:
     """One Jaeger process with memory storage on free loopback ports, logging into ``work_dir``."""
 
-    def __init__(self, work_dir: Path) -> None:
-        self.work_dir = work_dir
+    def __init__(self, work_dir: Path, *, nice: int = 0) -> None:
+        """``nice``: the niceness Jaeger runs at (a benchmark lowers the priority of a receiver that stands in
+        for a collector on another machine, so that it takes what the measured server leaves)."""
+        self.work_dir, self.nice = work_dir, nice
         self.otlp_port, self.query_port, self.grpc_port = free_port(), free_port(), free_port()
         self._process: ServerProcess | None = None
 
@@ -151,7 +153,7 @@ class LocalJaeger:
         config.write_text(CONFIG.format(**ports))
         self._process = ServerProcess(
             "jaeger",
-            [str(build()), "--config", f"file:{config}"],
+            [*(["nice", "-n", str(self.nice)] if self.nice else []), str(build()), "--config", f"file:{config}"],
             env=dict(os.environ),
             port=self.query_port,
             log=self.work_dir / "jaeger.log",

@@ -90,6 +90,11 @@ class StreamTarget(abc.ABC):
         """The streams this target skips (none, unless it can skip)."""
         return []
 
+    def forget(self) -> None:
+        """Drop what this target keeps in memory of its checkpoints (its runner took the lease anew,
+        so another runner may have moved them). This default keeps nothing."""
+        return None
+
 
 @dataclass
 class FollowerStats:

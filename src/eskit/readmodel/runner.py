@@ -342,6 +342,12 @@ class ProjectionRunner:
         if token is None:
             self.token = None
             return False
+        if token != self.token:
+            # Taken anew (another runner may have held it since): stream targets forget the checkpoints
+            # they kept in memory and read them from the store again.
+            for target in self._targets.values():
+                if isinstance(target, StreamTarget):
+                    target.forget()
         self.token, self._renew_at = token, time.monotonic() + self.settings.lease_ttl / 2
         return True
 

@@ -17,6 +17,7 @@ from downloads.bootstrap import Runtime, bootstrap
 from downloads.readmodels import withdrawal
 from downloads.readmodels.readside import ReadSide
 from downloads.settings import Settings
+from eskit.projection import StreamTarget
 from eskit.readmodel import RunnerSettings
 from eskit.stores.cassandra import CassandraReadModels
 from tests.support.cassandra import ClusterPool, keyspace_url
@@ -208,6 +209,54 @@ def test_streams_that_cannot_be_applied_are_skipped_named_and_hold_up_no_other_a
         assert lookup.skipped_events >= 3
         assert read_side.rebuild("lookup") == 2
         assert {s.name: s for s in read_side.status()}["lookup"].skipped_streams == 2
+    finally:
+        read_side.close()
+        runtime.close()
+
+
+def test_a_stream_target_answers_its_known_checkpoints_without_a_read_and_forgets_them_when_its_lease_is_taken_anew(
+    url: str,
+) -> None:
+    runtime, read_side = wired(url, lease=1.0)
+    try:
+        service = runtime.service
+        service.handle(OpenAccount("a-1", "standard"))
+        service.handle(RegisterDevice("a-1", "d1", "phone"))
+        service.handle(AcquireLicense("a-1", "d1", "demo-title-1"))
+        settle(read_side)
+        stream = service.accounts.stream_id("a-1")
+        head = runtime.stores.events.version(stream)
+        runner = read_side.runner
+        target = runner.target(withdrawal.NAME)
+        assert isinstance(target, StreamTarget)
+        assert target.checkpoints([stream]) == {stream: head}
+
+        models = target.tables.models  # type: ignore[attr-defined]
+        session = models.db.session
+        sent: list[object] = []
+
+        def listener(future: object) -> None:
+            sent.append(future)
+
+        session.add_request_init_listener(listener)
+        try:
+            assert target.checkpoints([stream]) == {stream: head}
+            assert sent == [], "a checkpoint the target wrote was read again"
+            # Another runner, holding the lease meanwhile, moved the checkpoint further.
+            table = target.tables.checkpoints_table.format(ks=models.ks)  # type: ignore[attr-defined]
+            session.execute(
+                f"INSERT INTO {table} (stream_id, position) VALUES (%s, %s) USING TIMESTAMP %s",
+                (stream, head + 5, head + 5),
+            )
+            time.sleep(1.2)  # this runner's lease ran out
+            other = runner.store.acquire_lease(runner.lease, "another-runner", ttl=0.2)
+            assert other is not None
+            runner.store.release_lease(runner.lease, "another-runner")
+            read_side.step()  # takes the lease anew
+            assert runner.token is not None and runner.token > other
+            assert target.checkpoints([stream]) == {stream: head + 5}
+        finally:
+            session.remove_request_init_listener(listener)
     finally:
         read_side.close()
         runtime.close()

@@ -91,6 +91,18 @@ def _projector(url: str, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _starts(log: Path) -> int:
+    """How many projectors writing to ``log`` have opened the store (each says so once)."""
+    return log.read_text(errors="replace").count("projecting ") if log.exists() else 0
+
+
+def _wait_started(log: Path, count: int, *, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while _starts(log) < count:
+        assert time.monotonic() < deadline, f"no projector started within {timeout:.0f}s"
+        time.sleep(0.2)
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
@@ -214,7 +226,11 @@ def _chaos(cluster: LocalCassandraCluster, url: str, tmp_path: Path) -> None:
         victim = rng.randrange(2)
         projectors[victim].send_signal(signal.SIGKILL)  # mid-batch, whatever it was doing
         projectors[victim].wait(timeout=30)
+        started = _starts(logs[2])
         projectors[victim] = _projector(url, logs[2])
+        # Paused only once the new projector runs: one still connecting would fail to prepare its
+        # statements on the paused node and exit, which is not what this test is about.
+        _wait_started(logs[2], started + 1)
         time.sleep(rng.uniform(1, 4))
         cluster.pause_node(paused)
         try:

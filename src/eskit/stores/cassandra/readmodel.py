@@ -45,6 +45,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -265,25 +266,58 @@ class _EventWriter(Writer):
 
 
 class _StreamTarget(StreamTarget):
-    """A projection version following each stream (see the module docstring)."""
+    """A projection version following each stream (see the module docstring).
+
+    It keeps the checkpoints it read or wrote (the newest :attr:`KNOWN` streams) and answers them
+    without a read. While its runner holds the lease no other runner moves them, and the runner has
+    its targets :meth:`forget` them whenever it takes the lease again; a checkpoint is only ever raised (each write
+    carries its position as its timestamp), so one known lower than the stored one (a late write of a
+    runner that lost the lease) only has events applied again, whose effects are idempotent in position.
+    """
+
+    #: streams whose checkpoint a target keeps in memory
+    KNOWN = 100_000
 
     def __init__(self, name: str, version: int, tables: _Tables, handle: Handler) -> None:
         self.name, self.version, self.tables, self.handle = name, version, tables, handle
+        self._known: OrderedDict[str, int] = OrderedDict()
+        self._known_lock = threading.Lock()
 
     @property
     def key(self) -> str:
         return f"{self.name}@{self.version}"
 
     def checkpoints(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        with self._known_lock:
+            for stream_id in stream_ids:
+                known = self._known.get(stream_id)
+                if known is not None:
+                    found[stream_id] = known
+        missing = [s for s in stream_ids if s not in found]
+        if not missing:
+            return found
         models = self.tables.models
         statement = models.prepare(f"SELECT position FROM {self.tables.checkpoints_table} WHERE stream_id = ?")
         statement.consistency_level = models.db.write_cl  # see CassandraReadModels.run
-        results = models.db.query_all([(statement, (s,)) for s in stream_ids])
-        found = {}
-        for stream_id, rows in zip(stream_ids, results, strict=True):
+        results = models.db.query_all([(statement, (s,)) for s in missing])
+        for stream_id, rows in zip(missing, results, strict=True):
             row = rows.one()
             found[stream_id] = int(row.position) if row is not None and row.position is not None else 0
+            self._remember(stream_id, found[stream_id])
         return found
+
+    def forget(self) -> None:
+        with self._known_lock:
+            self._known.clear()
+
+    def _remember(self, stream_id: str, position: int) -> None:
+        with self._known_lock:
+            if position >= self._known.get(stream_id, -1):
+                self._known[stream_id] = position
+            self._known.move_to_end(stream_id)
+            if len(self._known) > self.KNOWN:
+                self._known.popitem(last=False)
 
     def apply(self, stream_id: str, events: Sequence[StoredEvent]) -> None:
         if not events:
@@ -329,6 +363,7 @@ class _StreamTarget(StreamTarget):
             (stream_id, last, last),
         )
         writer.flush()
+        self._remember(stream_id, last)
 
     def skip_unreadable(self, stream_id: str, position: int, reason: str, *, upto: int) -> None:
         models = self.tables.models

@@ -90,9 +90,15 @@ class StreamTarget(abc.ABC):
         """The streams this target skips (none, unless it can skip)."""
         return []
 
+    def hold(self) -> None:
+        """Its runner took the lease anew: from now on, and until :meth:`forget`, no other runner moves
+        this target's checkpoints, so a target may keep in memory those it read or wrote (after dropping
+        what it kept before: another runner may have moved them meanwhile). This default keeps nothing."""
+        return None
+
     def forget(self) -> None:
-        """Drop what this target keeps in memory of its checkpoints (its runner took the lease anew,
-        so another runner may have moved them). This default keeps nothing."""
+        """Its runner holds the lease no longer (or stops): drop what :meth:`hold` let it keep, and read
+        every checkpoint from the store again. This default keeps nothing."""
         return None
 
 

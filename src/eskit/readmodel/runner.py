@@ -265,6 +265,8 @@ class ProjectionRunner:
                 found = self.store.sink_target(name, version, tables, spec.sink)
             else:
                 found = self.store.target(name, version, tables, spec.handle)
+            if self.token is not None and isinstance(found, StreamTarget):
+                found.hold()  # made while this runner holds the lease
             self._targets[(name, version)] = found
         return found
 
@@ -340,14 +342,14 @@ class ProjectionRunner:
             return True
         token = self.store.acquire_lease(self.lease, self.holder, ttl=self.settings.lease_ttl)
         if token is None:
+            if self.token is not None:
+                self._stream_targets(lambda target: target.forget())
             self.token = None
             return False
         if token != self.token:
-            # Taken anew (another runner may have held it since): stream targets forget the checkpoints
-            # they kept in memory and read them from the store again.
-            for target in self._targets.values():
-                if isinstance(target, StreamTarget):
-                    target.forget()
+            # Taken anew (another runner may have held it since): stream targets drop the checkpoints
+            # they kept in memory, and keep those they read or write while this lease lasts.
+            self._stream_targets(lambda target: target.hold())
         self.token, self._renew_at = token, time.monotonic() + self.settings.lease_ttl / 2
         return True
 
@@ -527,6 +529,12 @@ class ProjectionRunner:
             except Exception as exc:  # the store is gone: the lease runs out by itself
                 log.info("read-side lease not released: %s", exc)
             self.token = None
+            self._stream_targets(lambda target: target.forget())
+
+    def _stream_targets(self, call: Callable[[StreamTarget], None]) -> None:
+        for target in self._targets.values():
+            if isinstance(target, StreamTarget):
+                call(target)
 
     def close(self) -> None:
         self.stop()

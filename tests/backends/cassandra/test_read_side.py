@@ -260,3 +260,28 @@ def test_a_stream_target_answers_its_known_checkpoints_without_a_read_and_forget
     finally:
         read_side.close()
         runtime.close()
+
+
+def test_a_stream_target_whose_runner_holds_no_lease_reads_its_checkpoints_from_the_store_every_time(
+    url: str,
+) -> None:
+    runtime, read_side = wired(url)
+    other_runtime, reader = wired(url)  # never steps: it holds no lease, like a status page or a check
+    try:
+        service = runtime.service
+        service.handle(OpenAccount("r-1", "standard"))
+        service.handle(RegisterDevice("r-1", "d1", "phone"))
+        settle(read_side)
+        stream = service.accounts.stream_id("r-1")
+        head = runtime.stores.events.version(stream)
+        target = reader.runner.target(withdrawal.NAME)
+        assert isinstance(target, StreamTarget)
+        assert target.checkpoints([stream]) == {stream: head}
+        service.handle(AcquireLicense("r-1", "d1", "demo-title-1"))
+        settle(read_side)  # the runner holding the lease moves the checkpoint on
+        assert target.checkpoints([stream]) == {stream: head + 1}
+    finally:
+        reader.close()
+        other_runtime.close()
+        read_side.close()
+        runtime.close()

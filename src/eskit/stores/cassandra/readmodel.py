@@ -268,11 +268,12 @@ class _EventWriter(Writer):
 class _StreamTarget(StreamTarget):
     """A projection version following each stream (see the module docstring).
 
-    It keeps the checkpoints it read or wrote (the newest :attr:`KNOWN` streams) and answers them
-    without a read. While its runner holds the lease no other runner moves them, and the runner has
-    its targets :meth:`forget` them whenever it takes the lease again; a checkpoint is only ever raised (each write
-    carries its position as its timestamp), so one known lower than the stored one (a late write of a
-    runner that lost the lease) only has events applied again, whose effects are idempotent in position.
+    While its runner holds the lease (from :meth:`hold` to :meth:`forget`), no other runner moves its
+    checkpoints, so it keeps those it read or wrote (the newest :attr:`KNOWN` streams) and answers them
+    without a read. A checkpoint is only ever raised (each write carries its position as its timestamp),
+    so one known lower than the stored one (a late write of a runner that lost the lease) only has events
+    applied again, whose effects are idempotent in position. A target whose runner holds no lease (one
+    that only reports, or checks) reads every checkpoint from the store.
     """
 
     #: streams whose checkpoint a target keeps in memory
@@ -282,6 +283,7 @@ class _StreamTarget(StreamTarget):
         self.name, self.version, self.tables, self.handle = name, version, tables, handle
         self._known: OrderedDict[str, int] = OrderedDict()
         self._known_lock = threading.Lock()
+        self._holding = False
 
     @property
     def key(self) -> str:
@@ -307,12 +309,20 @@ class _StreamTarget(StreamTarget):
             self._remember(stream_id, found[stream_id])
         return found
 
+    def hold(self) -> None:
+        with self._known_lock:
+            self._known.clear()
+            self._holding = True
+
     def forget(self) -> None:
         with self._known_lock:
             self._known.clear()
+            self._holding = False
 
     def _remember(self, stream_id: str, position: int) -> None:
         with self._known_lock:
+            if not self._holding:
+                return
             if position >= self._known.get(stream_id, -1):
                 self._known[stream_id] = position
             self._known.move_to_end(stream_id)
@@ -422,7 +432,7 @@ class CassandraReadModels(ReadModelStore):
             found = self._prepared.get(cql)
         if found is None:
             with translated("cannot prepare a read-model statement"):
-                found = self.db.session.prepare(cql.format(ks=self.ks))
+                found = self.db.prepare(cql.format(ks=self.ks))
             with self._lock:
                 self._prepared[cql] = found
         return found

@@ -334,14 +334,14 @@ class CassandraDenialLog(DenialLog):
                 timeout=60,
             )
             session.cluster.control_connection.wait_for_schema_agreement(wait_time=60)
-        self._insert = session.prepare(
+        self._insert = connection.prepare(
             f"INSERT INTO {table} (account_id, id, body) VALUES (?, ?, ?) USING TTL {self.TTL}"
         )
-        self._nth = session.prepare(f"SELECT id FROM {table} WHERE account_id = ? LIMIT ?")
-        self._prune = session.prepare(f"DELETE FROM {table} WHERE account_id = ? AND id < ?")
-        self._first = session.prepare(f"SELECT id, body FROM {table} WHERE account_id = ? LIMIT ?")
-        self._next = session.prepare(f"SELECT id, body FROM {table} WHERE account_id = ? AND id < ? LIMIT ?")
-        self._forget = session.prepare(f"DELETE FROM {table} WHERE account_id = ?")
+        self._nth = connection.prepare(f"SELECT id FROM {table} WHERE account_id = ? LIMIT ?")
+        self._prune = connection.prepare(f"DELETE FROM {table} WHERE account_id = ? AND id < ?")
+        self._first = connection.prepare(f"SELECT id, body FROM {table} WHERE account_id = ? LIMIT ?")
+        self._next = connection.prepare(f"SELECT id, body FROM {table} WHERE account_id = ? AND id < ? LIMIT ?")
+        self._forget = connection.prepare(f"DELETE FROM {table} WHERE account_id = ?")
 
     def record(self, account_id: str, denial: Denial) -> None:
         body = _sealed(self.sealer, account_id, _encode(denial))

@@ -62,7 +62,7 @@ class FeedStatements:
     """The feed's prepared statements on one session's keyspace."""
 
     def __init__(self, session: CassandraSession) -> None:
-        ks, p = session.settings.keyspace, session.session.prepare
+        ks, p = session.settings.keyspace, session.prepare
         self.insert_hint = p(f"INSERT INTO {ks}.feed_hints (shard, stream_id, head, writer, at) VALUES (?, ?, ?, ?, ?)")
         self.delete_own = p(
             f"DELETE FROM {ks}.feed_hints WHERE shard = ? AND stream_id = ? AND head = ? AND writer = ?"

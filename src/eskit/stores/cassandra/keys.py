@@ -58,7 +58,7 @@ class CassandraKeyStore(KeyStore):
         #: the event store's gate: a region cut off refuses key writes at once, as it refuses appends
         self.gate = gate
         ks = connection.settings.keyspace
-        p = connection.session.prepare
+        p = connection.prepare
         with translated("cannot prepare the key statements"):
             self._get = p(f"SELECT {_COLUMNS} FROM {ks}.eskit_keys WHERE subject = ?")
             self._create = p(

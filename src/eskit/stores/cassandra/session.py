@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,11 @@ if TYPE_CHECKING:
     from eskit.stores.cassandra.statements import Statements
 
 __all__ = ["CassandraSession", "Deadline", "backoff", "translate", "translated"]
+
+#: seconds a statement's preparation waits on one node before it is asked of another as well
+PREPARE_HEDGE = 2.0
+#: nodes a statement's preparation is asked of, at most (each waits the driver's 10 s at worst)
+PREPARE_ATTEMPTS = 3
 
 
 class Deadline:
@@ -80,10 +87,52 @@ class CassandraSession:
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             connect_timeout=settings.connect_timeout,
             control_connection_timeout=settings.connect_timeout,
+            # Prepared on the node asked first only: a node that does not know a statement says so when
+            # it is sent one, and the driver prepares it there then. Preparing on every node at once
+            # would wait for each, a frozen one for the driver's whole timeout per statement.
+            prepare_on_all_hosts=False,
         )
         with translated(f"cannot connect to Cassandra at {','.join(settings.hosts)}:{settings.port}"):
             self.session = self.cluster.connect()
         self.statements: Statements | None = None  # prepared once the keyspace is checked
+        self._preparing: ThreadPoolExecutor | None = None
+        self._preparing_lock = threading.Lock()
+
+    def prepare(self, cql: str) -> Any:
+        """``cql`` prepared (raises driver exceptions: callers translate them).
+
+        The driver asks one node (its round robin picks the next one each time). One that does not
+        answer within :data:`PREPARE_HEDGE` seconds (frozen, or behind a dead link) is not waited for
+        alone: the same statement is asked of another node too, up to :data:`PREPARE_ATTEMPTS` in all,
+        and the first answer wins. A refusal (a syntax error, a missing table) is raised at once.
+        """
+        from cassandra import OperationTimedOut
+        from cassandra.cluster import NoHostAvailable
+
+        with self._preparing_lock:
+            if self._preparing is None:
+                self._preparing = ThreadPoolExecutor(max_workers=8, thread_name_prefix="eskit-prepare")
+            executor = self._preparing
+        pending: set[Future[Any]] = set()
+        last: BaseException | None = None
+        for attempt in range(1, PREPARE_ATTEMPTS + 1):
+            pending.add(executor.submit(self.session.prepare, cql))
+            hedge = PREPARE_HEDGE if attempt < PREPARE_ATTEMPTS else None
+            while pending:
+                done, pending = wait(pending, timeout=hedge, return_when=FIRST_COMPLETED)
+                if not done:
+                    break  # none answered in time: ask another node as well
+                for future in done:
+                    error = future.exception()
+                    if error is None:
+                        return future.result()
+                    if not isinstance(error, OperationTimedOut | NoHostAvailable):
+                        raise error
+                    last = error
+                if not pending:
+                    break  # every one asked failed for want of a node: ask another
+        assert last is not None
+        raise last
 
     def query(
         self,
@@ -137,6 +186,8 @@ class CassandraSession:
         return results
 
     def close(self) -> None:
+        if self._preparing is not None:
+            self._preparing.shutdown(wait=False, cancel_futures=True)
         self.cluster.shutdown()
 
 

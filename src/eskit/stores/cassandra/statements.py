@@ -12,7 +12,7 @@ class Statements:
 
     def __init__(self, session: CassandraSession) -> None:
         ks = session.settings.keyspace
-        p = session.session.prepare
+        p = session.prepare
         with translated("cannot prepare statements"):
             self.insert_event = p(
                 f"INSERT INTO {ks}.events (stream_id, bucket, position, event_id, type_name, schema_version,"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from eskit import QuorumUnreachable
@@ -75,3 +77,65 @@ def test_readiness_probes_when_nothing_told_the_gate_how_the_cluster_is_for_an_i
     gate.succeeded()  # an append got through after all
     gate.ready()
     assert cluster.probes == 1
+
+
+def _probing_gate(cluster: Cluster) -> tuple[QuorumGate, threading.Event, threading.Event]:
+    """A gate whose probe, once started, waits until released (as one waiting on its timeout does)."""
+    started, release = threading.Event(), threading.Event()
+
+    def probe() -> None:
+        started.set()
+        release.wait(10)
+        cluster.probe()
+
+    return QuorumGate(probe, clock=cluster.clock), started, release
+
+
+@pytest.mark.parametrize("reachable", [False, True])
+def test_an_append_while_a_failed_append_is_probed_waits_for_the_probes_answer(reachable: bool) -> None:
+    # Without the wait, appends started while the probe is out each spend the whole command timeout
+    # when the region is cut off; one queued behind another command on its account then answers
+    # only after two timeouts.
+    cluster = Cluster()
+    cluster.reachable = reachable
+    gate, started, release = _probing_gate(cluster)
+    prober = threading.Thread(target=gate.failed, args=("a timeout on an append",))
+    prober.start()
+    try:
+        assert started.wait(10)
+        answered: list[str] = []
+
+        def append() -> None:
+            try:
+                gate.check()
+                answered.append("went ahead")
+            except QuorumUnreachable:
+                answered.append("refused")
+
+        waiting = threading.Thread(target=append)
+        waiting.start()
+        waiting.join(0.3)
+        assert answered == [], "an append went ahead before the probe answered"
+        release.set()
+        waiting.join(10)
+        assert answered == ["went ahead" if reachable else "refused"]
+    finally:
+        release.set()
+        prober.join(10)
+
+
+def test_an_append_waits_for_a_probe_that_does_not_answer_no_longer_than_the_gates_bound() -> None:
+    cluster = Cluster()
+    gate, started, release = _probing_gate(cluster)
+    gate.doubt_wait = 0.2
+    prober = threading.Thread(target=gate.failed, args=("a timeout on an append",))
+    prober.start()
+    try:
+        assert started.wait(10)
+        waiting = threading.Thread(target=gate.check)
+        waiting.start()
+        waiting.join(5)
+        assert not waiting.is_alive()  # went ahead on what the gate knew: open
+    finally:
+        release.set()
+        prober.join(10)

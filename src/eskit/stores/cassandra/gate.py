@@ -11,6 +11,9 @@ The probe is one plain read of a tiny row at the level of the durable writes (``
 several regions write), never a Paxos round: a failed append runs it at once (so one slow
 contended append in a healthy cluster does not close the gate), and while the gate is closed at
 most one caller probes per ``interval`` seconds; the others are refused without a request.
+While the probe after a failed append is out, a new append waits for its answer (at most
+``doubt_wait`` seconds) instead of starting a Paxos round that would, cut off, spend the whole
+command timeout: one queued behind another command on its account would answer only after two.
 :meth:`QuorumGate.ready` (``/readyz``) probes at most once per ``interval`` when nothing else
 told the gate how the cluster is.
 """
@@ -44,6 +47,11 @@ class QuorumGate:
         self.reason = ""
         self._known_at = clock()  # when the gate last learned how the cluster is
         self._probing = False
+        #: set while no probe after a failed append is out (cleared while one is)
+        self._settled = threading.Event()
+        self._settled.set()
+        #: the longest an append waits for that probe's answer (the probe's own timeout bounds it first)
+        self.doubt_wait = 2.0
 
     @property
     def is_open(self) -> bool:
@@ -51,6 +59,8 @@ class QuorumGate:
 
     def allows(self) -> bool:
         """Whether a request that needs a global quorum may go ahead now (probing first when one is due)."""
+        if not self._settled.is_set():
+            self._settled.wait(self.doubt_wait)
         if self.closed_since is None:
             return True
         if self._claim_probe():
@@ -78,7 +88,11 @@ class QuorumGate:
             if self._probing:
                 return
             self._probing = True
-        self._run_probe(reason)
+            self._settled.clear()
+        try:
+            self._run_probe(reason)
+        finally:
+            self._settled.set()
 
     def ready(self) -> None:
         """For readiness checks: raise :class:`QuorumUnreachable` when appends would be refused.

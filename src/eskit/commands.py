@@ -76,7 +76,11 @@ class CommandRunner(Generic[A]):
         ``max_attempts`` times in all, with a short random backoff; the last
         conflict is re-raised. Raises :class:`AggregateNotFound` for a missing
         aggregate unless ``create``; exceptions raised by ``command`` propagate
-        and nothing is saved. ``new`` (with ``create``) says the stream is
+        and nothing is saved, once the state they were decided on is shown
+        current: a cached aggregate is caught up first, and on a store whose
+        reads may miss another region's appends (:meth:`EventStore.read_latest`)
+        the stream's head is read at the level that sees them, and the command
+        decided again on the latest state when it moved. ``new`` (with ``create``) says the stream is
         expected not to exist: the first attempt starts from an empty aggregate
         without reading the store (its append, conditional on an empty stream,
         shows whether it was).
@@ -84,6 +88,7 @@ class CommandRunner(Generic[A]):
         with self._turns[hash(aggregate_id) % _TURN_LOCKS]:
             aggregate: A | None = None
             verified = False  # whether ``aggregate`` was read from the store for this command
+            confirmed = False  # whether a refusal was checked against every region's appends
             reload_at: int | None = None  # after a conflict: the version the store reported
             attempt = 1
             while True:
@@ -98,18 +103,24 @@ class CommandRunner(Generic[A]):
                 try:
                     result = command(aggregate)
                 except Exception:
-                    if verified:
-                        self._keep_unchanged(aggregate)
-                        raise
-                    # Decided on state nobody read for this command: the refusal stands only if that
-                    # state was current. Half-changed (or assumed new), it is read afresh.
-                    if aggregate.pending_events or aggregate.version == 0:
-                        aggregate = self._load(aggregate_id, create=create)
-                    elif not self._catch_up(aggregate):
-                        self._keep_unchanged(aggregate)
-                        raise
-                    verified = True
-                    continue
+                    if not verified:
+                        # Decided on state nobody read for this command: the refusal stands only if that
+                        # state was current. Half-changed (or assumed new), it is read afresh.
+                        if aggregate.pending_events or aggregate.version == 0:
+                            aggregate, verified = self._load(aggregate_id, create=create), True
+                            continue
+                        if self._catch_up(aggregate):
+                            verified = True
+                            continue
+                    if not confirmed and self._missed_appends(aggregate):
+                        # The read behind the refusal missed another region's append: decide again
+                        # on the stream as every region left it.
+                        confirmed = True
+                        self.repository.events.read_latest(self.repository.stream_id(aggregate_id))
+                        aggregate, verified = self._load(aggregate_id, create=create), True
+                        continue
+                    self._keep_unchanged(aggregate)
+                    raise
                 if aggregate.pending_events:
                     meta = metadata if isinstance(metadata, EventMetadata) else metadata(aggregate, result)
                     try:
@@ -143,6 +154,15 @@ class CommandRunner(Generic[A]):
         """Drop the aggregate from the cache (the next command loads it, and its stream's key, afresh)."""
         with self._cache_lock:
             self._cache.pop(aggregate_id, None)
+
+    def _missed_appends(self, aggregate: A) -> bool:
+        """Whether the stream holds appends the reads behind ``aggregate`` missed, on a store whose
+        plain reads may miss some (:meth:`EventStore.read_latest`): one read at the level that sees
+        them all. False at once on a store whose reads miss nothing."""
+        events, stream_id = self.repository.events, self.repository.stream_id(aggregate.id)
+        if not events.read_latest(stream_id):
+            return False
+        return events.version(stream_id) != aggregate.stored_version
 
     def _catch_up(self, aggregate: A) -> bool:
         """Fold in what was appended after ``aggregate`` (which holds no pending events); True if anything was."""

@@ -124,6 +124,18 @@ class EventStore(abc.ABC):
         """
         return contextlib.nullcontext(False)
 
+    def read_latest(self, stream_id: str) -> bool:
+        """Make the next read of ``stream_id`` see every append acknowledged anywhere; False when every
+        read does already.
+
+        A store whose plain reads may miss an append just acknowledged elsewhere (on Cassandra with
+        several regions, a local read before the write's commit reached this region) reads that
+        stream at the serial level next, and says True. A command refused on what a read showed asks
+        for it before the refusal stands (see :class:`~eskit.CommandRunner`). SQLite and memory
+        return False: their reads miss nothing.
+        """
+        return False
+
     def announce(self, stream_id: str, version: int) -> None:  # noqa: B027 - optional hook
         """Make sure the store's feed tells followers of ``stream_id`` up to ``version``, durably.
 

@@ -102,6 +102,9 @@ class ObservedEventStore(EventStore):
     def ping(self) -> None:
         self._observe.run("ping", self.inner.ping)
 
+    def read_latest(self, stream_id: str) -> bool:
+        return self.inner.read_latest(stream_id)  # no request of its own: the next read is timed
+
     def announce(self, stream_id: str, version: int) -> None:
         self._observe.run("announce", lambda: self.inner.announce(stream_id, version))
 

@@ -158,3 +158,85 @@ def test_a_new_stream_is_written_without_reading_first_and_an_existing_one_is_fo
     cached.run("taken", open_once, metadata=META, create=True, new=True)
     assert seen == [[], ["theirs"]]
     assert other.repository.load("taken").entries == ["theirs"]
+
+
+class LaggingStore(SQLiteEventStore):
+    """A store whose plain reads miss what another region appended (as a local read on a cluster of
+    several regions may, until the write's commit reaches this one), and whose reads after
+    :meth:`read_latest` see it (as a serial read does)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.visible: dict[str, int] = {}  # stream -> the last position a plain read sees
+        self.latest: set[str] = set()
+        self.reads: list[str] = []
+
+    def read_latest(self, stream_id: str) -> bool:
+        self.latest.add(stream_id)
+        return True
+
+    def _limit(self, stream_id: str, kind: str) -> int | None:
+        if stream_id in self.latest:
+            self.latest.discard(stream_id)
+            self.reads.append(f"{kind}, latest")
+            return None
+        self.reads.append(kind)
+        return self.visible.get(stream_id)
+
+    def read(
+        self, stream_id: str, *, gt: int = 0, lte: int | None = None, limit: int | None = None, desc: bool = False
+    ) -> list[StoredEvent]:
+        seen = self._limit(stream_id, "read")
+        if seen is not None:
+            lte = seen if lte is None else min(lte, seen)
+        return super().read(stream_id, gt=gt, lte=lte, limit=limit, desc=desc)
+
+    def version(self, stream_id: str) -> int:
+        seen = self._limit(stream_id, "version")
+        found = super().version(stream_id)
+        return found if seen is None else min(found, seen)
+
+
+def lagging(tmp_path: Path, *, cache_size: int) -> tuple[CommandRunner[Ledger], LaggingStore, CommandRunner[Ledger]]:
+    """A runner in a far region over a lagging store, and a runner in another region on the same file."""
+    codec = EventCodec([EntryRecorded])
+    store = LaggingStore(tmp_path / "regions.db")
+    other = CommandRunner(Repository(Ledger, SQLiteEventStore(tmp_path / "regions.db"), codec))
+    return CommandRunner(Repository(Ledger, store, codec), cache_size=cache_size), store, other
+
+
+def needs_b(ledger: Ledger) -> int:
+    if "b" not in ledger.entries:
+        raise Refused("no b yet")
+    return len(ledger.entries)
+
+
+@pytest.mark.parametrize("cache_size", [0, 10])
+def test_a_refusal_decided_on_a_read_that_missed_another_regions_append_is_decided_again(
+    tmp_path: Path, cache_size: int
+) -> None:
+    far, store, near = lagging(tmp_path, cache_size=cache_size)
+    far.run("l1", lambda ledger: ledger.record("a"), metadata=META, create=True)
+    store.visible["l1"] = 1
+    near.run("l1", lambda ledger: ledger.record("b"), metadata=META)  # acknowledged in the other region
+
+    assert far.run("l1", needs_b, metadata=META) == 2  # not refused on a read that missed it
+    assert "version, latest" in store.reads
+
+
+def test_a_refusal_on_an_account_another_region_just_made_is_decided_again(tmp_path: Path) -> None:
+    far, store, near = lagging(tmp_path, cache_size=10)
+    store.visible["l1"] = 0
+    near.run("l1", lambda ledger: ledger.record("b"), metadata=META, create=True)
+
+    assert far.run("l1", needs_b, metadata=META, create=True) == 1
+
+
+def test_a_refusal_that_a_latest_read_confirms_stands_after_one_more_read(tmp_path: Path) -> None:
+    far, store, _ = lagging(tmp_path, cache_size=0)
+    far.run("l1", lambda ledger: ledger.record("a"), metadata=META, create=True)
+    store.reads.clear()
+
+    with pytest.raises(Refused):
+        far.run("l1", needs_b, metadata=META)
+    assert store.reads == ["read", "version, latest"]  # the load, then the head as every region left it

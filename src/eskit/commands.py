@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from eskit.aggregate import Aggregate
+from eskit.budget import command_budget, remaining
 from eskit.events import EventMetadata
 from eskit.exceptions import AggregateNotFound, ConcurrencyError
 from eskit.repository import Repository
@@ -73,7 +74,9 @@ class CommandRunner(Generic[A]):
         the events with, or a function of the aggregate and the result that
         builds it (so it can record the answer). On :class:`ConcurrencyError`
         the aggregate is reloaded and the command run again, up to
-        ``max_attempts`` times in all, with a short random backoff; the last
+        ``max_attempts`` times in all, with a short random backoff, and only
+        while the store's :attr:`~eskit.ports.EventStore.command_budget` (from
+        the command's arrival, see :mod:`eskit.budget`) is not spent; the last
         conflict is re-raised. Raises :class:`AggregateNotFound` for a missing
         aggregate unless ``create``; exceptions raised by ``command`` propagate
         and nothing is saved, once the state they were decided on is shown
@@ -85,7 +88,8 @@ class CommandRunner(Generic[A]):
         without reading the store (its append, conditional on an empty stream,
         shows whether it was).
         """
-        with self._turns[hash(aggregate_id) % _TURN_LOCKS]:
+        # The budget runs from the command's arrival: its wait for the aggregate's turn spends it too.
+        with command_budget(self.repository.events.command_budget), self._turns[hash(aggregate_id) % _TURN_LOCKS]:
             aggregate: A | None = None
             verified = False  # whether ``aggregate`` was read from the store for this command
             confirmed = False  # whether a refusal was checked against every region's appends
@@ -128,7 +132,8 @@ class CommandRunner(Generic[A]):
                     except ConcurrencyError as exc:
                         if on_conflict is not None:
                             on_conflict(attempt)
-                        if attempt == max_attempts:
+                        left = remaining()
+                        if attempt == max_attempts or (left is not None and left <= 0):
                             raise
                         attempt += 1
                         # Jittered, growing backoff: writers in other processes get out of step.

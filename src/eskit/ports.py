@@ -124,6 +124,10 @@ class EventStore(abc.ABC):
         """
         return contextlib.nullcontext(False)
 
+    #: seconds one command may spend on this store in all, its conflict retries and its wait for its
+    #: aggregate's turn included (see :mod:`eskit.budget`); None: no bound beyond each request's own
+    command_budget: float | None = None
+
     def read_latest(self, stream_id: str) -> bool:
         """Make the next read of ``stream_id`` see every append acknowledged anywhere; False when every
         read does already.

@@ -66,6 +66,7 @@ class ObservedEventStore(EventStore):
     def __init__(self, inner: EventStore, metrics: Metrics, *, system: str) -> None:
         self.inner = inner
         self.metrics = metrics
+        self.command_budget = inner.command_budget
         self._observe = _Observer(metrics, system)
 
     def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:

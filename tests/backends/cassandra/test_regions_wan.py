@@ -302,7 +302,14 @@ def test_a_region_cut_off_under_load_answers_fast_and_loses_nothing_acknowledged
     # dc3 answered fast: within the command bound, and at once after its first refusals.
     during = load.answered("dc3", cut + 0.5, healed)
     assert during, "dc3's clients sent nothing while it was cut off"
-    assert max(a.seconds for a in during) < COMMAND_TIMEOUT + 3, max(a.seconds for a in during)
+    slow = [(a.command, a.status, round(a.started - cut, 2), round(a.seconds, 2)) for a in during if a.seconds > 4]
+    print(
+        "SLOWEST",
+        sorted(((round(a.seconds, 2), a.command, a.status, round(a.started - cut, 2)) for a in during), reverse=True)[
+            :6
+        ],
+    )
+    assert max(a.seconds for a in during) < COMMAND_TIMEOUT + 3, slow  # (command, status, sent after the cut, s)
     # Nothing acknowledged there (a change needs a global quorum); a refusal decided on its own
     # replicas (409) is an answer it can give.
     assert {a.status for a in during if a.started > cut + COMMAND_TIMEOUT + 2} <= {503, 409}

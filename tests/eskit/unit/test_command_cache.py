@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from eskit import CommandRunner, EventCodec, Repository, StoredEvent
+from eskit import CommandRunner, ConcurrencyError, EventCodec, NewEvent, Repository, StoredEvent
 from eskit.stores.sqlite import SQLiteEventStore
 from tests.eskit.unit.test_commands import META, EntryRecorded, Ledger, Refused
 
@@ -240,3 +242,39 @@ def test_a_refusal_that_a_latest_read_confirms_stands_after_one_more_read(tmp_pa
     with pytest.raises(Refused):
         far.run("l1", needs_b, metadata=META)
     assert store.reads == ["read", "version, latest"]  # the load, then the head as every region left it
+
+
+class ContendedStore(SQLiteEventStore):
+    """A store on which every append loses to another writer, after a while, and whose commands have a budget."""
+
+    command_budget = 0.3
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.appends = 0
+
+    def append(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int) -> int:
+        self.appends += 1
+        time.sleep(0.1)
+        raise ConcurrencyError(stream_id, expected_version, expected_version + 1)
+
+
+def test_a_command_retries_its_conflicts_only_while_its_stores_budget_lasts(tmp_path: Path) -> None:
+    store = ContendedStore(tmp_path / "contended.db")
+    runner = CommandRunner(Repository(Ledger, store, EventCodec([EntryRecorded])))
+    with pytest.raises(ConcurrencyError):
+        runner.run("l1", lambda ledger: ledger.record("a"), metadata=META, create=True, max_attempts=10)
+    assert 2 <= store.appends <= 4  # 0.3 s of 0.1 s attempts, not the ten attempts allowed
+
+
+def test_a_stores_request_gets_what_is_left_of_its_commands_budget_but_never_less_than_the_floor() -> None:
+    from eskit.budget import command_budget
+    from eskit.stores.cassandra.session import FLOOR, Deadline
+
+    assert Deadline.for_command(3.0).seconds == 3.0  # outside a command: the store's own bound
+    with command_budget(2.0):
+        assert 1.5 < Deadline.for_command(3.0).seconds <= 2.0
+        assert Deadline.for_command(0.5).seconds == 0.5
+    with command_budget(0.01):
+        time.sleep(0.02)
+        assert Deadline.for_command(3.0).seconds == FLOOR

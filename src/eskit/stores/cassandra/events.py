@@ -94,6 +94,7 @@ class CassandraEventStore(EventStore):
 
     def __init__(self, connection: CassandraSession, feed: CassandraStreamFeed | None = None) -> None:
         self.db = connection
+        self.command_budget = connection.settings.command_timeout  # a command's whole time, turns and retries
         #: the feed's hints, written before every append (None only in tools that never append)
         self.feed = feed
         assert connection.statements is not None, "the session's statements are prepared by open_stores"
@@ -129,7 +130,10 @@ class CassandraEventStore(EventStore):
         self.gate.check()
         try:
             return self.db.query(
-                statement, params, serial=True, deadline=deadline or Deadline(self.db.settings.command_timeout)
+                statement,
+                params,
+                serial=True,
+                deadline=deadline or Deadline.for_command(self.db.settings.command_timeout),
             )
         except OperationalError as exc:
             if not isinstance(exc, QuorumUnreachable):
@@ -204,7 +208,7 @@ class CassandraEventStore(EventStore):
             raise InterfaceError(f"an append holds at most bucket_size={self.bucket_size} events")
         # Refused at once, without a request, while this region cannot reach a global quorum.
         self.gate.check()
-        deadline = Deadline(self.db.settings.command_timeout)
+        deadline = Deadline.for_command(self.db.settings.command_timeout)
         head, writer = expected_version + len(events), uuid.uuid4()  # one hint per attempt, never shared
         at = to_micros(events[0].recorded_at)
         if self.feed is not None:
@@ -625,7 +629,7 @@ class CassandraEventStore(EventStore):
         if self.feed is not None and self.feed.two_phase and version > 0:
             self.gate.check()
             try:
-                self.feed.announce(stream_id, version, deadline=Deadline(self.db.settings.command_timeout))
+                self.feed.announce(stream_id, version, deadline=Deadline.for_command(self.db.settings.command_timeout))
             except OperationalError as exc:
                 self.gate.failed(f"{type(exc).__name__} on a durable hint")
                 raise

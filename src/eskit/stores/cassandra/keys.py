@@ -98,10 +98,10 @@ class CassandraKeyStore(KeyStore):
         """A request that needs a global quorum: refused at once while the gate is closed, bounded by
         the store's command timeout like an append, and its failure tells the gate."""
         if self.gate is None:
-            return run(Deadline(self.db.settings.command_timeout))
+            return run(Deadline.for_command(self.db.settings.command_timeout))
         self.gate.check()
         try:
-            result = run(Deadline(self.db.settings.command_timeout))
+            result = run(Deadline.for_command(self.db.settings.command_timeout))
         except OperationalError as exc:
             if not isinstance(exc, QuorumUnreachable):
                 self.gate.failed(f"{type(exc).__name__} on a key record")

@@ -11,6 +11,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from eskit.budget import remaining
 from eskit.exceptions import (
     OperationalError,
     SchemaError,
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CassandraSession", "Deadline", "backoff", "translate", "translated"]
 
+#: the least time a request that needs a global quorum is given, whatever is left of its command's budget
+FLOOR = 1.0
 #: seconds a statement's preparation waits on one node before it is asked of another as well
 PREPARE_HEDGE = 2.0
 #: nodes a statement's preparation is asked of, at most (each waits the driver's 10 s at worst)
@@ -38,6 +41,15 @@ class Deadline:
 
     def remaining(self) -> float:
         return self.at - time.monotonic()
+
+    @classmethod
+    def for_command(cls, seconds: float) -> Deadline:
+        """``seconds``, or what is left of the running command's budget (:mod:`eskit.budget`) when less,
+        but never below :data:`FLOOR` (nor above ``seconds``): a request sent with less could not finish
+        even when nothing is wrong (a Paxos round between regions takes two round trips), and would
+        leave an unknown outcome where waiting a little longer gives a clean answer."""
+        left = remaining()
+        return cls(seconds if left is None else min(seconds, max(FLOOR, left)))
 
     def timeout(self, cap: float) -> float:
         """What one request may wait: ``cap`` or what is left, whichever is less (never below 10 ms)."""

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,10 +55,27 @@ def revocations(runtime: Runtime) -> Counter[str]:
     return counts
 
 
+class _Late:
+    """The service, each command sent 10 ms late: however fast the machine, the runner that sends them is
+    killed part-way (it once sent all thousand before the test's first look)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def handle(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.01)
+        return self.inner.handle(*args, **kwargs)
+
+
 def _withdraw_slowly(path: str) -> None:
     """A read-side runner that sends revocations one at a time, until it is killed."""
     _runtime, read_side = wired(Path(path), lease=0.5)
-    manager(read_side).workers = 1
+    slow = manager(read_side)
+    slow.workers = 1
+    slow.service = _Late(slow.service)
     while True:
         read_side.step()
 

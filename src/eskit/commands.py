@@ -15,20 +15,24 @@ usually of nothing) and, when there is something, decides again.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 from eskit.aggregate import Aggregate
 from eskit.budget import command_budget, remaining
 from eskit.events import EventMetadata
-from eskit.exceptions import AggregateNotFound, ConcurrencyError
+from eskit.exceptions import AggregateNotFound, ConcurrencyError, StoreError
 from eskit.repository import Repository
 
 __all__ = ["CommandRunner"]
+
+log = logging.getLogger(__name__)
 
 A = TypeVar("A", bound=Aggregate)
 R = TypeVar("R")
@@ -89,7 +93,7 @@ class CommandRunner(Generic[A]):
         shows whether it was).
         """
         # The budget runs from the command's arrival: its wait for the aggregate's turn spends it too.
-        with command_budget(self.repository.events.command_budget), self._turns[hash(aggregate_id) % _TURN_LOCKS]:
+        with command_budget(self.repository.events.command_budget), self._turn(aggregate_id):
             aggregate: A | None = None
             verified = False  # whether ``aggregate`` was read from the store for this command
             confirmed = False  # whether a refusal was checked against every region's appends
@@ -155,6 +159,19 @@ class CommandRunner(Generic[A]):
                     self._keep(aggregate)
                 return result
 
+    @contextmanager
+    def _turn(self, aggregate_id: str) -> Iterator[None]:
+        """The aggregate's turn, waited for at most what is left of the command's budget."""
+        lock = self._turns[hash(aggregate_id) % _TURN_LOCKS]
+        left = remaining()
+        if not lock.acquire(timeout=-1 if left is None else max(0.0, left)):
+            # Commands ahead of this one on the aggregate spent its budget: as busy as a conflict.
+            raise ConcurrencyError(self.repository.stream_id(aggregate_id), -1, None)
+        try:
+            yield
+        finally:
+            lock.release()
+
     def evict(self, aggregate_id: str) -> None:
         """Drop the aggregate from the cache (the next command loads it, and its stream's key, afresh)."""
         with self._cache_lock:
@@ -167,7 +184,13 @@ class CommandRunner(Generic[A]):
         events, stream_id = self.repository.events, self.repository.stream_id(aggregate.id)
         if not events.read_latest(stream_id):
             return False
-        return events.version(stream_id) != aggregate.stored_version
+        try:
+            return events.version(stream_id) != aggregate.stored_version
+        except StoreError as exc:
+            # No quorum to ask (the store's gate has learned it): the refusal stands on what this
+            # region holds, as reads do while it is cut off.
+            log.info("refusal on %s not checked against every region: %s", stream_id, exc)
+            return False
 
     def _catch_up(self, aggregate: A) -> bool:
         """Fold in what was appended after ``aggregate`` (which holds no pending events); True if anything was."""

@@ -31,6 +31,7 @@ from downloads.application.presenters import as_body, jsonable, present_title
 from downloads.application.queries import DownloadsQueries, account_not_found
 from downloads.domain import Account, Denied, DomainError, NotFound, Policy, Title, TitleInfo
 from eskit import AggregateNotFound, CommandRunner, EventMetadata, Repository
+from eskit.budget import command_budget
 from eskit.tracing import Span, tracer
 
 __all__ = ["DownloadsService", "Reply"]
@@ -93,6 +94,11 @@ class DownloadsService(DownloadsQueries):
             return self._handle(command, idempotency_key, started, span)
 
     def _handle(self, command: AccountCommand, key: str | None, started: float, span: Span | None) -> Reply:
+        # One budget for the command and, for one answered again, the durable hint written after it.
+        with command_budget(self.accounts.events.command_budget):
+            return self._run(command, key, started, span)
+
+    def _run(self, command: AccountCommand, key: str | None, started: float, span: Span | None) -> Reply:
         seen: dict[str, Any] = {"attempts": 0, "conflicts": 0}
         try:
             command.validate(self.policy)

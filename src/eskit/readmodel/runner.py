@@ -532,7 +532,7 @@ class ProjectionRunner:
             self._stream_targets(lambda target: target.forget())
 
     def _stream_targets(self, call: Callable[[StreamTarget], None]) -> None:
-        for target in self._targets.values():
+        for target in list(self._targets.values()):  # a status page may add one meanwhile
             if isinstance(target, StreamTarget):
                 call(target)
 

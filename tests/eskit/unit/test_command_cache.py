@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from eskit import CommandRunner, ConcurrencyError, EventCodec, NewEvent, Repository, StoredEvent
+from eskit import CommandRunner, ConcurrencyError, EventCodec, NewEvent, Repository, StoredEvent, StoreUnavailable
 from eskit.stores.sqlite import SQLiteEventStore
 from tests.eskit.unit.test_commands import META, EntryRecorded, Ledger, Refused
 
@@ -278,3 +279,50 @@ def test_a_stores_request_gets_what_is_left_of_its_commands_budget_but_never_les
     with command_budget(0.01):
         time.sleep(0.02)
         assert Deadline.for_command(3.0).seconds == FLOOR
+
+
+class CutOffStore(LaggingStore):
+    """A lagging store that cannot reach the other regions: its latest reads fail."""
+
+    def version(self, stream_id: str) -> int:
+        if stream_id in self.latest:
+            self.latest.discard(stream_id)
+            raise StoreUnavailable("no quorum of the other regions' replicas")
+        return super().version(stream_id)
+
+
+def test_a_refusal_that_cannot_be_checked_against_every_region_stands(tmp_path: Path) -> None:
+    codec = EventCodec([EntryRecorded])
+    store = CutOffStore(tmp_path / "cut.db")
+    far = CommandRunner(Repository(Ledger, store, codec))
+    far.run("l1", lambda ledger: ledger.record("a"), metadata=META, create=True)
+    with pytest.raises(Refused):  # the refusal, not the failed check
+        far.run("l1", needs_b, metadata=META)
+
+
+class BudgetedStore(SQLiteEventStore):
+    command_budget = 0.2
+
+
+def test_a_command_whose_turn_does_not_come_within_its_budget_is_answered_as_contended(tmp_path: Path) -> None:
+    runner = CommandRunner(Repository(Ledger, BudgetedStore(tmp_path / "turns.db"), EventCodec([EntryRecorded])))
+    runner.run("l1", lambda ledger: ledger.record("a"), metadata=META, create=True)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(ledger: Ledger) -> None:
+        inside.set()
+        release.wait(10)
+        ledger.record("b")
+
+    first = threading.Thread(target=lambda: runner.run("l1", hold, metadata=META))
+    first.start()
+    try:
+        assert inside.wait(10)
+        ran: list[str] = []
+        with pytest.raises(ConcurrencyError):
+            runner.run("l1", lambda ledger: ran.append("ran"), metadata=META)
+        assert ran == []
+    finally:
+        release.set()
+        first.join(10)
+    assert runner.repository.load("l1").entries == ["a", "b"]

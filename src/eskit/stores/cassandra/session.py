@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import queue
 import random
 import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -107,8 +107,6 @@ class CassandraSession:
         with translated(f"cannot connect to Cassandra at {','.join(settings.hosts)}:{settings.port}"):
             self.session = self.cluster.connect()
         self.statements: Statements | None = None  # prepared once the keyspace is checked
-        self._preparing: ThreadPoolExecutor | None = None
-        self._preparing_lock = threading.Lock()
 
     def prepare(self, cql: str) -> Any:
         """``cql`` prepared (raises driver exceptions: callers translate them).
@@ -121,30 +119,36 @@ class CassandraSession:
         from cassandra import OperationTimedOut
         from cassandra.cluster import NoHostAvailable
 
-        with self._preparing_lock:
-            if self._preparing is None:
-                self._preparing = ThreadPoolExecutor(max_workers=8, thread_name_prefix="eskit-prepare")
-            executor = self._preparing
-        pending: set[Future[Any]] = set()
+        answers: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
+
+        def ask() -> None:
+            try:
+                answers.put((self.session.prepare(cql), None))
+            except BaseException as exc:  # handed to the caller
+                answers.put((None, exc))
+
+        asked = waiting = 0
         last: BaseException | None = None
-        for attempt in range(1, PREPARE_ATTEMPTS + 1):
-            pending.add(executor.submit(self.session.prepare, cql))
-            hedge = PREPARE_HEDGE if attempt < PREPARE_ATTEMPTS else None
-            while pending:
-                done, pending = wait(pending, timeout=hedge, return_when=FIRST_COMPLETED)
-                if not done:
-                    break  # none answered in time: ask another node as well
-                for future in done:
-                    error = future.exception()
-                    if error is None:
-                        return future.result()
-                    if not isinstance(error, OperationTimedOut | NoHostAvailable):
-                        raise error
-                    last = error
-                if not pending:
-                    break  # every one asked failed for want of a node: ask another
-        assert last is not None
-        raise last
+        ask_now = True
+        while True:
+            if ask_now and asked < PREPARE_ATTEMPTS:
+                # Daemon threads: one stuck on a frozen node never holds up the process's exit.
+                threading.Thread(target=ask, name="eskit-prepare", daemon=True).start()
+                asked, waiting = asked + 1, waiting + 1
+            if waiting == 0:
+                assert last is not None
+                raise last
+            try:
+                found, error = answers.get(timeout=PREPARE_HEDGE if asked < PREPARE_ATTEMPTS else None)
+            except queue.Empty:
+                ask_now = True  # no answer in time: ask another node as well
+                continue
+            waiting -= 1
+            if error is None:
+                return found
+            if not isinstance(error, OperationTimedOut | NoHostAvailable):
+                raise error
+            last, ask_now = error, waiting == 0
 
     def query(
         self,
@@ -198,8 +202,6 @@ class CassandraSession:
         return results
 
     def close(self) -> None:
-        if self._preparing is not None:
-            self._preparing.shutdown(wait=False, cancel_futures=True)
         self.cluster.shutdown()
 
 

@@ -46,9 +46,10 @@ class CassandraSettings:
     ``commit_consistency`` (``LOCAL_QUORUM``: with Paxos v2 an append is durable
     once a global quorum accepted it, see ``docs/cassandra.md``); ``LOCAL_SERIAL``
     is refused there unless ``single_writer_region=true`` declares that only one
-    region ever accepts commands. ``command_timeout`` bounds the time an append
-    may take in all (its retries and the resolution of an unknown outcome
-    included), and so how long a region cut off from the others takes to refuse.
+    region ever accepts commands. ``command_timeout`` bounds the time a command
+    may take in all (its wait for its aggregate's turn, its conflict retries, its
+    appends with their retries and the resolution of an unknown outcome; see
+    :mod:`eskit.budget`), and so how long a region cut off from the others takes to refuse.
     """
 
     hosts: tuple[str, ...]
@@ -71,7 +72,7 @@ class CassandraSettings:
     connect_timeout: float = 10.0
     request_timeout: float = 12.0
     retries: int = 5  # bounded retries (with backoff) on timeouts and unavailable replicas
-    command_timeout: float = 5.0  # seconds an append may take in all, retries and resolution included
+    command_timeout: float = 5.0  # seconds a command may take in all: turn, retries, resolution
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> CassandraSettings:

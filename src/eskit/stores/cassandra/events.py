@@ -46,7 +46,7 @@ from eskit.exceptions import (
 from eskit.ports import EventStore
 from eskit.stores.cassandra.feed import CassandraStreamFeed
 from eskit.stores.cassandra.gate import QuorumGate
-from eskit.stores.cassandra.session import CassandraSession, Deadline, backoff, translate
+from eskit.stores.cassandra.session import CassandraSession, Deadline, applied, backoff, translate
 from eskit.stores.checks import check_append, check_read
 from eskit.stores.timestamps import from_micros, to_micros
 from eskit.timetravel import TIME_STRIDE
@@ -359,7 +359,7 @@ class CassandraEventStore(EventStore):
                     break
                 backoff(attempt, deadline)
                 continue
-            if result.was_applied:
+            if applied(result):
                 if uncertain:
                     self.outcomes["resent_applied"] += 1
                 return True, None

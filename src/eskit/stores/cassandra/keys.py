@@ -26,7 +26,7 @@ from typing import Any
 from eskit.exceptions import OperationalError, QuorumUnreachable
 from eskit.privacy.keys import KeyRecord, KeyStore
 from eskit.stores.cassandra.gate import QuorumGate
-from eskit.stores.cassandra.session import CassandraSession, Deadline, translated
+from eskit.stores.cassandra.session import CassandraSession, Deadline, applied, translated
 from eskit.stores.timestamps import from_micros, to_micros
 
 __all__ = ["KEYS_TABLE", "CassandraKeyStore"]
@@ -84,7 +84,7 @@ class CassandraKeyStore(KeyStore):
         bound = statement.bind(params)
         bound.consistency_level = self.db.write_cl
         bound.serial_consistency_level = self.db.serial_cl
-        return bool(self._guarded(lambda deadline: self.db.query(bound, deadline=deadline)).was_applied)
+        return applied(self._guarded(lambda deadline: self.db.query(bound, deadline=deadline)))
 
     def _read(self, subject: str, *, serial: bool) -> KeyRecord | None:
         if serial:

@@ -55,7 +55,7 @@ from eskit.projection import MAX_SKIPPED_STREAMS, SkippedStream, StreamTarget, T
 from eskit.readmodel.sink import Sink
 from eskit.readmodel.store import Handler, Progress, ReadModelStore, Version, table_prefix
 from eskit.readmodel.tables import Row, Table, TableSet, Writer
-from eskit.stores.cassandra.session import CassandraSession, translated
+from eskit.stores.cassandra.session import CassandraSession, applied, translated
 from eskit.stores.timestamps import from_micros, to_micros
 
 __all__ = ["CassandraReadModels"]
@@ -650,7 +650,7 @@ class CassandraReadModels(ReadModelStore):
                 "INSERT INTO {ks}.eskit_leases (name, holder, fence, expires_at) VALUES (?, ?, 1, ?) IF NOT EXISTS",
                 (name, holder, now + ttl),
             )
-            return 1 if result.was_applied else None
+            return 1 if applied(result) else None
         if row.holder != holder and row.expires_at > now:
             return None
         token = row.fence if row.holder == holder else row.fence + 1
@@ -658,7 +658,7 @@ class CassandraReadModels(ReadModelStore):
             "UPDATE {ks}.eskit_leases SET holder = ?, fence = ?, expires_at = ? WHERE name = ? IF fence = ?",
             (holder, token, now + ttl, name, row.fence),
         )
-        return int(token) if result.was_applied else None
+        return int(token) if applied(result) else None
 
     def release_lease(self, name: str, holder: str) -> None:
         if self.has_table("eskit_leases"):

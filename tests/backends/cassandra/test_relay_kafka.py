@@ -29,6 +29,7 @@ from tests.downloads.integration.test_relay_kafka import (
     relay_behind,
     relay_process,
     relay_status,
+    relay_watch,
     wait_for,
 )
 from tests.support.cassandra import ClusterPool, keyspace_url
@@ -73,8 +74,10 @@ def test_a_relay_killed_mid_batch_misses_nothing_and_its_duplicates_are_counted(
         open_members(store)
         race(store, writers=2, commands=600)
         events = accepted(store)
-        with relay_process(store, kafka, topic, tmp_path / "relay.log") as victim:
-            wait_for(lambda: 0 <= relay_behind(store) < len(events) - BATCH, "the relay is part-way", every=0.05)
+        with relay_watch(store) as behind, relay_process(store, kafka, topic, tmp_path / "relay.log") as victim:
+            # One open session polls (a few reads each time), so the relay is caught part-way however fast
+            # it publishes; once the broker is paused, nothing more is acknowledged and it stays part-way.
+            wait_for(lambda: 0 <= behind() < len(events) - BATCH, "the relay is part-way", every=0.02)
             kafka.pause()  # the kill meets streams sent and not yet acknowledged
             try:
                 time.sleep(1.5)

@@ -176,26 +176,38 @@ def relay_status(store: str) -> Any:
 
 def relay_behind(store: str) -> int:
     """Events of the store the relay has not published (and had acknowledged) yet, stream by stream."""
+    with relay_watch(store) as behind:
+        return behind()
+
+
+@contextmanager
+def relay_watch(store: str) -> Iterator[Callable[[], int]]:
+    """:func:`relay_behind` asked again and again over one open runtime: a poll costs a few reads, not
+    a new session, so a test can catch the relay part-way however fast it goes."""
     runtime = bootstrap(Settings(store=store, create_schema=False))
     try:
         read_side = open_read_side(runtime)
         try:
-            try:
-                if not read_side.relay_registered():  # type: ignore[attr-defined]
+
+            def behind() -> int:
+                try:
+                    if not read_side.relay_registered():  # type: ignore[attr-defined]
+                        return -1
+                except EskitError:
+                    # The relay's process is creating the registry: a node may list a table (its
+                    # schema tables are written first) a moment before it serves it. Asked again.
                     return -1
-            except EskitError:
-                # The relay's process is creating the registry: a node may list a table (its schema
-                # tables are written first) a moment before it serves it. Asked again.
-                return -1
-            target = read_side.runner.target("relay")  # type: ignore[attr-defined]
-            events = runtime.stores.events
-            streams = list(events.stream_ids())
-            heads = {s: events.version(s) for s in streams}
-            if isinstance(target, ProjectionTarget):
-                assert runtime.stores.feed is not None
-                return runtime.stores.feed.head() - target.checkpoint()
-            held = target.checkpoints(streams)
-            return sum(heads[s] - held.get(s, 0) for s in streams)
+                target = read_side.runner.target("relay")  # type: ignore[attr-defined]
+                events = runtime.stores.events
+                streams = list(events.stream_ids())
+                heads = {s: events.version(s) for s in streams}
+                if isinstance(target, ProjectionTarget):
+                    assert runtime.stores.feed is not None
+                    return runtime.stores.feed.head() - target.checkpoint()
+                held = target.checkpoints(streams)
+                return sum(heads[s] - held.get(s, 0) for s in streams)
+
+            yield behind
         finally:
             read_side.close()
     finally:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -33,9 +30,7 @@ CEILING = "SQLite commits, no server"
 BASELINE = "ours, baseline checkout"
 TRACED = "ours, own accounts, 1 in 10 traced"
 TRACED_ALL = "ours, own accounts, every request traced"
-#: ours with `DOWNLOADS_READ_SIDE=off` and the read side run by `downloads project` in a process of its own
-SEPARATE = "ours, own accounts, read side in `downloads project`"
-CONTENDERS = (OWN, TRIVIAL, SHARED, BASELINE, TRACED, TRACED_ALL, SEPARATE)
+CONTENDERS = (OWN, TRIVIAL, SHARED, BASELINE, TRACED, TRACED_ALL)
 #: the ``src`` folder of another checkout of the service (an earlier commit): when set, the one-worker
 #: setup also serves it, as a third server in the same rounds, for a before/after in one run
 BASELINE_ENV = "BENCH_HTTP_BASELINE_SRC"
@@ -169,21 +164,30 @@ async def _drive(conns: list[Connection], pair: Pair, seconds: float) -> tuple[T
     return tally, wall, time.process_time() - c0
 
 
-def _group_cpu(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``."""
+def _group_cpu(pgid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``: those
+    serving HTTP (the server's main process and its workers), and the read side's process serve starts
+    (``downloads project --quiet``)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    serving = side = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[2]) != pgid:  # fields after "pid (comm)": state, ppid, pgrp, ..., utime (12), stime (13)
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().split(b"\0")
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # fields after "pid (comm)": state, ppid, pgrp, ..., utime (12), stime (13)
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+        used = int(fields[11]) + int(fields[12])
+        if b"project" in command and b"--quiet" in command:
+            side += used
+        else:
+            serving += used
+    return serving / tick, side / tick
 
 
 def _commit_rate(path: Path, seconds: float) -> tuple[float, float]:
@@ -237,17 +241,14 @@ async def _measure(
     warmup: float,
     ceiling_db: Path,
     clients: int,
-    sides: dict[str, int] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Rounds of every contender in turn; ``sides`` names, per contender, the process group of work of
-    its own outside the server (its read side's process), whose CPU is recorded apart as ``side_ms``."""
-    sides = sides or {}
+    """Rounds of every contender in turn; the CPU of a server's read side process is recorded apart
+    (``side_ms``) from that of its HTTP processes (``server_ms``)."""
     pairs: dict[str, Pair] = {
         OWN: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         BASELINE: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         TRACED: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         TRACED_ALL: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
-        SEPARATE: _ours_pair(lambda i: f"bench-{i}", lambda i: "d1", lambda i: "demo-title-1"),
         SHARED: _ours_pair(lambda i: SHARED_ACCOUNT, lambda i: f"d{i % SHARED_DEVICES}", lambda i: f"bench-title-{i}"),
         TRIVIAL: _trivial_pair,
     }
@@ -265,11 +266,10 @@ async def _measure(
                 continue
             url = f"http://127.0.0.1:{ports[name]}"
             before = _conflicts(url) if name != TRIVIAL else 0.0
-            server0 = _group_cpu(pgids[name])
-            side0 = _group_cpu(sides[name]) if name in sides else 0.0
+            server0, side0 = _group_cpu(pgids[name])
             tally, wall, cpu = await _drive(conns[name], pairs[name], seconds)
-            server_cpu = _group_cpu(pgids[name]) - server0
-            side_cpu = _group_cpu(sides[name]) - side0 if name in sides else 0.0
+            server1, side1 = _group_cpu(pgids[name])
+            server_cpu, side_cpu = server1 - server0, side1 - side0
             after = _conflicts(url) if name != TRIVIAL else 0.0
             n = len(tally.latencies)
             p50 = _percentile(tally.latencies, 0.5)
@@ -284,6 +284,7 @@ async def _measure(
                     "server_cpu": server_cpu / wall,
                     "server_ms": server_cpu / max(n, 1) * 1e3,
                     "side_ms": side_cpu / max(n, 1) * 1e3,
+                    "total_ms": (server_cpu + side_cpu) / max(n, 1) * 1e3,
                     "conflicts": after - before,
                 }
             )
@@ -363,7 +364,8 @@ def run(quick: bool) -> dict[str, Any]:
         0,
         f"Server CPU per request, trivial endpoint's / ours (granian, 1 worker): x{cpu['median']:.2f} "
         f"(per-round range {cpu['low']:.2f}-{cpu['high']:.2f}; ours {cpu['ours_ms']:.2f} ms, trivial "
-        f"{cpu['trivial_ms']:.2f} ms, medians). Ours' req/s against the trivial endpoint's: "
+        f"{cpu['trivial_ms']:.2f} ms, medians; x{cpu['with_read_side']:.2f} with the read side's process "
+        f"counted too). Ours' req/s against the trivial endpoint's: "
         + ", ".join(f"{kind} {workers} worker(s) x{ratio:.2f}" for (kind, workers), ratio in rps.items())
         + ". granian is the default: it alone bounds the time a request head may take (and idle keep-alive), "
         "and answers a header flood with 431 at once (see docs/operations.md).",
@@ -371,7 +373,7 @@ def run(quick: bool) -> dict[str, Any]:
     goals = [
         goal_at_least(
             f"ours' server CPU per request ≥ {TARGET}x the trivial endpoint's (trivial ms / ours ms; granian, "
-            "1 worker, SQLite)",
+            "1 worker, SQLite; the HTTP processes', the read side's process reported beside)",
             cpu["median"],
             TARGET,
         ),
@@ -414,10 +416,7 @@ def run(quick: bool) -> dict[str, Any]:
         f"`OTEL_TRACES_SAMPLER=parentbased_traceidratio`: '{TRACED}' with `OTEL_TRACES_SAMPLER_ARG={SAMPLED}`, "
         f"'{TRACED_ALL}' with 1.0, so every request's spans (request, command, each store call) and the read "
         "side's are made and exported with the SDK's default batch settings. They rotate with the other cases; "
-        f"the tracing goal is the median of per-round req/s ratios of '{TRACED}' against '{OWN}'. "
-        f"'{SEPARATE}' (one-worker setup too): one more server of ours on a file of its own with "
-        "`DOWNLOADS_READ_SIDE=off`, and `downloads project` on the same file in a process group of its own; its "
-        "'server CPU' is the server's alone, and the projector's CPU in the same round is given in the notes."
+        f"the tracing goal is the median of per-round req/s ratios of '{TRACED}' against '{OWN}'."
     )
     if os.environ.get(BASELINE_ENV):
         method += (
@@ -463,11 +462,6 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
             _traced_servers(workdir, env, workers) if (kind, workers) == ("granian", 1) else (None, {}, None)
         )
         extra.update(traced)
-        projector: subprocess.Popen[bytes] | None = None
-        if (kind, workers) == ("granian", 1):
-            (workdir / "separate-metrics").mkdir()
-            separate_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(workdir / "separate-metrics")}
-            extra[SEPARATE] = _our_server(workdir / "separate", {**separate_env, "DOWNLOADS_READ_SIDE": "off"}, 1)
         try:
             ours.start(timeout=START_TIMEOUT)
             trivial.start(timeout=START_TIMEOUT)
@@ -483,19 +477,13 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
                 _setup(server.url, admin)
                 assert server.process is not None
                 ports[name], pgids[name] = server.port, server.process.pid
-            sides: dict[str, int] = {}
-            if SEPARATE in extra:
-                projector = _projector(workdir / "separate", separate_env)
-                sides[SEPARATE] = projector.pid
-            measuring = _measure(ports, pgids, headers, rounds, seconds, warmup, workdir / "commits.db", clients, sides)
+            measuring = _measure(ports, pgids, headers, rounds, seconds, warmup, workdir / "commits.db", clients)
             results = _loop_runner()(measuring)
         finally:
             ours.stop(grace=STOP_GRACE)
             trivial.stop(grace=STOP_GRACE)
             for server in extra.values():
                 server.stop(grace=STOP_GRACE)
-            if projector is not None:
-                _stop(projector)
             if receiver is not None:
                 receiver.stop()
         db_events = _count_events(workdir / "ours" / "downloads.db")
@@ -518,6 +506,7 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
                 "conflict retries": "" if name == TRIVIAL else int(sum(r["conflicts"] for r in res)),
                 "x trivial": median([r["rps"] / t["rps"] for r, t in zip(res, results[TRIVIAL], strict=True)]),
                 "server CPU ms/req": median([r["server_ms"] for r in res]),
+                "read side CPU ms/req": "" if name == TRIVIAL else median([r["side_ms"] for r in res]),
                 "trivial's CPU/req ÷ this": median(
                     [t["server_ms"] / r["server_ms"] for r, t in zip(res, results[TRIVIAL], strict=True)]
                 ),
@@ -558,8 +547,10 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
         f"store is SQLite in WAL mode with synchronous=FULL, so every accepted command is fsynced before it is "
         f"answered ({db_events:,} events written in the one-worker setup's last run). 'server CPU' is the "
         f"server's CPU time (user + system, of its whole process group: granian's main process, its workers "
-        f"and, where it has one, the read side's process, read from /proc before and after the round) / wall "
-        f"(1 core = 100%), 'server CPU ms/req' that CPU time per request, and \"trivial's CPU/req ÷ this\" the "
+        f"and workers, read from /proc before and after the round) / wall (1 core = 100%), 'server CPU ms/req' "
+        f"that CPU time per request, 'read side CPU ms/req' the CPU time of the read side's process that serve "
+        f"starts beside its workers (`downloads project --quiet`, in the same process group; a checkout whose "
+        f"workers run the read side themselves shows it in 'server CPU'), and \"trivial's CPU/req ÷ this\" the "
         f"median of per-round (trivial ms/req / this ms/req), the CPU goal's value for '{OWN}' with 1 worker; "
         f"'client CPU' the load generator's. The machine has {os.cpu_count()} cores for the client and the "
         f"server. '{CEILING}' (req/s = commits/s) is the store's own limit: one "
@@ -580,23 +571,21 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
         )
     if results.get(BASELINE):
         against = [o["server_ms"] / b["server_ms"] for o, b in zip(results[OWN], results[BASELINE], strict=True)]
+        totals = [o["total_ms"] / b["total_ms"] for o, b in zip(results[OWN], results[BASELINE], strict=True)]
         notes.append(
-            f"Before/after in one run: ours' CPU per request is x{median(against):.2f} of the baseline checkout's "
-            f"({BASELINE_ENV}; per-round range {min(against):.2f}-{max(against):.2f})."
+            f"Before/after in one run: ours' HTTP server CPU per request is x{median(against):.2f} of the baseline "
+            f"checkout's ({BASELINE_ENV}; per-round range {min(against):.2f}-{max(against):.2f}), and with the read "
+            f"side's process counted too x{median(totals):.2f} ({min(totals):.2f}-{max(totals):.2f})."
         )
-    if results.get(SEPARATE):
-        apart = results[SEPARATE]
-        serve_ratio = [t["server_ms"] / a["server_ms"] for a, t in zip(apart, results[TRIVIAL], strict=True)]
-        total = [a["server_ms"] + a["side_ms"] for a in apart]
-        notes.append(
-            f"Read side apart: with `DOWNLOADS_READ_SIDE=off` and `downloads project` running the read models in a "
-            f"process of its own, the server's CPU per request is "
-            f"{median([a['server_ms'] for a in apart]):.2f} ms, x{median(serve_ratio):.2f} of the trivial "
-            f"endpoint's (per-round range {min(serve_ratio):.2f}-{max(serve_ratio):.2f}); the read side's process "
-            f"adds {median([a['side_ms'] for a in apart]):.2f} ms per request (total {median(total):.2f}, against "
-            f"{median([o['server_ms'] for o in results[OWN]]):.2f} with the read side in the worker): the command "
-            f"path's own cost, and the read models' upkeep that a deployment may run elsewhere."
-        )
+    own_total = [t["server_ms"] / o["total_ms"] for o, t in zip(results[OWN], results[TRIVIAL], strict=True)]
+    notes.append(
+        f"Read side: serve's read side process spent {median([o['side_ms'] for o in results[OWN]]):.2f} ms of CPU "
+        f"per request beside the HTTP processes' {median([o['server_ms'] for o in results[OWN]]):.2f} "
+        f"(total {median([o['total_ms'] for o in results[OWN]]):.2f} ms, x{median(own_total):.2f} of the trivial "
+        f"endpoint's CPU per request with it counted). It is one process per deployment whatever the number of "
+        f"servers and workers (a lease lets one runner apply at a time), so what a region's server count "
+        f"scales with is the HTTP processes' cost, the CPU goal's value."
+    )
     tracing = None
     if results.get(TRACED):
         off_ms = median([r["server_ms"] for r in results[OWN]])
@@ -629,6 +618,7 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
         "high": max(cpu_ratios),
         "ours_ms": median([r["server_ms"] for r in results[OWN]]),
         "trivial_ms": median([r["server_ms"] for r in results[TRIVIAL]]),
+        "with_read_side": median(own_total),
     }
     return {
         "method": method,
@@ -638,26 +628,6 @@ def _run_on(kind: str, workers: int, clients: int, quick: bool) -> dict[str, Any
         "cpu_fraction": cpu_fraction,
         "tracing": tracing,
     }
-
-
-def _projector(workdir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`downloads project` on the store of the server in ``workdir``, in a process group of its own."""
-    cmd = [sys.executable, "-m", "downloads.entrypoints.cli", "project", "--store",
-           f"sqlite:///{workdir / 'downloads.db'}"]  # fmt: skip
-    with open(workdir / "project.log", "ab") as log:
-        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to ``process``'s group, SIGKILL after the grace."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_GRACE)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_GRACE)
 
 
 def _our_server(workdir: Path, env: dict[str, str], workers: int, name: str = "downloads serve") -> ServerProcess:

@@ -6,6 +6,7 @@ servers (ours and, in the benchmark, a trivial one to compare with).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -93,7 +94,12 @@ class ServerProcess:
 
     def stop(self, *, grace: float = 10) -> None:
         """SIGTERM the process group; SIGKILL it if it has not exited after ``grace`` seconds."""
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
+            return
+        if self.process.poll() is not None:
+            # The leader is gone (killed by a test, say): whatever it left in its group goes too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             return
         try:
             os.killpg(self.process.pid, signal.SIGTERM)

@@ -29,7 +29,8 @@
 | denials_kept | DOWNLOADS_DENIALS_KEPT | 1000 | refused commands kept per account, newest (Cassandra: 90 days) |
 | what_if_max_commands | DOWNLOADS_WHAT_IF_MAX_COMMANDS | 10000 | most commands one what-if request re-decides (422) |
 | what_if_max_bytes | DOWNLOADS_WHAT_IF_MAX_BYTES | 1048576 | most bytes of decisions in a what-if answer (422) |
-| read_side | DOWNLOADS_READ_SIDE | background | background: serve runs the read side (one runner at a time); |
+| read_side | DOWNLOADS_READ_SIDE | background | background: serve runs the read side in a process of its own |
+|  |  |  | beside the workers (one runner at a time across processes); |
 |  |  |  | off: `downloads project` runs it |
 | read_side_lease | DOWNLOADS_READ_SIDE_LEASE | 10 | seconds a read-side runner's lease lasts (renewed at half) |
 | read_side_batch | DOWNLOADS_READ_SIDE_BATCH | 500 | events applied per batch where the feed is one sequence |

@@ -67,3 +67,94 @@ def test_downloads_project_keeps_the_read_models_of_servers_that_run_none(tmp_pa
 
         unknown = _downloads("projections", "rebuild", "nope", "--store", store)
         assert unknown.returncode == 1 and unknown.stderr.startswith("UsageError: no projection 'nope'")
+
+
+# -- the read side's process under `serve` ---------------------------------------------------------
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live processes whose parent is ``pid``, with their command lines."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if fields[0] == b"Z" or int(fields[1]) != pid:  # state, ppid
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                found[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return found
+
+
+def _projector_of(pid: int) -> int | None:
+    """The pid of the read side's process that the serve ``pid`` started, None when there is none."""
+    found = [child for child, command in _children(pid).items() if " project --quiet" in command]
+    assert len(found) <= 1, f"more than one read side's process: {found}"
+    return found[0] if found else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_serve_runs_the_read_side_in_a_process_of_its_own_and_starts_it_again_when_it_dies(tmp_path: Path) -> None:
+    title = unique_id("film")
+    with (
+        running_server(tmp_path) as server,
+        server.client("admin") as admin,
+        server.client("service") as http,
+        server.client("support") as support,
+    ):
+        assert server.process is not None
+        serve = server.process.pid
+        first = eventually(lambda: _projector_of(serve), "serve's read side process")
+        assert admin.put(f"/v1/titles/{title}", json={"studio": "default"}).status_code == 200
+        accounts = [member(http) for _ in range(2)]
+        acquire(http, accounts[0], title)
+        eventually(
+            lambda: len(support.get(f"/v1/titles/{title}/licenses").json()["licenses"]) == 1,
+            "the license projected by serve's read side process",
+        )
+
+        os.kill(first, signal.SIGKILL)
+        second = eventually(
+            lambda: (p := _projector_of(serve)) not in (None, first) and p, "the read side's process started again"
+        )
+        acquire(http, accounts[1], title)
+        listed = eventually(
+            lambda: len(r := support.get(f"/v1/titles/{title}/licenses").json()["licenses"]) == 2 and r,
+            "the license projected after the restart",
+        )
+        assert sorted(row["account_id"] for row in listed) == sorted(accounts)
+
+        os.kill(serve, signal.SIGTERM)  # serve alone, not its group: it stops what it started
+        server.process.wait(timeout=30)
+        eventually(lambda: not _alive(second), "the read side's process stopped with serve", seconds=40)
+    log = server.log_tail()
+    assert "read side's process exited" in log and "Traceback" not in log, log
+
+
+def test_the_read_side_process_of_a_serve_killed_outright_stops_by_itself(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        assert server.process is not None
+        serve = server.process.pid
+        projector = eventually(lambda: _projector_of(serve), "serve's read side process")
+        os.kill(serve, signal.SIGKILL)  # no goodbye: the read side's process notices its parent is gone
+        server.process.wait(timeout=30)
+        eventually(lambda: not _alive(projector), "the orphaned read side's process stopped", seconds=30)
+
+
+def test_serve_with_the_read_side_off_starts_no_process_for_it(tmp_path: Path) -> None:
+    with running_server(tmp_path, env={"DOWNLOADS_READ_SIDE": "off"}) as server, server.client("service") as http:
+        assert server.process is not None
+        member(http)  # the server is up and answering
+        time.sleep(1.0)
+        assert _projector_of(server.process.pid) is None

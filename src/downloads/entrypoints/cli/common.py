@@ -28,6 +28,10 @@ class UsageError(DownloadsError):
     """A mistake in how the command was called: printed as ``UsageError: message``."""
 
 
+#: set by ``serve`` for the read side's process it starts: the pid of the ``serve`` it belongs to
+PARENT_VARIABLE = "DOWNLOADS_SERVE_PID"
+
+
 def printable(text: object) -> str:
     """``text`` with every character that is not printable (controls, format characters such
     as bidirectional overrides, line separators) written as a Python escape."""

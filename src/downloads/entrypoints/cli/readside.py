@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import threading
 import time
 from typing import Any
 
-from downloads.entrypoints.cli.common import UsageError, printable, settings_from, shown, store_option, traced
+from downloads.entrypoints.cli.common import (
+    PARENT_VARIABLE,
+    UsageError,
+    printable,
+    settings_from,
+    shown,
+    store_option,
+    traced,
+)
 
 __all__ = ["add_commands"]
 
@@ -35,25 +45,37 @@ def _project(args: argparse.Namespace) -> int:
     stop = threading.Event()
     runner = threading.Thread(target=read_side.run, args=(stop,), name="read-side", daemon=True)
     runner.start()
-    print(f"projecting {shown(runtime.stores.url)} (Ctrl-C stops)", file=sys.stderr)
+    quiet = args.quiet
+    parent = os.environ.get(PARENT_VARIABLE)
+    if not quiet:
+        print(f"projecting {shown(runtime.stores.url)} (Ctrl-C stops)", file=sys.stderr)
+    # SIGTERM (a service manager's stop) finishes the batch as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     last = ""
     try:
         while runner.is_alive():
+            if parent is not None and str(os.getppid()) != parent:
+                break  # the serve that started this process is gone
             states = read_side.status()
             line = "  ".join(f"{s.name}: {s.position} applied, {s.lag_events} behind" for s in states)
             errors = [f"{s.name}: {s.error}" for s in states if s.error]
-            if line != last or errors:
+            if not quiet and (line != last or errors):
                 print(printable(line + ("  errors: " + "; ".join(errors) if errors else "")), file=sys.stderr)
                 last = line
             stop.wait(2.0)
     except KeyboardInterrupt:
-        print("stopping", file=sys.stderr)
+        if not quiet:
+            print("stopping", file=sys.stderr)
     finally:
         stop.set()
         runner.join(timeout=30)
         read_side.close()
         runtime.close()
     return 0
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _cmd_projections_status(args: argparse.Namespace) -> int:
@@ -102,6 +124,9 @@ def add_commands(sub: Any) -> None:
     """``project`` and ``projections status|rebuild``."""
     project = sub.add_parser("project", help="run the read side (projections, title withdrawal) in the foreground")
     store_option(project)
+    project.add_argument(
+        "--quiet", action="store_true", help="print no progress (errors are still logged), as under `serve`"
+    )
     project.set_defaults(run=_cmd_project)
 
     projections = sub.add_parser("projections", help="the read side's projections")

@@ -11,15 +11,19 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 from typing import Any
 
 from downloads.adapters.policy_file import PolicyError, parse_duration
-from downloads.entrypoints.cli.common import UsageError, settings_from, store_option
+from downloads.entrypoints.cli.common import PARENT_VARIABLE, UsageError, settings_from, store_option
 from downloads.settings import Settings
 
-__all__ = ["DEV_TOKENS_FILE", "add_commands"]
+__all__ = ["DEV_TOKENS_FILE", "ReadSideProcess", "add_commands"]
 
 
 def _run_http_server(settings: Settings, log_level: str) -> None:
@@ -123,19 +127,95 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         f"serving on http://{settings.host}:{settings.port} with store {settings.store} "
         f"({settings.workers} worker{'s' if settings.workers > 1 else ''})"
     )
-    if settings.log_format == "json":
-        from downloads.adapters.logs import JsonFormatter
-
-        record = logging.LogRecord("downloads.serve", logging.INFO, __file__, 0, serving, None, None)
-        print(JsonFormatter().format(record), file=sys.stderr)
-    else:
-        print(f"downloads: {serving}", file=sys.stderr)
+    _say(serving, settings.log_format)
+    read_side = None
+    if settings.read_side == "background":
+        # The read side runs in a process of its own beside the workers: its batches then never hold
+        # a worker's interpreter while commands wait (issue 21 measured 0.29 ms of a request's 1.00
+        # going to it in the worker), and its cost does not grow with the workers, of which only
+        # one would apply at a time anyway. The workers only read its models and status.
+        os.environ["DOWNLOADS_READ_SIDE"] = "off"
+        read_side = ReadSideProcess(settings.log_format)
+        read_side.start()
     try:
         _run_http_server(settings, args.log_level)
     finally:
+        if read_side is not None:
+            read_side.stop()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+class ReadSideProcess:
+    """``downloads project --quiet`` beside the HTTP workers: started with ``serve``, started again
+    (after 1 s, doubling up to 30 s while it keeps failing) whenever it exits, stopped with ``serve``.
+
+    It follows its parent: if ``serve`` dies without stopping it (SIGKILL), it stops within seconds.
+    The lease lets it share the store with any other runner (``downloads project`` elsewhere, a
+    second ``serve``): one applies at a time.
+    """
+
+    #: seconds between restarts of a read side that keeps exiting: the first, and the most
+    BACKOFF = (1.0, 30.0)
+    #: a run this long resets the backoff
+    HEALTHY = 60.0
+
+    def __init__(self, log_format: str = "text") -> None:
+        self._log_format = log_format
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._watcher = threading.Thread(target=self._watch, name="read-side-process", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._watcher.start()
+
+    def _spawn(self) -> None:
+        command = [sys.executable, "-m", "downloads.entrypoints.cli", "project", "--quiet"]
+        env = {**os.environ, PARENT_VARIABLE: str(os.getpid())}
+        with self._lock:
+            if not self._stopping.is_set():
+                self._process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+
+    def _watch(self) -> None:
+        delay = self.BACKOFF[0]
+        while not self._stopping.is_set():
+            process = self._process
+            if process is None:
+                return
+            started = time.monotonic()
+            status = process.wait()
+            # A Ctrl-C on the terminal reaches the whole group: serve is about to stop it anyway.
+            if self._stopping.wait(1.0):
+                return
+            if time.monotonic() - started >= self.HEALTHY:
+                delay = self.BACKOFF[0]
+            _say(
+                f"the read side's process exited with status {status}; starting it again in {delay:.0f} s",
+                self._log_format,
+                logging.WARNING,
+            )
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, self.BACKOFF[1])
+            self._spawn()
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Ctrl-C to the process (it finishes its batch), SIGKILL after ``grace`` seconds."""
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=grace)
+        self._watcher.join(timeout=grace)
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
@@ -202,13 +282,18 @@ def _show_dev_master_key(where: str, key_id: str, log_format: str = "text") -> N
         f"No DOWNLOADS_MASTER_KEY set (development mode): members' keys are wrapped by a development master key "
         f"(id {key_id}, {kept}). In production set DOWNLOADS_MASTER_KEY (`downloads keys new` makes one)."
     )
+    _say(message, log_format, logging.WARNING, prefix="")
+
+
+def _say(message: str, log_format: str, level: int = logging.INFO, prefix: str = "downloads: ") -> None:
+    """A line of ``serve``'s own on stderr: a JSON log object when the logs are JSON, else plain text."""
     if log_format == "json":
         from downloads.adapters.logs import JsonFormatter
 
-        record = logging.LogRecord("downloads.serve", logging.WARNING, __file__, 0, message, None, None)
+        record = logging.LogRecord("downloads.serve", level, __file__, 0, message, None, None)
         print(JsonFormatter().format(record), file=sys.stderr)
     else:
-        print(message, file=sys.stderr)
+        print(f"{prefix}{message}", file=sys.stderr)
 
 
 def add_commands(sub: Any) -> None:

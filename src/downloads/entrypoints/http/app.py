@@ -46,7 +46,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock, context: Runt
 
     read_side = open_read_side(ctx)
     if settings.read_side == "background":
-        read_side.start()  # every worker starts one; the lease lets one of them apply at a time
+        # In this process (an application embedding the app); serve runs it in a process of its own instead
+        # and starts its workers with it off. Across processes the lease lets one runner apply at a time.
+        read_side.start()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -262,7 +262,7 @@ def run(quick: bool) -> dict[str, Any]:
         f"`DOWNLOADS_READ_SIDE` at its default, background) loaded by `bench http`'s client: {CLIENTS} "
         f"keep-alive connections doing acquire+release pairs on their own accounts, back to back. "
         f"While it runs, `py-spy record --gil --nonblocking --rate {RATE} --format raw` samples every "
-        f"Python process of the server's (the worker and, where it has one, the read side's) for "
+        f"Python process of the server's (the worker and the read side's process serve starts beside it) for "
         f"{seconds:.0f} s: --gil keeps only the thread holding the GIL, so a sample is Python CPU "
         f"time, whatever thread (event loop, thread pool, read side) spends it. From the collapsed stacks: "
         f"a 'layer' row is the share of all samples ({samples:,}) whose topmost frame of a known layer is of it "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -158,3 +159,51 @@ def test_serve_with_the_read_side_off_starts_no_process_for_it(tmp_path: Path) -
         member(http)  # the server is up and answering
         time.sleep(1.0)
         assert _projector_of(server.process.pid) is None
+
+
+def test_a_stop_signal_to_the_whole_group_stops_the_read_side_once_without_a_restart(tmp_path: Path) -> None:
+    # A service manager's stop (or Ctrl-C on a terminal) reaches serve and its read side's process at once.
+    with running_server(tmp_path) as server:
+        assert server.process is not None
+        projector = eventually(lambda: _projector_of(server.process.pid), "serve's read side process")
+        server.stop(grace=40)
+        assert server.process.poll() is not None
+    assert not _alive(projector)
+    log = server.log_tail()
+    assert "exited with status" not in log and "Traceback" not in log, log
+
+
+def test_serve_on_a_memory_store_keeps_its_read_side_in_the_worker(tmp_path: Path) -> None:
+    # A memory store lives in one process: a read side in another would follow an empty store of its own.
+    title = unique_id("film")
+    with (
+        running_server(tmp_path, store="memory://") as server,
+        server.client("admin") as admin,
+        server.client("service") as http,
+        server.client("support") as support,
+    ):
+        assert server.process is not None
+        assert admin.put(f"/v1/titles/{title}", json={"studio": "default"}).status_code == 200
+        account = member(http)
+        acquire(http, account, title)
+        listed = eventually(
+            lambda: (r := support.get(f"/v1/titles/{title}/licenses").json()["licenses"]) and r,
+            "the license projected on a memory store",
+        )
+        assert [row["account_id"] for row in listed] == [account]
+        assert _projector_of(server.process.pid) is None
+
+
+def test_the_read_side_process_reports_a_failed_start_as_a_json_line_when_serve_logs_json() -> None:
+    env = {**os.environ, "DOWNLOADS_SERVE_PID": "1", "DOWNLOADS_LOG_FORMAT": "json"}
+    failed = subprocess.run(
+        [sys.executable, "-m", "downloads.entrypoints.cli", "project", "--quiet", "--store", "bogus://x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert failed.returncode == 1
+    [line] = failed.stderr.strip().splitlines()
+    logged = json.loads(line)
+    assert logged["level"] == "ERROR" and "unknown store URL" in logged["message"]

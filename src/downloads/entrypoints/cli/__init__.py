@@ -61,7 +61,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         else:
             message = str(exc)
-        print(printable(f"{type(exc).__name__}: {message}"), file=sys.stderr)
+        _fail(printable(f"{type(exc).__name__}: {message}"))
         return 2 if isinstance(exc, PolicyError | NoMasterKey) else 1
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(text: str) -> None:
+    """The error line of a command that failed; a JSON log object in the read side's process that serve
+    started with JSON logs (its stderr is serve's, every line of which is then one object)."""
+    import os
+
+    from downloads.entrypoints.cli.common import PARENT_VARIABLE
+
+    if os.environ.get(PARENT_VARIABLE) and os.environ.get("DOWNLOADS_LOG_FORMAT", "").strip().lower() == "json":
+        import logging
+
+        from downloads.adapters.logs import JsonFormatter
+
+        record = logging.LogRecord("downloads.project", logging.ERROR, __file__, 0, text, None, None)
+        text = JsonFormatter().format(record)
+    print(text, file=sys.stderr)

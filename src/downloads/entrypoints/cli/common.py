@@ -31,6 +31,9 @@ class UsageError(DownloadsError):
 #: set by ``serve`` for the read side's process it starts: the pid of the ``serve`` it belongs to
 PARENT_VARIABLE = "DOWNLOADS_SERVE_PID"
 
+#: the exit status of serve's read side process stopped by a signal (128 + SIGTERM, as a shell shows it)
+STOPPED_ON_SIGNAL = 143
+
 
 def printable(text: object) -> str:
     """``text`` with every character that is not printable (controls, format characters such

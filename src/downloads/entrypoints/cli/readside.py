@@ -12,6 +12,7 @@ from typing import Any
 
 from downloads.entrypoints.cli.common import (
     PARENT_VARIABLE,
+    STOPPED_ON_SIGNAL,
     UsageError,
     printable,
     settings_from,
@@ -49,32 +50,51 @@ def _project(args: argparse.Namespace) -> int:
     parent = os.environ.get(PARENT_VARIABLE)
     if not quiet:
         print(f"projecting {shown(runtime.stores.url)} (Ctrl-C stops)", file=sys.stderr)
-    # SIGTERM (a service manager's stop) finishes the batch as Ctrl-C does.
+    if parent is not None:
+        # Under serve: a Ctrl-C on the terminal reaches serve too, which stops this process with SIGTERM
+        # once its workers are down; ignored here, it cannot interrupt that stop half-way.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM (a service manager's stop, or serve's) finishes the batch as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     last = ""
+    status = 0
     try:
         while runner.is_alive():
             if parent is not None and str(os.getppid()) != parent:
                 break  # the serve that started this process is gone
-            states = read_side.status()
-            line = "  ".join(f"{s.name}: {s.position} applied, {s.lag_events} behind" for s in states)
-            errors = [f"{s.name}: {s.error}" for s in states if s.error]
-            if not quiet and (line != last or errors):
-                print(printable(line + ("  errors: " + "; ".join(errors) if errors else "")), file=sys.stderr)
-                last = line
+            if not quiet:
+                last = _report(read_side, last)
             stop.wait(2.0)
     except KeyboardInterrupt:
         if not quiet:
             print("stopping", file=sys.stderr)
+        status = STOPPED_ON_SIGNAL if parent is not None else 0
     finally:
         stop.set()
         runner.join(timeout=30)
         read_side.close()
         runtime.close()
-    return 0
+    return status
+
+
+def _report(read_side: Any, last: str) -> str:
+    """Print the projections' positions when they moved, and their errors; returns the line printed."""
+    try:
+        states = read_side.status()
+    except Exception as exc:  # the store did not answer: the runner retries its own work, say so and go on
+        print(printable(f"status unavailable: {type(exc).__name__}: {exc}"), file=sys.stderr)
+        return last
+    line = "  ".join(f"{s.name}: {s.position} applied, {s.lag_events} behind" for s in states)
+    errors = [f"{s.name}: {s.error}" for s in states if s.error]
+    if line != last or errors:
+        print(printable(line + ("  errors: " + "; ".join(errors) if errors else "")), file=sys.stderr)
+    return line
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:
+    # Once: the stop that follows (the batch finished, the lease released) is not interrupted again.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

@@ -194,10 +194,11 @@ def test_serve_on_a_memory_store_keeps_its_read_side_in_the_worker(tmp_path: Pat
         assert _projector_of(server.process.pid) is None
 
 
-def test_the_read_side_process_reports_a_failed_start_as_a_json_line_when_serve_logs_json() -> None:
+def test_the_read_side_process_reports_a_failed_start_as_a_json_line_when_serve_logs_json(tmp_path: Path) -> None:
     env = {**os.environ, "DOWNLOADS_SERVE_PID": "1", "DOWNLOADS_LOG_FORMAT": "json"}
     failed = subprocess.run(
         [sys.executable, "-m", "downloads.entrypoints.cli", "project", "--quiet", "--store", "bogus://x"],
+        cwd=tmp_path,  # a development master key may be made in the working directory
         env=env,
         capture_output=True,
         text=True,

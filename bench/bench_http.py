@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import ROOT, goal_at_least, interleaved, median, progress, scratch_dir
-from tools.server_process import ServerProcess, free_port
+from tools.server_process import ServerProcess, free_port, processes
 
 NAME = "http"
 TITLE = "HTTP API on SQLite: server CPU per request and req/s against a trivial FastAPI endpoint"
@@ -168,26 +168,16 @@ def _group_cpu(pgid: int) -> tuple[float, float]:
     """CPU seconds (user + system) used so far by the live processes of process group ``pgid``: those
     serving HTTP (the server's main process and its workers), and the read side's process serve starts
     (``downloads project --quiet``)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    serving = side = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    serving = side = 0.0
+    for process in processes():
+        if process.pgrp != pgid:
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            if int(fields[2]) != pgid:  # fields after "pid (comm)": state, ppid, pgrp, ..., utime (12), stime (13)
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                command = f.read().split(b"\0")
-        except OSError:
-            continue
-        used = int(fields[11]) + int(fields[12])
-        if b"project" in command and b"--quiet" in command:
-            side += used
+        command = process.command()
+        if "project" in command and "--quiet" in command:
+            side += process.cpu_seconds
         else:
-            serving += used
-    return serving / tick, side / tick
+            serving += process.cpu_seconds
+    return serving, side
 
 
 def _commit_rate(path: Path, seconds: float) -> tuple[float, float]:

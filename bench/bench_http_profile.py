@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.bench_http import SECRET, Connection, Tally, _drive, _loop_runner, _ours_pair, _setup
 from bench.harness import ROOT, progress, scratch_dir
-from tools.server_process import ServerProcess, free_port
+from tools.server_process import ProcessInfo, ServerProcess, free_port, processes
 
 NAME = "http_profile"
 TITLE = "Profile of the HTTP server under load (SQLite, granian, 1 worker): top functions by share of samples"
@@ -28,28 +28,16 @@ def _py_spy() -> str | None:
     return str(here) if here.exists() else shutil.which("py-spy")
 
 
-def _children(pid: int) -> list[int]:
+def _children(pid: int) -> list[ProcessInfo]:
     """Every descendant of ``pid`` (granian's worker, the read side's process, ...)."""
-    found: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except OSError:
-            continue
-        if ppid == pid:
-            found += [int(entry), *_children(int(entry))]
+    live = processes()
+    found: list[ProcessInfo] = []
+    parents = {pid}
+    while parents:
+        generation = [p for p in live if p.ppid in parents]
+        found += generation
+        parents = {p.pid for p in generation}
     return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _frame(raw: str) -> str:
@@ -212,7 +200,11 @@ def run(quick: bool) -> dict[str, Any]:
             ours.start(timeout=60)
             assert ours.process is not None
             _setup(ours.url, signer.issue("admin", ttl_seconds=3600))
-            pids = [p for p in _children(ours.process.pid) if "python" in _cmdline(p) or "downloads" in _cmdline(p)]
+            pids = [
+                p.pid
+                for p in _children(ours.process.pid)
+                if "python" in (c := " ".join(p.command())) or "downloads" in c
+            ]
             progress(f"profiling processes {pids} for {seconds:.0f} s")
             spies = [
                 subprocess.Popen(

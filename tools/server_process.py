@@ -13,12 +13,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import httpx
 
-__all__ = ["ServerProcess", "free_port"]
+__all__ = ["ProcessInfo", "ServerProcess", "free_port", "processes"]
 
 
 def free_port() -> int:
@@ -26,6 +27,44 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """A live process as Linux's ``/proc`` shows it: what tests and the benchmarks ask of a server's
+    processes (its workers, the read side's process it starts, their CPU time)."""
+
+    pid: int
+    ppid: int
+    pgrp: int
+    cpu_seconds: float  # user + system so far
+
+    def command(self) -> list[str]:
+        """Its command line; empty once it is gone."""
+        try:
+            with open(f"/proc/{self.pid}/cmdline", "rb") as f:
+                return f.read().decode(errors="replace").split("\0")[:-1]
+        except OSError:
+            return []
+
+
+def processes() -> list[ProcessInfo]:
+    """Every live process of this machine (zombies, which have exited, left out)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                # after "pid (comm)": state, ppid, pgrp, ..., utime (12th), stime (13th)
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != b"Z":
+            cpu = (int(fields[11]) + int(fields[12])) / tick
+            found.append(ProcessInfo(int(entry), int(fields[1]), int(fields[2]), cpu))
+    return found
 
 
 class ServerProcess:

@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.downloads.e2e.test_api_cli import _downloads
 from tests.downloads.e2e.test_read_side import acquire, eventually, member
 from tests.support.server import running_server, unique_id
+from tools.server_process import processes
 
 
 def test_downloads_project_keeps_the_read_models_of_servers_that_run_none(tmp_path: Path) -> None:
@@ -73,37 +74,15 @@ def test_downloads_project_keeps_the_read_models_of_servers_that_run_none(tmp_pa
 # -- the read side's process under `serve` ---------------------------------------------------------
 
 
-def _children(pid: int) -> dict[int, str]:
-    """The live processes whose parent is ``pid``, with their command lines."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            if fields[0] == b"Z" or int(fields[1]) != pid:  # state, ppid
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                found[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-    return found
-
-
 def _projector_of(pid: int) -> int | None:
     """The pid of the read side's process that the serve ``pid`` started, None when there is none."""
-    found = [child for child, command in _children(pid).items() if " project --quiet" in command]
+    found = [p.pid for p in processes() if p.ppid == pid and p.command()[-2:] == ["project", "--quiet"]]
     assert len(found) <= 1, f"more than one read side's process: {found}"
     return found[0] if found else None
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
+    return any(p.pid == pid for p in processes())
 
 
 def test_serve_runs_the_read_side_in_a_process_of_its_own_and_starts_it_again_when_it_dies(tmp_path: Path) -> None:

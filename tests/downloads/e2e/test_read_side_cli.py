@@ -174,7 +174,7 @@ def test_serve_on_a_memory_store_keeps_its_read_side_in_the_worker(tmp_path: Pat
 
 
 def test_the_read_side_process_reports_a_failed_start_as_a_json_line_when_serve_logs_json(tmp_path: Path) -> None:
-    env = {**os.environ, "DOWNLOADS_SERVE_PID": "1", "DOWNLOADS_LOG_FORMAT": "json"}
+    env = {**os.environ, "DOWNLOADS_SERVE_PID": str(os.getpid()), "DOWNLOADS_LOG_FORMAT": "json"}
     failed = subprocess.run(
         [sys.executable, "-m", "downloads.entrypoints.cli", "project", "--quiet", "--store", "bogus://x"],
         cwd=tmp_path,  # a development master key may be made in the working directory
@@ -187,3 +187,20 @@ def test_the_read_side_process_reports_a_failed_start_as_a_json_line_when_serve_
     [line] = failed.stderr.strip().splitlines()
     logged = json.loads(line)
     assert logged["level"] == "ERROR" and "unknown store URL" in logged["message"]
+
+
+def test_project_refuses_a_serve_pid_that_is_not_its_parent(tmp_path: Path) -> None:
+    env = {**os.environ, "DOWNLOADS_SERVE_PID": "not-a-pid"}
+    store = f"sqlite:///{tmp_path / 'downloads.db'}"
+    refused = subprocess.run(
+        [sys.executable, "-m", "downloads.entrypoints.cli", "project", "--store", store],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    assert (
+        "UsageError" in refused.stderr and "DOWNLOADS_SERVE_PID" in refused.stderr and "Traceback" not in refused.stderr
+    )

@@ -42,12 +42,17 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
 
 def _project(args: argparse.Namespace) -> int:
+    parent = os.environ.get(PARENT_VARIABLE)
+    if parent is not None and parent != str(os.getppid()):
+        raise UsageError(
+            f"{PARENT_VARIABLE}={parent!r} names a serve that is not this process's parent: serve sets it for the "
+            "read side's process it starts (unset it to run `downloads project` on its own)"
+        )
     runtime, read_side = _open_read_side(args)
     stop = threading.Event()
     runner = threading.Thread(target=read_side.run, args=(stop,), name="read-side", daemon=True)
     runner.start()
     quiet = args.quiet
-    parent = os.environ.get(PARENT_VARIABLE)
     if not quiet:
         print(f"projecting {shown(runtime.stores.url)} (Ctrl-C stops)", file=sys.stderr)
     if parent is not None:

@@ -20,7 +20,6 @@ import pytest
 
 from tests.downloads.integration.test_relay_erasure import relay_across_erasures
 from tests.downloads.integration.test_relay_kafka import (
-    BATCH,
     accepted,
     assert_every_event_once_in_order,
     in_partition_order,
@@ -29,7 +28,6 @@ from tests.downloads.integration.test_relay_kafka import (
     relay_behind,
     relay_process,
     relay_status,
-    relay_watch,
     wait_for,
 )
 from tests.support.cassandra import ClusterPool, keyspace_url
@@ -72,19 +70,21 @@ def test_a_relay_killed_mid_batch_misses_nothing_and_its_duplicates_are_counted(
     create_topic(kafka.bootstrap, topic)
     with keyspace_url(cluster, "relay") as store:
         open_members(store)
-        race(store, writers=2, commands=600)
-        events = accepted(store)
-        with relay_watch(store) as behind, relay_process(store, kafka, topic, tmp_path / "relay.log") as victim:
-            # One open session polls (a few reads each time), so the relay is caught part-way however fast
-            # it publishes; once the broker is paused, nothing more is acknowledged and it stays part-way.
-            wait_for(lambda: 0 <= behind() < len(events) - BATCH, "the relay is part-way", every=0.02)
-            kafka.pause()  # the kill meets streams sent and not yet acknowledged
+        race(store, writers=2, commands=300)
+        with relay_process(store, kafka, topic, tmp_path / "relay.log") as victim:
+            # Part-way by construction, not by catching a fast relay in the act: the first writes are
+            # relayed and acknowledged, then the broker is held while more arrive, so the relay sends
+            # them and no answer comes; the kill meets those streams sent and not yet acknowledged.
+            wait_for(lambda: caught_up(store), "the relay caught up with the first writes", seconds=300, every=0.5)
+            kafka.pause()
             try:
-                time.sleep(1.5)
+                race(store, writers=2, commands=300)
+                time.sleep(1.5)  # the relay's next round sends what the second writers added
                 victim.send_signal(signal.SIGKILL)
                 victim.wait(timeout=30)
             finally:
                 kafka.resume()
+        events = accepted(store)
         behind_at_kill = relay_behind(store)
         assert 0 < behind_at_kill < len(events), "the kill was not part-way: nothing to check"
         with relay_process(store, kafka, topic, tmp_path / "relay.log"):

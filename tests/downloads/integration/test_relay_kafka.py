@@ -304,20 +304,23 @@ def test_a_relay_killed_mid_batch_misses_nothing_and_duplicates_only_what_was_no
     topic = fresh_topic()
     create_topic(kafka.bootstrap, topic)
     open_members(url(path))
-    race(url(path), writers=2, commands=1500)
-    store = accepted(url(path))
+    race(url(path), writers=2, commands=750)
+    first = len(accepted(url(path)))
 
     with relay_process(url(path), kafka, topic, tmp_path / "relay.log") as victim:
-        wait_for(lambda: relay_checkpoint(path) >= BATCH * 3, "the relay is part-way", every=0.005)
-        # Hold the broker's answers so the kill meets a batch sent and not yet acknowledged; the broker
-        # may still write it once it runs again.
+        # Part-way by construction, not by catching a fast relay in the act: the first writes are
+        # relayed and acknowledged, then the broker's answers are held while more arrive, so the kill
+        # meets a batch sent and not yet acknowledged; the broker may still write it once it runs again.
+        wait_for(lambda: relay_checkpoint(path) >= first, "the relay caught up with the first writes")
         kafka.pause()
         try:
-            time.sleep(1.5)
+            race(url(path), writers=2, commands=750)
+            time.sleep(1.5)  # the relay's next round sends a batch of what the second writers added
             victim.send_signal(signal.SIGKILL)
             victim.wait(timeout=30)
         finally:
             kafka.resume()
+    store = accepted(url(path))
     at_kill = relay_checkpoint(path)
     assert 0 < at_kill < len(store), "the kill was not part-way: nothing to check"
     before_restart = consume(kafka.bootstrap, topic, until=at_kill, idle=2.0)
